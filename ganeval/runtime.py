@@ -1,0 +1,42 @@
+"""Device selection, numeric-precision guards and progress bars shared by every command."""
+
+from __future__ import annotations
+
+import contextlib
+import sys
+
+import torch
+from tqdm.auto import tqdm
+
+from .errors import GanevalError
+
+
+def resolve_device(device: str | torch.device | None = None) -> torch.device:
+    """'auto'/None -> CUDA when available, else CPU; anything else is passed to torch.device and checked."""
+    if device is None or str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except RuntimeError as error:
+        raise GanevalError(f"unknown device {device!r}: {error}") from None
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise GanevalError(f"device {device!r} asked for, but this torch build sees no CUDA GPU; use --device cpu")
+    return resolved
+
+
+@contextlib.contextmanager
+def exact_float32():
+    """Disable TF32 in matmuls and convolutions (metrics must not depend on the GPU generation)."""
+    matmul, cudnn = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = False
+    torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = matmul, cudnn
+
+
+def progress_bar(total: int | None, description: str, enabled: bool = True, unit: str = "img"):
+    """A tqdm bar on stderr; a silent no-op bar when disabled."""
+    return tqdm(total=total, desc=description, unit=unit, disable=not enabled, file=sys.stderr,
+                dynamic_ncols=True, leave=False)

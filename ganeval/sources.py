@@ -1,0 +1,497 @@
+"""One image-source layer for every command of every package.
+
+A source is an indexable collection of RGB images of one size:
+
+- a directory, searched recursively for .png/.jpg/.jpeg/.webp/.bmp files (sorted by relative path);
+- a .zip archive of such files (sorted by member name);
+- a .npy / .npz array of uint8 images, NHWC or NCHW (N×H×W grayscale also accepted);
+- a multi-resolution HDF5 file with datasets ``data{R}x{R}`` (the largest by default, or ``resolution=R``).
+
+`open_source` picks the right reader; `ImageStream` turns a source into uint8 NCHW RGB torch batches, in a
+deterministic order or as a seeded random subset, decoding files in DataLoader worker processes. Grayscale
+becomes RGB by repetition, RGBA and LA lose their alpha channel. Bad input (unreadable or truncated files,
+mixed sizes, an empty source, fewer images than asked) raises `SourceError` with a message that names the
+files or counts; with ``skip_bad=True`` bad files are skipped instead and listed in ``ImageStream.skipped``.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+from PIL import Image
+
+from .errors import SourceError
+
+IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+ARRAY_EXTENSIONS = (".npy", ".npz")
+HDF5_EXTENSIONS = (".h5", ".hdf5")
+
+Image.MAX_IMAGE_PIXELS = None  # CelebA-HQ rendering and wallpapers legitimately exceed PIL's bomb guard
+
+
+class BadImage(Exception):
+    """One image could not be used; the message says why."""
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Pixel conversion
+
+
+def to_rgb_hwc(array: np.ndarray) -> np.ndarray:
+    """Any of HW, HW1, HW2 (LA), HW3, HW4 (RGBA) uint8 -> contiguous uint8 HW3."""
+    if array.dtype != np.uint8:
+        raise BadImage(f"pixel type {array.dtype}, expected uint8")
+    if array.ndim == 2:
+        array = array[:, :, None]
+    if array.ndim != 3 or array.shape[2] not in (1, 2, 3, 4):
+        raise BadImage(f"array of shape {array.shape} is not an image")
+    channels = array.shape[2]
+    if channels in (1, 2):
+        array = np.repeat(array[:, :, :1], 3, axis=2)
+    elif channels == 4:
+        array = array[:, :, :3]
+    return np.ascontiguousarray(array)
+
+
+def decode_image(data: bytes | str | os.PathLike) -> np.ndarray:
+    """Decode an image file (path or bytes) to uint8 HW3 RGB; raise BadImage on any failure."""
+    try:
+        with Image.open(io.BytesIO(data) if isinstance(data, bytes) else data) as image:
+            image.load()  # forces a full decode so truncated files fail here, not later
+            if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+                pixels = np.asarray(image, dtype=np.int64)
+                pixels = np.clip(pixels >> 8 if image.mode.startswith("I;16") else pixels, 0, 255)
+                return to_rgb_hwc(pixels.astype(np.uint8))
+            if image.mode == "F":
+                return to_rgb_hwc(np.clip(np.rint(np.asarray(image)), 0, 255).astype(np.uint8))
+            if image.mode not in ("RGB", "L"):
+                image = image.convert("RGBA" if "A" in image.mode or "transparency" in image.info else "RGB")
+            return to_rgb_hwc(np.asarray(image))
+    except BadImage:
+        raise
+    except Exception as error:  # PIL raises many types (OSError, SyntaxError, ValueError, DecompressionBomb...)
+        raise BadImage(f"cannot decode: {error}") from None
+
+
+def _channel_layout(shape: Sequence[int]) -> str:
+    """'NHWC', 'NCHW' or 'NHW' for an array of images; raise SourceError when it is not one."""
+    if len(shape) == 3:
+        return "NHW"
+    if len(shape) != 4:
+        raise SourceError(f"array of shape {tuple(shape)} is not a batch of images (expected NHWC, NCHW or NHW)")
+    if shape[3] in (1, 2, 3, 4):
+        return "NHWC"
+    if shape[1] in (1, 2, 3, 4):
+        return "NCHW"
+    raise SourceError(f"array of shape {tuple(shape)}: no axis of 1-4 colour channels at position 1 or 3")
+
+
+def _array_image(array: np.ndarray, layout: str) -> np.ndarray:
+    """One image of a batch array in `layout` -> uint8 HW3."""
+    if layout == "NCHW":
+        array = np.moveaxis(array, 0, -1)
+    return to_rgb_hwc(np.asarray(array))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Sources
+
+
+class ImageSource:
+    """An indexable set of images. Subclasses implement `__len__`, `load` and `item_name`."""
+
+    path: str
+    shape: tuple[int, int] | None = None  # (H, W) when known without decoding (arrays, HDF5)
+
+    def __len__(self) -> int:
+        raise NotImplementedError
+
+    def load(self, index: int) -> np.ndarray:
+        """Image `index` as uint8 HW3 RGB; raises BadImage."""
+        raise NotImplementedError
+
+    def item_name(self, index: int) -> str:
+        """What to call image `index` in messages (a file name or 'array[7]')."""
+        return f"{self.path}[{index}]"
+
+    def describe(self) -> str:
+        return f"{self.path} ({len(self)} images)"
+
+    def close(self) -> None:
+        """Release handles; sources reopen lazily, so closing is always safe."""
+
+
+class FolderSource(ImageSource):
+    def __init__(self, path: str | os.PathLike):
+        self.path = str(path)
+        root = Path(path)
+        self.files = sorted(
+            (p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()),
+            key=lambda p: p.relative_to(root).as_posix(),
+        )
+
+    def __len__(self) -> int:
+        return len(self.files)
+
+    def load(self, index: int) -> np.ndarray:
+        return decode_image(self.files[index])
+
+    def item_name(self, index: int) -> str:
+        return str(self.files[index])
+
+
+class _LazyHandle:
+    """A file handle opened on first use in each process (DataLoader workers fork with no open handles)."""
+
+    def __init__(self, opener):
+        self._opener, self._handle, self._pid = opener, None, None
+
+    def get(self):
+        if self._handle is None or self._pid != os.getpid():
+            self._handle, self._pid = self._opener(), os.getpid()
+        return self._handle
+
+    def close(self) -> None:
+        if self._handle is not None and self._pid == os.getpid():
+            self._handle.close()
+        self._handle = None
+
+    def __getstate__(self):
+        return {"_opener": self._opener, "_handle": None, "_pid": None}
+
+
+class ZipSource(ImageSource):
+    def __init__(self, path: str | os.PathLike):
+        self.path = str(path)
+        try:
+            with zipfile.ZipFile(path) as archive:
+                self.members = sorted(
+                    info.filename for info in archive.infolist()
+                    if not info.is_dir() and Path(info.filename).suffix.lower() in IMAGE_EXTENSIONS
+                    and not Path(info.filename).name.startswith("._")
+                )
+        except (zipfile.BadZipFile, OSError) as error:
+            raise SourceError(f"{path}: not a readable zip archive ({error})") from None
+        self._zip = _LazyHandle(lambda: zipfile.ZipFile(self.path))
+
+    def __len__(self) -> int:
+        return len(self.members)
+
+    def load(self, index: int) -> np.ndarray:
+        try:
+            data = self._zip.get().read(self.members[index])
+        except Exception as error:  # CRC errors, truncated archives
+            raise BadImage(f"cannot read from archive: {error}") from None
+        return decode_image(data)
+
+    def item_name(self, index: int) -> str:
+        return f"{self.path}:{self.members[index]}"
+
+    def close(self) -> None:
+        self._zip.close()
+
+
+class ArraySource(ImageSource):
+    """A .npy (memory-mapped) or .npz array of uint8 images."""
+
+    def __init__(self, path: str | os.PathLike, key: str | None = None):
+        self.path = str(path)
+        try:
+            if self.path.lower().endswith(".npz"):
+                with np.load(self.path) as archive:
+                    keys = list(archive.keys())
+                    if key is None:
+                        candidates = [k for k in ("images", "arr_0", "x", "data") if k in keys]
+                        if len(keys) == 1:
+                            key = keys[0]
+                        elif candidates:
+                            key = candidates[0]
+                        else:
+                            raise SourceError(f"{path}: holds arrays {keys}; none is called 'images' or 'arr_0'")
+                    if key not in keys:
+                        raise SourceError(f"{path}: no array {key!r} (has {keys})")
+                    self.array = archive[key]
+            else:
+                self.array = np.load(self.path, mmap_mode="r")
+        except SourceError:
+            raise
+        except Exception as error:
+            raise SourceError(f"{path}: not a readable numpy file ({error})") from None
+        if self.array.dtype != np.uint8:
+            raise SourceError(f"{path}: pixel type {self.array.dtype}, expected uint8 in [0, 255]")
+        self.layout = _channel_layout(self.array.shape)
+        self.shape = tuple(self.array.shape[2:4] if self.layout == "NCHW" else self.array.shape[1:3])
+
+    def __len__(self) -> int:
+        return int(self.array.shape[0])
+
+    def load(self, index: int) -> np.ndarray:
+        return _array_image(self.array[index], self.layout)
+
+
+def _hdf5_resolutions(path: str) -> dict[int, str]:
+    import h5py
+
+    with h5py.File(path, "r") as file:
+        names = list(file.keys())
+    found = {}
+    for name in names:
+        if name.startswith("data") and "x" in name[4:]:
+            height, _, width = name[4:].partition("x")
+            if height.isdigit() and height == width:
+                found[int(height)] = name
+    return found
+
+
+class HDF5Source(ImageSource):
+    """A multi-resolution HDF5 file (datasets data4x4 … data1024x1024, uint8 NCHW or NHWC)."""
+
+    def __init__(self, path: str | os.PathLike, resolution: int | None = None):
+        import h5py
+
+        self.path = str(path)
+        try:
+            levels = _hdf5_resolutions(self.path)
+        except OSError as error:
+            raise SourceError(f"{path}: not a readable HDF5 file ({error})") from None
+        if not levels:
+            raise SourceError(f"{path}: no datasets named data<R>x<R> in this HDF5 file")
+        if resolution is None:
+            resolution = max(levels)
+        if resolution not in levels:
+            raise SourceError(f"{path}: no {resolution}x{resolution} level; it has {sorted(levels)}")
+        self.resolution, self.dataset_name = resolution, levels[resolution]
+        self._file = _LazyHandle(lambda: h5py.File(self.path, "r"))
+        dataset = self._file.get()[self.dataset_name]
+        if dataset.dtype != np.uint8:
+            raise SourceError(f"{path}:{self.dataset_name}: pixel type {dataset.dtype}, expected uint8")
+        self.layout = _channel_layout(dataset.shape)
+        self.length = int(dataset.shape[0])
+        self.shape = (resolution, resolution)
+        self._file.close()
+
+    def __len__(self) -> int:
+        return self.length
+
+    def load(self, index: int) -> np.ndarray:
+        return _array_image(self._file.get()[self.dataset_name][index], self.layout)
+
+    def item_name(self, index: int) -> str:
+        return f"{self.path}:{self.dataset_name}[{index}]"
+
+    def close(self) -> None:
+        self._file.close()
+
+
+class TensorSource(ImageSource):
+    """Images already in memory: a uint8 NCHW/NHWC numpy array or torch tensor (Python API only)."""
+
+    def __init__(self, images: np.ndarray | torch.Tensor, name: str = "<array>"):
+        array = images.detach().cpu().numpy() if isinstance(images, torch.Tensor) else np.asarray(images)
+        if array.dtype != np.uint8:
+            raise SourceError(f"{name}: pixel type {array.dtype}, expected uint8 in [0, 255]")
+        self.path, self.array = name, array
+        self.layout = _channel_layout(array.shape)
+        self.shape = tuple(array.shape[2:4] if self.layout == "NCHW" else array.shape[1:3])
+
+    def __len__(self) -> int:
+        return int(self.array.shape[0])
+
+    def load(self, index: int) -> np.ndarray:
+        return _array_image(self.array[index], self.layout)
+
+
+def open_source(source: str | os.PathLike | ImageSource | np.ndarray | torch.Tensor,
+                resolution: int | None = None) -> ImageSource:
+    """Open a path (directory, .zip, .npy/.npz, .h5/.hdf5) or wrap an in-memory array as an ImageSource.
+
+    `resolution` picks the level of a multi-resolution HDF5 file (default: the largest).
+    Raises SourceError for a missing path, an unknown kind of file or an empty source.
+    """
+    if isinstance(source, ImageSource):
+        opened = source
+    elif isinstance(source, (np.ndarray, torch.Tensor)):
+        opened = TensorSource(source)
+    else:
+        path = Path(source)
+        suffix = path.suffix.lower()
+        if not path.exists():
+            raise SourceError(f"{path}: no such file or directory")
+        if path.is_dir():
+            opened = FolderSource(path)
+        elif suffix == ".zip":
+            opened = ZipSource(path)
+        elif suffix in ARRAY_EXTENSIONS:
+            opened = ArraySource(path)
+        elif suffix in HDF5_EXTENSIONS:
+            opened = HDF5Source(path, resolution)
+        else:
+            raise SourceError(
+                f"{path}: unknown kind of source; give a directory of images, a .zip, a .npy/.npz array "
+                f"or a multi-resolution .h5 file"
+            )
+    if len(opened) == 0:
+        kinds = "/".join(ext.lstrip(".") for ext in IMAGE_EXTENSIONS)
+        raise SourceError(f"{opened.path}: empty source (no {kinds} images found)")
+    return opened
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Streaming batches
+
+
+def select_indices(total: int, num_images: int | None, seed: int | None) -> np.ndarray:
+    """The candidate order: 0..total-1, or a seeded random permutation of it when `seed` is given."""
+    if seed is None:
+        return np.arange(total)
+    return np.random.default_rng(np.random.SeedSequence([seed, 0x5EED])).permutation(total)
+
+
+class _ChunkLoader(torch.utils.data.Dataset):
+    """Maps a chunk number to [(position, image or None, reason)] for a fixed list of indices."""
+
+    def __init__(self, source: ImageSource, order: np.ndarray, chunk_size: int):
+        self.source, self.order, self.chunk_size = source, order, chunk_size
+
+    def __len__(self) -> int:
+        return (len(self.order) + self.chunk_size - 1) // self.chunk_size
+
+    def __getitem__(self, chunk: int):
+        results = []
+        for index in self.order[chunk * self.chunk_size:(chunk + 1) * self.chunk_size]:
+            try:
+                results.append((int(index), self.source.load(int(index)), None))
+            except BadImage as error:
+                results.append((int(index), None, str(error)))
+        return results
+
+
+def _keep_as_is(chunk):
+    """DataLoader collate that leaves a chunk's numpy images alone (no tensor conversion in workers)."""
+    return chunk
+
+
+def _default_workers(source: ImageSource) -> int:
+    if isinstance(source, (ArraySource, TensorSource)):
+        return 0
+    return min(4, os.cpu_count() or 1)
+
+
+@dataclass
+class SkippedImage:
+    name: str
+    reason: str
+
+
+class ImageStream:
+    """Iterate over `num_images` images of a source as uint8 NCHW RGB torch batches (CPU tensors).
+
+    Order: the source's own order, or a random subset drawn with `seed`. All images must have one size
+    (the first good image sets it). Bad images raise SourceError, or with `skip_bad` are replaced by the
+    next candidates and recorded in `skipped`. Iterating again restarts the same stream.
+    """
+
+    def __init__(self, source, num_images: int | None = None, seed: int | None = None, batch_size: int = 64,
+                 skip_bad: bool = False, num_workers: int | None = None, resolution: int | None = None):
+        self.source = open_source(source, resolution)
+        total = len(self.source)
+        self.num_images = total if num_images is None else int(num_images)
+        if self.num_images <= 0:
+            raise SourceError(f"asked for {self.num_images} images; give a positive number")
+        if self.num_images > total:
+            raise SourceError(f"{self.source.path}: has {total} images, {self.num_images} asked "
+                              f"(lower --num-images or add images)")
+        self.seed, self.batch_size, self.skip_bad = seed, max(1, int(batch_size)), skip_bad
+        self.num_workers = _default_workers(self.source) if num_workers is None else num_workers
+        self.order = select_indices(total, self.num_images, seed)
+        self.skipped: list[SkippedImage] = []
+        self.shape: tuple[int, int] | None = self.source.shape
+
+    def __len__(self) -> int:
+        return self.num_images
+
+    def _loader(self) -> Iterator[list]:
+        # Decode at most a few chunks more than needed: the candidates beyond num_images are only reached
+        # when images are skipped.
+        chunk = max(1, min(self.batch_size, 32))
+        dataset = _ChunkLoader(self.source, self.order, chunk)
+        if self.num_workers == 0:
+            return (dataset[i] for i in range(len(dataset)))
+        return iter(torch.utils.data.DataLoader(dataset, batch_size=None, shuffle=False,
+                                                num_workers=self.num_workers, prefetch_factor=4,
+                                                collate_fn=_keep_as_is))
+
+    def _check(self, index: int, image: np.ndarray | None, reason: str | None) -> str | None:
+        if image is None:
+            return reason
+        if self.shape is None:
+            self.shape = image.shape[:2]
+        if image.shape[:2] != tuple(self.shape):
+            return (f"size {image.shape[1]}x{image.shape[0]} (WxH) differs from the other images' "
+                    f"{self.shape[1]}x{self.shape[0]}")
+        return None
+
+    def __iter__(self) -> Iterator[torch.Tensor]:
+        self.skipped = []
+        pending: list[np.ndarray] = []
+        delivered = 0
+        loader = self._loader()
+        try:
+            for results in loader:
+                bad = []
+                for index, image, reason in results:
+                    if delivered + len(pending) >= self.num_images:
+                        break
+                    problem = self._check(index, image, reason)
+                    if problem is not None:
+                        bad.append(SkippedImage(self.source.item_name(index), problem))
+                        continue
+                    pending.append(image)
+                if bad and not self.skip_bad:
+                    listed = "; ".join(f"{item.name}: {item.reason}" for item in bad[:5])
+                    more = f" (and {len(bad) - 5} more in this batch)" if len(bad) > 5 else ""
+                    raise SourceError(f"bad image(s) in {self.source.path}: {listed}{more}. "
+                                      f"Fix or remove them, or pass --skip-bad to skip them")
+                self.skipped.extend(bad)
+                while len(pending) >= self.batch_size:
+                    batch, pending = pending[:self.batch_size], pending[self.batch_size:]
+                    delivered += len(batch)
+                    yield _stack_nchw(batch)
+                if delivered + len(pending) >= self.num_images:
+                    break
+        finally:
+            del loader
+        if pending:
+            delivered += len(pending)
+            yield _stack_nchw(pending)
+        if delivered < self.num_images:
+            raise SourceError(
+                f"{self.source.path}: only {delivered} usable images, {self.num_images} asked "
+                f"({len(self.skipped)} skipped, e.g. {self.skipped[0].name}: {self.skipped[0].reason})"
+                if self.skipped else f"{self.source.path}: only {delivered} images, {self.num_images} asked"
+            )
+
+
+def _stack_nchw(images: list[np.ndarray]) -> torch.Tensor:
+    return torch.from_numpy(np.ascontiguousarray(np.stack(images).transpose(0, 3, 1, 2)))
+
+
+def peek_shape(source: ImageSource, skip_bad: bool = False) -> tuple[int, int]:
+    """(H, W) of a source's images: known for arrays, otherwise the first decodable image's size."""
+    if source.shape is not None:
+        return tuple(source.shape)
+    for index in range(len(source)):
+        try:
+            return source.load(index).shape[:2]
+        except BadImage as error:
+            if not skip_bad:
+                raise SourceError(f"bad image {source.item_name(index)}: {error}. "
+                                  f"Fix or remove it, or pass --skip-bad to skip it") from None
+    raise SourceError(f"{source.path}: no readable image among {len(source)} files")

@@ -1,0 +1,434 @@
+"""Sliced Wasserstein distance on Laplacian-pyramid patches, as in Karras et al. 2018 (ProGAN), section 5.
+
+The algorithm is the original implementation's (tkarras/progressive_growing_of_gans, metrics/sliced_wasserstein.py):
+
+1. Laplacian pyramid of each image in float32 [0, 255]: 5×5 binomial kernel [1,4,6,4,1]ᵀ[1,4,6,4,1]/256,
+   reflect-101 borders, pyrDown = blur then keep even rows/columns, pyrUp = zero-stuffing then blur with 4× the
+   kernel (both equal OpenCV's). Levels from full resolution down to 16×16; the last level is the low-pass residual.
+2. At each level, 128 patches of 7×7×3 per image at random positions (centres drawn so the patch fits), flattened
+   in (channel, row, column) order to 147-d descriptors.
+3. Each image set's descriptors of a level are normalised per colour channel with the set's own mean and
+   population standard deviation.
+4. Sliced W1 between the two sets: 4 repeats × 128 random unit directions, projections sorted, mean absolute
+   difference. Reported ×1e3 per level, and the mean of the levels.
+
+Math is in pure functions (`laplacian_pyramid`, `patch_descriptors`, `normalize_descriptors`,
+`sliced_wasserstein`); `DescriptorSet` accumulates a streamed image set and `swd` runs the whole metric.
+
+Memory: one set stores num_images × 128 × 147 float32 per level (75 kB per image per level), e.g. 16384 images
+at 128² (4 levels) take 4.9 GB per set, at 1024² (7 levels) 8.6 GB. Descriptors live on the GPU when they fit
+in half of its free memory, else in host RAM. Working memory on top is one level of both sets plus one
+projection chunk (≤ 512 MB). See `docs/metrics.md` for measured figures.
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .errors import GanevalError
+from .runtime import exact_float32, progress_bar, resolve_device
+from .sources import ImageStream, open_source, peek_shape
+
+PATCH_SIZE = 7
+PATCHES_PER_IMAGE = 128
+DIRECTION_REPEATS = 4
+DIRECTIONS_PER_REPEAT = 128
+MIN_RESOLUTION = 16
+DEFAULT_NUM_IMAGES = 16384
+DEFAULT_SEED = 1000
+
+_BINOMIAL_5 = (1.0, 4.0, 6.0, 4.0, 1.0)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Pure math
+
+
+def _blur(images: torch.Tensor, gain: float, stride: int = 1) -> torch.Tensor:
+    """Separable 5×5 binomial blur (×gain) with reflect-101 borders; float32 NCHW -> NCHW (strided if asked)."""
+    n, c, h, w = images.shape
+    kernel = torch.tensor(_BINOMIAL_5, dtype=images.dtype, device=images.device) / 16.0
+    flat = F.pad(images.reshape(n * c, 1, h, w), (2, 2, 2, 2), mode="reflect")
+    flat = F.conv2d(flat, (kernel * gain).view(1, 1, 1, 5), stride=(1, stride))
+    flat = F.conv2d(flat, kernel.view(1, 1, 5, 1), stride=(stride, 1))
+    return flat.reshape(n, c, flat.shape[-2], flat.shape[-1])
+
+
+def pyr_down(images: torch.Tensor) -> torch.Tensor:
+    """cv2.pyrDown: blur, keep even rows and columns. float32 NCHW (H, W) -> (ceil(H/2), ceil(W/2))."""
+    return _blur(images, gain=1.0, stride=2)
+
+
+def pyr_up(images: torch.Tensor) -> torch.Tensor:
+    """cv2.pyrUp: zero-stuff to (2H, 2W), blur with 4× the kernel. float32 NCHW -> NCHW of twice the size."""
+    n, c, h, w = images.shape
+    stuffed = images.new_zeros(n, c, 2 * h, 2 * w)
+    stuffed[:, :, ::2, ::2] = images
+    return _blur(stuffed, gain=4.0)
+
+
+def pyramid_resolutions(height: int, width: int, min_resolution: int = MIN_RESOLUTION) -> list[tuple[int, int]]:
+    """Level sizes, finest first: halve while the smaller side stays ≥ min_resolution (1024² -> 1024…16)."""
+    if min(height, width) < min_resolution:
+        raise GanevalError(f"images of {width}x{height} are too small for SWD (the smallest level is "
+                           f"{min_resolution}x{min_resolution})")
+    sizes = [(height, width)]
+    while min(sizes[-1]) // 2 >= min_resolution:
+        h, w = sizes[-1]
+        if h % 2 or w % 2:
+            raise GanevalError(f"images of {width}x{height}: every pyramid level above {min_resolution} must have "
+                               f"even sides (level {w}x{h} does not)")
+        sizes.append((h // 2, w // 2))
+    return sizes
+
+
+def laplacian_pyramid(images: torch.Tensor, num_levels: int) -> list[torch.Tensor]:
+    """Laplacian pyramid, finest first. images: NCHW in [0, 255] (uint8 or float) -> float32 NCHW levels.
+
+    Levels 0 … num_levels-2 are band-pass (level − pyrUp(pyrDown(level))); the last is the low-pass residual.
+    """
+    levels = [images.to(torch.float32)]
+    for _ in range(num_levels - 1):
+        coarser = pyr_down(levels[-1])
+        levels[-1] = levels[-1] - pyr_up(coarser)
+        levels.append(coarser)
+    return levels
+
+
+def patch_descriptors(level: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor,
+                      patch_size: int = PATCH_SIZE) -> torch.Tensor:
+    """Patches of one pyramid level flattened to descriptors.
+
+    level: float32 [B, C, H, W]; rows, cols: int64 [B, P] top-left corners (0 ≤ row ≤ H − patch_size).
+    Returns float32 [B·P, C·patch²], each row in (channel, row, column) order, image-major.
+    """
+    offsets = torch.arange(patch_size, device=level.device)
+    row_index = (rows.to(level.device)[:, :, None] + offsets)[:, :, :, None]  # [B, P, p, 1]
+    col_index = (cols.to(level.device)[:, :, None] + offsets)[:, :, None, :]  # [B, P, 1, p]
+    batch_index = torch.arange(level.shape[0], device=level.device)[:, None, None, None]
+    patches = level.permute(0, 2, 3, 1)[batch_index, row_index, col_index]  # [B, P, p, p, C]
+    return patches.permute(0, 1, 4, 2, 3).reshape(-1, level.shape[1] * patch_size * patch_size)
+
+
+def normalize_descriptors(descriptors: torch.Tensor, channels: int = 3, inplace: bool = False,
+                          chunk_rows: int = 1 << 18) -> torch.Tensor:
+    """Per-channel standardisation over all descriptors and pixels (population std), float64 statistics.
+
+    descriptors: float32 [M, channels·k] with channel-major columns. Returns the same shape, float32.
+    """
+    if not inplace:
+        descriptors = descriptors.clone()
+    view = descriptors.view(descriptors.shape[0], channels, -1)
+    count = view.shape[0] * view.shape[2]
+    total = torch.zeros(channels, dtype=torch.float64, device=view.device)
+    for start in range(0, view.shape[0], chunk_rows):
+        total += view[start:start + chunk_rows].sum(dim=(0, 2), dtype=torch.float64)
+    mean = total / count
+    squares = torch.zeros(channels, dtype=torch.float64, device=view.device)
+    for start in range(0, view.shape[0], chunk_rows):
+        centred = view[start:start + chunk_rows].double() - mean[None, :, None]
+        squares += centred.square().sum(dim=(0, 2))
+    std = (squares / count).sqrt()
+    if torch.any(std == 0):
+        raise GanevalError("a colour channel is constant at one pyramid level: SWD is undefined for flat images")
+    for start in range(0, view.shape[0], chunk_rows):
+        block = view[start:start + chunk_rows]
+        block.sub_(mean.float()[None, :, None]).div_(std.float()[None, :, None])
+    return descriptors
+
+
+def random_directions(dimension: int, count: int, generator: torch.Generator) -> torch.Tensor:
+    """`count` isotropic random unit vectors as the columns of a float32 [dimension, count] matrix."""
+    directions = torch.randn(dimension, count, dtype=torch.float64, generator=generator)
+    return (directions / directions.norm(dim=0, keepdim=True)).float()
+
+
+def _sort_rows(projections: torch.Tensor) -> torch.Tensor:
+    """Sort each row ascending. torch on GPU; on CPU numpy's SIMD sort, rows split over threads (far faster)."""
+    if projections.device.type != "cpu":
+        return torch.sort(projections, dim=1).values
+    array = projections.numpy()
+    threads = max(1, min(torch.get_num_threads(), array.shape[0]))
+    if threads == 1:
+        array.sort(axis=1)
+    else:
+        bounds = np.linspace(0, array.shape[0], threads + 1).astype(int)
+        with ThreadPoolExecutor(threads) as pool:  # numpy releases the GIL while sorting
+            list(pool.map(lambda i: array[bounds[i]:bounds[i + 1]].sort(axis=1), range(threads)))
+    return projections
+
+
+def sliced_wasserstein(a: torch.Tensor, b: torch.Tensor, directions: torch.Tensor,
+                       chunk_bytes: int = 1 << 29) -> float:
+    """Mean over directions of the 1-D Wasserstein-1 distance between the projected sets.
+
+    a, b: float32 [N, D] (normalised descriptors, same N); directions: float32 [D, K] unit columns.
+    Equals mean_k mean_n |sort(a·d_k)_n − sort(b·d_k)_n| (no ×1e3 here).
+    """
+    if a.shape != b.shape:
+        raise ValueError(f"sliced_wasserstein needs sets of equal shape, got {tuple(a.shape)} and {tuple(b.shape)}")
+    directions = directions.to(device=a.device, dtype=a.dtype)
+    per_chunk = max(1, min(directions.shape[1], chunk_bytes // (4 * max(1, a.shape[0]))))
+    total = torch.zeros((), dtype=torch.float64, device=a.device)
+    with exact_float32():
+        for start in range(0, directions.shape[1], per_chunk):
+            chunk = directions[:, start:start + per_chunk]
+            sorted_a = _sort_rows((chunk.T @ a.T).contiguous())  # [k, N], rows contiguous for the sort
+            sorted_b = _sort_rows((chunk.T @ b.T).contiguous())
+            total += (sorted_a - sorted_b).abs().sum(dtype=torch.float64)
+    return float(total) / (a.shape[0] * directions.shape[1])
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Streaming accumulation
+
+
+def _generator(*key: int) -> torch.Generator:
+    """A CPU torch generator seeded from a tuple of ints (same numbers on every device)."""
+    state = np.random.SeedSequence([int(k) & 0xFFFFFFFF for k in key]).generate_state(2, dtype=np.uint32)
+    return torch.Generator().manual_seed(int(state[0]) << 32 | int(state[1]))
+
+
+class DescriptorSet:
+    """Patch descriptors of one image set at every pyramid level, filled batch by batch.
+
+    Patch positions for all images are drawn up front from (seed, stream), so results do not depend on the
+    batch size. `add(levels, start)` takes the pyramid of images start…start+B−1 of this set.
+    """
+
+    def __init__(self, num_images: int, sizes: list[tuple[int, int]], seed: int, stream: int,
+                 storage: torch.device, patches_per_image: int = PATCHES_PER_IMAGE, channels: int = 3):
+        self.num_images, self.sizes, self.patches = num_images, sizes, patches_per_image
+        dimension = channels * PATCH_SIZE * PATCH_SIZE
+        self.rows, self.cols, self.descriptors = [], [], []
+        for level, (height, width) in enumerate(sizes):
+            generator = _generator(seed, stream, level)
+            self.rows.append(torch.randint(0, height - PATCH_SIZE + 1, (num_images, patches_per_image),
+                                           generator=generator))
+            self.cols.append(torch.randint(0, width - PATCH_SIZE + 1, (num_images, patches_per_image),
+                                           generator=generator))
+            self.descriptors.append(torch.empty(num_images * patches_per_image, dimension, device=storage))
+        self.filled = 0
+
+    def add(self, levels: list[torch.Tensor], start: int) -> None:
+        count = levels[0].shape[0]
+        for level, image_levels in enumerate(levels):
+            rows = self.rows[level][start:start + count]
+            cols = self.cols[level][start:start + count]
+            block = patch_descriptors(image_levels, rows, cols)
+            self.descriptors[level][start * self.patches:(start + count) * self.patches] = block
+        self.filled += count
+
+    def normalized_level(self, level: int, device: torch.device) -> torch.Tensor:
+        """Level `level`'s descriptors, normalised, on `device` (a copy unless storage is `device`: then in place)."""
+        if self.filled != self.num_images:
+            raise RuntimeError(f"descriptor set holds {self.filled} of {self.num_images} images")
+        stored = self.descriptors[level]
+        on_device = stored.to(device)
+        normalize_descriptors(on_device, inplace=True)
+        return on_device
+
+    @staticmethod
+    def bytes_needed(num_images: int, sizes: list[tuple[int, int]], patches_per_image: int = PATCHES_PER_IMAGE) -> int:
+        return num_images * patches_per_image * 3 * PATCH_SIZE * PATCH_SIZE * 4 * len(sizes)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The metric
+
+
+@dataclass
+class SWDLevels:
+    """SWD ×1e3 per pyramid level (keyed by resolution, finest first) and their mean."""
+
+    levels: dict[str, float]
+    avg: float
+
+    @classmethod
+    def from_values(cls, keys: list[str], values: list[float]) -> "SWDLevels":
+        return cls({key: float(v) for key, v in zip(keys, values)}, float(np.mean(values)))
+
+
+@dataclass
+class SWDResult:
+    num_images: int
+    seed: int
+    levels: dict[str, float]
+    avg: float
+    repeats: int = 1
+    std: SWDLevels | None = None
+    baseline: SWDLevels | None = None
+    baseline_num_images: int | None = None
+    skipped: dict[str, list[str]] = field(default_factory=dict)
+    device: str = "cpu"
+    seconds: float = 0.0
+
+    def to_dict(self) -> dict:
+        """The JSON object of `ganeval swd --json`."""
+        out = {"metric": "swd", "num_images": self.num_images, "seed": self.seed,
+               "levels": self.levels, "avg": self.avg, "repeats": self.repeats}
+        if self.std is not None:
+            out["std"] = asdict(self.std)
+        if self.baseline is not None:
+            out["baseline"] = dict(asdict(self.baseline), num_images=self.baseline_num_images)
+        out["skipped"] = {name: len(items) for name, items in self.skipped.items()}
+        out["device"], out["seconds"] = self.device, round(self.seconds, 3)
+        return out
+
+
+def level_key(height: int, width: int) -> str:
+    return str(height) if height == width else f"{height}x{width}"
+
+
+def default_batch_size(height: int, width: int, device: torch.device) -> int:
+    pixels = (64 if device.type == "cuda" else 16) * 256 * 256
+    return int(max(1, min(256, pixels // (height * width))))
+
+
+def _storage_device(device: torch.device, total_bytes: int) -> torch.device:
+    if device.type == "cuda":
+        free, _ = torch.cuda.mem_get_info(device)
+        if total_bytes < 0.5 * free:
+            return device
+    return torch.device("cpu")
+
+
+def _evaluate_once(gen_source, real_source, num_images: int, seed: int, device: torch.device,
+                   batch_size: int | None, baseline: bool, skip_bad: bool, num_workers: int | None,
+                   progress: bool) -> tuple[list[float], list[float] | None, int | None, dict]:
+    """One SWD evaluation. Returns per-level SWD ×1e3, the baseline's (or None), its image count, skipped files."""
+    sizes = pyramid_resolutions(*peek_shape(real_source, skip_bad))
+    gen_sizes = pyramid_resolutions(*peek_shape(gen_source, skip_bad))
+    if gen_sizes != sizes:
+        raise GanevalError(f"the two sources have different image sizes: {gen_sizes[0][1]}x{gen_sizes[0][0]} "
+                           f"and {sizes[0][1]}x{sizes[0][0]}")
+    batch_size = batch_size or default_batch_size(*sizes[0], device)
+
+    baseline_count = min(num_images, len(real_source) // 2) if baseline else 0
+    if baseline and baseline_count < 2:
+        raise GanevalError(f"--baseline needs at least 4 real images, {real_source.path} has {len(real_source)}")
+    real_needed = max(num_images, 2 * baseline_count)
+
+    # Sets fed from the real stream: (set, first stream position, count).
+    storage_bytes = DescriptorSet.bytes_needed(num_images, sizes) * 2
+    if baseline_count:
+        storage_bytes += DescriptorSet.bytes_needed(baseline_count, sizes) * (1 if baseline_count == num_images else 2)
+    storage = _storage_device(device, storage_bytes)
+    gen_set = DescriptorSet(num_images, sizes, seed, 0, storage)
+    real_set = DescriptorSet(num_images, sizes, seed, 1, storage)
+    real_routes = [(real_set, 0, num_images)]
+    baseline_sets = None
+    if baseline_count:
+        first = real_set if baseline_count == num_images else DescriptorSet(baseline_count, sizes, seed, 2, storage)
+        second = DescriptorSet(baseline_count, sizes, seed, 3, storage)
+        if first is not real_set:
+            real_routes.append((first, 0, baseline_count))
+        real_routes.append((second, baseline_count, baseline_count))
+        baseline_sets = (first, second)
+
+    skipped = {}
+    for name, source, count, routes, stream_id in (
+        ("gen", gen_source, num_images, [(gen_set, 0, num_images)], 0),
+        ("real", real_source, real_needed, real_routes, 1),
+    ):
+        stream = ImageStream(source, num_images=count, seed=seed + stream_id, batch_size=batch_size,
+                             skip_bad=skip_bad, num_workers=num_workers)
+        position = 0
+        with progress_bar(count, f"SWD {name}", progress) as bar:
+            for batch in stream:
+                levels = laplacian_pyramid(batch.to(device, non_blocking=True), len(sizes))
+                for target, first, length in routes:
+                    lo, hi = max(position, first), min(position + batch.shape[0], first + length)
+                    if lo < hi:
+                        target.add([lvl[lo - position:hi - position] for lvl in levels], lo - first)
+                position += batch.shape[0]
+                bar.update(batch.shape[0])
+        skipped[name] = [f"{item.name}: {item.reason}" for item in stream.skipped]
+
+    dimension = 3 * PATCH_SIZE * PATCH_SIZE
+    directions_count = DIRECTION_REPEATS * DIRECTIONS_PER_REPEAT
+    main, base = [], []
+    with progress_bar(len(sizes), "SWD levels", progress, unit="level") as bar:
+        for level in range(len(sizes)):
+            directions = random_directions(dimension, directions_count, _generator(seed, 99, level))
+            gen_desc = gen_set.normalized_level(level, device)
+            real_desc = real_set.normalized_level(level, device)
+            main.append(1e3 * sliced_wasserstein(gen_desc, real_desc, directions))
+            del gen_desc
+            if baseline_sets is not None:
+                first, second = baseline_sets
+                first_desc = real_desc if first is real_set else first.normalized_level(level, device)
+                second_desc = second.normalized_level(level, device)
+                base_directions = random_directions(dimension, directions_count, _generator(seed, 98, level))
+                base.append(1e3 * sliced_wasserstein(first_desc, second_desc, base_directions))
+                del first_desc, second_desc
+            del real_desc
+            bar.update(1)
+    return main, (base if baseline_sets is not None else None), (baseline_count or None), skipped
+
+
+def swd(source_a, source_b, num_images: int = DEFAULT_NUM_IMAGES, seed: int = DEFAULT_SEED,
+        device: str | torch.device | None = None, batch_size: int | None = None, repeats: int = 1,
+        baseline: bool = False, skip_bad: bool = False, num_workers: int | None = None,
+        progress: bool = True) -> SWDResult:
+    """Sliced Wasserstein distance (×1e3 per level and average) between two image sources.
+
+    source_a: generated images, source_b: real images — paths, ImageSources or uint8 NCHW/NHWC arrays of one
+    size (≥ 16², even sides down the pyramid). `num_images` of each are used (a seeded random subset when a
+    source is larger). `repeats` > 1 re-runs with seeds seed, seed+1, … and reports the mean and the sample
+    std. `baseline` adds the real-vs-real floor: SWD between two disjoint sets of min(num_images, |b|/2) reals.
+    """
+    if repeats < 1:
+        raise GanevalError("--repeats must be at least 1")
+    device = resolve_device(device)
+    gen_source, real_source = open_source(source_a), open_source(source_b)
+    for source in (gen_source, real_source):
+        if len(source) < num_images:
+            raise GanevalError(f"{source.path}: has {len(source)} images, SWD asked for {num_images} "
+                               f"(pass --num-images {len(source)} or fewer; SWD depends on the count, so "
+                               f"compare only numbers made with the same count)")
+    started = time.perf_counter()
+    runs = []
+    for repeat in range(repeats):
+        runs.append(_evaluate_once(gen_source, real_source, num_images, seed + repeat, device, batch_size,
+                                   baseline, skip_bad, num_workers, progress))
+    sizes = pyramid_resolutions(*peek_shape(real_source, skip_bad))
+    keys = [level_key(h, w) for h, w in sizes]
+    values = np.array([run[0] for run in runs])
+    mean = SWDLevels.from_values(keys, list(values.mean(axis=0)))
+    std = None
+    if repeats > 1:
+        per_run_avg = values.mean(axis=1)
+        std = SWDLevels({k: float(v) for k, v in zip(keys, values.std(axis=0, ddof=1))},
+                        float(per_run_avg.std(ddof=1)))
+    base = None
+    if baseline:
+        base = SWDLevels.from_values(keys, list(np.mean([run[1] for run in runs], axis=0)))
+    skipped = {}
+    for run in runs:
+        for name, items in run[3].items():
+            skipped.setdefault(name, [])
+            skipped[name].extend(item for item in items if item not in skipped[name])
+    return SWDResult(num_images=num_images, seed=seed, levels=mean.levels, avg=mean.avg, repeats=repeats,
+                     std=std, baseline=base, baseline_num_images=runs[0][2], skipped=skipped,
+                     device=str(device), seconds=time.perf_counter() - started)
+
+
+def swd_memory_bytes(num_images: int, height: int, width: int, baseline: bool = False) -> int:
+    """Descriptor storage of one `swd` call (both sets; with the baseline's extra set(s))."""
+    sizes = pyramid_resolutions(height, width)
+    sets = 3 if baseline else 2
+    return sets * DescriptorSet.bytes_needed(num_images, sizes)
+
+
+__all__ = [
+    "laplacian_pyramid", "pyr_down", "pyr_up", "pyramid_resolutions", "patch_descriptors",
+    "normalize_descriptors", "random_directions", "sliced_wasserstein", "DescriptorSet", "swd", "SWDResult",
+    "SWDLevels", "swd_memory_bytes",
+]

@@ -1,0 +1,1 @@
+"""progan: the reference Progressive GAN trainer (arrives with its own issue), scored by `ganeval`."""
