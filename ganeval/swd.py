@@ -29,7 +29,6 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from .errors import GanevalError
 from .runtime import exact_float32, progress_bar, resolve_device
@@ -43,34 +42,59 @@ MIN_RESOLUTION = 16
 DEFAULT_NUM_IMAGES = 16384
 DEFAULT_SEED = 1000
 
-_BINOMIAL_5 = (1.0, 4.0, 6.0, 4.0, 1.0)
-
 
 # --------------------------------------------------------------------------------------------------------------
 # Pure math
 
 
-def _blur(images: torch.Tensor, gain: float, stride: int = 1) -> torch.Tensor:
-    """Separable 5×5 binomial blur (×gain) with reflect-101 borders; float32 NCHW -> NCHW (strided if asked)."""
-    n, c, h, w = images.shape
-    kernel = torch.tensor(_BINOMIAL_5, dtype=images.dtype, device=images.device) / 16.0
-    flat = F.pad(images.reshape(n * c, 1, h, w), (2, 2, 2, 2), mode="reflect")
-    flat = F.conv2d(flat, (kernel * gain).view(1, 1, 1, 5), stride=(1, stride))
-    flat = F.conv2d(flat, kernel.view(1, 1, 5, 1), stride=(stride, 1))
-    return flat.reshape(n, c, flat.shape[-2], flat.shape[-1])
+def _axis_slice(ndim: int, axis: int, start: int, stop: int, step: int = 1) -> tuple:
+    index = [slice(None)] * ndim
+    index[axis] = slice(start, stop, step)
+    return tuple(index)
+
+
+def _reflect101_pad(x: torch.Tensor, axis: int, width: int = 2) -> torch.Tensor:
+    """Pad `width` samples on both ends of `axis` with reflect-101 (d c b | a b c d | c b a)."""
+    n = x.shape[axis]
+    left = x[_axis_slice(x.ndim, axis, 1, width + 1)].flip(axis)
+    right = x[_axis_slice(x.ndim, axis, n - 1 - width, n - 1)].flip(axis)
+    return torch.cat([left, x, right], dim=axis)
+
+
+def _binomial_down_axis(x: torch.Tensor, axis: int) -> torch.Tensor:
+    """[1,4,6,4,1]/16 along `axis` with reflect-101 borders, keeping even samples: n -> ceil(n/2)."""
+    padded = _reflect101_pad(x, axis)
+    count = (x.shape[axis] + 1) // 2
+    taps = [padded[_axis_slice(x.ndim, axis, t, t + 2 * count - 1, 2)] for t in range(5)]
+    return ((taps[0] + taps[4]) + 4.0 * (taps[1] + taps[3]) + 6.0 * taps[2]) * (1.0 / 16.0)
+
+
+def _binomial_up_axis(x: torch.Tensor, axis: int) -> torch.Tensor:
+    """Zero-stuff ×2 along `axis`, then [1,4,6,4,1]/8 with reflect-101 borders on the stuffed signal: n -> 2n.
+
+    Written in polyphase form: even outputs (x[i-1] + 6x[i] + x[i+1])/8, odd outputs (x[i] + x[i+1])/2.
+    Reflect-101 on the stuffed signal means x[-1] = x[1] on the left and x[n] = x[n-1] on the right.
+    """
+    n = x.shape[axis]
+    padded = torch.cat([x[_axis_slice(x.ndim, axis, 1, 2)], x, x[_axis_slice(x.ndim, axis, n - 1, n)]], dim=axis)
+    before, centre, after = (padded[_axis_slice(x.ndim, axis, t, t + n)] for t in range(3))
+    even = (before + after + 6.0 * centre) * 0.125
+    odd = (centre + after) * 0.5
+    return torch.stack([even, odd], dim=axis + 1).flatten(axis, axis + 1)
 
 
 def pyr_down(images: torch.Tensor) -> torch.Tensor:
-    """cv2.pyrDown: blur, keep even rows and columns. float32 NCHW (H, W) -> (ceil(H/2), ceil(W/2))."""
-    return _blur(images, gain=1.0, stride=2)
+    """cv2.pyrDown: 5×5 binomial blur (reflect-101), keep even rows and columns.
+
+    float32 NCHW (H, W) -> (ceil(H/2), ceil(W/2)). Separable and written as shifted adds: on CPU this is
+    several times faster than a 1-channel conv2d.
+    """
+    return _binomial_down_axis(_binomial_down_axis(images, 3), 2)
 
 
 def pyr_up(images: torch.Tensor) -> torch.Tensor:
-    """cv2.pyrUp: zero-stuff to (2H, 2W), blur with 4× the kernel. float32 NCHW -> NCHW of twice the size."""
-    n, c, h, w = images.shape
-    stuffed = images.new_zeros(n, c, 2 * h, 2 * w)
-    stuffed[:, :, ::2, ::2] = images
-    return _blur(stuffed, gain=4.0)
+    """cv2.pyrUp: zero-stuff to (2H, 2W), blur with 4× the 5×5 binomial kernel (reflect-101). float32 NCHW."""
+    return _binomial_up_axis(_binomial_up_axis(images, 3), 2)
 
 
 def pyramid_resolutions(height: int, width: int, min_resolution: int = MIN_RESOLUTION) -> list[tuple[int, int]]:
@@ -126,14 +150,15 @@ def normalize_descriptors(descriptors: torch.Tensor, channels: int = 3, inplace:
         descriptors = descriptors.clone()
     view = descriptors.view(descriptors.shape[0], channels, -1)
     count = view.shape[0] * view.shape[2]
+    # float32 chunk sums (torch sums with cascade summation) accumulated in float64
     total = torch.zeros(channels, dtype=torch.float64, device=view.device)
     for start in range(0, view.shape[0], chunk_rows):
-        total += view[start:start + chunk_rows].sum(dim=(0, 2), dtype=torch.float64)
+        total += view[start:start + chunk_rows].sum(dim=(0, 2)).double()
     mean = total / count
     squares = torch.zeros(channels, dtype=torch.float64, device=view.device)
     for start in range(0, view.shape[0], chunk_rows):
-        centred = view[start:start + chunk_rows].double() - mean[None, :, None]
-        squares += centred.square().sum(dim=(0, 2))
+        centred = view[start:start + chunk_rows] - mean.float()[None, :, None]
+        squares += centred.square_().sum(dim=(0, 2)).double()
     std = (squares / count).sqrt()
     if torch.any(std == 0):
         raise GanevalError("a colour channel is constant at one pyramid level: SWD is undefined for flat images")

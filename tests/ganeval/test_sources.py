@@ -1,0 +1,159 @@
+"""The image-source layer: every kind of source, conversions, order, subsets and every bad input."""
+
+from __future__ import annotations
+
+import zipfile
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest import write_images
+from ganeval.errors import SourceError
+from ganeval.sources import ImageStream, open_source
+
+
+@pytest.fixture()
+def images() -> np.ndarray:
+    rng = np.random.default_rng(0)
+    return rng.integers(0, 256, (10, 24, 32, 3), dtype=np.uint8)  # NHWC, H=24, W=32
+
+
+def collect(stream: ImageStream) -> np.ndarray:
+    batches = list(stream)
+    assert all(b.dtype == torch.uint8 and b.ndim == 4 and b.shape[1] == 3 for b in batches)
+    return torch.cat(batches).numpy().transpose(0, 2, 3, 1)
+
+
+def test_folder_recursive_sorted_and_batched(tmp_path, images):
+    write_images(tmp_path / "b", images[5:])
+    write_images(tmp_path / "a", images[:5])
+    (tmp_path / "notes.txt").write_text("not an image")
+    stream = ImageStream(tmp_path, batch_size=3, num_workers=0)
+    assert len(stream) == 10
+    np.testing.assert_array_equal(collect(stream), images)
+    assert [b.shape[0] for b in ImageStream(tmp_path, batch_size=4)] == [4, 4, 2]
+
+
+def test_workers_give_the_same_stream(tmp_path, images):
+    write_images(tmp_path, images)
+    serial = collect(ImageStream(tmp_path, batch_size=3, num_workers=0))
+    parallel = collect(ImageStream(tmp_path, batch_size=3, num_workers=2))
+    np.testing.assert_array_equal(serial, parallel)
+
+
+def test_seeded_subset_is_deterministic(tmp_path, images):
+    write_images(tmp_path, images)
+    one = collect(ImageStream(tmp_path, num_images=4, seed=1, num_workers=0))
+    two = collect(ImageStream(tmp_path, num_images=4, seed=1, num_workers=0))
+    other = collect(ImageStream(tmp_path, num_images=4, seed=2, num_workers=0))
+    np.testing.assert_array_equal(one, two)
+    assert not np.array_equal(one, other)
+    assert all(any(np.array_equal(x, y) for y in images) for x in one)
+    np.testing.assert_array_equal(collect(ImageStream(tmp_path, num_images=4, num_workers=0)), images[:4])
+
+
+def test_zip_source(tmp_path, images):
+    paths = write_images(tmp_path / "files", images, fmt="png")
+    archive = tmp_path / "images.zip"
+    with zipfile.ZipFile(archive, "w") as zf:
+        for path in reversed(paths):
+            zf.write(path, f"sub/{path.name}")
+        zf.writestr("readme.txt", "x")
+    np.testing.assert_array_equal(collect(ImageStream(archive, batch_size=4, num_workers=2)), images)
+
+
+@pytest.mark.parametrize("layout", ["NHWC", "NCHW"])
+def test_npy_and_npz(tmp_path, images, layout):
+    array = images if layout == "NHWC" else images.transpose(0, 3, 1, 2)
+    np.save(tmp_path / "x.npy", array)
+    np.savez(tmp_path / "x.npz", images=array, labels=np.arange(10))
+    for name in ("x.npy", "x.npz"):
+        np.testing.assert_array_equal(collect(ImageStream(tmp_path / name, batch_size=4)), images)
+
+
+def test_hdf5_levels(tmp_path, images):
+    path = tmp_path / "pyramid.h5"
+    with h5py.File(path, "w") as file:
+        file["data8x8"] = np.zeros((3, 3, 8, 8), np.uint8)
+        file["data16x16"] = np.full((3, 3, 16, 16), 7, np.uint8)
+    assert open_source(path).shape == (16, 16)
+    assert collect(ImageStream(path))[0, 0, 0, 0] == 7
+    assert collect(ImageStream(path, resolution=8)).shape == (3, 8, 8, 3)
+    with pytest.raises(SourceError, match=r"no 32x32 level; it has \[8, 16\]"):
+        open_source(path, resolution=32)
+
+
+def test_grayscale_rgba_palette_and_16bit_become_rgb(tmp_path):
+    gray = np.arange(64, dtype=np.uint8).reshape(8, 8) * 3
+    Image.fromarray(gray, "L").save(tmp_path / "0.png")
+    rgba = np.dstack([np.full((8, 8), v, np.uint8) for v in (10, 20, 30, 40)])
+    Image.fromarray(rgba, "RGBA").save(tmp_path / "1.png")
+    Image.fromarray(np.full((8, 8, 3), 50, np.uint8)).quantize(8).save(tmp_path / "2.png")
+    Image.fromarray(gray.astype(np.uint16) * 257).save(tmp_path / "3.png")
+    out = collect(ImageStream(tmp_path, num_workers=0))
+    np.testing.assert_array_equal(out[0], np.repeat(gray[:, :, None], 3, 2))
+    np.testing.assert_array_equal(out[1], rgba[:, :, :3])
+    assert np.all(out[2] == 50)
+    np.testing.assert_array_equal(out[3], np.repeat(gray[:, :, None], 3, 2))
+    np.save(tmp_path / "gray.npy", np.stack([gray, gray]))
+    assert collect(ImageStream(tmp_path / "gray.npy")).shape == (2, 8, 8, 3)
+
+
+# ---------------------------------------------------------------------------------------------- bad input
+
+
+def test_missing_empty_and_unknown(tmp_path):
+    with pytest.raises(SourceError, match="no such file or directory"):
+        open_source(tmp_path / "nope")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(SourceError, match="empty source"):
+        open_source(tmp_path / "empty")
+    (tmp_path / "x.csv").write_text("1,2")
+    with pytest.raises(SourceError, match="unknown kind of source"):
+        open_source(tmp_path / "x.csv")
+    (tmp_path / "broken.zip").write_bytes(b"PK no zip")
+    with pytest.raises(SourceError, match="not a readable zip"):
+        open_source(tmp_path / "broken.zip")
+    np.save(tmp_path / "float.npy", np.zeros((2, 4, 4, 3), np.float32))
+    with pytest.raises(SourceError, match="expected uint8"):
+        open_source(tmp_path / "float.npy")
+
+
+def test_fewer_images_than_asked(tmp_path, images):
+    write_images(tmp_path, images[:3])
+    with pytest.raises(SourceError, match="has 3 images, 5 asked"):
+        ImageStream(tmp_path, num_images=5)
+
+
+def test_unreadable_and_truncated_files_are_named(tmp_path, images):
+    paths = write_images(tmp_path, images[:6])
+    paths[2].write_bytes(b"definitely not a png")
+    data = paths[4].read_bytes()
+    paths[4].write_bytes(data[: len(data) // 2])
+    with pytest.raises(SourceError) as caught:
+        collect(ImageStream(tmp_path, num_workers=0))
+    assert "0002.png" in str(caught.value) and "--skip-bad" in str(caught.value)
+    stream = ImageStream(tmp_path, num_images=4, skip_bad=True, num_workers=2, batch_size=2)
+    kept = collect(stream)
+    assert len(kept) == 4
+    assert sorted(item.name.rsplit("/", 1)[-1] for item in stream.skipped) == ["0002.png", "0004.png"]
+    np.testing.assert_array_equal(kept, images[[0, 1, 3, 5]])
+
+
+def test_mixed_sizes(tmp_path, images):
+    write_images(tmp_path, images[:3])
+    Image.fromarray(np.zeros((10, 10, 3), np.uint8)).save(tmp_path / "0001b.png")
+    with pytest.raises(SourceError, match=r"0001b\.png: size 10x10 \(WxH\) differs from the other images' 32x24"):
+        collect(ImageStream(tmp_path, num_workers=0))
+    stream = ImageStream(tmp_path, num_images=3, skip_bad=True)
+    assert len(collect(stream)) == 3 and len(stream.skipped) == 1
+
+
+def test_not_enough_good_images_with_skip_bad(tmp_path, images):
+    paths = write_images(tmp_path, images[:3])
+    paths[0].write_bytes(b"junk")
+    with pytest.raises(SourceError, match="only 2 usable images, 3 asked"):
+        collect(ImageStream(tmp_path, num_images=3, skip_bad=True))
