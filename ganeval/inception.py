@@ -445,7 +445,9 @@ def _read_weights(path: Path) -> dict | torch.jit.ScriptModule:
     except Exception as error:  # noqa: BLE001 - any failure means: try TorchScript next
         load_error = str(error)
     try:
-        return torch.jit.load(str(path), map_location="cpu")
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # recent torch deprecates TorchScript
+            return torch.jit.load(str(path), map_location="cpu")
     except Exception as error:  # noqa: BLE001
         raise GanevalError(f"{path} is neither an Inception state dict ({load_error.splitlines()[0]}) nor a "
                            f"TorchScript module ({str(error).splitlines()[0]})") from None

@@ -12,13 +12,12 @@ The algorithm is the original implementation's (tkarras/progressive_growing_of_g
 4. Sliced W1 between the two sets: 4 repeats × 128 random unit directions, projections sorted, mean absolute
    difference. Reported ×1e3 per level, and the mean of the levels.
 
-Math is in pure functions (`laplacian_pyramid`, `patch_descriptors`, `normalize_descriptors`,
-`sliced_wasserstein`); `DescriptorSet` accumulates a streamed image set and `swd` runs the whole metric.
+Math is in pure functions (`laplacian_pyramid`, `patch_descriptors`, `sliced_wasserstein`); `DescriptorSet` accumulates a streamed image set and `swd` runs the whole metric.
 
 Memory: one set stores num_images × 128 × 147 float32 per level (75 kB per image per level), e.g. 16384 images
 at 128² (4 levels) take 4.9 GB per set, at 1024² (7 levels) 8.6 GB. Descriptors live on the GPU when they fit
 in half of its free memory, else in host RAM. Working memory on top is one level of both sets plus one
-projection chunk (≤ 512 MB). See `docs/metrics.md` for measured figures.
+projection chunk (≤ 64 MB per set). See `docs/metrics.md` for measured figures.
 """
 
 from __future__ import annotations
@@ -132,40 +131,14 @@ def patch_descriptors(level: torch.Tensor, rows: torch.Tensor, cols: torch.Tenso
     level: float32 [B, C, H, W]; rows, cols: int64 [B, P] top-left corners (0 ≤ row ≤ H − patch_size).
     Returns float32 [B·P, C·patch²], each row in (channel, row, column) order, image-major.
     """
+    batch, channels, height, width = level.shape
     offsets = torch.arange(patch_size, device=level.device)
-    row_index = (rows.to(level.device)[:, :, None] + offsets)[:, :, :, None]  # [B, P, p, 1]
-    col_index = (cols.to(level.device)[:, :, None] + offsets)[:, :, None, :]  # [B, P, 1, p]
-    batch_index = torch.arange(level.shape[0], device=level.device)[:, None, None, None]
-    patches = level.permute(0, 2, 3, 1)[batch_index, row_index, col_index]  # [B, P, p, p, C]
-    return patches.permute(0, 1, 4, 2, 3).reshape(-1, level.shape[1] * patch_size * patch_size)
-
-
-def normalize_descriptors(descriptors: torch.Tensor, channels: int = 3, inplace: bool = False,
-                          chunk_rows: int = 1 << 18) -> torch.Tensor:
-    """Per-channel standardisation over all descriptors and pixels (population std), float64 statistics.
-
-    descriptors: float32 [M, channels·k] with channel-major columns. Returns the same shape, float32.
-    """
-    if not inplace:
-        descriptors = descriptors.clone()
-    view = descriptors.view(descriptors.shape[0], channels, -1)
-    count = view.shape[0] * view.shape[2]
-    # float32 chunk sums (torch sums with cascade summation) accumulated in float64
-    total = torch.zeros(channels, dtype=torch.float64, device=view.device)
-    for start in range(0, view.shape[0], chunk_rows):
-        total += view[start:start + chunk_rows].sum(dim=(0, 2)).double()
-    mean = total / count
-    squares = torch.zeros(channels, dtype=torch.float64, device=view.device)
-    for start in range(0, view.shape[0], chunk_rows):
-        centred = view[start:start + chunk_rows] - mean.float()[None, :, None]
-        squares += centred.square_().sum(dim=(0, 2)).double()
-    std = (squares / count).sqrt()
-    if torch.any(std == 0):
-        raise GanevalError("a colour channel is constant at one pyramid level: SWD is undefined for flat images")
-    for start in range(0, view.shape[0], chunk_rows):
-        block = view[start:start + chunk_rows]
-        block.sub_(mean.float()[None, :, None]).div_(std.float()[None, :, None])
-    return descriptors
+    window = (offsets[:, None] * width + offsets[None, :]).reshape(-1)  # [p²] flat offsets in row-major order
+    corners = rows.to(level.device) * width + cols.to(level.device)  # [B, P]
+    flat_index = (corners[:, :, None] + window).reshape(batch, 1, -1).expand(batch, channels, -1)
+    patches = torch.gather(level.reshape(batch, channels, height * width), 2, flat_index)  # [B, C, P·p²]
+    patches = patches.view(batch, channels, rows.shape[1], patch_size * patch_size).transpose(1, 2)
+    return patches.reshape(-1, channels * patch_size * patch_size)
 
 
 def random_directions(dimension: int, count: int, generator: torch.Generator) -> torch.Tensor:
@@ -190,23 +163,37 @@ def _sort_rows(projections: torch.Tensor) -> torch.Tensor:
 
 
 def sliced_wasserstein(a: torch.Tensor, b: torch.Tensor, directions: torch.Tensor,
-                       chunk_bytes: int = 1 << 29) -> float:
+                       chunk_bytes: int = 1 << 26, normalization: tuple | None = None) -> float:
     """Mean over directions of the 1-D Wasserstein-1 distance between the projected sets.
 
     a, b: float32 [N, D] (normalised descriptors, same N); directions: float32 [D, K] unit columns.
     Equals mean_k mean_n |sort(a·d_k)_n − sort(b·d_k)_n| (no ×1e3 here).
+
+    `normalization=((mean_a, std_a), (mean_b, std_b))` (float64 [D] each) lets a, b be raw descriptors: the
+    standardisation (x − mean)/std is folded into the directions (d/std) and a per-direction constant
+    (mean/std)·d removed after sorting, which saves a full pass over both sets.
     """
     if a.shape != b.shape:
         raise ValueError(f"sliced_wasserstein needs sets of equal shape, got {tuple(a.shape)} and {tuple(b.shape)}")
-    directions = directions.to(device=a.device, dtype=a.dtype)
+    directions = directions.to(device=a.device, dtype=torch.float64)
+    if normalization is None:
+        dims = directions.shape[0]
+        normalization = ((torch.zeros(dims, dtype=torch.float64), torch.ones(dims, dtype=torch.float64)),) * 2
+    scaled, offsets = [], []
+    for mean, std in normalization:
+        mean, std = mean.to(directions), std.to(directions)
+        scaled.append((directions / std[:, None]).to(a.dtype))
+        offsets.append(((mean / std) @ directions).to(a.dtype))
     per_chunk = max(1, min(directions.shape[1], chunk_bytes // (4 * max(1, a.shape[0]))))
     total = torch.zeros((), dtype=torch.float64, device=a.device)
     with exact_float32():
         for start in range(0, directions.shape[1], per_chunk):
-            chunk = directions[:, start:start + per_chunk]
-            sorted_a = _sort_rows((chunk.T @ a.T).contiguous())  # [k, N], rows contiguous for the sort
-            sorted_b = _sort_rows((chunk.T @ b.T).contiguous())
-            total += (sorted_a - sorted_b).abs().sum(dtype=torch.float64)
+            stop = start + per_chunk
+            sorted_a = _sort_rows((scaled[0][:, start:stop].T @ a.T).contiguous())  # [k, N], rows contiguous
+            sorted_b = _sort_rows((scaled[1][:, start:stop].T @ b.T).contiguous())
+            shift = (offsets[0][start:stop] - offsets[1][start:stop])[:, None]
+            # per-row float32 sums (cascade summation, exact enough) accumulated in float64
+            total += sorted_a.sub_(sorted_b).sub_(shift).abs_().sum(dim=1).double().sum()
     return float(total) / (a.shape[0] * directions.shape[1])
 
 
@@ -239,6 +226,10 @@ class DescriptorSet:
             self.cols.append(torch.randint(0, width - PATCH_SIZE + 1, (num_images, patches_per_image),
                                            generator=generator))
             self.descriptors.append(torch.empty(num_images * patches_per_image, dimension, device=storage))
+        self.channels = channels
+        # per level, per channel: float64 sums of (x − shift) and (x − shift)², shift = first block's mean
+        self.shift = [None] * len(sizes)
+        self.sums = [torch.zeros(2, channels, dtype=torch.float64) for _ in sizes]
         self.filled = 0
 
     def add(self, levels: list[torch.Tensor], start: int) -> None:
@@ -248,16 +239,42 @@ class DescriptorSet:
             cols = self.cols[level][start:start + count]
             block = patch_descriptors(image_levels, rows, cols)
             self.descriptors[level][start * self.patches:(start + count) * self.patches] = block
+            self._accumulate(level, block.view(block.shape[0], self.channels, -1))
         self.filled += count
 
-    def normalized_level(self, level: int, device: torch.device) -> torch.Tensor:
-        """Level `level`'s descriptors, normalised, on `device` (a copy unless storage is `device`: then in place)."""
+    def _accumulate(self, level: int, block: torch.Tensor) -> None:
+        if self.shift[level] is None:
+            self.shift[level] = block.mean(dim=(0, 2)).to(torch.float64)
+        centred = block - self.shift[level].to(block)[None, :, None]
+        sums = torch.stack([centred.sum(dim=(0, 2)), centred.square_().sum(dim=(0, 2))]).double()
+        self.sums[level] += sums.cpu()
+
+    def level_statistics(self, level: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Per-descriptor-dimension mean and population std of level `level` (float64 [C·49] each).
+
+        Each colour channel's statistics are taken over all its patches and pixels, then repeated for the
+        channel's 49 dimensions (the original's per-channel normalisation).
+        """
         if self.filled != self.num_images:
             raise RuntimeError(f"descriptor set holds {self.filled} of {self.num_images} images")
-        stored = self.descriptors[level]
-        on_device = stored.to(device)
-        normalize_descriptors(on_device, inplace=True)
-        return on_device
+        count = self.num_images * self.patches * PATCH_SIZE * PATCH_SIZE
+        mean_shifted = self.sums[level][0] / count
+        variance = self.sums[level][1] / count - mean_shifted.square()
+        if torch.any(variance <= 0):
+            raise GanevalError("a colour channel is constant at one pyramid level: SWD is undefined for flat images")
+        per_dim = PATCH_SIZE * PATCH_SIZE
+        mean = (mean_shifted + self.shift[level].cpu()).repeat_interleave(per_dim)
+        return mean, variance.sqrt().repeat_interleave(per_dim)
+
+    def normalized_level(self, level: int, device: torch.device) -> torch.Tensor:
+        """Level `level`'s descriptors standardised per channel, on `device` (a new tensor)."""
+        mean, std = self.level_statistics(level)
+        raw = self.descriptors[level].to(device)
+        return (raw - mean.to(raw)) / std.to(raw)
+
+    def raw_level(self, level: int, device: torch.device) -> tuple[torch.Tensor, tuple]:
+        """Level `level`'s raw descriptors on `device` and their (mean, std) for `sliced_wasserstein`."""
+        return self.descriptors[level].to(device), self.level_statistics(level)
 
     @staticmethod
     def bytes_needed(num_images: int, sizes: list[tuple[int, int]], patches_per_image: int = PATCHES_PER_IMAGE) -> int:
@@ -382,16 +399,19 @@ def _evaluate_once(gen_source, real_source, num_images: int, seed: int, device: 
     with progress_bar(len(sizes), "SWD levels", progress, unit="level") as bar:
         for level in range(len(sizes)):
             directions = random_directions(dimension, directions_count, _generator(seed, 99, level))
-            gen_desc = gen_set.normalized_level(level, device)
-            real_desc = real_set.normalized_level(level, device)
-            main.append(1e3 * sliced_wasserstein(gen_desc, real_desc, directions))
+            gen_desc, gen_stats = gen_set.raw_level(level, device)
+            real_desc, real_stats = real_set.raw_level(level, device)
+            main.append(1e3 * sliced_wasserstein(gen_desc, real_desc, directions,
+                                                 normalization=(gen_stats, real_stats)))
             del gen_desc
             if baseline_sets is not None:
                 first, second = baseline_sets
-                first_desc = real_desc if first is real_set else first.normalized_level(level, device)
-                second_desc = second.normalized_level(level, device)
+                first_desc, first_stats = (real_desc, real_stats) if first is real_set else \
+                    first.raw_level(level, device)
+                second_desc, second_stats = second.raw_level(level, device)
                 base_directions = random_directions(dimension, directions_count, _generator(seed, 98, level))
-                base.append(1e3 * sliced_wasserstein(first_desc, second_desc, base_directions))
+                base.append(1e3 * sliced_wasserstein(first_desc, second_desc, base_directions,
+                                                     normalization=(first_stats, second_stats)))
                 del first_desc, second_desc
             del real_desc
             bar.update(1)
@@ -454,6 +474,6 @@ def swd_memory_bytes(num_images: int, height: int, width: int, baseline: bool = 
 
 __all__ = [
     "laplacian_pyramid", "pyr_down", "pyr_up", "pyramid_resolutions", "patch_descriptors",
-    "normalize_descriptors", "random_directions", "sliced_wasserstein", "DescriptorSet", "swd", "SWDResult",
+    "random_directions", "sliced_wasserstein", "DescriptorSet", "swd", "SWDResult",
     "SWDLevels", "swd_memory_bytes",
 ]

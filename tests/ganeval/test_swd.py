@@ -10,7 +10,7 @@ from PIL import Image, ImageFilter
 
 import reference_swd as ref
 
-from ganeval.swd import (DescriptorSet, laplacian_pyramid, normalize_descriptors, patch_descriptors, pyr_down,
+from ganeval.swd import (DescriptorSet, laplacian_pyramid, patch_descriptors, pyr_down,
                          pyr_up, pyramid_resolutions, random_directions, sliced_wasserstein, swd, swd_memory_bytes,
                          _generator)
 
@@ -65,9 +65,18 @@ def test_descriptors_and_normalisation_equal_reference(photos64):
     ours = patch_descriptors(level, rows, cols)
     theirs = ref.descriptors(level.numpy(), rows.numpy(), cols.numpy())
     np.testing.assert_array_equal(ours.numpy(), theirs)
-    np.testing.assert_allclose(normalize_descriptors(ours).numpy(), ref.normalize(theirs), atol=2e-6)
     # centres stay inside the image: rows ∈ [0, H-7] means centres ∈ [3, H-4]
     assert int(rows.max()) <= 64 - 7 and int(rows.min()) >= 0
+    # streamed per-channel statistics (several batches) equal the reference normalisation of all descriptors
+    sizes = pyramid_resolutions(64, 64)
+    streamed = DescriptorSet(12, sizes, 4, 0, torch.device("cpu"))
+    pyramid = laplacian_pyramid(torch.from_numpy(photos64[:12]), len(sizes))
+    for start in range(0, 12, 5):
+        streamed.add([band[start:start + 5] for band in pyramid], start)
+    for index in range(len(sizes)):
+        raw = streamed.descriptors[index].numpy()
+        normalised = streamed.normalized_level(index, torch.device("cpu")).numpy()
+        np.testing.assert_allclose(normalised, ref.normalize(raw), atol=2e-5)
 
 
 def test_sliced_wasserstein_equals_reference_and_is_zero_on_itself():
@@ -93,9 +102,14 @@ def _our_levels_with_fixed_patches(images_a, images_b, seed, batch_size):
         for start in range(0, len(images), batch_size):
             target.add(laplacian_pyramid(torch.from_numpy(images[start:start + batch_size]), len(sizes)), start)
     directions = [random_directions(147, 512, _generator(seed, 99, level)) for level in range(len(sizes))]
-    values = [1e3 * sliced_wasserstein(sets[0].normalized_level(i, torch.device("cpu")),
-                                       sets[1].normalized_level(i, torch.device("cpu")), directions[i])
-              for i in range(len(sizes))]
+    cpu = torch.device("cpu")
+    values = []
+    for i in range(len(sizes)):  # the production path: raw descriptors, normalisation folded into directions
+        (raw_a, stats_a), (raw_b, stats_b) = sets[0].raw_level(i, cpu), sets[1].raw_level(i, cpu)
+        values.append(1e3 * sliced_wasserstein(raw_a, raw_b, directions[i], normalization=(stats_a, stats_b)))
+        explicit = sliced_wasserstein(sets[0].normalized_level(i, cpu), sets[1].normalized_level(i, cpu),
+                                      directions[i])
+        assert 1e3 * explicit == pytest.approx(values[-1], rel=2e-6)
     return values, sets, directions
 
 
