@@ -21,6 +21,8 @@ def resolve_device(device: str | torch.device | None = None) -> torch.device:
         raise GanevalError(f"unknown device {device!r}: {error}") from None
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise GanevalError(f"device {device!r} asked for, but this torch build sees no CUDA GPU; use --device cpu")
+    if resolved.type == "cuda" and resolved.index is not None and resolved.index >= torch.cuda.device_count():
+        raise GanevalError(f"device {device!r} asked for, but only {torch.cuda.device_count()} CUDA GPU(s) exist")
     return resolved
 
 

@@ -45,7 +45,7 @@ class BadImage(Exception):
 
 
 def to_rgb_hwc(array: np.ndarray) -> np.ndarray:
-    """Any of HW, HW1, HW2 (LA), HW3, HW4 (RGBA) uint8 -> contiguous uint8 HW3."""
+    """Any of HW, HW1, HW2 (LA), HW3, HW4 (RGBA) uint8 -> uint8 HW3 (a view where possible)."""
     if array.dtype != np.uint8:
         raise BadImage(f"pixel type {array.dtype}, expected uint8")
     if array.ndim == 2:
@@ -57,7 +57,7 @@ def to_rgb_hwc(array: np.ndarray) -> np.ndarray:
         array = np.repeat(array[:, :, :1], 3, axis=2)
     elif channels == 4:
         array = array[:, :, :3]
-    return np.ascontiguousarray(array)
+    return array  # possibly a strided view (arrays in NCHW); the batch stacking makes the one copy
 
 
 def decode_image(data: bytes | str | os.PathLike) -> np.ndarray:
@@ -480,7 +480,8 @@ class ImageStream:
 
 
 def _stack_nchw(images: list[np.ndarray]) -> torch.Tensor:
-    return torch.from_numpy(np.ascontiguousarray(np.stack(images).transpose(0, 3, 1, 2)))
+    """HW3 images -> uint8 [N, 3, H, W] tensor in channels-last memory (one copy; .to(device) keeps it)."""
+    return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2)
 
 
 def peek_shape(source: ImageSource, skip_bad: bool = False) -> tuple[int, int]:

@@ -65,7 +65,8 @@ def _binomial_down_axis(x: torch.Tensor, axis: int) -> torch.Tensor:
     padded = _reflect101_pad(x, axis)
     count = (x.shape[axis] + 1) // 2
     taps = [padded[_axis_slice(x.ndim, axis, t, t + 2 * count - 1, 2)] for t in range(5)]
-    return ((taps[0] + taps[4]) + 4.0 * (taps[1] + taps[3]) + 6.0 * taps[2]) * (1.0 / 16.0)
+    out = torch.add(taps[0], taps[4])
+    return out.add_(taps[1], alpha=4.0).add_(taps[3], alpha=4.0).add_(taps[2], alpha=6.0).mul_(1.0 / 16.0)
 
 
 def _binomial_up_axis(x: torch.Tensor, axis: int) -> torch.Tensor:
@@ -77,8 +78,8 @@ def _binomial_up_axis(x: torch.Tensor, axis: int) -> torch.Tensor:
     n = x.shape[axis]
     padded = torch.cat([x[_axis_slice(x.ndim, axis, 1, 2)], x, x[_axis_slice(x.ndim, axis, n - 1, n)]], dim=axis)
     before, centre, after = (padded[_axis_slice(x.ndim, axis, t, t + n)] for t in range(3))
-    even = (before + after + 6.0 * centre) * 0.125
-    odd = (centre + after) * 0.5
+    even = torch.add(before, after).add_(centre, alpha=6.0).mul_(0.125)
+    odd = torch.add(centre, after).mul_(0.5)
     return torch.stack([even, odd], dim=axis + 1).flatten(axis, axis + 1)
 
 
@@ -116,10 +117,11 @@ def laplacian_pyramid(images: torch.Tensor, num_levels: int) -> list[torch.Tenso
 
     Levels 0 … num_levels-2 are band-pass (level − pyrUp(pyrDown(level))); the last is the low-pass residual.
     """
-    levels = [images.to(torch.float32)]
+    # a contiguous float copy: the bands are formed in place, and batches may arrive channels-last
+    levels = [images.to(dtype=torch.float32, memory_format=torch.contiguous_format, copy=True)]
     for _ in range(num_levels - 1):
         coarser = pyr_down(levels[-1])
-        levels[-1] = levels[-1] - pyr_up(coarser)
+        levels[-1].sub_(pyr_up(coarser))
         levels.append(coarser)
     return levels
 
