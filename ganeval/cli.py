@@ -49,6 +49,17 @@ common_source_options = [
 ]
 
 
+def report_skipped(skipped: dict[str, list[str]] | list[str]) -> int:
+    """Print each skipped file on stderr; return how many there were."""
+    groups = skipped.items() if isinstance(skipped, dict) else [("", skipped)]
+    count = 0
+    for name, items in groups:
+        for item in items:
+            click.echo(f"skipped{f' ({name})' if name else ''}: {item}", err=True)
+            count += 1
+    return count
+
+
 def source_options(command):
     for option in reversed(common_source_options):
         command = option(command)
@@ -58,7 +69,7 @@ def source_options(command):
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="progan-toolkit")
 def main():
-    """The Progressive GAN paper's metrics: SWD (more to come: MS-SSIM, FID).
+    """The Progressive GAN paper's metrics: SWD, MS-SSIM (FID and IS next).
 
     A SOURCE is a directory of images (recursive), a .zip of images, a .npy/.npz uint8 array (NHWC or NCHW)
     or a multi-resolution HDF5 file (datasets data<R>x<R>).
@@ -84,9 +95,7 @@ def swd_command(gen, real, num_images, seed, repeats, baseline, device, batch_si
     result = swd(gen, real, num_images=num_images, seed=seed, device=device, batch_size=batch_size,
                  repeats=repeats, baseline=baseline, skip_bad=skip_bad, num_workers=num_workers,
                  progress=not quiet)
-    for name, items in result.skipped.items():
-        for item in items:
-            click.echo(f"skipped ({name}): {item}", err=True)
+    skipped = report_skipped(result.skipped)
     if as_json:
         click.echo(json.dumps(result.to_dict()))
         return
@@ -98,9 +107,30 @@ def swd_command(gen, real, num_images, seed, repeats, baseline, device, batch_si
         rows.append((f"reals vs reals ({result.baseline_num_images})",
                      list(result.baseline.levels.values()) + [result.baseline.avg]))
     click.echo(format_table(columns, rows))
-    skipped = sum(len(v) for v in result.skipped.values())
     click.echo(f"{result.num_images} images per set, seed {result.seed}, {result.device}, "
                f"{result.seconds:.1f} s" + (f", {skipped} bad files skipped" if skipped else ""), err=True)
+
+
+@main.command("msssim")
+@click.argument("source")
+@click.option("--num-pairs", type=click.IntRange(1), default=10000, show_default=True,
+              help="Pairs of consecutive images (the paper: 10000).")
+@click.option("--seed", type=int, default=1000, show_default=True, help="Random subset and order of the images.")
+@source_options
+@user_errors
+def msssim_command(source, num_pairs, seed, device, batch_size, num_workers, skip_bad, as_json, quiet):
+    """MS-SSIM among the images of SOURCE (diversity; lower = more diverse), as the paper's table 1."""
+    from .msssim import msssim_diversity
+
+    result = msssim_diversity(source, num_pairs=num_pairs, seed=seed, device=device, batch_size=batch_size,
+                              skip_bad=skip_bad, progress=not quiet, num_workers=num_workers)
+    skipped = report_skipped(result.skipped)
+    if as_json:
+        click.echo(json.dumps(result.to_dict()))
+        return
+    click.echo(f"MS-SSIM {result.value:.4f}")
+    click.echo(f"{result.num_pairs} pairs, seed {result.seed}, {result.device}, {result.seconds:.1f} s"
+               + (f", {skipped} bad files skipped" if skipped else ""), err=True)
 
 
 if __name__ == "__main__":

@@ -82,3 +82,16 @@ def test_installed_entry_point_runs():
                             capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["metric"] == "swd"
+
+
+def test_msssim_json_and_errors(runner, tmp_path):
+    result = runner.invoke(main, ["msssim", str(EXAMPLES / "real"), "--num-pairs", "8", "--json", "--quiet"])
+    assert result.exit_code == 0, result.output
+    payload = json.loads(result.stdout)
+    assert payload["metric"] == "msssim" and payload["num_pairs"] == 8 and 0.0 <= payload["value"] <= 1.0
+    too_many = runner.invoke(main, ["msssim", str(EXAMPLES / "gen"), "--num-pairs", "40", "--quiet"])
+    assert too_many.exit_code == 2 and "needs 80" in too_many.stderr and "Traceback" not in too_many.stderr
+    rng = np.random.default_rng(2)
+    write_images(tmp_path / "tiny", rng.integers(0, 256, (4, 8, 8, 3), dtype=np.uint8))
+    tiny = runner.invoke(main, ["msssim", str(tmp_path / "tiny"), "--num-pairs", "2", "--quiet"])
+    assert tiny.exit_code == 2 and "too small" in tiny.stderr
