@@ -308,9 +308,21 @@ class TensorSource(ImageSource):
         return _array_image(self.array[index], self.layout)
 
 
+# Extension point: other packages register openers for their own file kinds, e.g. the trainer registers
+# its generator checkpoints, so that `ganeval swd run/network-snapshot.pt real/` samples images on the fly.
+# An opener takes (path, resolution) and returns an ImageSource; a source that can produce whole batches
+# at once (a generator on the GPU) implements `load_batch(indices) -> uint8 NCHW tensor`.
+_SOURCE_OPENERS: dict[str, object] = {}
+
+
+def register_source_opener(suffix: str, opener) -> None:
+    """Make `open_source` open files ending in `suffix` (e.g. ".pkl") with `opener(path, resolution)`."""
+    _SOURCE_OPENERS[suffix.lower()] = opener
+
+
 def open_source(source: str | os.PathLike | ImageSource | np.ndarray | torch.Tensor,
                 resolution: int | None = None) -> ImageSource:
-    """Open a path (directory, .zip, .npy/.npz, .h5/.hdf5) or wrap an in-memory array as an ImageSource.
+    """Open a path (directory, .zip, .npy/.npz, .h5/.hdf5, registered kinds) or wrap an in-memory array.
 
     `resolution` picks the level of a multi-resolution HDF5 file (default: the largest).
     Raises SourceError for a missing path, an unknown kind of file or an empty source.
@@ -326,6 +338,8 @@ def open_source(source: str | os.PathLike | ImageSource | np.ndarray | torch.Ten
             raise SourceError(f"{path}: no such file or directory")
         if path.is_dir():
             opened = FolderSource(path)
+        elif suffix in _SOURCE_OPENERS:
+            opened = _SOURCE_OPENERS[suffix](path, resolution)
         elif suffix == ".zip":
             opened = ZipSource(path)
         elif suffix in ARRAY_EXTENSIONS:
@@ -438,7 +452,15 @@ class ImageStream:
                     f"{self.shape[1]}x{self.shape[0]}")
         return None
 
+    def _iterate_batch_source(self) -> Iterator[torch.Tensor]:
+        """Sources that make whole batches (generators): no decoding workers, nothing to skip."""
+        for start in range(0, self.num_images, self.batch_size):
+            yield self.source.load_batch(self.order[start:min(start + self.batch_size, self.num_images)])
+
     def __iter__(self) -> Iterator[torch.Tensor]:
+        if callable(getattr(self.source, "load_batch", None)):
+            yield from self._iterate_batch_source()
+            return
         self.skipped = []
         pending: list[np.ndarray] = []
         delivered = 0

@@ -157,3 +157,28 @@ def test_not_enough_good_images_with_skip_bad(tmp_path, images):
     paths[0].write_bytes(b"junk")
     with pytest.raises(SourceError, match="only 2 usable images, 3 asked"):
         collect(ImageStream(tmp_path, num_images=3, skip_bad=True))
+
+
+def test_registered_opener_and_batch_sources(tmp_path):
+    """The extension point the trainer uses for generator checkpoints: a suffix opener + load_batch."""
+    from ganeval.sources import ImageSource, register_source_opener
+
+    class CountingGenerator(ImageSource):
+        shape = (4, 4)
+
+        def __init__(self, path, resolution):
+            self.path = str(path)
+
+        def __len__(self):
+            return 10
+
+        def load_batch(self, indices):
+            values = torch.as_tensor(np.asarray(indices), dtype=torch.uint8)
+            return values.view(-1, 1, 1, 1).expand(-1, 3, 4, 4).clone()
+
+    register_source_opener(".fakegen", CountingGenerator)
+    checkpoint = tmp_path / "network.fakegen"
+    checkpoint.write_bytes(b"weights")
+    batches = list(ImageStream(checkpoint, num_images=7, batch_size=3))
+    assert [b.shape[0] for b in batches] == [3, 3, 1]
+    assert torch.cat(batches)[:, 0, 0, 0].tolist() == list(range(7))
