@@ -8,7 +8,14 @@ import sys
 
 import click
 
+from . import distributed
 from .errors import GanevalError
+
+
+def emit(message: str = "", err: bool = False) -> None:
+    """click.echo on rank 0 only (under torchrun every rank runs the command; one prints the result)."""
+    if distributed.is_main_process():
+        click.echo(message, err=err)
 
 
 def user_errors(command):
@@ -55,7 +62,7 @@ def report_skipped(skipped: dict[str, list[str]] | list[str]) -> int:
     count = 0
     for name, items in groups:
         for item in items:
-            click.echo(f"skipped{f' ({name})' if name else ''}: {item}", err=True)
+            emit(f"skipped{f' ({name})' if name else ''}: {item}", err=True)
             count += 1
     return count
 
@@ -69,7 +76,7 @@ def source_options(command):
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="progan-toolkit")
 def main():
-    """The Progressive GAN paper's metrics: SWD, MS-SSIM (FID and IS next).
+    """The Progressive GAN paper's metrics: SWD, MS-SSIM, FID (and its statistics files), IS.
 
     A SOURCE is a directory of images (recursive), a .zip of images, a .npy/.npz uint8 array (NHWC or NCHW)
     or a multi-resolution HDF5 file (datasets data<R>x<R>).
@@ -97,7 +104,7 @@ def swd_command(gen, real, num_images, seed, repeats, baseline, device, batch_si
                  progress=not quiet)
     skipped = report_skipped(result.skipped)
     if as_json:
-        click.echo(json.dumps(result.to_dict()))
+        emit(json.dumps(result.to_dict()))
         return
     columns = list(result.levels) + ["avg"]
     rows = [("SWD x1e3", list(result.levels.values()) + [result.avg])]
@@ -106,8 +113,8 @@ def swd_command(gen, real, num_images, seed, repeats, baseline, device, batch_si
     if result.baseline is not None:
         rows.append((f"reals vs reals ({result.baseline_num_images})",
                      list(result.baseline.levels.values()) + [result.baseline.avg]))
-    click.echo(format_table(columns, rows))
-    click.echo(f"{result.num_images} images per set, seed {result.seed}, {result.device}, "
+    emit(format_table(columns, rows))
+    emit(f"{result.num_images} images per set, seed {result.seed}, {result.device}, "
                f"{result.seconds:.1f} s" + (f", {skipped} bad files skipped" if skipped else ""), err=True)
 
 
@@ -126,11 +133,106 @@ def msssim_command(source, num_pairs, seed, device, batch_size, num_workers, ski
                               skip_bad=skip_bad, progress=not quiet, num_workers=num_workers)
     skipped = report_skipped(result.skipped)
     if as_json:
-        click.echo(json.dumps(result.to_dict()))
+        emit(json.dumps(result.to_dict()))
         return
-    click.echo(f"MS-SSIM {result.value:.4f}")
-    click.echo(f"{result.num_pairs} pairs, seed {result.seed}, {result.device}, {result.seconds:.1f} s"
+    emit(f"MS-SSIM {result.value:.4f}")
+    emit(f"{result.num_pairs} pairs, seed {result.seed}, {result.device}, {result.seconds:.1f} s"
                + (f", {skipped} bad files skipped" if skipped else ""), err=True)
+
+
+def inception_options(command):
+    """Options shared by the Inception-based commands (fid, stats, is)."""
+    options = [
+        click.option("--num-images", type=click.IntRange(1), default=50000, show_default=True,
+                     help="Images per image source (the paper's Appendix F: 50000)."),
+        click.option("--seed", type=int, default=None, help="Draw a random subset with this seed [first N]."),
+        click.option("--inception", type=click.Path(dir_okay=False), default=None,
+                     help="Inception weights (pt_inception-2015-12-05-6726825d.pth or NVIDIA's "
+                          "inception-2015-12-05.pt) [$GANEVAL_INCEPTION, torch hub cache, download]."),
+        click.option("--resize", type=click.Choice(["tf", "pytorch", "clean"]), default="tf", show_default=True,
+                     help="Resize to 299: TF1 bilinear (the reference), pytorch-fid's, or clean-fid's."),
+    ]
+    for option in reversed(options):
+        command = option(command)
+    return command
+
+
+def cache_options(command):
+    command = click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
+                           help="Statistics cache [$GANEVAL_CACHE/fid or ~/.cache/ganeval/fid].")(command)
+    return click.option("--no-cache", is_flag=True, help="Neither read nor write cached statistics.")(command)
+
+
+@main.command("fid")
+@click.argument("a")
+@click.argument("b")
+@inception_options
+@cache_options
+@source_options
+@user_errors
+def fid_command(a, b, num_images, seed, inception, resize, no_cache, cache_dir, device, batch_size, num_workers,
+                skip_bad, as_json, quiet):
+    """Fréchet Inception distance between A and B (each an image source or a stats .npz)."""
+    from .fid import fid
+
+    result = fid(a, b, num_images=num_images, seed=seed, inception=inception, resize=resize, device=device,
+                 batch_size=batch_size or 64, skip_bad=skip_bad, num_workers=num_workers, progress=not quiet,
+                 cache=not no_cache, cache_dir=cache_dir)
+    report_skipped(result.skipped)
+    for note in result.notes:
+        emit(f"note: {note}", err=True)
+    if as_json:
+        emit(json.dumps(result.to_dict()))
+        return
+    emit(f"FID {result.value:.4f}")
+    counts = ", ".join(f"{name}: {n if n is not None else '?'}" for name, n in result.num_images.items())
+    emit(f"images ({counts}), resize {result.resize}, {result.device}, {result.seconds:.1f} s", err=True)
+
+
+@main.command("stats")
+@click.argument("source")
+@click.option("-o", "--output", required=True, type=click.Path(dir_okay=False),
+              help="Where to write the statistics (.npz with mu, sigma: pytorch-fid compatible).")
+@inception_options
+@cache_options
+@source_options
+@user_errors
+def stats_command(source, output, num_images, seed, inception, resize, no_cache, cache_dir, device, batch_size,
+                  num_workers, skip_bad, as_json, quiet):
+    """Write FID statistics (Inception pool3 mean and covariance) of SOURCE to a .npz file."""
+    from .fid import compute_statistics
+
+    result = compute_statistics(source, num_images=num_images, seed=seed, inception=inception, resize=resize,
+                                device=device, batch_size=batch_size or 64, skip_bad=skip_bad,
+                                num_workers=num_workers, progress=not quiet, cache=not no_cache,
+                                cache_dir=cache_dir)
+    report_skipped(result.skipped)
+    written = result.save(output)
+    if as_json:
+        emit(json.dumps(dict(result.to_dict(), output=str(written))))
+        return
+    emit(f"wrote {written} ({result.num_images} images, {result.mu.shape[0]}-d features)")
+
+
+@main.command("is")
+@click.argument("source")
+@click.option("--splits", type=click.IntRange(1), default=10, show_default=True)
+@inception_options
+@source_options
+@user_errors
+def is_command(source, splits, num_images, seed, inception, resize, device, batch_size, num_workers, skip_bad,
+               as_json, quiet):
+    """Inception score of SOURCE: mean and std over splits (the paper's CIFAR-10 figure, 8.80, is one)."""
+    from .isc import inception_score_source
+
+    result = inception_score_source(source, num_images=num_images, splits=splits, seed=seed, inception=inception,
+                                    resize=resize, device=device, batch_size=batch_size or 64,
+                                    skip_bad=skip_bad, num_workers=num_workers, progress=not quiet)
+    report_skipped(result.skipped)
+    if as_json:
+        emit(json.dumps(result.to_dict()))
+        return
+    emit(f"IS {result.mean:.4f} ± {result.std:.4f}")
 
 
 if __name__ == "__main__":

@@ -8,11 +8,19 @@ import sys
 import torch
 from tqdm.auto import tqdm
 
+from . import distributed
 from .errors import GanevalError
 
 
 def resolve_device(device: str | torch.device | None = None) -> torch.device:
-    """'auto'/None -> CUDA when available, else CPU; anything else is passed to torch.device and checked."""
+    """'auto'/None -> CUDA when available, else CPU; anything else is passed to torch.device and checked.
+
+    Under torchrun this also joins the process group, and 'cuda' becomes this rank's GPU (LOCAL_RANK).
+    """
+    return distributed.init_from_environment(_resolve(device))
+
+
+def _resolve(device: str | torch.device | None) -> torch.device:
     if device is None or str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
@@ -39,6 +47,7 @@ def exact_float32():
 
 
 def progress_bar(total: int | None, description: str, enabled: bool = True, unit: str = "img"):
-    """A tqdm bar on stderr; a silent no-op bar when disabled."""
+    """A tqdm bar on stderr (rank 0 only under torchrun); a silent no-op bar when disabled."""
+    enabled = enabled and distributed.is_main_process()
     return tqdm(total=total, desc=description, unit=unit, disable=not enabled, file=sys.stderr,
                 dynamic_ncols=True, leave=False)

@@ -27,6 +27,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from . import distributed
 from .errors import SourceError
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
@@ -452,16 +453,53 @@ class ImageStream:
                     f"{self.shape[1]}x{self.shape[0]}")
         return None
 
-    def _iterate_batch_source(self) -> Iterator[torch.Tensor]:
-        """Sources that make whole batches (generators): no decoding workers, nothing to skip."""
-        for start in range(0, self.num_images, self.batch_size):
-            yield self.source.load_batch(self.order[start:min(start + self.batch_size, self.num_images)])
-
     def __iter__(self) -> Iterator[torch.Tensor]:
-        if callable(getattr(self.source, "load_batch", None)):
-            yield from self._iterate_batch_source()
-            return
+        """uint8 NCHW batches in stream order (under torchrun: only this rank's blocks)."""
+        for _, batch in self.batches():
+            yield batch
+
+    def batches(self) -> Iterator[tuple[int, torch.Tensor]]:
+        """(stream position of the first image, uint8 NCHW batch) pairs.
+
+        In one process: the whole stream, in order. Under torchrun (several ranks): only the blocks of
+        `batch_size` consecutive positions dealt to this rank (block b goes to rank b mod world), so the
+        ranks together see exactly the single-process stream.
+        """
         self.skipped = []
+        if callable(getattr(self.source, "load_batch", None)):
+            for start in range(0, self.num_images, self.batch_size):
+                if distributed.owns_block(start // self.batch_size):
+                    yield start, self.source.load_batch(self.order[start:min(start + self.batch_size,
+                                                                                 self.num_images)])
+        elif distributed.is_distributed():
+            yield from self._decode_owned_blocks()
+        else:
+            position = 0
+            for batch in self._decode_all():
+                yield position, batch
+                position += batch.shape[0]
+
+    def _decode_owned_blocks(self) -> Iterator[tuple[int, torch.Tensor]]:
+        if self.skip_bad:
+            raise SourceError("--skip-bad needs a single process (which images replace the bad ones depends on "
+                              "the whole stream); clean the source or run without torchrun")
+        size = self.batch_size
+        blocks = [b for b in range((self.num_images + size - 1) // size) if distributed.owns_block(b)]
+        owned = np.concatenate([self.order[b * size:min((b + 1) * size, self.num_images)] for b in blocks]) \
+            if blocks else np.zeros(0, dtype=np.int64)
+        dataset = _ChunkLoader(self.source, owned, size)
+        loader = (dataset[i] for i in range(len(dataset))) if self.num_workers == 0 else iter(
+            torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=self.num_workers,
+                                        prefetch_factor=4, collate_fn=_keep_as_is))
+        for block, results in zip(blocks, loader):
+            bad = [SkippedImage(self.source.item_name(index), problem) for index, image, reason in results
+                   if (problem := self._check(index, image, reason)) is not None]
+            if bad:
+                raise SourceError(f"bad image(s) in {self.source.path}: "
+                                  + "; ".join(f"{item.name}: {item.reason}" for item in bad[:5]))
+            yield block * size, _stack_nchw([image for _, image, _ in results])
+
+    def _decode_all(self) -> Iterator[torch.Tensor]:
         pending: list[np.ndarray] = []
         delivered = 0
         loader = self._loader()

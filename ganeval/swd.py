@@ -29,6 +29,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 
+from . import distributed
 from .errors import GanevalError
 from .runtime import exact_float32, progress_bar, resolve_device
 from .sources import ImageStream, open_source, peek_shape
@@ -227,10 +228,14 @@ class DescriptorSet:
                                            generator=generator))
             self.cols.append(torch.randint(0, width - PATCH_SIZE + 1, (num_images, patches_per_image),
                                            generator=generator))
-            self.descriptors.append(torch.empty(num_images * patches_per_image, dimension, device=storage))
+            # zeros: under torchrun each rank fills its rows and the sets are summed across ranks
+            allocate = torch.zeros if distributed.is_distributed() else torch.empty
+            self.descriptors.append(allocate(num_images * patches_per_image, dimension, device=storage))
         self.channels = channels
-        # per level, per channel: float64 sums of (x − shift) and (x − shift)², shift = first block's mean
-        self.shift = [None] * len(sizes)
+        # Per level and channel: float64 sums of (x − shift) and (x − shift)². A fixed shift (the middle of
+        # [0, 255] for the low-pass residual, 0 for the zero-mean band-pass levels) keeps E[x²] − E[x]²
+        # well conditioned and is the same on every rank.
+        self.shift = [0.0] * (len(sizes) - 1) + [127.5]
         self.sums = [torch.zeros(2, channels, dtype=torch.float64) for _ in sizes]
         self.filled = 0
 
@@ -245,11 +250,18 @@ class DescriptorSet:
         self.filled += count
 
     def _accumulate(self, level: int, block: torch.Tensor) -> None:
-        if self.shift[level] is None:
-            self.shift[level] = block.mean(dim=(0, 2)).to(torch.float64)
-        centred = block - self.shift[level].to(block)[None, :, None]
+        centred = block - self.shift[level]
         sums = torch.stack([centred.sum(dim=(0, 2)), centred.square_().sum(dim=(0, 2))]).double()
         self.sums[level] += sums.cpu()
+
+    def combine_ranks(self) -> None:
+        """Under torchrun: sum descriptors, statistics and counts over ranks (each rank filled its rows)."""
+        if not distributed.is_distributed():
+            return
+        for level in range(len(self.sizes)):
+            self.descriptors[level] = distributed.all_reduce_sum(self.descriptors[level])
+            self.sums[level] = distributed.all_reduce_sum(self.sums[level])
+        self.filled = int(distributed.all_reduce_sum(torch.tensor([self.filled], dtype=torch.int64)).item())
 
     def level_statistics(self, level: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Per-descriptor-dimension mean and population std of level `level` (float64 [C·49] each).
@@ -265,7 +277,7 @@ class DescriptorSet:
         if torch.any(variance <= 0):
             raise GanevalError("a colour channel is constant at one pyramid level: SWD is undefined for flat images")
         per_dim = PATCH_SIZE * PATCH_SIZE
-        mean = (mean_shifted + self.shift[level].cpu()).repeat_interleave(per_dim)
+        mean = (mean_shifted + self.shift[level]).repeat_interleave(per_dim)
         return mean, variance.sqrt().repeat_interleave(per_dim)
 
     def normalized_level(self, level: int, device: torch.device) -> torch.Tensor:
@@ -343,81 +355,124 @@ def _storage_device(device: torch.device, total_bytes: int) -> torch.device:
     return torch.device("cpu")
 
 
-def _evaluate_once(gen_source, real_source, num_images: int, seed: int, device: torch.device,
-                   batch_size: int | None, baseline: bool, skip_bad: bool, num_workers: int | None,
-                   progress: bool) -> tuple[list[float], list[float] | None, int | None, dict]:
-    """One SWD evaluation. Returns per-level SWD ×1e3, the baseline's (or None), its image count, skipped files."""
+class SWDAccumulator:
+    """One SWD evaluation fed by two image streams (generated, real), for `swd` and `ganeval all`.
+
+    `add_generated(batch, position)` / `add_real(batch, position)` take uint8 NCHW batches (on the compute
+    device) with their stream positions; positions ≥ the counts asked are ignored, so a longer stream (shared
+    with other metrics) can feed it. The real stream also feeds the baseline's two disjoint sets:
+    positions [0, n_b) and [n_b, 2·n_b), n_b = min(num_images, real images / 2). `finish()` returns SWD ×1e3
+    per level for the main comparison and the baseline (or None).
+    """
+
+    def __init__(self, num_images: int, sizes: list[tuple[int, int]], seed: int, device: torch.device,
+                 baseline_count: int = 0):
+        self.num_images, self.sizes, self.seed, self.device = num_images, sizes, seed, device
+        self.baseline_count = baseline_count
+        storage_bytes = DescriptorSet.bytes_needed(num_images, sizes) * 2
+        if baseline_count:
+            copies = 1 if baseline_count == num_images else 2
+            storage_bytes += DescriptorSet.bytes_needed(baseline_count, sizes) * copies
+        storage = _storage_device(device, storage_bytes)
+        self.generated = DescriptorSet(num_images, sizes, seed, 0, storage)
+        self.real = DescriptorSet(num_images, sizes, seed, 1, storage)
+        self.real_routes = [(self.real, 0, num_images)]
+        self.baseline_sets = None
+        if baseline_count:
+            first = self.real if baseline_count == num_images else \
+                DescriptorSet(baseline_count, sizes, seed, 2, storage)
+            second = DescriptorSet(baseline_count, sizes, seed, 3, storage)
+            if first is not self.real:
+                self.real_routes.append((first, 0, baseline_count))
+            self.real_routes.append((second, baseline_count, baseline_count))
+            self.baseline_sets = (first, second)
+
+    @property
+    def real_needed(self) -> int:
+        return max(self.num_images, 2 * self.baseline_count)
+
+    def add_generated(self, batch: torch.Tensor, position: int) -> None:
+        self._route(batch, position, [(self.generated, 0, self.num_images)])
+
+    def add_real(self, batch: torch.Tensor, position: int) -> None:
+        self._route(batch, position, self.real_routes)
+
+    def _route(self, batch: torch.Tensor, position: int, routes) -> None:
+        wanted = [(target, first, length) for target, first, length in routes
+                  if max(position, first) < min(position + batch.shape[0], first + length)]
+        if not wanted:
+            return
+        levels = laplacian_pyramid(batch.to(self.device), len(self.sizes))
+        for target, first, length in wanted:
+            lo, hi = max(position, first), min(position + batch.shape[0], first + length)
+            target.add([level[lo - position:hi - position] for level in levels], lo - first)
+
+    def finish(self, progress: bool = True) -> tuple[list[float], list[float] | None]:
+        sets = [self.generated, self.real] + [s for s in (self.baseline_sets or ()) if s is not self.real]
+        for descriptor_set in sets:
+            descriptor_set.combine_ranks()
+        dimension = 3 * PATCH_SIZE * PATCH_SIZE
+        count = DIRECTION_REPEATS * DIRECTIONS_PER_REPEAT
+        main, base = [], []
+        with progress_bar(len(self.sizes), "SWD levels", progress, unit="level") as bar:
+            for level in range(len(self.sizes)):
+                directions = random_directions(dimension, count, _generator(self.seed, 99, level))
+                main.append(1e3 * self._distance(self.generated, self.real, level, directions))
+                if self.baseline_sets is not None:
+                    directions = random_directions(dimension, count, _generator(self.seed, 98, level))
+                    base.append(1e3 * self._distance(*self.baseline_sets, level, directions))
+                bar.update(1)
+        return main, (base if self.baseline_sets is not None else None)
+
+    def _distance(self, set_a: DescriptorSet, set_b: DescriptorSet, level: int, directions) -> float:
+        (desc_a, stats_a), (desc_b, stats_b) = set_a.raw_level(level, self.device), set_b.raw_level(level, self.device)
+        return sliced_wasserstein(desc_a, desc_b, directions, normalization=(stats_a, stats_b))
+
+
+def check_swd_sources(gen_source, real_source, num_images: int, skip_bad: bool) -> list[tuple[int, int]]:
+    """Pyramid level sizes for two sources, or GanevalError (sizes differ, too small, too few images)."""
+    for source in (gen_source, real_source):
+        if len(source) < num_images:
+            raise GanevalError(f"{source.path}: has {len(source)} images, SWD asked for {num_images} "
+                               f"(pass --num-images {len(source)} or fewer; SWD depends on the count, so "
+                               f"compare only numbers made with the same count)")
     sizes = pyramid_resolutions(*peek_shape(real_source, skip_bad))
     gen_sizes = pyramid_resolutions(*peek_shape(gen_source, skip_bad))
     if gen_sizes != sizes:
         raise GanevalError(f"the two sources have different image sizes: {gen_sizes[0][1]}x{gen_sizes[0][0]} "
                            f"and {sizes[0][1]}x{sizes[0][0]}")
+    return sizes
+
+
+def baseline_count_for(num_images: int, real_count: int) -> int:
+    count = min(num_images, real_count // 2)
+    if count < 2:
+        raise GanevalError(f"--baseline needs at least 4 real images, the real source has {real_count}")
+    return count
+
+
+def _evaluate_once(gen_source, real_source, num_images: int, seed: int, device: torch.device,
+                   batch_size: int | None, baseline: bool, skip_bad: bool, num_workers: int | None,
+                   progress: bool) -> tuple[list[float], list[float] | None, int | None, dict]:
+    """One SWD evaluation. Returns per-level SWD ×1e3, the baseline's (or None), its image count, skipped files."""
+    sizes = check_swd_sources(gen_source, real_source, num_images, skip_bad)
     batch_size = batch_size or default_batch_size(*sizes[0], device)
-
-    baseline_count = min(num_images, len(real_source) // 2) if baseline else 0
-    if baseline and baseline_count < 2:
-        raise GanevalError(f"--baseline needs at least 4 real images, {real_source.path} has {len(real_source)}")
-    real_needed = max(num_images, 2 * baseline_count)
-
-    # Sets fed from the real stream: (set, first stream position, count).
-    storage_bytes = DescriptorSet.bytes_needed(num_images, sizes) * 2
-    if baseline_count:
-        storage_bytes += DescriptorSet.bytes_needed(baseline_count, sizes) * (1 if baseline_count == num_images else 2)
-    storage = _storage_device(device, storage_bytes)
-    gen_set = DescriptorSet(num_images, sizes, seed, 0, storage)
-    real_set = DescriptorSet(num_images, sizes, seed, 1, storage)
-    real_routes = [(real_set, 0, num_images)]
-    baseline_sets = None
-    if baseline_count:
-        first = real_set if baseline_count == num_images else DescriptorSet(baseline_count, sizes, seed, 2, storage)
-        second = DescriptorSet(baseline_count, sizes, seed, 3, storage)
-        if first is not real_set:
-            real_routes.append((first, 0, baseline_count))
-        real_routes.append((second, baseline_count, baseline_count))
-        baseline_sets = (first, second)
-
+    baseline_count = baseline_count_for(num_images, len(real_source)) if baseline else 0
+    accumulator = SWDAccumulator(num_images, sizes, seed, device, baseline_count)
     skipped = {}
-    for name, source, count, routes, stream_id in (
-        ("gen", gen_source, num_images, [(gen_set, 0, num_images)], 0),
-        ("real", real_source, real_needed, real_routes, 1),
+    for name, source, count, add, stream_id in (
+        ("gen", gen_source, num_images, accumulator.add_generated, 0),
+        ("real", real_source, accumulator.real_needed, accumulator.add_real, 1),
     ):
         stream = ImageStream(source, num_images=count, seed=seed + stream_id, batch_size=batch_size,
                              skip_bad=skip_bad, num_workers=num_workers)
-        position = 0
-        with progress_bar(count, f"SWD {name}", progress) as bar:
-            for batch in stream:
-                levels = laplacian_pyramid(batch.to(device, non_blocking=True), len(sizes))
-                for target, first, length in routes:
-                    lo, hi = max(position, first), min(position + batch.shape[0], first + length)
-                    if lo < hi:
-                        target.add([lvl[lo - position:hi - position] for lvl in levels], lo - first)
-                position += batch.shape[0]
+        with progress_bar(count // distributed.world_size(), f"SWD {name}", progress) as bar:
+            for position, batch in stream.batches():
+                add(batch.to(device, non_blocking=True), position)
                 bar.update(batch.shape[0])
         skipped[name] = [f"{item.name}: {item.reason}" for item in stream.skipped]
-
-    dimension = 3 * PATCH_SIZE * PATCH_SIZE
-    directions_count = DIRECTION_REPEATS * DIRECTIONS_PER_REPEAT
-    main, base = [], []
-    with progress_bar(len(sizes), "SWD levels", progress, unit="level") as bar:
-        for level in range(len(sizes)):
-            directions = random_directions(dimension, directions_count, _generator(seed, 99, level))
-            gen_desc, gen_stats = gen_set.raw_level(level, device)
-            real_desc, real_stats = real_set.raw_level(level, device)
-            main.append(1e3 * sliced_wasserstein(gen_desc, real_desc, directions,
-                                                 normalization=(gen_stats, real_stats)))
-            del gen_desc
-            if baseline_sets is not None:
-                first, second = baseline_sets
-                first_desc, first_stats = (real_desc, real_stats) if first is real_set else \
-                    first.raw_level(level, device)
-                second_desc, second_stats = second.raw_level(level, device)
-                base_directions = random_directions(dimension, directions_count, _generator(seed, 98, level))
-                base.append(1e3 * sliced_wasserstein(first_desc, second_desc, base_directions,
-                                                     normalization=(first_stats, second_stats)))
-                del first_desc, second_desc
-            del real_desc
-            bar.update(1)
-    return main, (base if baseline_sets is not None else None), (baseline_count or None), skipped
+    main, base = accumulator.finish(progress)
+    return main, base, (baseline_count or None), skipped
 
 
 def swd(source_a, source_b, num_images: int = DEFAULT_NUM_IMAGES, seed: int = DEFAULT_SEED,
@@ -435,11 +490,6 @@ def swd(source_a, source_b, num_images: int = DEFAULT_NUM_IMAGES, seed: int = DE
         raise GanevalError("--repeats must be at least 1")
     device = resolve_device(device)
     gen_source, real_source = open_source(source_a), open_source(source_b)
-    for source in (gen_source, real_source):
-        if len(source) < num_images:
-            raise GanevalError(f"{source.path}: has {len(source)} images, SWD asked for {num_images} "
-                               f"(pass --num-images {len(source)} or fewer; SWD depends on the count, so "
-                               f"compare only numbers made with the same count)")
     started = time.perf_counter()
     runs = []
     for repeat in range(repeats):

@@ -142,7 +142,7 @@ def test_result_independent_of_batch_size_and_seeded(photos64):
     first = swd(photos64[:12], photos64[12:], num_images=12, seed=7, batch_size=12, progress=False)
     second = swd(photos64[:12], photos64[12:], num_images=12, seed=7, batch_size=5, progress=False)
     other = swd(photos64[:12], photos64[12:], num_images=12, seed=8, batch_size=5, progress=False)
-    assert first.levels == pytest.approx(second.levels, rel=1e-6)
+    assert first.levels == pytest.approx(second.levels, rel=1e-5)
     assert first.avg == pytest.approx(np.mean(list(first.levels.values())))
     assert list(first.levels) == ["64", "32", "16"]
     assert other.levels != first.levels

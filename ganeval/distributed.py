@@ -1,0 +1,65 @@
+"""Rank/world helpers shared by every command: several processes under `torchrun` split the images.
+
+Under `torchrun --nproc_per_node K ganeval …` each process evaluates a disjoint share of every image stream
+(blocks of consecutive stream positions, dealt round-robin) and the accumulated features, descriptors or
+sums are combined with torch.distributed, so the numbers equal a single process's (up to the order of
+floating-point sums). Outside torchrun everything here is a no-op for a world of one.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+import torch.distributed as dist
+
+
+def is_distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def rank() -> int:
+    return dist.get_rank() if is_distributed() else 0
+
+
+def world_size() -> int:
+    return dist.get_world_size() if is_distributed() else 1
+
+
+def init_from_environment(device: torch.device) -> torch.device:
+    """Join the process group when launched by torchrun (WORLD_SIZE > 1); return this rank's device.
+
+    With CUDA, rank r uses cuda:LOCAL_RANK (NCCL); on the CPU the group uses gloo.
+    """
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return device
+    if device.type == "cuda" and device.index is None:
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    if not (dist.is_available() and dist.is_initialized()):
+        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+    return device
+
+
+def _communication_device(tensor: torch.Tensor) -> torch.device:
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
+    """Sum of `tensor` over all ranks (a new tensor on the input's device; the input when alone)."""
+    if not is_distributed():
+        return tensor
+    work = tensor.to(_communication_device(tensor), copy=True)
+    dist.all_reduce(work, op=dist.ReduceOp.SUM)
+    return work.to(tensor.device)
+
+
+def is_main_process() -> bool:
+    return rank() == 0
+
+
+def owns_block(block_index: int) -> bool:
+    """Whether this rank evaluates block `block_index` of a stream (blocks dealt round-robin)."""
+    return block_index % world_size() == rank()
