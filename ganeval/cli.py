@@ -207,6 +207,8 @@ def stats_command(source, output, num_images, seed, inception, resize, no_cache,
                                 num_workers=num_workers, progress=not quiet, cache=not no_cache,
                                 cache_dir=cache_dir)
     report_skipped(result.skipped)
+    if not distributed.is_main_process():
+        return
     written = result.save(output)
     if as_json:
         emit(json.dumps(dict(result.to_dict(), output=str(written))))

@@ -40,6 +40,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from . import distributed
 from .errors import GanevalError, SourceError
 from .runtime import progress_bar, resolve_device
 from .sources import ImageStream, open_source, peek_shape
@@ -221,6 +222,15 @@ class MSSSIMDiversity:
         self._sum = total if self._sum is None else self._sum + total
         self._count += paired // 2
 
+    def combine_ranks(self) -> None:
+        """Under torchrun: add up the pair sums and counts of all ranks (each fed whole pairs)."""
+        if not distributed.is_distributed():
+            return
+        total = self._sum.double().cpu() if self._sum is not None else torch.zeros((), dtype=torch.float64)
+        combined = distributed.all_reduce_sum(torch.stack([total, torch.tensor(float(self._count),
+                                                                                dtype=torch.float64)]))
+        self._sum, self._count = combined[0], int(combined[1].item())
+
     @property
     def num_pairs(self) -> int:
         return self._count
@@ -282,13 +292,16 @@ def msssim_diversity(source, num_pairs: int = DEFAULT_NUM_PAIRS, seed: int | Non
         raise GanevalError(f"{opened.path}: images of {width}x{height} are too small for MS-SSIM "
                            f"({NUM_SCALES} scales need sides of at least {MIN_SIZE} pixels)")
     batch_size = batch_size or default_batch_size(height, width, device)
+    if distributed.is_distributed():
+        batch_size += batch_size % 2  # blocks of whole pairs on every rank
     stream = ImageStream(opened, num_images=needed, seed=seed, batch_size=batch_size, skip_bad=skip_bad,
                          num_workers=num_workers)
     accumulator = MSSSIMDiversity(device)
-    with progress_bar(needed, "MS-SSIM", progress) as bar:
+    with progress_bar(needed // distributed.world_size(), "MS-SSIM", progress) as bar:
         for batch in stream:
             accumulator.add(batch.to(device, non_blocking=True))
             bar.update(batch.shape[0])
+    accumulator.combine_ranks()
     return MSSSIMResult(value=accumulator.value, num_pairs=accumulator.num_pairs, seed=seed, device=str(device),
                         seconds=time.perf_counter() - started,
                         skipped=[f"{item.name}: {item.reason}" for item in stream.skipped])

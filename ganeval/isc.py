@@ -1,0 +1,92 @@
+"""Inception Score (Salimans et al. 2016) as in the original code (openai/improved-gan, used by Progressive GAN).
+
+p(y|x) = softmax of the 1008 unbiased Inception logits (pool3 · Wᵀ, no bias, as the TF reference); the N images
+are cut into `splits` consecutive parts, part k = rows [k·N//splits, (k+1)·N//splits); per part the score is
+exp(mean over x of KL(p(y|x) ‖ p̄(y))) with p̄ the part's mean distribution; reported: mean and population std
+(np.std) of the part scores. Computed in float64. 1 ≤ IS ≤ number of classes.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+
+from .errors import GanevalError
+from .fid import extract
+from .sources import ImageStream
+
+DEFAULT_NUM_IMAGES = 50000
+DEFAULT_SPLITS = 10
+
+
+def inception_score(logits, splits: int = DEFAULT_SPLITS) -> tuple[float, float]:
+    """(mean, std) of the Inception Score from logits [N, C] (tensor on any device, or array), N ≥ splits."""
+    logits = torch.as_tensor(np.asarray(logits) if not isinstance(logits, torch.Tensor) else logits)
+    if logits.dim() != 2:
+        raise GanevalError(f"logits must be N×C, got shape {tuple(logits.shape)}")
+    if splits < 1:
+        raise GanevalError(f"splits must be at least 1, got {splits}")
+    count = logits.shape[0]
+    if count < splits:
+        raise GanevalError(f"the Inception Score with {splits} splits needs at least {splits} images, got {count}")
+    log_p = torch.log_softmax(logits.to(torch.float64), dim=1)
+    p = log_p.exp()
+    scores = []
+    for k in range(splits):
+        part_p = p[k * count // splits:(k + 1) * count // splits]
+        part_log_p = log_p[k * count // splits:(k + 1) * count // splits]
+        log_marginal = part_p.mean(dim=0).log()
+        # p·(log p − log p̄), with 0 where p underflowed to 0 (its limit), never 0·∞
+        terms = torch.where(part_p > 0, part_p * (part_log_p - log_marginal), torch.zeros_like(part_p))
+        scores.append(float(terms.sum(dim=1).mean().exp()))
+    return float(np.mean(scores)), float(np.std(scores))
+
+
+@dataclass
+class ISResult:
+    mean: float
+    std: float
+    num_images: int
+    splits: int
+    seed: int | None = None
+    resize: str = "tf"
+    device: str = "cpu"
+    seconds: float = 0.0
+    skipped: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        """The JSON object of `ganeval is --json` (skipped images as a count)."""
+        return {"metric": "is", "mean": self.mean, "std": self.std, "num_images": self.num_images,
+                "splits": self.splits, "seed": self.seed, "resize": self.resize, "device": self.device,
+                "seconds": round(self.seconds, 3), "skipped": len(self.skipped)}
+
+
+def inception_score_source(source, num_images: int | None = DEFAULT_NUM_IMAGES, splits: int = DEFAULT_SPLITS,
+                           seed: int | None = None, inception=None, resize: str = "tf", device=None,
+                           batch_size: int = 64, skip_bad: bool = False, num_workers: int | None = None,
+                           progress: bool = True, extractor=None) -> ISResult:
+    """Inception Score of `num_images` images of a source (None: all; a seeded random subset with `seed`).
+
+    One pass through the Inception (`ganeval.fid.extract`, logits kept as float64 [N, 1008] on the CPU).
+    Raises SourceError when the source has fewer images than asked, GanevalError for fewer than `splits`.
+    """
+    started = time.perf_counter()
+    if splits < 1:
+        raise GanevalError(f"splits must be at least 1, got {splits}")
+    stream = ImageStream(source, num_images=num_images, seed=seed, batch_size=batch_size, skip_bad=skip_bad,
+                         num_workers=num_workers)
+    if len(stream) < splits:
+        raise GanevalError(f"{stream.source.path}: the Inception Score with {splits} splits needs at least "
+                           f"{splits} images, {len(stream)} asked")
+    extraction = extract(stream, extractor=extractor, inception=inception, resize=resize, device=device,
+                         progress=progress, want_logits=True, description="Inception")
+    mean, std = inception_score(extraction.logits, splits)
+    return ISResult(mean=mean, std=std, num_images=extraction.num_images, splits=splits, seed=seed,
+                    resize=extraction.resize, device=extraction.device, seconds=time.perf_counter() - started,
+                    skipped=extraction.skipped)
+
+
+__all__ = ["DEFAULT_NUM_IMAGES", "DEFAULT_SPLITS", "ISResult", "inception_score", "inception_score_source"]
