@@ -76,7 +76,7 @@ def source_options(command):
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="progan-toolkit")
 def main():
-    """The Progressive GAN paper's metrics: SWD, MS-SSIM, FID (and its statistics files), IS.
+    """The Progressive GAN paper's metrics: SWD, MS-SSIM, FID (and its statistics files), IS, or all at once.
 
     A SOURCE is a directory of images (recursive), a .zip of images, a .npy/.npz uint8 array (NHWC or NCHW)
     or a multi-resolution HDF5 file (datasets data<R>x<R>).
@@ -235,6 +235,44 @@ def is_command(source, splits, num_images, seed, inception, resize, device, batc
         emit(json.dumps(result.to_dict()))
         return
     emit(f"IS {result.mean:.4f} ± {result.std:.4f}")
+
+
+@main.command("all")
+@click.argument("gen")
+@click.argument("real")
+@click.option("--metrics", default="swd,msssim,fid", show_default=True,
+              help="Comma-separated subset of swd, msssim, fid.")
+@click.option("--swd-images", type=click.IntRange(1), default=16384, show_default=True)
+@click.option("--msssim-pairs", type=click.IntRange(1), default=10000, show_default=True)
+@click.option("--fid-images", type=click.IntRange(2), default=50000, show_default=True)
+@click.option("--seed", type=int, default=1000, show_default=True)
+@click.option("--baseline", is_flag=True, help="Also the SWD real-vs-real floor.")
+@click.option("--inception", type=click.Path(dir_okay=False), default=None, help="Inception weights (see fid).")
+@click.option("--resize", type=click.Choice(["tf", "pytorch", "clean"]), default="tf", show_default=True)
+@source_options
+@user_errors
+def all_command(gen, real, metrics, swd_images, msssim_pairs, fid_images, seed, baseline, inception, resize,
+                device, batch_size, num_workers, skip_bad, as_json, quiet):
+    """SWD, MS-SSIM (of GEN) and FID from one decoding pass per set, as a table like the paper's."""
+    from .evaluate import evaluate_all, paper_table
+
+    result = evaluate_all(gen, real, metrics=tuple(m.strip() for m in metrics.split(",") if m.strip()),
+                          swd_images=swd_images, msssim_pairs=msssim_pairs, fid_images=fid_images, seed=seed,
+                          baseline=baseline, inception=inception, resize=resize, device=device,
+                          batch_size=batch_size, skip_bad=skip_bad, num_workers=num_workers,
+                          progress=not quiet)
+    report_skipped(result.skipped)
+    if as_json:
+        emit(json.dumps(result.to_dict()))
+        return
+    columns, values = paper_table(result)
+    emit(format_table(columns, [("GEN vs REAL", values)]))
+    if result.swd_baseline is not None:
+        emit(format_table(list(result.swd_baseline.levels) + ["avg"],
+                          [("SWD reals vs reals", list(result.swd_baseline.levels.values())
+                            + [result.swd_baseline.avg])]))
+    emit(", ".join(f"{name} {count}" for name, count in result.counts.items())
+         + f", seed {result.seed}, {result.device}, {result.seconds:.1f} s", err=True)
 
 
 if __name__ == "__main__":
