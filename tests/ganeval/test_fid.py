@@ -534,3 +534,12 @@ def test_ranks_combine_to_the_single_process_statistics(folders, tmp_path):
             assert list(result["cached"]) == [False, True]
             np.testing.assert_allclose(result["cache_sigma"], result["sigma"], rtol=0, atol=1e-12)
     assert len(list((tmp_path / "cache").glob("*.npz"))) == 1  # written once, by rank 0
+
+
+def test_statistics_do_not_depend_on_batch_size():
+    images = random_images(20, seed=4)
+    results = [compute_statistics(images, extractor=TinyExtractor(), batch_size=size, progress=False, cache=False)
+               for size in (3, 8, 20)]
+    for other in results[1:]:
+        np.testing.assert_allclose(other.mu, results[0].mu, rtol=1e-5, atol=1e-12)
+        np.testing.assert_allclose(other.sigma, results[0].sigma, rtol=1e-5, atol=1e-12)

@@ -140,7 +140,7 @@ def test_matmul_and_grouped_conv_filtering_agree(real_photos, size):
     torch.testing.assert_close(by_matmul, by_conv, rtol=0, atol=1e-11)
 
 
-@pytest.mark.parametrize("size", [128, 64, 32, 16])
+@pytest.mark.parametrize("size", [256, 128, 64, 32, 16])
 def test_ms_ssim_equals_reference(pairs, size):
     first, second = pairs
     if size != 128:
@@ -298,3 +298,9 @@ def test_msssim_diversity_rejects_tiny_images(tmp_path):
     write_images(tmp_path / "tiny", np.zeros((4, 8, 8, 3), dtype=np.uint8))
     with pytest.raises(GanevalError, match="too small"):
         msssim_diversity(tmp_path / "tiny", num_pairs=2, progress=False)
+
+
+def test_diversity_does_not_depend_on_batch_size(real_photos):
+    values = [msssim_diversity(real_photos[:24], num_pairs=12, seed=3, batch_size=size, progress=False).value
+              for size in (2, 5, 24)]
+    assert values[1] == pytest.approx(values[0], rel=1e-12) and values[2] == pytest.approx(values[0], rel=1e-12)
