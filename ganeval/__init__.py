@@ -1,17 +1,24 @@
-"""ganeval: the Progressive GAN paper's metrics (Laplacian SWD, MS-SSIM, FID), faithful to the reference and fast.
+"""ganeval: the Progressive GAN paper's metrics (Laplacian SWD, MS-SSIM, FID, IS), faithful to the reference
+and fast.
 
 Python API::
 
-    from ganeval import swd
+    from ganeval import swd, msssim_diversity, fid, evaluate_all
     result = swd("generated/", "real/", num_images=16384)
     print(result.levels, result.avg)
 """
 
 from .errors import GanevalError, SourceError
-from .sources import ImageSource, ImageStream, open_source
+from .evaluate import evaluate_all
+from .fid import compute_statistics, fid, frechet_distance
+from .isc import inception_score, inception_score_source
+from .msssim import ms_ssim, msssim_diversity
+from .sources import ImageSource, ImageStream, open_source, register_source_opener
 from .swd import SWDResult, laplacian_pyramid, sliced_wasserstein, swd
 
 __version__ = "0.1.0"
 
-__all__ = ["GanevalError", "SourceError", "ImageSource", "ImageStream", "open_source", "SWDResult",
-           "laplacian_pyramid", "sliced_wasserstein", "swd", "__version__"]
+__all__ = ["GanevalError", "SourceError", "ImageSource", "ImageStream", "open_source", "register_source_opener",
+           "SWDResult", "laplacian_pyramid", "sliced_wasserstein", "swd", "ms_ssim", "msssim_diversity", "fid",
+           "compute_statistics", "frechet_distance", "inception_score", "inception_score_source", "evaluate_all",
+           "__version__"]
