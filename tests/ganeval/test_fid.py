@@ -21,7 +21,7 @@ import torch.nn.functional as F
 from conftest import write_images
 from torch import nn
 
-import ganeval.fid
+import sys
 from ganeval.errors import GanevalError, SourceError
 from ganeval.fid import (
     CACHE_ENV_VAR,
@@ -486,7 +486,7 @@ def test_fid_with_a_real_inception_weights_file(tmp_path, monkeypatch):
     # both sides now come from the cache: the weights file is only looked at, never loaded
     def no_loading(*args, **kwargs):
         raise AssertionError("the Inception was loaded although both statistics are cached")
-    monkeypatch.setattr(ganeval.fid, "load_inception", no_loading)
+    monkeypatch.setattr(sys.modules["ganeval.fid"], "load_inception", no_loading)  # the module, not the function
     again = fid(a, b, num_images=3, inception=weights, device="cpu", num_workers=0, progress=False,
                 cache_dir=tmp_path / "cache")
     assert again.value == result.value and again.cached == {"a": True, "b": True}
