@@ -22,13 +22,12 @@ adapted from the tensorflow/models compression msssim.py), re-implemented in bat
    stream (lower = more diverse). The original pairs images inside each evaluation minibatch; with even batch
    sizes that is the same thing.
 
-Precision: everything (the filtering, the statistics and the combination) runs in float64 on the tensors'
-device, so results agree with a float64 NumPy/SciPy FFT reference to ~1e-14. (float32 measured ~6e-7 off on
-photographs, but its error comes from the cancellation in E[x²] − μ² with E[x²] up to 65025, so it grows in
-flat regions; float64 removes the question at little cost.) The separable Gaussian is applied as two products
-with banded 'valid' filter matrices (on CUDA for sides > 512 as two 1-D F.conv2d passes with groups=C): the
-same numbers, but float64 convolutions have no fast CPU kernels. Throughput, 10000 pairs on an H100: 128²
-0.2 s, 256² 1.3 s, 1024² ~20 s: far less than decoding the images takes.
+Precision and speed: `ms_ssim` filters and takes local moments in float32 by default, of values centred on
+mid-grey (E[x'²] − E[x']² cancels far less than E[x²] − E[x]²), and combines the scales in float64: on real
+photographs it is ≤ 6e-7 from a float64 NumPy/SciPy FFT reference (the tests check 2e-6, and 1e-5 as the
+issue asks); `dtype=torch.float64` gives ~1e-14. The separable Gaussian is applied as two plain matrix
+products with banded 'valid' filter matrices (on CUDA for sides > 512 as two 1-D F.conv2d passes with
+groups=C), 8 pairs at a time on the CPU (cache-sized: 3× faster than one big batch).
 """
 
 from __future__ import annotations
@@ -51,6 +50,7 @@ K1 = 0.01
 K2 = 0.03
 MAX_VALUE = 255.0
 WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
+CENTRE = 128.0  # local moments are taken of values centred here (see ssim_and_cs)
 NUM_SCALES = len(WEIGHTS)
 MIN_SIZE = 2 ** (NUM_SCALES - 1)  # 16: the fifth scale still has one pixel
 DEFAULT_NUM_PAIRS = 10000
@@ -72,15 +72,15 @@ def gaussian_window(size: int, sigma: float, dtype: torch.dtype = torch.float64,
     return (taps / taps.sum()).to(dtype=dtype, device=device)
 
 
-def _as_images(images, device: torch.device | None = None) -> torch.Tensor:
-    """uint8/float NCHW tensor or array in [0, 255] -> float64 NCHW tensor (on `device`, else its own)."""
+def _as_images(images, device: torch.device | None = None, dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    """uint8/float NCHW tensor or array in [0, 255] -> `dtype` NCHW tensor (on `device`, else its own)."""
     if isinstance(images, np.ndarray):
         images = torch.from_numpy(np.ascontiguousarray(images))
     if not isinstance(images, torch.Tensor):
         raise TypeError(f"expected a torch tensor or numpy array of images, got {type(images).__name__}")
     if images.ndim != 4:
         raise ValueError(f"expected NCHW images, got shape {tuple(images.shape)}")
-    return images.to(device=device if device is not None else images.device, dtype=torch.float64)
+    return images.to(device=device if device is not None else images.device, dtype=dtype)
 
 
 def valid_filter_matrix(size: int, length: int, window: torch.Tensor) -> torch.Tensor:
@@ -109,9 +109,13 @@ def gaussian_filter_valid(images: torch.Tensor, size: int, sigma: float, method:
         return F.conv2d(images, window.view(1, 1, 1, size).expand(maps, 1, 1, size), groups=maps)
     if method != "matmul":
         raise ValueError(f"unknown filtering method {method!r} (auto, matmul or conv)")
-    rows = valid_filter_matrix(size, images.shape[-2], window)
-    cols = valid_filter_matrix(size, images.shape[-1], window)
-    return torch.matmul(torch.matmul(rows, images), cols.T)
+    n, c, h, w = images.shape
+    rows = valid_filter_matrix(size, h, window)
+    cols = valid_filter_matrix(size, w, window)
+    # Two plain matrix products (far faster than batched ones): filter the rows of every map, transpose
+    # (one copy), filter the columns; the result is returned as a transposed view.
+    across = (images.reshape(-1, w) @ cols.T).view(n, c, h, -1).transpose(-1, -2).reshape(-1, h)
+    return (across @ rows.T).view(n, c, w - size + 1, h - size + 1).transpose(-1, -2)
 
 
 def ssim_and_cs(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -124,6 +128,9 @@ def ssim_and_cs(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.T
         raise ValueError(f"image shapes differ: {tuple(x.shape)} vs {tuple(y.shape)}")
     n, c, h, w = x.shape
     size = min(FILTER_SIZE, h, w)
+    # Moments of values centred on mid-grey: E[x'²] − E[x']² cancels far less than E[x²] − E[x]² (which
+    # matters in float32); the window sums to 1, so the means are shifted back exactly.
+    x, y = x - CENTRE, y - CENTRE
     stack = x.new_empty(n, 5, c, h, w)  # x, y, x², y², xy (written in place: this part is memory-bound)
     stack[:, 0], stack[:, 1] = x, y
     torch.mul(x, x, out=stack[:, 2])
@@ -131,10 +138,12 @@ def ssim_and_cs(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.T
     torch.mul(x, y, out=stack[:, 4])
     stats = gaussian_filter_valid(stack.view(n, 5 * c, h, w), size, size * FILTER_SIGMA / FILTER_SIZE)
     mu1, mu2, exx, eyy, exy = stats.view(n, 5, c, *stats.shape[-2:]).unbind(1)
+    var1, var2, cov12 = exx - mu1 * mu1, eyy - mu2 * mu2, exy - mu1 * mu2
+    mu1, mu2 = mu1 + CENTRE, mu2 + CENTRE
     mu11, mu22, mu12 = mu1 * mu1, mu2 * mu2, mu1 * mu2
     c1, c2 = (K1 * MAX_VALUE) ** 2, (K2 * MAX_VALUE) ** 2
     # cs_map = (2σ12 + C2) / (σ1² + σ2² + C2); ssim_map = (2μ1μ2 + C1) / (μ1² + μ2² + C1) · cs_map
-    cs_map = (exy - mu12).mul_(2.0).add_(c2).div_((exx - mu11).add_(eyy - mu22).add_(c2))
+    cs_map = cov12.mul_(2.0).add_(c2).div_(var1.add_(var2).add_(c2))
     ssim_map = mu12.mul_(2.0).add_(c1).div_(mu11.add_(mu22).add_(c1)).mul_(cs_map)
     return ssim_map.mean(dim=(1, 2, 3)), cs_map.mean(dim=(1, 2, 3))
 
@@ -144,14 +153,14 @@ def box_downsample(images: torch.Tensor) -> torch.Tensor:
     return F.avg_pool2d(images, kernel_size=2, stride=2)
 
 
-def ms_ssim_scales(a, b) -> tuple[torch.Tensor, torch.Tensor]:
+def ms_ssim_scales(a, b, dtype: torch.dtype = torch.float64) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-scale SSIM and cs, unclipped: (ssim [N, 5], cs [N, 5]) float64, scale 0 = full resolution.
 
     a, b: uint8 or float NCHW tensors (or numpy arrays) in [0, 255], one shape, min(H, W) ≥ 16. Computed on
-    a's device (b is moved there).
+    a's device (b is moved there) in `dtype`.
     """
-    x = _as_images(a)
-    y = _as_images(b, x.device)
+    x = _as_images(a, dtype=dtype)
+    y = _as_images(b, x.device, dtype=dtype)
     if x.shape != y.shape:
         raise ValueError(f"image shapes differ: {tuple(x.shape)} vs {tuple(y.shape)}")
     if min(x.shape[-2:]) < MIN_SIZE:
@@ -164,16 +173,23 @@ def ms_ssim_scales(a, b) -> tuple[torch.Tensor, torch.Tensor]:
         css.append(cs)
         if scale + 1 < NUM_SCALES:
             x, y = box_downsample(x), box_downsample(y)
-    return torch.stack(ssims, dim=1), torch.stack(css, dim=1)
+    return torch.stack(ssims, dim=1).double(), torch.stack(css, dim=1).double()
 
 
-def ms_ssim(a, b) -> torch.Tensor:
+def ms_ssim(a, b, dtype: torch.dtype = torch.float32, chunk: int | None = None) -> torch.Tensor:
     """MS-SSIM of each image pair (a[i], b[i]): float64 tensor [N] in [0, 1], on a's device.
 
     a, b: uint8 or float NCHW tensors (or numpy arrays) in [0, 255] (not [0, 1]), same shape, min(H, W) ≥ 16.
-    Identical images give 1 (up to rounding; the weights sum to 1.0001).
+    Identical images give 1 (up to rounding; the weights sum to 1.0001). `dtype` of the filtering and local
+    statistics: float32 (default; ≤ 2e-6 from the float64 reference on photographs) or float64 (~1e-14).
+    `chunk` pairs are processed at a time (default: 8 on the CPU, where cache-sized chunks run 3× faster;
+    all at once on a GPU).
     """
-    ssim, cs = ms_ssim_scales(a, b)
+    if chunk is None:
+        device = a.device if isinstance(a, torch.Tensor) else torch.device("cpu")
+        chunk = 8 if device.type == "cpu" else len(a)
+    parts = [ms_ssim_scales(a[i:i + chunk], b[i:i + chunk], dtype) for i in range(0, len(a), max(1, chunk))]
+    ssim, cs = (torch.cat(values) for values in zip(*parts))
     ssim, cs = ssim.clamp_min(0.0), cs.clamp_min(0.0)
     weights = torch.tensor(WEIGHTS, dtype=torch.float64, device=ssim.device)
     return torch.prod(cs[:, :-1] ** weights[:-1], dim=1) * ssim[:, -1] ** weights[-1]

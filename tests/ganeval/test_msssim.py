@@ -111,8 +111,8 @@ def pairs(real_photos):
     return first, second
 
 
-def ours(first_nhwc: np.ndarray, second_nhwc: np.ndarray) -> np.ndarray:
-    return ms_ssim(torch.from_numpy(nchw(first_nhwc)), torch.from_numpy(nchw(second_nhwc))).numpy()
+def ours(first_nhwc: np.ndarray, second_nhwc: np.ndarray, dtype=torch.float64) -> np.ndarray:
+    return ms_ssim(torch.from_numpy(nchw(first_nhwc)), torch.from_numpy(nchw(second_nhwc)), dtype=dtype).numpy()
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -148,8 +148,10 @@ def test_ms_ssim_equals_reference(pairs, size):
     expected = ref_msssim(first, second)
     got = ours(first, second)
     assert got.dtype == np.float64 and got.shape == (len(first),)
-    np.testing.assert_allclose(got, expected, rtol=0, atol=TOLERANCE)
-    assert np.abs(got - expected).max() < 1e-10  # float64 all the way: far inside the tolerance
+    assert np.abs(got - expected).max() < 1e-10  # float64 all the way
+    default = ours(first, second, dtype=torch.float32)  # the default: float32 filtering and statistics
+    np.testing.assert_allclose(default, expected, rtol=0, atol=TOLERANCE)
+    assert np.abs(default - expected).max() < 2e-6
 
 
 @pytest.mark.parametrize("size", [128, 16])
@@ -179,7 +181,7 @@ def test_float_numpy_and_uint8_torch_inputs_agree(pairs):
 def test_float_inputs_out_of_uint8_grid_equal_reference(real_photos):
     photos = real_photos[:3].astype(np.float64)
     other = photos + np.random.default_rng(3).normal(0, 15, photos.shape)  # unclipped, non-integer
-    got = ms_ssim(torch.from_numpy(nchw(photos)), torch.from_numpy(nchw(other))).numpy()
+    got = ms_ssim(torch.from_numpy(nchw(photos)), torch.from_numpy(nchw(other)), dtype=torch.float64).numpy()
     np.testing.assert_allclose(got, ref_msssim(photos, other), rtol=0, atol=1e-10)
 
 
@@ -203,9 +205,12 @@ def test_single_scale_ssim_equals_scikit_image(pairs):
 
 def test_identical_images_give_one(real_photos):
     images = torch.from_numpy(nchw(real_photos[:4]))
-    torch.testing.assert_close(ms_ssim(images, images), torch.ones(4, dtype=torch.float64), rtol=0, atol=1e-12)
-    flat = torch.full((2, 3, 32, 32), 77, dtype=torch.uint8)  # no variance at all: 0/0 must not appear
-    torch.testing.assert_close(ms_ssim(flat, flat), torch.ones(2, dtype=torch.float64), rtol=0, atol=1e-12)
+    for dtype, tolerance in ((torch.float64, 1e-12), (torch.float32, 1e-6)):
+        torch.testing.assert_close(ms_ssim(images, images, dtype=dtype), torch.ones(4, dtype=torch.float64),
+                                   rtol=0, atol=tolerance)
+        flat = torch.full((2, 3, 32, 32), 77, dtype=torch.uint8)  # no variance at all: 0/0 must not appear
+        torch.testing.assert_close(ms_ssim(flat, flat, dtype=dtype), torch.ones(2, dtype=torch.float64),
+                                   rtol=0, atol=tolerance)
 
 
 def test_decreases_as_noise_increases(real_photos):
@@ -264,10 +269,10 @@ def test_streaming_accumulator_equals_direct_mean(real_photos):
         accumulator.add(images[start:start + size])
         start += size
     assert start == 15 and accumulator.num_pairs == 7 and accumulator.pending
-    assert accumulator.value == pytest.approx(direct.mean().item(), abs=1e-13)
+    assert accumulator.value == pytest.approx(direct.mean().item(), abs=1e-7)
     whole = MSSSIMDiversity()
     whole.add(images.numpy())
-    assert whole.num_pairs == 7 and whole.value == pytest.approx(accumulator.value, abs=1e-13)
+    assert whole.num_pairs == 7 and whole.value == pytest.approx(accumulator.value, abs=1e-7)
 
 
 def test_msssim_diversity_on_a_folder(tmp_path, real_photos):
@@ -303,4 +308,4 @@ def test_msssim_diversity_rejects_tiny_images(tmp_path):
 def test_diversity_does_not_depend_on_batch_size(real_photos):
     values = [msssim_diversity(real_photos[:24], num_pairs=12, seed=3, batch_size=size, progress=False).value
               for size in (2, 5, 24)]
-    assert values[1] == pytest.approx(values[0], rel=1e-12) and values[2] == pytest.approx(values[0], rel=1e-12)
+    assert values[1] == pytest.approx(values[0], rel=1e-5) and values[2] == pytest.approx(values[0], rel=1e-5)
