@@ -61,4 +61,4 @@ def test_all_with_fid_matches_one_process(tmp_path):
     one = json.loads(single([str(script)]))
     assert several["swd"]["levels"] == pytest.approx(one["swd"]["levels"], rel=1e-9)
     assert several["msssim"]["value"] == pytest.approx(one["msssim"]["value"], rel=1e-6)  # float32 blocking
-    assert several["fid"]["value"] == pytest.approx(one["fid"]["value"], rel=1e-9)
+    assert several["fid"]["value"] == pytest.approx(one["fid"]["value"], rel=1e-6)  # sums in another order
