@@ -149,9 +149,8 @@ def test_ms_ssim_equals_reference(pairs, size):
     got = ours(first, second)
     assert got.dtype == np.float64 and got.shape == (len(first),)
     assert np.abs(got - expected).max() < 1e-10  # float64 all the way
-    default = ours(first, second, dtype=torch.float32)  # the default: float32 filtering and statistics
-    np.testing.assert_allclose(default, expected, rtol=0, atol=TOLERANCE)
-    assert np.abs(default - expected).max() < 2e-6
+    fast = ours(first, second, dtype=torch.float32)  # the optional float32 path
+    np.testing.assert_allclose(fast, expected, rtol=0, atol=TOLERANCE)
 
 
 @pytest.mark.parametrize("size", [128, 16])
