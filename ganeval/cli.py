@@ -163,21 +163,27 @@ def cache_options(command):
     return click.option("--no-cache", is_flag=True, help="Neither read nor write cached statistics.")(command)
 
 
+allow_singular_option = click.option(
+    "--allow-singular", is_flag=True,
+    help="Compute FID even with no more images than feature dimensions (singular covariance, biased value).")
+
+
 @main.command("fid")
 @click.argument("a")
 @click.argument("b")
 @inception_options
 @cache_options
+@allow_singular_option
 @source_options
 @user_errors
-def fid_command(a, b, num_images, seed, inception, resize, no_cache, cache_dir, device, batch_size, num_workers,
-                skip_bad, as_json, quiet):
+def fid_command(a, b, num_images, seed, inception, resize, no_cache, cache_dir, allow_singular, device,
+                batch_size, num_workers, skip_bad, as_json, quiet):
     """Fréchet Inception distance between A and B (each an image source or a stats .npz)."""
     from .fid import fid
 
     result = fid(a, b, num_images=num_images, seed=seed, inception=inception, resize=resize, device=device,
                  batch_size=batch_size or 64, skip_bad=skip_bad, num_workers=num_workers, progress=not quiet,
-                 cache=not no_cache, cache_dir=cache_dir)
+                 cache=not no_cache, cache_dir=cache_dir, allow_singular=allow_singular)
     report_skipped(result.skipped)
     for note in result.notes:
         emit(f"note: {note}", err=True)
@@ -249,10 +255,11 @@ def is_command(source, splits, num_images, seed, inception, resize, device, batc
 @click.option("--baseline", is_flag=True, help="Also the SWD real-vs-real floor.")
 @click.option("--inception", type=click.Path(dir_okay=False), default=None, help="Inception weights (see fid).")
 @click.option("--resize", type=click.Choice(["tf", "pytorch", "clean"]), default="tf", show_default=True)
+@allow_singular_option
 @source_options
 @user_errors
 def all_command(gen, real, metrics, swd_images, msssim_pairs, fid_images, seed, baseline, inception, resize,
-                device, batch_size, num_workers, skip_bad, as_json, quiet):
+                allow_singular, device, batch_size, num_workers, skip_bad, as_json, quiet):
     """SWD, MS-SSIM (of GEN) and FID from one decoding pass per set, as a table like the paper's."""
     from .evaluate import evaluate_all, paper_table
 
@@ -260,7 +267,7 @@ def all_command(gen, real, metrics, swd_images, msssim_pairs, fid_images, seed, 
                           swd_images=swd_images, msssim_pairs=msssim_pairs, fid_images=fid_images, seed=seed,
                           baseline=baseline, inception=inception, resize=resize, device=device,
                           batch_size=batch_size, skip_bad=skip_bad, num_workers=num_workers,
-                          progress=not quiet)
+                          progress=not quiet, allow_singular=allow_singular)
     report_skipped(result.skipped)
     if as_json:
         emit(json.dumps(result.to_dict()))

@@ -60,7 +60,8 @@ class AllResult:
 def evaluate_all(gen, real, metrics=METRICS, swd_images: int = 16384, msssim_pairs: int = 10000,
                  fid_images: int = 50000, seed: int = 1000, baseline: bool = False, inception=None,
                  resize: str = "tf", device=None, batch_size: int | None = None, skip_bad: bool = False,
-                 num_workers: int | None = None, progress: bool = True, extractor=None) -> AllResult:
+                 num_workers: int | None = None, progress: bool = True, extractor=None,
+                 allow_singular: bool = False) -> AllResult:
     """SWD (GEN vs REAL), MS-SSIM (among GEN) and FID (GEN vs REAL) from one decoding pass per set.
 
     gen, real: image sources (paths, ImageSources or uint8 arrays) of one size. Counts default to the paper's.
@@ -138,6 +139,10 @@ def evaluate_all(gen, real, metrics=METRICS, swd_images: int = 16384, msssim_pai
         for statistics in features.values():
             statistics.all_reduce()
         gen_stats, real_stats = features["gen"], features["real"]
+        if fid_images <= gen_stats.dim and not allow_singular:
+            raise GanevalError(f"only {fid_images} images for {gen_stats.dim}-d features: the covariance is "
+                               f"singular and FID strongly biased; use --fid-images > {gen_stats.dim}, or pass "
+                               "--allow-singular to compute it anyway")
         fid_value = frechet_distance(gen_stats.mean(), gen_stats.covariance(), real_stats.mean(),
                                      real_stats.covariance(), device=device)
     counts = {"swd": swd_images, "msssim_pairs": msssim_pairs, "fid": fid_images}

@@ -633,8 +633,11 @@ class FIDResult:
 def fid(source_a, source_b, num_images: int | None = DEFAULT_NUM_IMAGES, seed: int | None = None,
         inception=None, resize: str = "tf", device=None, batch_size: int = 64, skip_bad: bool = False,
         num_workers: int | None = None, progress: bool = True, cache: bool = True, cache_dir=None,
-        extractor=None, method: str = "symmetric") -> FIDResult:
+        extractor=None, method: str = "symmetric", allow_singular: bool = False) -> FIDResult:
     """FID between two image sets; either side may be a statistics `.npz` (keys `mu`, `sigma`).
+
+    A set of N ≤ D images (D = 2048 for pool3) has a singular covariance and a strongly biased FID: that is a
+    GanevalError unless `allow_singular`, which computes it anyway (exactly) and adds a note.
 
     Image sides use `num_images` images each (None: all; a seeded random subset with `seed`) and go through
     one shared Inception (loaded only if some side is not a statistics file or a cache hit). Raises
@@ -654,15 +657,18 @@ def fid(source_a, source_b, num_images: int | None = DEFAULT_NUM_IMAGES, seed: i
     if a.mu.shape != b.mu.shape:
         raise GanevalError(f"the two sets' statistics have different feature dimensions ({a.mu.shape[0]} and "
                            f"{b.mu.shape[0]}); both must come from the same Inception layer")
-    loaded = lazy.extractor
-    math_device = resolve_device(device) if loaded is None else getattr(loaded, "device", torch.device("cpu"))
-    value = frechet_distance(a.mu, a.sigma, b.mu, b.sigma, method=method, device=math_device)
     notes = []
     counts = [n for n in (a.num_images, b.num_images) if n is not None]
     if counts and min(counts) <= a.mu.shape[0]:
-        notes.append(f"only {min(counts)} images for {a.mu.shape[0]}-d features: the covariance is singular and "
-                     "FID is strongly biased upwards; compare only numbers made with the same count (papers: "
-                     "50000)")
+        problem = (f"only {min(counts)} images for {a.mu.shape[0]}-d features: the covariance is singular and "
+                   "FID is strongly biased upwards")
+        if not allow_singular:
+            raise GanevalError(f"{problem}; use more than {a.mu.shape[0]} images per set (papers: 50000), or "
+                               "pass --allow-singular to compute it anyway")
+        notes.append(f"{problem}; compare only numbers made with the same count (papers: 50000)")
+    loaded = lazy.extractor
+    math_device = resolve_device(device) if loaded is None else getattr(loaded, "device", torch.device("cpu"))
+    value = frechet_distance(a.mu, a.sigma, b.mu, b.sigma, method=method, device=math_device)
     return FIDResult(value=value, num_images={"a": a.num_images, "b": b.num_images},
                      resize=lazy.resize_mode, device=str(math_device), seed=seed,
                      seconds=time.perf_counter() - started, skipped={"a": a.skipped, "b": b.skipped},

@@ -44,7 +44,7 @@ def test_all_cli_json_and_errors(tmp_path):
     weights = tmp_path / "inception.pth"
     torch.save(FIDInceptionV3().state_dict(), weights)
     args = ["all", str(EXAMPLES / "gen"), str(EXAMPLES / "real"), "--swd-images", "8", "--msssim-pairs", "4",
-            "--fid-images", "4", "--inception", str(weights), "--json", "--quiet"]
+            "--fid-images", "4", "--inception", str(weights), "--json", "--quiet", "--allow-singular"]
     result = runner.invoke(main, args)
     assert result.exit_code == 0, result.output
     payload = json.loads(result.stdout)

@@ -298,7 +298,7 @@ def direct_features(images_nhwc: np.ndarray) -> np.ndarray:
 def test_fid_of_folders_equals_the_direct_computation(folders, tmp_path):
     a, b = folders
     result = fid(a, b, num_images=None, extractor=TinyExtractor(), num_workers=0, progress=False,
-                 cache_dir=tmp_path / "cache")
+                 cache_dir=tmp_path / "cache", allow_singular=True)
     # 12 and 10 images of 24-d features: singular covariances, so the exact formula is the reference
     expected = reference_fid_from_features(direct_features(random_images(12, 1)),
                                            direct_features(random_images(10, 2)))
@@ -315,19 +315,21 @@ def test_fid_with_statistics_files_and_image_npz(folders, tmp_path):
     extractor = TinyExtractor()
     stats_b = compute_statistics(b, extractor=extractor, num_workers=0, progress=False, cache=False)
     stats_file = stats_b.save(tmp_path / "b_stats.npz")
-    assert fid(stats_file, stats_file, progress=False).value < 1e-9
-    from_dir = fid(a, b, num_images=None, extractor=extractor, num_workers=0, progress=False, cache=False)
+    assert fid(stats_file, stats_file, progress=False, allow_singular=True).value < 1e-9
+    from_dir = fid(a, b, num_images=None, extractor=extractor, num_workers=0, progress=False, cache=False,
+                   allow_singular=True)
     from_file = fid(a, stats_file, num_images=None, extractor=extractor, num_workers=0, progress=False,
-                    cache=False)
+                    cache=False, allow_singular=True)
     assert from_file.value == pytest.approx(from_dir.value, rel=1e-12)
     assert from_file.num_images == {"a": 12, "b": 10}
     # an .npz of images is an image source, not statistics
     np.savez(tmp_path / "images.npz", images=random_images(10, 2))
     assert not is_statistics_file(tmp_path / "images.npz")
     from_npz = fid(a, tmp_path / "images.npz", num_images=10, extractor=extractor, num_workers=0,
-                   progress=False, cache=False)
+                   progress=False, cache=False, allow_singular=True)
     assert from_npz.value == pytest.approx(
-        fid(a, b, num_images=10, extractor=extractor, num_workers=0, progress=False, cache=False).value,
+        fid(a, b, num_images=10, extractor=extractor, num_workers=0, progress=False, cache=False,
+            allow_singular=True).value,
         rel=1e-12)
 
 
@@ -479,7 +481,7 @@ def test_fid_with_a_real_inception_weights_file(tmp_path, monkeypatch):
     write_images(a, random_images(3, 1))
     write_images(b, random_images(3, 2))
     result = fid(a, b, num_images=3, inception=weights, device="cpu", num_workers=0, progress=False,
-                 cache_dir=tmp_path / "cache")
+                 cache_dir=tmp_path / "cache", allow_singular=True)
     assert np.isfinite(result.value) and result.value > 0 and result.device == "cpu"
     entries = sorted((tmp_path / "cache").glob("*.npz"))
     assert len(entries) == 2
@@ -488,7 +490,7 @@ def test_fid_with_a_real_inception_weights_file(tmp_path, monkeypatch):
         raise AssertionError("the Inception was loaded although both statistics are cached")
     monkeypatch.setattr(sys.modules["ganeval.fid"], "load_inception", no_loading)  # the module, not the function
     again = fid(a, b, num_images=3, inception=weights, device="cpu", num_workers=0, progress=False,
-                cache_dir=tmp_path / "cache")
+                cache_dir=tmp_path / "cache", allow_singular=True)
     assert again.value == result.value and again.cached == {"a": True, "b": True}
 
 
@@ -543,3 +545,12 @@ def test_statistics_do_not_depend_on_batch_size():
     for other in results[1:]:
         np.testing.assert_allclose(other.mu, results[0].mu, rtol=1e-5, atol=1e-12)
         np.testing.assert_allclose(other.sigma, results[0].sigma, rtol=1e-5, atol=1e-12)
+
+
+def test_too_few_images_for_the_feature_dimension_is_an_error(tmp_path):
+    images_a, images_b = random_images(10, 1), random_images(10, 2)
+    with pytest.raises(GanevalError, match="only 10 images for 24-d features.*--allow-singular"):
+        fid(images_a, images_b, num_images=None, extractor=TinyExtractor(), progress=False, cache=False)
+    result = fid(images_a, images_b, num_images=None, extractor=TinyExtractor(), progress=False, cache=False,
+                 allow_singular=True)
+    assert np.isfinite(result.value) and result.notes
