@@ -26,8 +26,9 @@ from PIL import Image
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "tests" / "ganeval"))
 
-import reference_swd as ref  # noqa: E402
-from ganeval.swd import pyramid_resolutions, swd  # noqa: E402
+import reference_swd as ref
+
+from ganeval.swd import pyramid_resolutions, swd
 
 
 def make_images(num_images: int, resolution: int, seed: int) -> np.ndarray:

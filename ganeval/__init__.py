@@ -18,7 +18,24 @@ from .swd import SWDResult, laplacian_pyramid, sliced_wasserstein, swd
 
 __version__ = "0.1.0"
 
-__all__ = ["GanevalError", "SourceError", "ImageSource", "ImageStream", "open_source", "register_source_opener",
-           "SWDResult", "laplacian_pyramid", "sliced_wasserstein", "swd", "ms_ssim", "msssim_diversity", "fid",
-           "compute_statistics", "frechet_distance", "inception_score", "inception_score_source", "evaluate_all",
-           "__version__"]
+__all__ = [
+           "GanevalError",
+           "ImageSource",
+           "ImageStream",
+           "SWDResult",
+           "SourceError",
+           "__version__",
+           "compute_statistics",
+           "evaluate_all",
+           "fid",
+           "frechet_distance",
+           "inception_score",
+           "inception_score_source",
+           "laplacian_pyramid",
+           "ms_ssim",
+           "msssim_diversity",
+           "open_source",
+           "register_source_opener",
+           "sliced_wasserstein",
+           "swd",
+]

@@ -21,8 +21,14 @@ from .msssim import MIN_SIZE as MSSSIM_MIN_SIZE
 from .msssim import MSSSIMDiversity
 from .runtime import progress_bar, resolve_device
 from .sources import ImageStream, open_source, peek_shape
-from .swd import (SWDAccumulator, SWDLevels, baseline_count_for, check_swd_sources, default_batch_size,
-                  level_key)
+from .swd import (
+    SWDAccumulator,
+    SWDLevels,
+    baseline_count_for,
+    check_swd_sources,
+    default_batch_size,
+    level_key,
+)
 
 METRICS = ("swd", "msssim", "fid")
 
@@ -166,4 +172,4 @@ def paper_table(result: AllResult) -> tuple[list[str], list[float]]:
     return columns, list(np.asarray(values, dtype=float))
 
 
-__all__ = ["AllResult", "METRICS", "evaluate_all", "paper_table"]
+__all__ = ["METRICS", "AllResult", "evaluate_all", "paper_table"]

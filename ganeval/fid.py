@@ -273,7 +273,7 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
             return {key: archive[key] for key in archive.files}
     except GanevalError:
         raise
-    except Exception as error:  # noqa: BLE001 - zip, pickle and value errors alike mean a bad file
+    except Exception as error:
         raise GanevalError(f"{path}: not a readable statistics file ({error})") from None
 
 
@@ -287,7 +287,7 @@ def is_statistics_file(path) -> bool:
     try:
         with np.load(path, allow_pickle=False) as archive:
             return {"mu", "sigma"} <= set(getattr(archive, "files", []))
-    except Exception:  # noqa: BLE001 - unreadable: not a statistics file; the image reader reports it
+    except Exception:
         return False
 
 

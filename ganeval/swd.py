@@ -307,7 +307,7 @@ class SWDLevels:
     avg: float
 
     @classmethod
-    def from_values(cls, keys: list[str], values: list[float]) -> "SWDLevels":
+    def from_values(cls, keys: list[str], values: list[float]) -> SWDLevels:
         return cls({key: float(v) for key, v in zip(keys, values)}, float(np.mean(values)))
 
 
@@ -525,7 +525,16 @@ def swd_memory_bytes(num_images: int, height: int, width: int, baseline: bool = 
 
 
 __all__ = [
-    "laplacian_pyramid", "pyr_down", "pyr_up", "pyramid_resolutions", "patch_descriptors",
-    "random_directions", "sliced_wasserstein", "DescriptorSet", "swd", "SWDResult",
-    "SWDLevels", "swd_memory_bytes",
+    "DescriptorSet",
+    "SWDLevels",
+    "SWDResult",
+    "laplacian_pyramid",
+    "patch_descriptors",
+    "pyr_down",
+    "pyr_up",
+    "pyramid_resolutions",
+    "random_directions",
+    "sliced_wasserstein",
+    "swd",
+    "swd_memory_bytes",
 ]

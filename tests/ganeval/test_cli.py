@@ -9,8 +9,8 @@ import sys
 import numpy as np
 import pytest
 from click.testing import CliRunner
-
 from conftest import EXAMPLES, write_images
+
 from ganeval.cli import main
 from ganeval.sources import select_indices
 

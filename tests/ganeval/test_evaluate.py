@@ -7,14 +7,14 @@ import json
 import numpy as np
 import pytest
 from click.testing import CliRunner
-
 from conftest import EXAMPLES
+from test_fid import TinyExtractor
+
 from ganeval.cli import main
 from ganeval.evaluate import evaluate_all, paper_table
 from ganeval.fid import fid
 from ganeval.msssim import msssim_diversity
 from ganeval.swd import swd
-from test_fid import TinyExtractor
 
 
 def test_all_equals_the_single_metrics():
@@ -39,6 +39,7 @@ def test_all_equals_the_single_metrics():
 def test_all_cli_json_and_errors(tmp_path):
     runner = CliRunner()
     import torch
+
     from ganeval.inception import FIDInceptionV3
 
     weights = tmp_path / "inception.pth"

@@ -10,6 +10,7 @@ weights here); one smoke test runs a randomly initialised FIDInceptionV3 saved t
 from __future__ import annotations
 
 import os
+import sys
 import zipfile
 from pathlib import Path
 
@@ -21,7 +22,6 @@ import torch.nn.functional as F
 from conftest import write_images
 from torch import nn
 
-import sys
 from ganeval.errors import GanevalError, SourceError
 from ganeval.fid import (
     CACHE_ENV_VAR,

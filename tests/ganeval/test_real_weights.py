@@ -16,8 +16,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-
 from conftest import EXAMPLES
+
 from ganeval.fid import fid
 from ganeval.inception import FIDInceptionV3, load_inception, resize_tf1_bilinear, state_dict_from_torchscript
 from ganeval.sources import ImageStream

@@ -8,9 +8,9 @@ import h5py
 import numpy as np
 import pytest
 import torch
+from conftest import write_images
 from PIL import Image
 
-from conftest import write_images
 from ganeval.errors import SourceError
 from ganeval.sources import ImageStream, open_source
 

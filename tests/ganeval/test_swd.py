@@ -5,14 +5,23 @@ from __future__ import annotations
 import cv2
 import numpy as np
 import pytest
+import reference_swd as ref
 import torch
 from PIL import Image, ImageFilter
 
-import reference_swd as ref
-
-from ganeval.swd import (DescriptorSet, laplacian_pyramid, patch_descriptors, pyr_down,
-                         pyr_up, pyramid_resolutions, random_directions, sliced_wasserstein, swd, swd_memory_bytes,
-                         _generator)
+from ganeval.swd import (
+    DescriptorSet,
+    _generator,
+    laplacian_pyramid,
+    patch_descriptors,
+    pyr_down,
+    pyr_up,
+    pyramid_resolutions,
+    random_directions,
+    sliced_wasserstein,
+    swd,
+    swd_memory_bytes,
+)
 
 
 def nchw(images_nhwc: np.ndarray) -> np.ndarray:
