@@ -6,7 +6,10 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
+
+from ganeval.inception import WEIGHTS_ENV_VAR
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -31,3 +34,12 @@ def write_images(folder: Path, images: np.ndarray, fmt: str = "png") -> list[Pat
         Image.fromarray(image).save(path)
         paths.append(path)
     return paths
+
+
+@pytest.fixture(autouse=True)
+def no_inception_download(monkeypatch):
+    """No test may download the Inception weights: the downloader fails loudly, the env var is cleared."""
+    def refuse(*args, **kwargs):
+        raise AssertionError("a test tried to download the Inception weights")
+    monkeypatch.setattr(torch.hub, "download_url_to_file", refuse)
+    monkeypatch.delenv(WEIGHTS_ENV_VAR, raising=False)
