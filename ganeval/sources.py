@@ -129,14 +129,12 @@ class ImageSource:
         """Release handles; sources reopen lazily, so closing is always safe."""
 
 
-class FolderSource(ImageSource):
-    def __init__(self, path: str | os.PathLike):
-        self.path = str(path)
-        root = Path(path)
-        self.files = sorted(
-            (p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()),
-            key=lambda p: p.relative_to(root).as_posix(),
-        )
+class FileListSource(ImageSource):
+    """Image files given one by one, in the given order (e.g. a build's selected images)."""
+
+    def __init__(self, files: Sequence[str | os.PathLike], name: str | None = None):
+        self.files = [Path(f) for f in files]
+        self.path = name or (str(self.files[0].parent) if self.files else "<file list>")
 
     def __len__(self) -> int:
         return len(self.files)
@@ -146,6 +144,16 @@ class FolderSource(ImageSource):
 
     def item_name(self, index: int) -> str:
         return str(self.files[index])
+
+
+class FolderSource(FileListSource):
+    def __init__(self, path: str | os.PathLike):
+        root = Path(path)
+        files = sorted(
+            (p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()),
+            key=lambda p: p.relative_to(root).as_posix(),
+        )
+        super().__init__(files, str(path))
 
 
 class _LazyHandle:
@@ -323,13 +331,16 @@ def register_source_opener(suffix: str, opener) -> None:
 
 def open_source(source: str | os.PathLike | ImageSource | np.ndarray | torch.Tensor,
                 resolution: int | None = None) -> ImageSource:
-    """Open a path (directory, .zip, .npy/.npz, .h5/.hdf5, registered kinds) or wrap an in-memory array.
+    """Open a path (directory, .zip, .npy/.npz, .h5/.hdf5, registered kinds), a list of image files, or
+    wrap an in-memory array.
 
     `resolution` picks the level of a multi-resolution HDF5 file (default: the largest).
     Raises SourceError for a missing path, an unknown kind of file or an empty source.
     """
     if isinstance(source, ImageSource):
         opened = source
+    elif isinstance(source, (list, tuple)):
+        opened = FileListSource(source)
     elif isinstance(source, (np.ndarray, torch.Tensor)):
         opened = TensorSource(source)
     else:

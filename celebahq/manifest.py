@@ -1,0 +1,82 @@
+"""The build's manifest: `OUT/manifest.jsonl`, one JSON object per source image, appended as images finish.
+
+Each line records the source file, the landmarks and where they came from, the crop quad, zoom, the stages
+applied, the output file and its md5, the status ("ok" or "skipped" with a reason) and `quality` (filled by
+the ranking). Lines are appended and flushed one at a time, so a build killed at any moment leaves a manifest
+whose complete lines are all true; a torn last line is ignored on reading and rewritten by the next run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterable
+from pathlib import Path
+
+MANIFEST_NAME = "manifest.jsonl"
+
+
+def read_manifest(out_dir: str | os.PathLike) -> list[dict]:
+    """All complete records of a build, in the order they were written (a torn last line is dropped)."""
+    path = Path(out_dir) / MANIFEST_NAME
+    if not path.is_file():
+        return []
+    records = []
+    with open(path, encoding="utf-8") as file:
+        for line in file:
+            if not line.endswith("\n"):
+                break  # the last line of a killed run
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                break
+    return records
+
+
+def latest_records(records: Iterable[dict]) -> dict[str, dict]:
+    """The last record of every source file (a rerun may append a newer one)."""
+    latest = {}
+    for record in records:
+        latest[record["source"]] = record
+    return latest
+
+
+class ManifestWriter:
+    """Appends records to `OUT/manifest.jsonl`; drops a torn last line left by a killed run first."""
+
+    def __init__(self, out_dir: str | os.PathLike):
+        self.path = Path(out_dir) / MANIFEST_NAME
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        complete = read_manifest(out_dir)
+        if self.path.is_file() and self.path.stat().st_size != sum(len(_encode(r)) for r in complete):
+            write_manifest(out_dir, complete)  # rewrite without the torn tail
+        self.file = open(self.path, "a", encoding="utf-8")
+
+    def append(self, record: dict) -> None:
+        self.file.write(_encode(record))
+        self.file.flush()
+
+    def close(self) -> None:
+        self.file.close()
+
+    def __enter__(self) -> ManifestWriter:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+
+def write_manifest(out_dir: str | os.PathLike, records: Iterable[dict]) -> None:
+    """Replace the manifest atomically (temp file + rename), e.g. after the ranking filled `quality`."""
+    path = Path(out_dir) / MANIFEST_NAME
+    temporary = path.with_name(f".{path.name}.tmp")
+    with open(temporary, "w", encoding="utf-8") as file:
+        for record in records:
+            file.write(_encode(record))
+        file.flush()
+        os.fsync(file.fileno())
+    os.replace(temporary, path)
+
+
+def _encode(record: dict) -> str:
+    return json.dumps(record, sort_keys=True) + "\n"  # ASCII: characters == bytes for the torn-line check

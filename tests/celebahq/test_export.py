@@ -1,0 +1,87 @@
+"""Manifest robustness and the HDF5 / zip exports of a build."""
+
+from __future__ import annotations
+
+import json
+import zipfile
+
+import h5py
+import numpy as np
+import pytest
+from conftest import write_images
+
+from celebahq.export import box_pyramid, export_hdf5, export_zip, selected_images
+from celebahq.manifest import MANIFEST_NAME, ManifestWriter, read_manifest
+from ganeval.errors import GanevalError
+from ganeval.sources import ImageStream
+
+
+def fake_build(tmp_path, images: np.ndarray):
+    out = tmp_path / "build"
+    paths = write_images(out / "images", images)
+    with ManifestWriter(out) as manifest:
+        for index, path in enumerate(paths):
+            manifest.append({"source": f"src{index}.jpg", "status": "ok", "output": f"images/{path.name}"})
+        manifest.append({"source": "bad.jpg", "status": "skipped", "reason": "no face found"})
+    return out
+
+
+def test_torn_last_line_is_ignored_and_repaired(tmp_path):
+    out = tmp_path / "build"
+    with ManifestWriter(out) as manifest:
+        manifest.append({"source": "a.jpg", "status": "ok"})
+    with open(out / MANIFEST_NAME, "a") as file:
+        file.write('{"source": "b.jpg", "sta')  # a kill in the middle of a line
+    assert [r["source"] for r in read_manifest(out)] == ["a.jpg"]
+    with ManifestWriter(out) as manifest:
+        manifest.append({"source": "c.jpg", "status": "ok"})
+    assert [r["source"] for r in read_manifest(out)] == ["a.jpg", "c.jpg"]
+
+
+def test_box_pyramid_rounds_once_from_a_float_chain():
+    rng = np.random.default_rng(0)
+    images = rng.integers(0, 256, (2, 3, 16, 16), dtype=np.uint8)
+    levels = box_pyramid(images)
+    assert sorted(levels) == [4, 8, 16]
+    chain = images.astype(np.float64)
+    for size in (8, 4):
+        chain = chain.reshape(2, 3, size, 2, size, 2).mean(axis=(3, 5))
+        np.testing.assert_array_equal(levels[size], np.clip(np.rint(chain), 0, 255).astype(np.uint8))
+
+
+def test_hdf5_export_reads_back_through_ganeval(tmp_path):
+    rng = np.random.default_rng(1)
+    images = rng.integers(0, 256, (5, 32, 32, 3), dtype=np.uint8)
+    out = fake_build(tmp_path, images)
+    path = export_hdf5(out, tmp_path / "data.h5", progress=False, batch_size=2)
+    with h5py.File(path) as file:
+        assert sorted(file) == ["data16x16", "data32x32", "data4x4", "data8x8"]
+        assert file["data32x32"].shape == (5, 3, 32, 32) and file["data32x32"].chunks == (1, 3, 32, 32)
+        np.testing.assert_array_equal(file["data32x32"][:], images.transpose(0, 3, 1, 2))
+        np.testing.assert_array_equal(file["data8x8"][:], box_pyramid(images.transpose(0, 3, 1, 2))[8])
+    back = np.concatenate([b.numpy() for b in ImageStream(path, resolution=16)])
+    assert back.shape == (5, 3, 16, 16)
+    assert len(selected_images(out, num_images=3)) == 3
+    with pytest.raises(GanevalError, match="5 finished images, 9 asked"):
+        selected_images(out, num_images=9)
+
+
+def test_zip_export_is_an_image_folder_dataset(tmp_path):
+    rng = np.random.default_rng(2)
+    images = rng.integers(0, 256, (3, 8, 8, 3), dtype=np.uint8)
+    out = fake_build(tmp_path, images)
+    path = export_zip(out, tmp_path / "data.zip", progress=False)
+    with zipfile.ZipFile(path) as archive:
+        assert json.loads(archive.read("dataset.json")) == {"labels": None}
+        assert archive.namelist()[:3] == ["00000/img00000000.png", "00000/img00000001.png",
+                                          "00000/img00000002.png"]
+    back = np.concatenate([b.numpy() for b in ImageStream(path)])
+    np.testing.assert_array_equal(back, images.transpose(0, 3, 1, 2))
+
+
+def test_failed_export_leaves_no_file(tmp_path):
+    rng = np.random.default_rng(3)
+    out = fake_build(tmp_path, rng.integers(0, 256, (2, 12, 12, 3), dtype=np.uint8))
+    with pytest.raises(GanevalError, match="power-of-two"):
+        export_hdf5(out, tmp_path / "data.h5", progress=False)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["build"]
