@@ -24,16 +24,13 @@ from ganeval.errors import GanevalError
 from ganeval.runtime import progress_bar
 from ganeval.sources import ImageStream
 
-from .manifest import read_manifest
+from .manifest import latest_records, read_all_manifests
 
 
 def selected_images(out_dir: str | os.PathLike, num_images: int | None = None) -> list[Path]:
     """The build's finished images in export order: ranked ones first by rank when ranked, else manifest order."""
     out_dir = Path(out_dir)
-    latest = {}
-    for record in read_manifest(out_dir):
-        latest[record["source"]] = record
-    done = [r for r in latest.values() if r.get("status") == "ok"]
+    done = [r for r in latest_records(read_all_manifests(out_dir)).values() if r.get("status") == "ok"]
     if any(r.get("rank") is not None for r in done):
         done = sorted((r for r in done if r.get("selected", True)), key=lambda r: r["rank"])
     files = [out_dir / r["output"] for r in done]

@@ -16,9 +16,9 @@ from pathlib import Path
 MANIFEST_NAME = "manifest.jsonl"
 
 
-def read_manifest(out_dir: str | os.PathLike) -> list[dict]:
-    """All complete records of a build, in the order they were written (a torn last line is dropped)."""
-    path = Path(out_dir) / MANIFEST_NAME
+def read_manifest(out_dir: str | os.PathLike, name: str = MANIFEST_NAME) -> list[dict]:
+    """All complete records of one manifest file, in the order written (a torn last line is dropped)."""
+    path = Path(out_dir) / name
     if not path.is_file():
         return []
     records = []
@@ -33,6 +33,12 @@ def read_manifest(out_dir: str | os.PathLike) -> list[dict]:
     return records
 
 
+def read_all_manifests(out_dir: str | os.PathLike) -> list[dict]:
+    """Records of manifest.jsonl followed by those of every shard's manifest-<i>-of-<N>.jsonl."""
+    shards = sorted(p.name for p in Path(out_dir).glob("manifest-*-of-*.jsonl"))
+    return [record for name in [MANIFEST_NAME, *shards] for record in read_manifest(out_dir, name)]
+
+
 def latest_records(records: Iterable[dict]) -> dict[str, dict]:
     """The last record of every source file (a rerun may append a newer one)."""
     latest = {}
@@ -44,12 +50,12 @@ def latest_records(records: Iterable[dict]) -> dict[str, dict]:
 class ManifestWriter:
     """Appends records to `OUT/manifest.jsonl`; drops a torn last line left by a killed run first."""
 
-    def __init__(self, out_dir: str | os.PathLike):
-        self.path = Path(out_dir) / MANIFEST_NAME
+    def __init__(self, out_dir: str | os.PathLike, name: str = MANIFEST_NAME):
+        self.path = Path(out_dir) / name
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        complete = read_manifest(out_dir)
+        complete = read_manifest(out_dir, name)
         if self.path.is_file() and self.path.stat().st_size != sum(len(_encode(r)) for r in complete):
-            write_manifest(out_dir, complete)  # rewrite without the torn tail
+            write_manifest(out_dir, complete, name)  # rewrite without the torn tail
         self.file = open(self.path, "a", encoding="utf-8")
 
     def append(self, record: dict) -> None:
@@ -66,9 +72,9 @@ class ManifestWriter:
         self.close()
 
 
-def write_manifest(out_dir: str | os.PathLike, records: Iterable[dict]) -> None:
-    """Replace the manifest atomically (temp file + rename), e.g. after the ranking filled `quality`."""
-    path = Path(out_dir) / MANIFEST_NAME
+def write_manifest(out_dir: str | os.PathLike, records: Iterable[dict], name: str = MANIFEST_NAME) -> None:
+    """Replace a manifest atomically (temp file + rename), e.g. after the ranking filled `quality`."""
+    path = Path(out_dir) / name
     temporary = path.with_name(f".{path.name}.tmp")
     with open(temporary, "w", encoding="utf-8") as file:
         for record in records:

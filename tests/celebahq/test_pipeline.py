@@ -1,0 +1,128 @@
+"""`celebahq build`: end to end on the bundled example, bad input, resume after a kill, CLI."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from celebahq.cli import main
+from celebahq.landmarks import read_celeba_landmarks, write_celeba_landmarks
+from celebahq.manifest import latest_records, read_all_manifests
+from celebahq.pipeline import BuildOptions, build
+
+MINI = Path(__file__).resolve().parents[2] / "examples" / "celeba_wild_mini"
+
+
+def options(**kwargs) -> BuildOptions:
+    return BuildOptions(**{"resolution": 64, "batch_size": 4, "num_workers": 0, "progress": False,
+                           "device": "cpu", **kwargs})
+
+
+def test_build_the_bundled_example_and_resume(tmp_path):
+    report = build(MINI, tmp_path / "out", options())
+    assert report.ok == 15 and not report.skipped and report.already_done == 0
+    records = latest_records(read_all_manifests(tmp_path / "out"))
+    assert len(records) == 15
+    first = records["000001.jpg"]
+    assert first["status"] == "ok" and first["landmarks"]["landmark_source"] == "celeba"
+    assert np.asarray(first["quad"]).shape == (4, 2) and first["zoom"] > 0 and first["quality"] is None
+    image = np.asarray(Image.open(tmp_path / "out" / first["output"]))
+    assert image.shape == (64, 64, 3)
+    saved = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert saved["ok"] == 15 and set(saved["seconds"]) >= {"render"}
+    again = build(MINI, tmp_path / "out", options())
+    assert again.processed == 0 and again.already_done == 15
+
+
+def make_bad_celeba(tmp_path: Path) -> Path:
+    src = tmp_path / "celeba"
+    (src / "img_celeba").mkdir(parents=True)
+    table = read_celeba_landmarks(MINI / "Anno" / "list_landmarks_celeba.txt")
+    good = MINI / "img_celeba" / "000001.jpg"
+    rows = {}
+    for name in ("good.jpg", "corrupt.jpg", "truncated.jpg", "cmyk.jpg", "gray.jpg", "outside.jpg",
+                 "degenerate.jpg", "norow.jpg"):
+        shutil.copy(good, src / "img_celeba" / name)
+        rows[name] = table["000001.jpg"]
+    (src / "img_celeba" / "corrupt.jpg").write_bytes(b"not a jpeg at all")
+    data = good.read_bytes()
+    (src / "img_celeba" / "truncated.jpg").write_bytes(data[: len(data) // 3])
+    Image.open(good).convert("CMYK").save(src / "img_celeba" / "cmyk.jpg")
+    Image.open(good).convert("L").save(src / "img_celeba" / "gray.jpg")
+    rows["outside.jpg"] = table["000001.jpg"] + 5000
+    degenerate = table["000001.jpg"].copy()
+    degenerate[1] = degenerate[0]
+    degenerate[3:] = degenerate[0]
+    rows["degenerate.jpg"] = degenerate
+    del rows["norow.jpg"]
+    write_celeba_landmarks(src / "Anno" / "list_landmarks_celeba.txt", rows)
+    return src
+
+
+def test_bad_input_is_skipped_with_reasons(tmp_path):
+    report = build(make_bad_celeba(tmp_path), tmp_path / "out", options())
+    assert report.ok == 3  # good, cmyk, gray
+    reasons = report.skipped
+    assert set(reasons) == {"corrupt.jpg", "truncated.jpg", "outside.jpg", "degenerate.jpg", "norow.jpg"}
+    assert "unreadable" in reasons["corrupt.jpg"] and "unreadable" in reasons["truncated.jpg"]
+    assert reasons["norow.jpg"] == "no landmark row"
+    assert "landmarks" in reasons["outside.jpg"] and "landmarks" in reasons["degenerate.jpg"]
+    saved = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert saved["skipped"] == reasons
+
+
+def test_a_killed_build_resumes_to_the_same_result(tmp_path):
+    clean = build(MINI, tmp_path / "clean", options(resolution=128, batch_size=1))
+    assert clean.ok == 15
+    command = [sys.executable, "-m", "celebahq.cli", "build", "--src", str(MINI), "--out", str(tmp_path / "killed"),
+               "--resolution", "128", "--batch-size", "1", "--workers", "0", "--device", "cpu", "--quiet"]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    manifest = tmp_path / "killed" / "manifest.jsonl"
+    deadline = time.time() + 120
+    while time.time() < deadline and (not manifest.is_file() or manifest.read_text().count("\n") < 3):
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert len(latest_records(read_all_manifests(tmp_path / "killed"))) < 15
+    resumed = subprocess.run(command, capture_output=True, text=True, timeout=300)
+    assert resumed.returncode == 0, resumed.stderr
+    killed = latest_records(read_all_manifests(tmp_path / "killed"))
+    reference = latest_records(read_all_manifests(tmp_path / "clean"))
+    assert {k: v["md5"] for k, v in killed.items()} == {k: v["md5"] for k, v in reference.items()}
+    assert not list((tmp_path / "killed").rglob("*.partial"))
+
+
+def test_cli_build_export_and_errors(tmp_path):
+    runner = CliRunner()
+    result = runner.invoke(main, ["build", "--src", str(MINI), "--out", str(tmp_path / "out"), "--resolution", "32",
+                                  "--limit", "4", "--workers", "0", "--json", "--quiet"])
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["ok"] == 4
+    exported = runner.invoke(main, ["export", str(tmp_path / "out"), "--h5", str(tmp_path / "x.h5"), "--quiet"])
+    assert exported.exit_code == 0 and (tmp_path / "x.h5").is_file()
+    missing = runner.invoke(main, ["build", "--src", str(tmp_path / "nope"), "--out", str(tmp_path / "o")])
+    assert missing.exit_code == 2 and "no such folder" in missing.stderr
+    (tmp_path / "empty").mkdir()
+    empty = runner.invoke(main, ["build", "--src", str(tmp_path / "empty"), "--out", str(tmp_path / "o")])
+    assert empty.exit_code == 2 and "no images found" in empty.stderr
+    odd = runner.invoke(main, ["build", "--src", str(MINI), "--out", str(tmp_path / "o"), "--resolution", "100"])
+    assert odd.exit_code == 2 and "power of two" in odd.stderr
+    assert runner.invoke(main, ["build", "--src", str(MINI), "--out", "o", "--shard", "3/2"]).exit_code == 2
+
+
+@pytest.mark.parametrize("shard_count", [2])
+def test_shards_cover_the_sources_once(tmp_path, shard_count):
+    for index in range(shard_count):
+        build(MINI, tmp_path / "out", options(resolution=32, shard=(index, shard_count)))
+    records = latest_records(read_all_manifests(tmp_path / "out"))
+    assert len(records) == 15 and all(r["status"] == "ok" for r in records.values())
