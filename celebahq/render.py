@@ -1,0 +1,433 @@
+"""Render a CelebA-HQ crop from a photo and a `CropPlan` (spec section 4.3 steps 4–8), two backends.
+
+* `render_pil`: the slow reference, step by step as the original with PIL, numpy and scipy.
+* `render_torch`: the fast path. The cheap per-image steps run per image (shrink with PIL on the host, crop by
+  slicing, then super-resolution and padding in torch on `device`); the expensive part, bilinear sampling at
+  4R × 4R and the downscale to R × R, runs on all images of the call as one batch. It emulates Pillow's arithmetic
+  (QUAD pixel centres, truncation of the bilinear result to uint8, the two-pass Lanczos/box resampling with
+  8-bit rounding between the passes), so the two backends agree to within rounding. Measured on real photographs
+  (astronaut, Grace Hopper, rotated, padded, shrunk, super-resolved, the bundled crops), R = 128 … 1024, CPU and
+  CUDA (H100): mean absolute difference 0.001–0.02 grey levels, 99th percentile 0–1, max 1–2 (limits 0.5 and 4);
+  see tests/celebahq/test_render.py.
+
+Note on the original's `quad + 0.5` in the QUAD call (kept, as the spec asks): with Pillow ≥ 4's pixel-centre
+convention it moves the picture by half a pixel of the rendered image along the source axes, i.e. ≤ 0.71 output
+pixels in a direction that turns with the face (`geometry.source_to_output` accounts for it).
+
+Pillow conventions the fast path reproduces (checked by the tests against the installed Pillow):
+  - `transform(QUAD, BILINEAR)`: output pixel (i, j) samples the source at the bilinear interpolation of the four
+    corners at X = i + 0.5, Y = j + 0.5; the bilinear filter reads pixel centres at k + 0.5, clamps to the edge
+    pixel inside the image, returns 0 (black) for samples outside [0, W) × [0, H), and truncates to uint8.
+  - `resize(LANCZOS | BOX)`: separable, horizontal pass first, each output's window = the filter support scaled
+    by max(in/out, 1) and normalised to sum 1 (also where the image edge truncates it), uint8 rounding after each
+    pass.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from contextlib import contextmanager
+
+import cv2
+import numpy as np
+import scipy.ndimage
+import torch
+import torch.nn.functional as F
+from PIL import Image
+
+from celebahq.geometry import CropPlan, plan_crop, quad_coefficients
+
+Upscale = Callable[[np.ndarray, int], np.ndarray]
+
+DOWNSCALE_FILTERS = ("lanczos", "box")
+_PIL_FILTERS = {"lanczos": Image.Resampling.LANCZOS, "box": Image.Resampling.BOX}
+
+# Rounding guard for the emulated uint8 truncation of PIL's bilinear filter: float32 weights that should sum to 1
+# make 255 into 254.99998; PIL computes in double.
+_TRUNCATE_EPS = 1e-3
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Shared helpers
+
+
+def _check_image(image: np.ndarray) -> np.ndarray:
+    image = np.asarray(image)
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise ValueError(f"expected a uint8 HWC RGB image; got dtype {image.dtype}, shape {image.shape}")
+    if image.shape[0] < 1 or image.shape[1] < 1:
+        raise ValueError(f"empty image, shape {image.shape}")
+    return image
+
+
+def _plan_for(image: np.ndarray, plan_or_landmarks, resolution: int) -> CropPlan:
+    height, width = image.shape[:2]
+    if isinstance(plan_or_landmarks, CropPlan):
+        plan = plan_or_landmarks
+        if tuple(plan.image_size) != (width, height):
+            raise ValueError(f"the plan is for a {plan.image_size} image; got {(width, height)}")
+        return plan
+    return plan_crop(plan_or_landmarks, (width, height), resolution)
+
+
+def _check_downscale(downscale: str) -> str:
+    if downscale not in DOWNSCALE_FILTERS:
+        raise ValueError(f"downscale must be one of {DOWNSCALE_FILTERS}; got {downscale!r}")
+    return downscale
+
+
+def lanczos_upscale(image: np.ndarray, factor: int) -> np.ndarray:
+    """The original release's "simulated super-resolution": PIL Lanczos resize by an integer factor (uint8 HWC)."""
+    height, width = image.shape[:2]
+    return np.asarray(Image.fromarray(image).resize((width * factor, height * factor), Image.Resampling.LANCZOS))
+
+
+def _shrink_and_crop(image: np.ndarray, plan: CropPlan) -> np.ndarray:
+    """Steps 4–5 on uint8 HWC: PIL Lanczos shrink by the plan's integer factor, then the crop (shrunk pixels)."""
+    if plan.shrink > 1:
+        image = np.asarray(Image.fromarray(image).resize(plan.shrunk_size, Image.Resampling.LANCZOS))
+    left, top, right, bottom = plan.crop
+    return image[top:bottom, left:right]
+
+
+def _apply_upscale(upscale: Upscale, image: np.ndarray, factor: int) -> np.ndarray:
+    out = np.asarray(upscale(np.ascontiguousarray(image), factor))
+    expected = (image.shape[0] * factor, image.shape[1] * factor, 3)
+    if out.dtype != np.uint8 or out.shape != expected:
+        raise ValueError(f"upscale must return uint8 {expected}; got {out.dtype} {out.shape}")
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Reference path (PIL / numpy / scipy)
+
+
+def pad_with_blur(image: np.ndarray, pad: Sequence[int], blur_sigma: float) -> np.ndarray:
+    """Step 7: reflect-pad a float32 HWC image and blend the padding into blur and the median colour.
+
+    pad: (left, top, right, bottom) pixels; blur_sigma: Gaussian σ in pixels. Returns float32 HWC (not rounded).
+    A side with pad 0 does not take part in the mask (the original never has one: all four sides get ≥ the minimum
+    padding once padding is needed). All pads 0 returns a copy.
+    """
+    img = np.asarray(image, dtype=np.float32)
+    left, top, right, bottom = (int(p) for p in pad)
+    if min(left, top, right, bottom) < 0:
+        raise ValueError(f"pads must be non-negative; got {tuple(pad)}")
+    if max(left, top, right, bottom) == 0:
+        return img.copy()
+    img = np.pad(img, ((top, bottom), (left, right), (0, 0)), mode="reflect")
+    height, width = img.shape[:2]
+    y, x, _ = np.mgrid[:height, :width, :1]
+    x, y = x.astype(np.float32), y.astype(np.float32)
+    sides = ((x, left), (y, top), (width - 1 - x, right), (height - 1 - y, bottom))
+    distance = np.minimum.reduce([t / np.float32(p) for t, p in sides if p > 0])
+    mask = np.float32(1.0) - distance  # 1 at the outer edge, 0 at the photo's edge, < 0 inside
+    img = img + (scipy.ndimage.gaussian_filter(img, [blur_sigma, blur_sigma, 0]) - img) * np.clip(
+        mask * 3.0 + 1.0, 0.0, 1.0)
+    img = img + (np.median(img, axis=(0, 1)) - img) * np.clip(mask, 0.0, 1.0)
+    return img.astype(np.float32, copy=False)
+
+
+def render_pil(
+    image: np.ndarray,
+    landmarks,
+    resolution: int = 1024,
+    upscale: Upscale | None = None,
+    downscale: str = "lanczos",
+) -> np.ndarray:
+    """Reference render: uint8 RGB image [H, W, 3] + CelebA 5 landmarks (or a CropPlan) → uint8 [R, R, 3].
+
+    upscale(image_uint8_hwc, factor) -> uint8 hwc is the super-resolution stage (default: PIL Lanczos, the original
+    release's stand-in). downscale: "lanczos" (the original code) or "box" (the paper's text).
+    With a CropPlan, its own resolution is used.
+    """
+    image = _check_image(image)
+    _check_downscale(downscale)
+    plan = _plan_for(image, landmarks, resolution)
+    upscale = upscale or lanczos_upscale
+    size = plan.render_size
+
+    img = _shrink_and_crop(image, plan)
+    if plan.superres > 1:
+        img = _apply_upscale(upscale, img, plan.superres)
+    if plan.padded:
+        padded = pad_with_blur(img.astype(np.float32), plan.pad, plan.blur_sigma)
+        img = np.uint8(np.clip(np.round(padded), 0, 255))
+    pil = Image.fromarray(np.ascontiguousarray(img))
+    pil = pil.transform((size, size), Image.Transform.QUAD, (plan.quad + 0.5).flatten().tolist(),
+                        Image.Resampling.BILINEAR)
+    pil = pil.resize((plan.resolution, plan.resolution), _PIL_FILTERS[downscale])
+    return np.asarray(pil)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Fast path (torch)
+
+
+def _default_device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+@contextmanager
+def _exact_float32():
+    """Disable TF32 in cuDNN convolutions (on by default): it would cost up to ~0.3 grey levels per pass."""
+    old = torch.backends.cudnn.allow_tf32
+    torch.backends.cudnn.allow_tf32 = False
+    try:
+        yield
+    finally:
+        torch.backends.cudnn.allow_tf32 = old
+
+
+def _lanczos(x: np.ndarray) -> np.ndarray:
+    out = np.sinc(x) * np.sinc(x / 3.0)
+    return np.where((x >= -3.0) & (x < 3.0), out, 0.0)
+
+
+def _box(x: np.ndarray) -> np.ndarray:
+    return ((x > -0.5) & (x <= 0.5)).astype(np.float64)
+
+
+_FILTERS = {"lanczos": (3.0, _lanczos), "box": (0.5, _box)}
+
+
+def _round_clip(x: torch.Tensor) -> torch.Tensor:
+    """PIL's 8-bit store after a resampling pass: round half up, clip to [0, 255]."""
+    return torch.floor(x + 0.5).clamp_(0.0, 255.0)
+
+
+def _conv_rows(x: torch.Tensor, weight: torch.Tensor, pad_left: int, pad_right: int, stride: int) -> torch.Tensor:
+    """Correlate every row of x [M, n] with weight [P, K] (zero padding), normalised by the weight that lies inside
+    the row (what PIL does where the image edge cuts a filter window). Returns [M, P, n_out]."""
+    n = x.shape[-1]
+    padded = F.pad(x[:, None], (pad_left, pad_right))
+    out = F.conv1d(padded, weight[:, None], stride=stride)
+    ones = F.pad(torch.ones(1, 1, n, dtype=x.dtype, device=x.device), (pad_left, pad_right))
+    norm = F.conv1d(ones, weight[:, None], stride=stride)
+    return out / norm
+
+
+def _resample_last_dim(x: torch.Tensor, factor: int, up: bool, filter_name: str) -> torch.Tensor:
+    """PIL's resample along the last dimension of x [..., n], by an integer factor, float in and out (no rounding)."""
+    support, fn = _FILTERS[filter_name]
+    shape = x.shape
+    rows = x.reshape(-1, shape[-1])
+    n = shape[-1]
+    if up:
+        # output o = f·i + p has centre i + (p + 0.5)/f; taps i + k with weight filter(k + 0.5 - (p + 0.5)/f).
+        centres = (np.arange(factor) + 0.5) / factor
+        k_min = int(np.floor(centres.min() - support + 0.5))
+        k_max = int(np.floor(centres.max() + support + 0.5)) - 1
+        k = np.arange(k_min, k_max + 1)
+        lo = np.floor(centres - support + 0.5)[:, None]
+        hi = np.floor(centres + support + 0.5)[:, None]
+        weight = np.where((k >= lo) & (k < hi), fn(k + 0.5 - centres[:, None]), 0.0)
+        weight = torch.as_tensor(weight, dtype=x.dtype, device=x.device)
+        out = _conv_rows(rows, weight, -k_min, k_max, 1)  # [M, f, n]
+        out = out.transpose(1, 2).reshape(*shape[:-1], n * factor)
+    else:
+        if n % factor:
+            raise ValueError(f"downscale by {factor} needs a multiple of {factor}; got {n}")
+        # output o has centre f·o + f/2; taps f·o + j with weight filter((j + 0.5 - f/2) / f).
+        scaled = support * factor
+        j0 = int(np.floor(factor / 2 - scaled + 0.5))
+        j1 = int(np.floor(factor / 2 + scaled + 0.5))
+        j = np.arange(j0, j1)
+        weight = torch.as_tensor(fn((j + 0.5 - factor / 2) / factor)[None], dtype=x.dtype, device=x.device)
+        if j0 > 0:
+            raise AssertionError("filter window does not start at or before its output")
+        n_out = n // factor
+        pad_left = -j0
+        pad_right = max(factor * (n_out - 1) + (j1 - j0) - n - pad_left, 0)
+        out = _conv_rows(rows, weight, pad_left, pad_right, factor)[:, 0, :n_out]
+        out = out.reshape(*shape[:-1], n_out)
+    return out
+
+
+def resize_torch(x: torch.Tensor, factor: int, up: bool, filter_name: str = "lanczos") -> torch.Tensor:
+    """Pillow-exact (to rounding) integer-factor resize of uint8-valued float images [..., H, W]:
+    horizontal pass, 8-bit rounding, vertical pass, 8-bit rounding. Returns float with integer values."""
+    if filter_name not in _FILTERS:
+        raise ValueError(f"unknown filter {filter_name!r}")
+    if factor == 1:
+        return x
+    with _exact_float32():
+        x = _round_clip(_resample_last_dim(x, factor, up, filter_name))
+        x = _round_clip(_resample_last_dim(x.transpose(-1, -2), factor, up, filter_name)).transpose(-1, -2)
+    return x.contiguous()
+
+
+def _reflect_index(index: torch.Tensor, n: int) -> torch.Tensor:
+    """numpy 'reflect' (edge not repeated), periodic for pads longer than the image."""
+    if n == 1:
+        return torch.zeros_like(index)
+    period = 2 * (n - 1)
+    m = torch.remainder(index, period)
+    return torch.where(m < n, m, period - m)
+
+
+def _symmetric_index(index: torch.Tensor, n: int) -> torch.Tensor:
+    """scipy.ndimage 'reflect' (edge repeated), periodic for windows longer than the image."""
+    period = 2 * n
+    m = torch.remainder(index, period)
+    return torch.where(m < n, m, period - 1 - m)
+
+
+def _correlate_rows(rows: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    """'valid' correlation of every row of [M, L] with a 1-D kernel [K] → [M, L - K + 1] (float32, no TF32)."""
+    with _exact_float32():
+        return F.conv1d(rows[:, None], kernel.view(1, 1, -1))[:, 0]
+
+
+def gaussian_blur_torch(img: torch.Tensor, sigma: float) -> torch.Tensor:
+    """scipy.ndimage.gaussian_filter(img, [σ, σ, 0]) (mode 'reflect', truncate 4) of a CHW float tensor.
+
+    On the CPU this hands the work to OpenCV's separable filter (same kernel, same mirror mode, several times faster
+    than torch's convolutions for kernels of ~100 taps); elsewhere two 1-D convolutions."""
+    if sigma <= 0:
+        return img.clone()
+    radius = int(4.0 * sigma + 0.5)
+    taps = np.arange(-radius, radius + 1)
+    kernel = np.exp(-0.5 / sigma**2 * taps.astype(np.float64) ** 2)
+    kernel = kernel / kernel.sum()
+    channels, height, width = img.shape
+    if img.device.type == "cpu" and img.dtype == torch.float32 and channels <= 4:
+        hwc = np.ascontiguousarray(img.permute(1, 2, 0).numpy())
+        k32 = kernel.astype(np.float32)
+        out = cv2.sepFilter2D(hwc, cv2.CV_32F, k32, k32, borderType=cv2.BORDER_REFLECT)
+        return torch.from_numpy(out.reshape(height, width, channels)).permute(2, 0, 1).contiguous()
+    kernel = torch.as_tensor(kernel, dtype=img.dtype, device=img.device)
+    rows = _symmetric_index(torch.arange(-radius, height + radius, device=img.device), height)
+    cols = _symmetric_index(torch.arange(-radius, width + radius, device=img.device), width)
+    # scipy filters axis 0 (H) first, storing float32 in between
+    out = img[:, rows].transpose(1, 2).reshape(channels * width, -1)
+    out = _correlate_rows(out, kernel).reshape(channels, width, height).transpose(1, 2)
+    out = out[:, :, cols].reshape(channels * height, -1)
+    return _correlate_rows(out, kernel).reshape(channels, height, width)
+
+
+def _median(values: torch.Tensor) -> torch.Tensor:
+    """np.median over the last dimension of [C, n] (mean of the two middle values for even n)."""
+    n = values.shape[-1]
+    if values.device.type != "cpu":  # a full sort is ~40× faster than torch.median / kthvalue on CUDA
+        ordered = torch.sort(values, dim=-1).values
+        return (ordered[:, (n - 1) // 2] + ordered[:, n // 2]) * 0.5
+    lower = torch.median(values, dim=-1).values  # the (n + 1) // 2-th smallest
+    if n % 2:
+        return lower
+    # the (n/2 + 1)-th smallest: `lower` again if it occurs often enough, else the next larger value
+    repeated = (values <= lower[:, None]).sum(dim=-1) >= n // 2 + 1
+    above = torch.where(values > lower[:, None], values, torch.full_like(values, float("inf"))).amin(dim=-1)
+    return (lower + torch.where(repeated, lower, above)) * 0.5
+
+
+def pad_with_blur_torch(img: torch.Tensor, pad: Sequence[int], blur_sigma: float) -> torch.Tensor:
+    """`pad_with_blur` for a float32 CHW tensor on any device (same arithmetic, float32)."""
+    left, top, right, bottom = (int(p) for p in pad)
+    if min(left, top, right, bottom) < 0:
+        raise ValueError(f"pads must be non-negative; got {tuple(pad)}")
+    if max(left, top, right, bottom) == 0:
+        return img.clone()
+    _, height, width = img.shape
+    rows = _reflect_index(torch.arange(-top, height + bottom, device=img.device), height)
+    cols = _reflect_index(torch.arange(-left, width + right, device=img.device), width)
+    img = img[:, rows][:, :, cols]
+    _, height, width = img.shape
+    x = torch.arange(width, device=img.device, dtype=torch.float32)[None]
+    y = torch.arange(height, device=img.device, dtype=torch.float32)[:, None]
+    mask = torch.full((height, width), float("inf"), device=img.device)
+    for term, p in ((x, left), (y, top), (width - 1 - x, right), (height - 1 - y, bottom)):
+        if p > 0:
+            mask = torch.minimum(mask, term / p)
+    mask = 1.0 - mask
+    img = img + (gaussian_blur_torch(img, blur_sigma) - img) * torch.clamp(mask * 3.0 + 1.0, 0.0, 1.0)
+    median = _median(img.reshape(img.shape[0], -1))
+    return img + (median[:, None, None] - img) * torch.clamp(mask, 0.0, 1.0)
+
+
+def _sampling_grid(plan: CropPlan, canvas_hw: tuple[int, int], device: torch.device) -> tuple[torch.Tensor, ...]:
+    """grid_sample grid [4R, 4R, 2] reproducing PIL's QUAD + BILINEAR on a (H, W) canvas, and the in-image mask."""
+    size = plan.render_size
+    a = quad_coefficients(plan.quad + 0.5, size)
+    centres = torch.arange(size, device=device, dtype=torch.float64) + 0.5
+    width, height = plan.padded_size
+    canvas_h, canvas_w = canvas_hw
+    coords = []
+    for (c0, cx, cy, cxy), extent in ((a[:4], canvas_w), (a[4:], canvas_h)):
+        # continuous source coordinate c0 + cx X + cy Y + cxy X Y, then normalised for align_corners=False
+        # (-1 .. 1 spans the canvas edges, so pixel k's centre is at k + 0.5 as in PIL). The bilinear term is 0 for
+        # the recipe's squares; separable sums keep the [4R, 4R] work to one add.
+        along_x = ((c0 + cx * centres) * (2.0 / extent) - 1.0).to(torch.float32)
+        along_y = (cy * centres * (2.0 / extent)).to(torch.float32)
+        coord = along_x[None, :] + along_y[:, None]
+        if abs(cxy) * size * size > 1e-9:
+            coord = coord + (cxy * (2.0 / extent) * centres[:, None] * centres[None, :]).to(torch.float32)
+        coords.append(coord)
+    grid = torch.stack(coords, dim=-1)
+    # PIL returns black outside [0, W) × [0, H) of the image (not the canvas)
+    sx = (grid[..., 0] + 1.0) * (canvas_w / 2.0)
+    sy = (grid[..., 1] + 1.0) * (canvas_h / 2.0)
+    inside = (sx >= 0) & (sx < width) & (sy >= 0) & (sy < height)
+    return grid, inside
+
+
+def _prepare_torch(image: np.ndarray, plan: CropPlan, upscale: Upscale | None, device: torch.device) -> torch.Tensor:
+    """Steps 4–7 for one image: float32 CHW tensor with uint8 values on `device`, the image that is rendered."""
+    img = _shrink_and_crop(image, plan)
+    if plan.superres > 1 and upscale is not None:
+        img = _apply_upscale(upscale, img, plan.superres)
+    x = torch.from_numpy(np.ascontiguousarray(img)).to(device).permute(2, 0, 1).to(torch.float32)
+    if plan.superres > 1 and upscale is None:
+        x = resize_torch(x, plan.superres, up=True, filter_name="lanczos")
+    if plan.padded:
+        x = torch.round(pad_with_blur_torch(x, plan.pad, plan.blur_sigma)).clamp_(0.0, 255.0)
+    if tuple(x.shape[1:]) != plan.padded_size[::-1]:
+        raise AssertionError(f"prepared image {tuple(x.shape)} does not match the plan's {plan.padded_size}")
+    return x
+
+
+def render_torch(
+    images: Sequence[np.ndarray],
+    plans_or_landmarks: Sequence,
+    resolution: int = 1024,
+    upscale: Upscale | None = None,
+    downscale: str = "lanczos",
+    device: torch.device | str | None = None,
+) -> list[np.ndarray]:
+    """Fast render of a batch: uint8 RGB images [H, W, 3] + (CropPlan or CelebA 5 landmarks) each → uint8 [R, R, 3].
+
+    Same arguments and result as `render_pil` (to rounding). upscale=None is PIL's Lanczos emulated in torch on
+    `device`; a callable runs on the host. The 4R × 4R sampling and the downscale run on all images of the call as
+    one batch on `device` (default: CUDA when available). Memory grows with the batch: about (4R)² · 24 bytes plus
+    the largest prepared image (canvas) · 12 bytes per image; measured peak 4.75 GiB for 8 photos at R = 1024.
+    Speed on one H100 at R = 1024: 5 ms per unpadded photo, ~10 ms per photo averaged over a mixed batch of 8.
+    """
+    _check_downscale(downscale)
+    if len(images) != len(plans_or_landmarks):
+        raise ValueError(f"{len(images)} images but {len(plans_or_landmarks)} plans/landmarks")
+    if not images:
+        return []
+    device = torch.device(device) if device is not None else _default_device()
+    images = [_check_image(image) for image in images]
+    plans = [_plan_for(image, p, resolution) for image, p in zip(images, plans_or_landmarks)]
+    if len({plan.resolution for plan in plans}) != 1:
+        raise ValueError("all plans of one call must share the output resolution")
+    prepared = [_prepare_torch(image, plan, upscale, device) for image, plan in zip(images, plans)]
+
+    # One canvas for the batch: each image edge-replicated to the largest size, so that grid_sample's border
+    # clamping equals PIL's clamping at each image's own edge; samples outside an image are zeroed by its mask.
+    canvas_h = max(x.shape[1] for x in prepared)
+    canvas_w = max(x.shape[2] for x in prepared)
+    canvas = torch.stack([
+        F.pad(x[None], (0, canvas_w - x.shape[2], 0, canvas_h - x.shape[1]), mode="replicate")[0]
+        if x.shape[1:] != (canvas_h, canvas_w) else x
+        for x in prepared
+    ])
+    del prepared
+    grids, masks = zip(*(_sampling_grid(plan, (canvas_h, canvas_w), device) for plan in plans))
+    sampled = F.grid_sample(canvas, torch.stack(grids), mode="bilinear", padding_mode="border", align_corners=False)
+    del canvas, grids
+    sampled = torch.floor(sampled + _TRUNCATE_EPS) * torch.stack(masks)[:, None]  # PIL truncates to uint8
+    out = resize_torch(sampled, 4, up=False, filter_name=downscale)
+    out = out.to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+    return list(out)
