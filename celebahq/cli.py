@@ -32,8 +32,8 @@ def _shard(_ctx, _param, value: str | None):
               help="CelebA folder (img_celeba/*.jpg + Anno/list_landmarks_celeba.txt) or a folder of face photos.")
 @click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder (resumable).")
 @click.option("--resolution", type=int, default=1024, show_default=True, help="Output side R (power of two).")
-@click.option("--backend", type=click.Choice(["torch", "pil"]), default="torch", show_default=True,
-              help="torch: batched, CUDA when available; pil: the slow reference path.")
+@click.option("--backend", type=click.Choice(["auto", "torch", "pil"]), default="auto", show_default=True,
+              help="torch: batched on the GPU; pil: the reference path; auto: torch on CUDA, else pil.")
 @click.option("--sr", type=click.Choice(["lanczos"]), default="lanczos", show_default=True,
               help="Super-resolution stage for small faces (lanczos = the original release's stand-in).")
 @click.option("--cleanup", type=click.Choice(["none"]), default="none", show_default=True,

@@ -47,7 +47,8 @@ class BuildOptions:
     """Settings of one build (CLI flags of `celebahq build`)."""
 
     resolution: int = 1024
-    backend: str = "torch"  # "torch" (batched, CUDA when available) or "pil" (the slow reference)
+    backend: str = "auto"  # "torch" (batched), "pil" (the reference) or "auto": torch on CUDA, else pil
+    # (on a CPU the PIL path is faster: benchmarks/celebahq_speed.py)
     sr: str = "lanczos"  # super-resolution stage for small faces
     cleanup: str = "none"  # JPEG cleanup stage, applied to each decoded source photo
     downscale: str = "lanczos"  # 4R -> R filter: "lanczos" (original code) or "box" (paper text)
@@ -189,7 +190,8 @@ def _pending(items: list[SourceItem], out: Path) -> tuple[list[SourceItem], int]
 def build(src: str | os.PathLike, out: str | os.PathLike, options: BuildOptions | None = None) -> BuildReport:
     """Build (or resume) CelebA-HQ-style crops of every face photo in `src` into `out`; returns the report."""
     options = options or BuildOptions()
-    for name, value, choices in (("backend", options.backend, ("torch", "pil")), ("sr", options.sr, SR_STAGES),
+    for name, value, choices in (("backend", options.backend, ("auto", "torch", "pil")),
+                                 ("sr", options.sr, SR_STAGES),
                                  ("cleanup", options.cleanup, CLEANUP_STAGES),
                                  ("downscale", options.downscale, ("lanczos", "box"))):
         if value not in choices:
@@ -197,6 +199,8 @@ def build(src: str | os.PathLike, out: str | os.PathLike, options: BuildOptions 
     if options.resolution < 4 or options.resolution & (options.resolution - 1):
         raise GanevalError(f"--resolution {options.resolution}: must be a power of two ≥ 4")
     device = resolve_device(options.device)
+    if options.backend == "auto":
+        options.backend = "torch" if device.type == "cuda" else "pil"
     if distributed.is_distributed() and options.shard == (0, 1):
         options.shard = (distributed.rank(), distributed.world_size())
     shard_index, shard_count = options.shard
