@@ -130,7 +130,9 @@ class _Prepare(torch.utils.data.Dataset):
             if detection is None:
                 return dict(result, reason="no face found", seconds=time.perf_counter() - started)
             points = detection.points5
-            result["landmarks"] = dict(detection.to_record(), points=points.tolist())
+            record = detection.to_record()  # landmark_source "dlib", detection_score, face_box, …
+            record.pop("landmarks", None)
+            result["landmarks"] = dict(record, points=points.tolist())
         try:
             plan = plan_crop(points, (image.shape[1], image.shape[0]), self.options.resolution)
         except ValueError as error:

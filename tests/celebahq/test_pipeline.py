@@ -139,3 +139,18 @@ def test_pil_and_torch_backends_agree(tmp_path):
         b = np.asarray(Image.open(tmp_path / "torch" / "images" / name), dtype=np.int16)
         difference = np.abs(a - b)
         assert difference.mean() <= 0.5 and np.percentile(difference, 99) <= 4
+
+
+def test_folder_without_landmark_file_uses_dlib(tmp_path):
+    pytest.importorskip("dlib", reason="dlib not installed (pip install .[faces])")
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for name in ("000001.jpg", "000002.jpg"):
+        shutil.copy(MINI / "img_celeba" / name, photos / name)
+    Image.new("RGB", (200, 200), (90, 120, 30)).save(photos / "no_face.jpg")
+    report = build(photos, tmp_path / "out", options(backend="pil"))
+    assert report.ok == 2 and report.skipped == {"no_face.jpg": "no face found"}
+    record = latest_records(read_all_manifests(tmp_path / "out"))["000001.jpg"]
+    assert record["landmarks"]["landmark_source"] == "dlib" and "detection_score" in record["landmarks"]
+    stored = read_celeba_landmarks(MINI / "Anno" / "list_landmarks_celeba.txt")["000001.jpg"]
+    assert np.abs(np.asarray(record["landmarks"]["points"]) - stored).max() < 6  # pixels, a 512² photo
