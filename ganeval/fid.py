@@ -40,7 +40,7 @@ import torch
 
 from . import distributed
 from .errors import GanevalError
-from .inception import RESIZE_MODES, find_inception_weights, load_inception
+from .inception import FID_WEIGHTS_FILENAME, RESIZE_MODES, find_inception_weights, load_inception
 from .runtime import progress_bar, resolve_device
 from .sources import ArraySource, FolderSource, HDF5Source, ImageSource, ImageStream, ZipSource, open_source
 
@@ -473,6 +473,8 @@ def source_fingerprint(source: ImageSource) -> list | None:
 def _weights_identity(extractor, inception) -> list:
     weights = getattr(extractor, "source", None) if extractor is not None else inception
     if weights is not None and Path(weights).is_file():
+        if Path(weights).name == FID_WEIGHTS_FILENAME:  # the hash-named standard file: its name is its identity
+            return [FID_WEIGHTS_FILENAME]
         return [Path(weights).name, Path(weights).stat().st_size]
     return [f"{type(extractor).__module__}.{type(extractor).__qualname__}"]
 
@@ -539,8 +541,16 @@ class _LazyExtractor:
         self.weights_path = None
 
     def weights_identity(self) -> list:
+        """What the cache key says about the weights. Looked up without downloading: with no weights on this
+        machine and no explicit file, the key is the standard file's (what a download would fetch), so cached
+        statistics still serve an offline machine."""
         if self.extractor is None and self.weights_path is None:
-            self.weights_path = find_inception_weights(self.inception)
+            try:
+                self.weights_path = find_inception_weights(self.inception, download=False)
+            except GanevalError:
+                if self.inception is not None:
+                    raise
+                return [FID_WEIGHTS_FILENAME]
         return _weights_identity(self.extractor, self.weights_path)
 
     @property

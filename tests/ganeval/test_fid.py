@@ -554,3 +554,19 @@ def test_too_few_images_for_the_feature_dimension_is_an_error(tmp_path):
     result = fid(images_a, images_b, num_images=None, extractor=TinyExtractor(), progress=False, cache=False,
                  allow_singular=True)
     assert np.isfinite(result.value) and result.notes
+
+
+def test_cached_statistics_serve_an_offline_machine_without_weights(tmp_path, monkeypatch):
+    """Statistics made with the standard weights file are found again after the file is gone (offline)."""
+    hub = tmp_path / "hub"
+    (hub / "checkpoints").mkdir(parents=True)
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(hub))
+    weights = hub / "checkpoints" / "pt_inception-2015-12-05-6726825d.pth"
+    torch.save(FIDInceptionV3().state_dict(), weights)
+    folder = tmp_path / "a"
+    write_images(folder, random_images(3, 1))
+    first = compute_statistics(folder, device="cpu", num_workers=0, progress=False, cache_dir=tmp_path / "cache")
+    assert not first.cached
+    weights.unlink()  # offline, no weights: the conftest guard makes any download attempt fail the test
+    again = compute_statistics(folder, device="cpu", num_workers=0, progress=False, cache_dir=tmp_path / "cache")
+    assert again.cached and np.array_equal(again.mu, first.mu)
