@@ -82,7 +82,7 @@ def test_bad_input_is_skipped_with_reasons(tmp_path):
 
 
 def test_a_killed_build_resumes_to_the_same_result(tmp_path):
-    clean = build(MINI, tmp_path / "clean", options(resolution=128, batch_size=1))
+    clean = build(MINI, tmp_path / "clean", options(resolution=128, batch_size=4))  # the killed run uses 1
     assert clean.ok == 15
     command = [sys.executable, "-m", "celebahq.cli", "build", "--src", str(MINI), "--out", str(tmp_path / "killed"),
                "--resolution", "128", "--batch-size", "1", "--workers", "0", "--device", "cpu", "--backend", "torch",
