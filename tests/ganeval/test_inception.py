@@ -292,12 +292,16 @@ def test_extractor_preprocessing_per_mode(mode, monkeypatch):
     expected = {"tf": (resize_tf1_bilinear(u) - 128) / 128,  # TF graph, torch-fidelity
                 "pytorch": 2 * resize_pytorch_bilinear(u / 255) - 1,  # pytorch-fid: u/255, resize, 2x − 1
                 "clean": (resize_clean(u) - 128) / 128}[mode]  # clean-fid
-    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", True)
-    monkeypatch.setattr(torch.backends.cudnn, "allow_tf32", True)
-    pool3, logits = extractor.features(images)
+    # set by hand: pytest ≥ 9.2's monkeypatch deletes these torch flags at teardown instead of restoring them
+    saved = torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32
+    torch.backends.cuda.matmul.allow_tf32 = torch.backends.cudnn.allow_tf32 = True
+    try:
+        pool3, logits = extractor.features(images)
+        assert spy.tf32 == [(False, False)]  # off while running ...
+        assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32  # ... restored after
+    finally:
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
     assert torch.equal(spy.inputs[0], expected)
-    assert spy.tf32 == [(False, False)]  # off while running ...
-    assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32  # ... restored after
     torch.testing.assert_close(logits, pool3 @ extractor.network.fc.weight.T)
 
 
