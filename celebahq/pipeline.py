@@ -233,9 +233,11 @@ def build(src: str | os.PathLike, out: str | os.PathLike, options: BuildOptions 
             progress_bar(len(pending), "celebahq build", options.progress) as bar:
         in_flight = []
 
+        max_in_flight = 4 * options.batch_size  # rendered images waiting for the writers: bounded memory
+
         def drain(block: bool) -> None:
             nonlocal ok
-            while in_flight and (block or in_flight[0][0].done()):
+            while in_flight and (block or in_flight[0][0].done() or len(in_flight) > max_in_flight):
                 future, ready, output = in_flight.pop(0)
                 md5, write_seconds = future.result()
                 seconds["write (thread)"] += write_seconds
