@@ -376,7 +376,8 @@ def _prepare_torch(image: np.ndarray, plan: CropPlan, upscale: Upscale | None, d
     img = _shrink_and_crop(image, plan)
     if plan.superres > 1 and upscale is not None:
         img = _apply_upscale(upscale, img, plan.superres)
-    x = torch.from_numpy(np.ascontiguousarray(img)).to(device).permute(2, 0, 1).to(torch.float32)
+    pixels = np.require(img, requirements=("C", "W"))  # PIL's arrays are read-only; torch wants writable ones
+    x = torch.from_numpy(pixels).to(device).permute(2, 0, 1).to(torch.float32)
     if plan.superres > 1 and upscale is None:
         x = resize_torch(x, plan.superres, up=True, filter_name="lanczos")
     if plan.padded:
