@@ -443,11 +443,9 @@ class ImageStream:
     def __len__(self) -> int:
         return self.num_images
 
-    def _loader(self) -> Iterator[list]:
-        # Decode at most a few chunks more than needed: the candidates beyond num_images are only reached
-        # when images are skipped.
-        chunk = max(1, min(self.batch_size, 32))
-        dataset = _ChunkLoader(self.source, self.order, chunk)
+    def _loader(self, order: np.ndarray, chunk: int) -> Iterator[list]:
+        """Chunks of `chunk` decoded candidates of `order`, in order (in worker processes when asked)."""
+        dataset = _ChunkLoader(self.source, order, chunk)
         if self.num_workers == 0:
             return (dataset[i] for i in range(len(dataset)))
         return iter(torch.utils.data.DataLoader(dataset, batch_size=None, shuffle=False,
@@ -498,11 +496,7 @@ class ImageStream:
         blocks = [b for b in range((self.num_images + size - 1) // size) if distributed.owns_block(b)]
         owned = np.concatenate([self.order[b * size:min((b + 1) * size, self.num_images)] for b in blocks]) \
             if blocks else np.zeros(0, dtype=np.int64)
-        dataset = _ChunkLoader(self.source, owned, size)
-        loader = (dataset[i] for i in range(len(dataset))) if self.num_workers == 0 else iter(
-            torch.utils.data.DataLoader(dataset, batch_size=None, num_workers=self.num_workers,
-                                        prefetch_factor=4, collate_fn=_keep_as_is))
-        for block, results in zip(blocks, loader):
+        for block, results in zip(blocks, self._loader(owned, size)):
             bad = [SkippedImage(self.source.item_name(index), problem) for index, image, reason in results
                    if (problem := self._check(index, image, reason)) is not None]
             if bad:
@@ -513,7 +507,8 @@ class ImageStream:
     def _decode_all(self) -> Iterator[torch.Tensor]:
         pending: list[np.ndarray] = []
         delivered = 0
-        loader = self._loader()
+        # small chunks: candidates beyond num_images are decoded only when images are skipped
+        loader = self._loader(self.order, max(1, min(self.batch_size, 32)))
         try:
             for results in loader:
                 bad = []
