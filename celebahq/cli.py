@@ -42,20 +42,21 @@ def _shard(_ctx, _param, value: str | None):
               help="4R -> R filter: lanczos (original code) or box (the paper's text).")
 @click.option("--batch-size", type=click.IntRange(1), default=8, show_default=True)
 @click.option("--workers", "num_workers", type=click.IntRange(0), default=None, help="Decoding processes.")
+@click.option("--writers", "num_writers", type=click.IntRange(1), default=None, help="PNG-encoding processes.")
 @click.option("--device", default="auto", show_default=True)
 @click.option("--shard", callback=_shard, default=None, help="i/N: process every N-th source from i.")
 @click.option("--limit", type=click.IntRange(1), default=None, help="Only the first N sources.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option("--quiet", is_flag=True)
 @user_errors
-def build_command(src, out, resolution, backend, sr, cleanup, downscale, batch_size, num_workers, device, shard,
-                  limit, as_json, quiet):
+def build_command(src, out, resolution, backend, sr, cleanup, downscale, batch_size, num_workers, num_writers, device,
+                  shard, limit, as_json, quiet):
     """Crop, align and render every face of SRC into OUT/images/*.png with OUT/manifest.jsonl and report.json."""
     from .pipeline import BuildOptions, build
 
     options = BuildOptions(resolution=resolution, backend=backend, sr=sr, cleanup=cleanup, downscale=downscale,
-                           batch_size=batch_size, num_workers=num_workers, device=device, shard=shard,
-                           limit=limit, progress=not quiet)
+                           batch_size=batch_size, num_workers=num_workers, num_writers=num_writers,
+                           device=device, shard=shard, limit=limit, progress=not quiet)
     report = build(src, out, options)
     if as_json:
         emit(json.dumps(report.to_dict()))

@@ -128,23 +128,24 @@ def ssim_and_cs(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.T
         raise ValueError(f"image shapes differ: {tuple(x.shape)} vs {tuple(y.shape)}")
     n, c, h, w = x.shape
     size = min(FILTER_SIZE, h, w)
-    # Moments of values centred on mid-grey: E[x'²] − E[x']² cancels far less than E[x²] − E[x]² (which
-    # matters in float32); the window sums to 1, so the means are shifted back exactly.
-    x, y = x - CENTRE, y - CENTRE
-    stack = x.new_empty(n, 5, c, h, w)  # x, y, x², y², xy (written in place: this part is memory-bound)
-    stack[:, 0], stack[:, 1] = x, y
-    torch.mul(x, x, out=stack[:, 2])
-    torch.mul(y, y, out=stack[:, 3])
-    torch.mul(x, y, out=stack[:, 4])
-    stats = gaussian_filter_valid(stack.view(n, 5 * c, h, w), size, size * FILTER_SIGMA / FILTER_SIZE)
-    mu1, mu2, exx, eyy, exy = stats.view(n, 5, c, *stats.shape[-2:]).unbind(1)
-    var1, var2, cov12 = exx - mu1 * mu1, eyy - mu2 * mu2, exy - mu1 * mu2
-    mu1, mu2 = mu1 + CENTRE, mu2 + CENTRE
-    mu11, mu22, mu12 = mu1 * mu1, mu2 * mu2, mu1 * mu2
+    # Moments of values x' = x − c centred on mid-grey: E[x'²] − E[x']² cancels far less than E[x²] − E[x]²
+    # (which matters in float32); the window sums to 1, so the means are shifted back exactly.
+    # Four filtered maps instead of five: only σ1² + σ2² is ever used, so x² + y² is filtered as one map.
+    stack = x.new_empty(n, 4, c, h, w)  # x', y', x'² + y'², x'y' (written in place: this part is memory-bound)
+    xc = torch.sub(x, CENTRE, out=stack[:, 0])
+    yc = torch.sub(y, CENTRE, out=stack[:, 1])
+    torch.addcmul(torch.mul(xc, xc, out=stack[:, 2]), yc, yc, out=stack[:, 2])
+    torch.mul(xc, yc, out=stack[:, 3])
+    stats = gaussian_filter_valid(stack.view(n, 4 * c, h, w), size, size * FILTER_SIGMA / FILTER_SIZE)
+    mu1, mu2, e_sum_squares, e_product = stats.view(n, 4, c, *stats.shape[-2:]).unbind(1)
     c1, c2 = (K1 * MAX_VALUE) ** 2, (K2 * MAX_VALUE) ** 2
-    # cs_map = (2σ12 + C2) / (σ1² + σ2² + C2); ssim_map = (2μ1μ2 + C1) / (μ1² + μ2² + C1) · cs_map
-    cs_map = cov12.mul_(2.0).add_(c2).div_(var1.add_(var2).add_(c2))
-    ssim_map = mu12.mul_(2.0).add_(c1).div_(mu11.add_(mu22).add_(c1)).mul_(cs_map)
+    mu12 = mu1 * mu2
+    mu_squares = torch.addcmul(mu1 * mu1, mu2, mu2)  # μ1'² + μ2'²
+    # cs_map = (2σ12 + C2) / (σ1² + σ2² + C2); σ12 = E[x'y'] − μ1'μ2', σ1² + σ2² = E[x'² + y'²] − μ1'² − μ2'²
+    cs_map = (e_product - mu12).mul_(2.0).add_(c2).div_(e_sum_squares.sub(mu_squares).add_(c2))
+    # Uncentred means μ = μ' + c: 2μ1μ2 = 2μ1'μ2' + L and μ1² + μ2² = μ1'² + μ2'² + L, L = 2c(μ1' + μ2') + 2c²
+    shift = (mu1 + mu2).mul_(2.0 * CENTRE).add_(2.0 * CENTRE * CENTRE + c1)
+    ssim_map = torch.add(shift, mu12, alpha=2.0).div_(mu_squares.add_(shift)).mul_(cs_map)
     return ssim_map.mean(dim=(1, 2, 3)), cs_map.mean(dim=(1, 2, 3))
 
 
