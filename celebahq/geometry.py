@@ -14,6 +14,7 @@ all of them; `celebahq.render` applies a plan to pixels.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 
@@ -75,6 +76,13 @@ class CropPlan:
     def render_size(self) -> int:
         """Side of the intermediate bilinear rendering (4R)."""
         return 4 * self.resolution
+
+    def after_crop(self) -> CropPlan:
+        """The same plan for the image that steps 4–5 (shrink, crop) produced: those steps become identities, so
+        a decode worker can shrink and crop and hand the renderer only the cropped pixels."""
+        width, height = self.cropped_size
+        return dataclasses.replace(self, shrink=1, shrunk_size=(width, height), crop=(0, 0, width, height),
+                                   image_size=(width, height))
 
     def to_dict(self) -> dict:
         """JSON-serialisable summary (for the manifest)."""

@@ -82,6 +82,12 @@ def lanczos_upscale(image: np.ndarray, factor: int) -> np.ndarray:
     return np.asarray(Image.fromarray(image).resize((width * factor, height * factor), Image.Resampling.LANCZOS))
 
 
+def shrink_and_crop(image: np.ndarray, plan: CropPlan) -> tuple[np.ndarray, CropPlan]:
+    """Steps 4–5 done ahead (e.g. in a decode worker): uint8 HWC source -> (cropped uint8 HWC, the plan for it).
+    Rendering the pair gives the same pixels as rendering the source with `plan`."""
+    return _shrink_and_crop(image, plan), plan.after_crop()
+
+
 def _shrink_and_crop(image: np.ndarray, plan: CropPlan) -> np.ndarray:
     """Steps 4–5 on uint8 HWC: PIL Lanczos shrink by the plan's integer factor, then the crop (shrunk pixels)."""
     if plan.shrink > 1:

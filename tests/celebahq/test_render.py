@@ -29,6 +29,7 @@ from celebahq.render import (
     render_pil,
     render_torch,
     resize_torch,
+    shrink_and_crop,
 )
 
 MAD_LIMIT = 0.5
@@ -200,6 +201,21 @@ def test_render_torch_box_and_r256(astronaut, grace):
         assert got.shape == (256, 256, 3) and mad <= MAD_LIMIT and p99 <= P99_LIMIT
     lanczos = render_pil(astronaut, ASTRONAUT_LANDMARKS, resolution=256)
     assert 0 < difference(lanczos, fast[0])[0] < 3  # the two downscale filters differ, but not by much
+
+
+def test_cropping_ahead_renders_the_same_pixels(astronaut, grace):
+    """What a decode worker hands over (cropped pixels + plan.after_crop()) renders exactly like the whole photo."""
+    big = np.asarray(Image.fromarray(grace).resize((grace.shape[1] * 3, grace.shape[0] * 3)))
+    cases = [(big, GRACE_LANDMARKS * 3 + 1.0), (astronaut[40:, 150:], ASTRONAUT_LANDMARKS - [150, 40])]
+    for image, landmarks in cases:
+        plan = plan_crop(landmarks, (image.shape[1], image.shape[0]), 128)
+        cropped, cropped_plan = shrink_and_crop(image, plan)
+        assert cropped.shape[:2] == plan.cropped_size[::-1] and cropped_plan.shrink == 1
+        np.testing.assert_array_equal(render_pil(cropped, cropped_plan, 128), render_pil(image, plan, 128))
+        np.testing.assert_array_equal(render_torch([cropped], [cropped_plan], 128, device="cpu")[0],
+                                      render_torch([image], [plan], 128, device="cpu")[0])
+    assert plan_crop(cases[0][1], big.shape[1::-1], 128).shrink > 1  # the shrink branch ran
+    assert plan_crop(cases[1][1], cases[1][0].shape[1::-1], 128).padded  # and the padding branch
 
 
 def test_custom_upscale_stage(astronaut):
