@@ -37,8 +37,9 @@ import torch
 from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests"))  # test_msssim imports `conftest` from tests/
-sys.path.insert(0, str(ROOT / "tests" / "ganeval"))
+# test_msssim imports `conftest` from tests/; the repo root comes first so that `ganeval` is the package, not the
+# tests/ganeval folder (which would otherwise shadow it as a namespace package)
+sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "tests" / "ganeval")]
 
 from test_msssim import ref_msssim
 

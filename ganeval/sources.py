@@ -16,6 +16,7 @@ files or counts; with ``skip_bad=True`` bad files are skipped instead and listed
 
 from __future__ import annotations
 
+import importlib
 import io
 import os
 import zipfile
@@ -281,7 +282,8 @@ class HDF5Source(ImageSource):
         dataset = self._file.get()[self.dataset_name]
         if dataset.dtype != np.uint8:
             raise SourceError(f"{path}:{self.dataset_name}: pixel type {dataset.dtype}, expected uint8")
-        self.layout = _channel_layout(dataset.shape)
+        square_nchw = len(dataset.shape) == 4 and tuple(dataset.shape[2:]) == (resolution, resolution)
+        self.layout = "NCHW" if square_nchw else _channel_layout(dataset.shape)  # data4x4 NCHW is not 4-channel NHWC
         self.length = int(dataset.shape[0])
         self.shape = (resolution, resolution)
         self._file.close()
@@ -322,6 +324,8 @@ class TensorSource(ImageSource):
 # An opener takes (path, resolution) and returns an ImageSource; a source that can produce whole batches
 # at once (a generator on the GPU) implements `load_batch(indices) -> uint8 NCHW tensor`.
 _SOURCE_OPENERS: dict[str, object] = {}
+# Suffixes whose opener lives in another package, imported (and so registered) the first time one is opened.
+_LAZY_OPENER_MODULES = {".pt": "progan.checkpoint"}
 
 
 def register_source_opener(suffix: str, opener) -> None:
@@ -348,6 +352,8 @@ def open_source(source: str | os.PathLike | ImageSource | np.ndarray | torch.Ten
         suffix = path.suffix.lower()
         if not path.exists():
             raise SourceError(f"{path}: no such file or directory")
+        if suffix in _LAZY_OPENER_MODULES and suffix not in _SOURCE_OPENERS:
+            importlib.import_module(_LAZY_OPENER_MODULES[suffix])
         if path.is_dir():
             opened = FolderSource(path)
         elif suffix in _SOURCE_OPENERS:

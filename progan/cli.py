@@ -1,0 +1,180 @@
+"""`progan` command line: thin wrappers over progan.training_loop, progan.checkpoint and progan.configs."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+import click
+import numpy as np
+import torch
+
+from ganeval.cli import emit, user_errors
+from ganeval.errors import GanevalError
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="progan-toolkit")
+def main():
+    """Train Progressive GANs (Karras et al. 2018) and sample from them; checkpoints are ganeval sources."""
+
+
+@main.command("train")
+@click.option("--config", "config_name", default="tiny", show_default=True, metavar="NAME",
+              help="Preset: celebahq-1024, celeba-128, table1-a … table1-g, cifar10, lsun-256, mnist-rgb, tiny.")
+@click.option("--data", "data_path", type=click.Path(exists=True), help="HDF5 from `celebahq export`, a folder, "
+              "zip or array of square power-of-two images. Default when resuming: the run's.")
+@click.option("--out", "run_dir", type=click.Path(file_okay=False), help="Run directory [the resumed run's].")
+@click.option("--kimg", type=click.FloatRange(min=0, min_open=True), default=None,
+              help="Stop after this many thousand real images (total) [the config's total_kimg].")
+@click.option("--gpus", type=click.IntRange(1), default=1, show_default=True,
+              help="Processes/GPUs; >1 relaunches itself under torchrun.")
+@click.option("--resume", type=click.Path(exists=True), default=None,
+              help="A run directory (latest snapshot) or a network-snapshot-*.pt: continue exactly.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override any config value (JSON values), e.g. --set bf16=true --set 'minibatch_dict={\"4\":64}'.")
+@click.option("--device", default="auto", show_default=True, help="cuda, cpu or auto.")
+@user_errors
+def train_command(config_name, data_path, run_dir, kimg, gpus, resume, overrides, device):
+    """Train a ProGAN, e.g.
+
+    \b
+      progan train --config celebahq-1024 --data celebahq.h5 --out runs/celebahq
+      progan train --config tiny --data examples/real --out runs/tiny --kimg 6
+      progan train --resume runs/tiny --kimg 12
+    """
+    from .configs import TrainingConfig, parse_override, resolve_config
+    from .training_loop import find_checkpoint, training_loop
+
+    if gpus > 1 and int(os.environ.get("WORLD_SIZE", "1")) == 1:
+        _relaunch_under_torchrun(gpus)
+    overrides = list(overrides) + ([f"total_kimg={kimg}"] if kimg is not None else [])
+    if resume is not None:
+        run_config = json.loads((find_checkpoint(resume).parent / "config.json").read_text())
+        data_path = data_path or run_config.pop("data_path", None)
+        run_config.pop("data_path", None)
+        run_config.update(parse_override(text) for text in overrides)
+        config = TrainingConfig.from_dict(run_config)
+        run_dir = run_dir or str(find_checkpoint(resume).parent)
+    else:
+        config = resolve_config(config_name, overrides)
+    if data_path is None or run_dir is None:
+        raise click.UsageError("give --data and --out (or --resume RUN)")
+    state = training_loop(config, data_path, run_dir, resume=resume, device=device,
+                          log=lambda line: emit(line, err=True))
+    emit(f"done: {state.cur_nimg / 1000:.1f} kimg in {state.tick} ticks -> {run_dir}")
+
+
+def _relaunch_under_torchrun(gpus: int) -> None:
+    from torch.distributed.run import main as torchrun
+
+    arguments = [arg for arg in sys.argv[1:]]
+    sys.exit(torchrun([f"--nproc_per_node={gpus}", "--standalone", "-m", "progan.cli", *arguments]))
+
+
+@main.command("generate")
+@click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False))
+@click.option("--num", type=click.IntRange(1), default=64, show_default=True, help="Images to write.")
+@click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output folder of PNGs.")
+@click.option("--seed", type=int, default=0, show_default=True, help="Image i comes from latent (seed, i).")
+@click.option("--resolution", type=int, default=None, help="Output side [the network's].")
+@click.option("--device", default="auto", show_default=True)
+@user_errors
+def generate_command(checkpoint, num, out_dir, seed, resolution, device):
+    """Write NUM images of CHECKPOINT's EMA generator as OUT/000000.png …"""
+    from PIL import Image
+
+    from ganeval.runtime import resolve_device
+
+    from .checkpoint import GeneratorSource, generator_from_checkpoint, load_checkpoint
+
+    device = resolve_device(device)
+    source = GeneratorSource(generator_from_checkpoint(load_checkpoint(checkpoint), device), resolution=resolution,
+                             num_images=num, seed=seed)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    for start in range(0, num, 64):
+        batch = source.load_batch(np.arange(start, min(start + 64, num)))
+        for offset, image in enumerate(batch):
+            Image.fromarray(image.permute(1, 2, 0).numpy()).save(out / f"{start + offset:06d}.png")
+    emit(f"wrote {num} images -> {out}")
+
+
+@main.command("interpolate")
+@click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False))
+@click.option("--out", "out_path", required=True, type=click.Path(),
+              help="A folder of frames, or a .png file for one grid of all frames.")
+@click.option("--frames", type=click.IntRange(2), default=240, show_default=True)
+@click.option("--sigma", type=click.FloatRange(min=0), default=45.0, show_default=True,
+              help="Gaussian smoothing over time in frames (the paper's video: 45 frames at 60 Hz).")
+@click.option("--seed", type=int, default=1000, show_default=True)
+@click.option("--columns", type=click.IntRange(1), default=16, show_default=True, help="Grid columns.")
+@click.option("--device", default="auto", show_default=True)
+@user_errors
+def interpolate_command(checkpoint, out_path, frames, sigma, seed, columns, device):
+    """The paper's latent interpolation: per-frame N(0, I) latents, Gaussian-smoothed over time (wrapping),
+    renormalised to the hypersphere."""
+    from PIL import Image
+
+    from ganeval.runtime import resolve_device
+
+    from .checkpoint import generator_from_checkpoint, images_to_uint8, load_checkpoint, smooth_latents
+    from .training_loop import save_grid
+
+    device = resolve_device(device)
+    G = generator_from_checkpoint(load_checkpoint(checkpoint), device)
+    latents = smooth_latents(frames, G.latent_size, sigma, seed)
+    with torch.no_grad():
+        images = torch.cat([images_to_uint8(G(chunk.to(device)), G.resolution).cpu() for chunk in latents.split(32)])
+    out = Path(out_path)
+    if out.suffix.lower() == ".png":
+        out.parent.mkdir(parents=True, exist_ok=True)
+        save_grid(images, columns, out)
+    else:
+        out.mkdir(parents=True, exist_ok=True)
+        for index, image in enumerate(images):
+            Image.fromarray(image.permute(1, 2, 0).numpy()).save(out / f"frame{index:05d}.png")
+    emit(f"wrote {frames} frames -> {out}")
+
+
+@main.command("info")
+@click.option("--config", "config_name", default="celebahq-1024", show_default=True, metavar="NAME")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE")
+@click.option("--resolution", type=int, default=None, help="Output side when the config leaves it to the data.")
+@click.option("--gpus", type=click.IntRange(1), default=1, show_default=True, help="For the minibatch schedule.")
+@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@user_errors
+def info_command(config_name, overrides, resolution, gpus, as_json):
+    """Parameter counts (total and per working resolution), the schedule and the resolved config."""
+    from .configs import resolve_config
+    from .networks import build_networks, count_parameters, parameters_at
+    from .schedule import schedule_table
+
+    config = resolve_config(config_name, list(overrides) + ([f"resolution={resolution}"] if resolution else []))
+    if config.resolution is None:
+        raise GanevalError(f"config {config_name} takes its resolution from the data; pass --resolution R")
+    G, D = build_networks(config)
+    final = parameters_at(G, D, config.resolution)
+    per_resolution = {str(2 ** k): parameters_at(G, D, 2 ** k) for k in range(2, int(np.log2(config.resolution)) + 1)}
+    info = {"config": config_name, "resolution": config.resolution, "G_params": final["G"], "D_params": final["D"],
+            "G_params_all_layers": count_parameters(G), "D_params_all_layers": count_parameters(D),
+            "per_resolution": per_resolution, "schedule": schedule_table(config, gpus), "settings": config.to_dict()}
+    if as_json:
+        emit(json.dumps(info))
+        return
+    emit(f"{config_name}: {config.resolution}x{config.resolution}, G {final['G'] / 1e6:.2f}M, "
+         f"D {final['D'] / 1e6:.2f}M parameters (with every lower-resolution toRGB/fromRGB: "
+         f"{info['G_params_all_layers'] / 1e6:.2f}M / {info['D_params_all_layers'] / 1e6:.2f}M)")
+    emit(f"{'resolution':>10} {'G':>12} {'D':>12}")
+    for res, counts in per_resolution.items():
+        emit(f"{res:>10} {counts['G']:>12,} {counts['D']:>12,}")
+    emit(f"{'kimg':>17} {'stage':>10} {'res':>5} {'lod':>11} {'minibatch':>9} {'lr':>8}")
+    for row in info["schedule"]:
+        emit(f"{row['start_kimg']:>8g}-{row['end_kimg']:<8g} {row['kind']:>10} {row['resolution']:>5} "
+             f"{row['lod'][0]:>5.2f}-{row['lod'][1]:<5.2f} {row['minibatch']:>9} {row['G_lr']:>8.4g}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,98 @@
+"""The original's training schedule (spec 5.1): a continuous level of detail driven by the images shown.
+
+lod = log2(R) - log2(initial resolution) - phase - max(t - training_kimg, 0) / transition_kimg, clamped at 0,
+with phase = floor(kimg / (training_kimg + transition_kimg)) and t the kimg into the phase: each resolution is
+stabilised for training_kimg, then the next one fades in over transition_kimg while lod falls by 1.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from .configs import TrainingConfig
+
+
+@dataclass(frozen=True)
+class Phase:
+    """The schedule at one point: lod, working resolution, global minibatch, learning rates, tick length."""
+
+    kimg: float
+    lod: float
+    resolution: int
+    minibatch: int
+    G_lr: float
+    D_lr: float
+    tick_kimg: float
+
+    @property
+    def fade_weight(self) -> float:
+        """Weight of the previous resolution's path during a fade (lod - floor(lod)); 0 when stable."""
+        return self.lod - math.floor(self.lod)
+
+    @property
+    def lod_bounds(self) -> tuple[int, int]:
+        """(floor(lod), ceil(lod)): the optimizers are reset whenever this pair changes."""
+        return math.floor(self.lod), math.ceil(self.lod)
+
+
+def compute_lod(kimg: float, resolution: int, initial_resolution: int, training_kimg: float,
+                transition_kimg: float) -> float:
+    """The original's level of detail at `kimg` thousand images shown (0 = full resolution)."""
+    phase_kimg = training_kimg + transition_kimg
+    phase = math.floor(kimg / phase_kimg) if phase_kimg > 0 else 0
+    t = kimg - phase * phase_kimg
+    lod = math.log2(resolution) - math.floor(math.log2(initial_resolution)) - phase
+    if transition_kimg > 0:
+        lod -= max(t - training_kimg, 0.0) / transition_kimg
+    return max(lod, 0.0)
+
+
+def layer_weight(lod: float, resolution_log2: int, layer_resolution: int) -> float:
+    """The original's lerp_clip weight of the coarser path at the layer of `layer_resolution` (spec 5.4):
+    clip(lod - (log2 R - log2 res), 0, 1). The new layer's fade-in weight is 1 minus this."""
+    return min(max(lod - (resolution_log2 - math.log2(layer_resolution)), 0.0), 1.0)
+
+
+def training_phase(config: TrainingConfig, kimg: float, num_gpus: int = 1) -> Phase:
+    """Schedule values at `kimg` for a run of `config` (config.resolution must be set) on `num_gpus`."""
+    resolution = config.resolution
+    initial = config.lod_initial_resolution if config.progressive else resolution
+    lod = compute_lod(kimg, resolution, initial, config.lod_training_kimg, config.lod_transition_kimg)
+    current = 2 ** (int(math.log2(resolution)) - math.floor(lod))
+    minibatch = config.minibatch_dict.get(current, config.minibatch_base)
+    minibatch -= minibatch % num_gpus
+    if current in config.max_minibatch_per_gpu:
+        minibatch = min(minibatch, config.max_minibatch_per_gpu[current] * num_gpus)
+    minibatch = max(minibatch, num_gpus)
+    lr_scale = 1.0
+    if config.lr_rampup_kimg > 0 and kimg < config.lr_rampup_kimg:
+        lr_scale = math.exp(-5.0 * (1.0 - kimg / config.lr_rampup_kimg) ** 2)
+    lr = config.lr_dict.get(current)
+    return Phase(kimg=kimg, lod=lod, resolution=current, minibatch=minibatch,
+                 G_lr=(lr or config.G_lr) * lr_scale, D_lr=(lr or config.D_lr) * lr_scale,
+                 tick_kimg=config.tick_kimg_dict.get(current, config.tick_kimg_base))
+
+
+def schedule_table(config: TrainingConfig, num_gpus: int = 1) -> list[dict]:
+    """One row per stabilise/fade stage up to total_kimg: start kimg, lod range, resolution, minibatch, lr."""
+    rows = []
+    if not config.progressive:
+        phase = training_phase(config, 0.0, num_gpus)
+        return [{"start_kimg": 0.0, "end_kimg": config.total_kimg, "kind": "full", "resolution": phase.resolution,
+                     "lod": [0.0, 0.0], "minibatch": phase.minibatch, "G_lr": phase.G_lr, "D_lr": phase.D_lr}]
+    start, stage = 0.0, 0
+    while start < config.total_kimg:
+        fading = stage % 2 == 1
+        length = config.lod_transition_kimg if fading else config.lod_training_kimg
+        end = min(start + length, config.total_kimg)
+        first, last = training_phase(config, start, num_gpus), training_phase(config, max(end - 1e-9, start), num_gpus)
+        if last.lod == 0.0 and not fading:
+            end = config.total_kimg
+        rows.append({"start_kimg": start, "end_kimg": end, "kind": "fade" if fading else "stabilise",
+                         "resolution": first.resolution if not fading else last.resolution,
+                         "lod": [first.lod, last.lod], "minibatch": last.minibatch, "G_lr": last.G_lr, "D_lr": last.D_lr})
+        if end >= config.total_kimg:
+            break
+        start, stage = end, stage + 1
+    return rows

@@ -1,0 +1,358 @@
+"""The ProGAN training loop (spec 5.1-5.6), one process per GPU under torchrun.
+
+Sections in order: initialise → data → networks → optimizers → resume → run directory → train. Each round
+(minibatch_repeats × {D_repeats × [D step + EMA update]; G step}) uses one schedule point; Adam moments are
+reset when floor(lod) or ceil(lod) changes. Every tick appends to stats.jsonl; image snapshots write
+fakes<kimg>.png from fixed latents; network snapshots write network-snapshot-<kimg>.pt (everything needed to
+continue exactly) and score the EMA generator with ganeval.
+
+Multi-GPU: every rank builds the same networks from the same seed and draws the same latents; rank r takes the
+r-th slice of each global minibatch, gradients are averaged with one all-reduce per step (no DDP wrapper, so
+layers unused at the current lod need no special handling).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import resource
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import torch.nn.functional as F
+from PIL import Image
+
+from ganeval import distributed
+from ganeval.errors import GanevalError
+from ganeval.runtime import resolve_device
+
+from .checkpoint import GeneratorSource, images_to_uint8, load_checkpoint, save_checkpoint
+from .configs import TrainingConfig
+from .dataset import RealsSource, TrainingData, to_float_reals
+from .loss import make_loss
+from .networks import build_networks
+from .schedule import Phase, training_phase
+
+SWD_MIN_RESOLUTION = 16
+
+
+@dataclass
+class Progress:
+    """Counters that a checkpoint stores besides the networks."""
+
+    cur_nimg: int = 0
+    tick: int = 0
+    tick_start_nimg: int = 0
+    lod_bounds: tuple[int, int] | None = None
+    skipped_steps: int = 0
+
+
+def find_checkpoint(path) -> Path:
+    """A checkpoint file, or the latest network-snapshot-*.pt of a run directory."""
+    path = Path(path)
+    if path.is_dir():
+        snapshots = sorted(path.glob("network-snapshot-*.pt"))
+        if not snapshots:
+            raise GanevalError(f"{path}: no network-snapshot-*.pt to resume from")
+        return snapshots[-1]
+    if not path.is_file():
+        raise GanevalError(f"{path}: no such checkpoint or run directory")
+    return path
+
+
+def grid_shape(config: TrainingConfig) -> tuple[int, int]:
+    """(columns, rows) of the image grids: the original's clip(1920/R, 3, 32) × clip(1080/R, 2, 32)."""
+    if config.grid_size:
+        return tuple(config.grid_size)
+    r = config.resolution
+    return int(np.clip(1920 // r, 3, 32)), int(np.clip(1080 // r, 2, 32))
+
+
+def save_grid(images: torch.Tensor, columns: int, path: Path) -> None:
+    """uint8 NCHW images -> one PNG, `columns` per row."""
+    n, c, h, w = images.shape
+    rows = math.ceil(n / columns)
+    canvas = torch.zeros(rows * columns, c, h, w, dtype=torch.uint8)
+    canvas[:n] = images
+    canvas = canvas.reshape(rows, columns, c, h, w).permute(0, 3, 1, 4, 2).reshape(rows * h, columns * w, c)
+    Image.fromarray(canvas.numpy()).save(path)
+
+
+def _average_gradients(module: torch.nn.Module) -> bool:
+    """All-reduce-average the gradients over ranks (one flat buffer); return whether all are finite."""
+    params = [p for p in module.parameters() if p.grad is not None]
+    if not params:
+        return True
+    flat = torch.cat([p.grad.flatten() for p in params])
+    if distributed.is_distributed():
+        dist.all_reduce(flat)
+        flat /= distributed.world_size()
+        for p, g in zip(params, torch._utils._unflatten_dense_tensors(flat, [p.grad for p in params])):
+            p.grad.copy_(g)
+    return bool(torch.isfinite(flat).all())
+
+
+def discriminator_step(G, D, D_opt, loss, reals: torch.Tensor, z: torch.Tensor, mixing: torch.Tensor, lod: float,
+                       autocast) -> tuple[torch.Tensor, dict, bool]:
+    """One D update on float NCHW reals in [-1, 1] and fakes G(z); skipped when a gradient is not finite.
+    Returns (loss, statistics, whether the update was applied)."""
+    G.requires_grad_(False)
+    D.requires_grad_(True)
+    with autocast:
+        with torch.no_grad():
+            fakes = G(z, lod).float()
+        D_loss, stats = loss.D_loss(D, reals, fakes, lod, mixing)
+    return D_loss, stats, _update(D, D_opt, D_loss)
+
+
+def generator_step(G, D, G_opt, loss, z: torch.Tensor, lod: float, autocast) -> tuple[torch.Tensor, dict, bool]:
+    """One G update through D on fresh latents z; skipped when a gradient is not finite."""
+    G.requires_grad_(True)
+    D.requires_grad_(False)
+    with autocast:
+        G_loss, stats = loss.G_loss(D, G(z, lod), lod)
+    return G_loss, stats, _update(G, G_opt, G_loss)
+
+
+def _update(module, optimizer, loss: torch.Tensor) -> bool:
+    """Backpropagate, average gradients over ranks and step, unless a gradient is not finite."""
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    finite = _average_gradients(module)
+    if finite:
+        optimizer.step()
+    return finite
+
+
+def _memory_stats(device: torch.device) -> dict:
+    stats = {"cpu_max_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
+    if device.type == "cuda":
+        stats["gpu_max_allocated_mb"] = round(torch.cuda.max_memory_allocated(device) / 2 ** 20, 1)
+        stats["gpu_max_reserved_mb"] = round(torch.cuda.max_memory_reserved(device) / 2 ** 20, 1)
+    return stats
+
+
+def score_generator(G_ema, lod: float, data: TrainingData, config: TrainingConfig, device) -> dict:
+    """SWD (and FID when the Inception weights are on disk) of the EMA generator against the reals, both at the
+    current working resolution. Empty below 16×16 (SWD's smallest level)."""
+    from ganeval.fid import fid
+    from ganeval.inception import find_inception_weights
+    from ganeval.swd import swd
+
+    resolution = G_ema.working_resolution(lod)
+    results = {}
+    if resolution < SWD_MIN_RESOLUTION:
+        return results
+    reals = RealsSource(data, resolution)
+    if config.metric_swd_images > 0:
+        count = min(config.metric_swd_images, data.num_images)
+        fakes = GeneratorSource(G_ema, lod, resolution, count, seed=config.seed, device=device)
+        result = swd(fakes, reals, num_images=count, seed=config.seed, device=device, progress=False)
+        results["swd"] = {"num_images": count, "resolution": resolution, "avg": result.avg, "levels": result.levels}
+    if config.metric_fid_images > 0:
+        try:
+            weights = find_inception_weights(download=False)
+        except GanevalError:
+            return results
+        count = min(config.metric_fid_images, data.num_images)
+        fakes = GeneratorSource(G_ema, lod, resolution, count, seed=config.seed + 1, device=device)
+        result = fid(fakes, reals, num_images=count, inception=weights, device=device, progress=False, cache=False,
+                     allow_singular=True)
+        results["fid"] = {"num_images": count, "resolution": resolution, "value": result.value}
+    return results
+
+
+def training_loop(config: TrainingConfig, data_path, run_dir, resume=None, device="auto", log=print,
+                  progress_fn=None) -> Progress:
+    """Train `config` on the images at `data_path`, writing into `run_dir`; continue from `resume` (a checkpoint
+    or a run directory) when given. `log(line)` receives one line per tick (rank 0); `progress_fn(progress,
+    phase)` is called after every tick. Returns the final counters."""
+    # Initialise.
+    device = resolve_device(device)
+    rank, world = distributed.rank(), distributed.world_size()
+    main = distributed.is_main_process()
+    torch.backends.cuda.matmul.allow_tf32 = config.allow_tf32
+    torch.backends.cudnn.allow_tf32 = config.allow_tf32
+    if device.type == "cuda":
+        torch.backends.cudnn.benchmark = True
+    torch.manual_seed(config.seed)
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16)
+
+    # Data.
+    data = TrainingData(data_path, config.resolution, seed=config.seed, cache_mb=config.data_cache_mb,
+                        workers=config.data_workers)
+    config.resolution = data.resolution
+
+    # Networks, optimizers, loss.
+    G, D = build_networks(config)
+    G, D = G.to(device), D.to(device)
+    G_ema = copy.deepcopy(G).eval().requires_grad_(False)
+    adam = {"betas": (config.adam_beta1, config.adam_beta2), "eps": config.adam_epsilon}
+    G_opt = torch.optim.Adam(G.parameters(), lr=config.G_lr, **adam)
+    D_opt = torch.optim.Adam(D.parameters(), lr=config.D_lr, **adam)
+    loss = make_loss(config)
+    rng = torch.Generator().manual_seed(config.seed)  # latents, mixing factors, flips (same on every rank)
+    state = Progress()
+
+    # Resume.
+    if resume is not None:
+        checkpoint = load_checkpoint(find_checkpoint(resume), map_location=device)
+        for module, key in ((G, "G"), (D, "D"), (G_ema, "G_ema")):
+            module.load_state_dict(checkpoint[key])
+        G_opt.load_state_dict(checkpoint["G_opt"])
+        D_opt.load_state_dict(checkpoint["D_opt"])
+        loss.load_state_dict(checkpoint["loss_state"])
+        progress = checkpoint["progress"]
+        state = Progress(**{**progress, "lod_bounds": tuple(progress["lod_bounds"]) if progress["lod_bounds"]
+                            is not None else None})
+        data.indices.position = checkpoint["data_position"]
+        rng.set_state(checkpoint["rng"]["latents"])
+        torch.set_rng_state(checkpoint["rng"]["torch"])
+        if device.type == "cuda" and checkpoint["rng"].get("cuda") is not None:
+            torch.cuda.set_rng_state(checkpoint["rng"]["cuda"], device)
+    if distributed.is_distributed():
+        for tensor in [*G.parameters(), *D.parameters(), *G_ema.parameters(), *G_ema.buffers()]:
+            dist.broadcast(tensor.data, src=0)
+
+    # Run directory: resolved config, reals grid, fixed latents for the fakes grids.
+    run_dir = Path(run_dir)
+    columns, rows = grid_shape(config)
+    grid_latents = torch.randn(columns * rows, config.latent_size,
+                               generator=torch.Generator().manual_seed(config.seed + 123))
+    if main:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        resolved = {**config.to_dict(), "data_path": str(Path(data_path).resolve())}  # --resume needs no --data
+        (run_dir / "config.json").write_text(json.dumps(resolved, indent=2) + "\n")
+        grid_indices = np.arange(min(columns * rows, data.num_images))
+        save_grid(data.reals_uint8(grid_indices, config.resolution), columns, run_dir / "reals.png")
+    stats_file = run_dir / "stats.jsonl"
+
+    def snapshot_images(phase: Phase) -> None:
+        with torch.no_grad():
+            images = G_ema(grid_latents.to(device), phase.lod)
+        save_grid(images_to_uint8(images, config.resolution).cpu(), columns,
+                  run_dir / f"fakes{state.cur_nimg // 1000:06d}.png")
+
+    def snapshot_network(phase: Phase) -> Path:
+        cuda_rng = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+        progress = {**state.__dict__, "lod_bounds": list(state.lod_bounds) if state.lod_bounds else None}
+        return save_checkpoint(run_dir / f"network-snapshot-{state.cur_nimg // 1000:06d}.pt", {
+            "config": config.to_dict(), "kimg": state.cur_nimg / 1000, "lod": phase.lod,
+            "G": G.state_dict(), "D": D.state_dict(), "G_ema": G_ema.state_dict(),
+            "G_opt": G_opt.state_dict(), "D_opt": D_opt.state_dict(), "loss_state": loss.state_dict(),
+            "progress": progress, "data_position": data.indices.position,
+            "rng": {"latents": rng.get_state(), "torch": torch.get_rng_state(), "cuda": cuda_rng},
+        })
+
+    # Train.
+    total_nimg = round(config.total_kimg * 1000)
+    tick_stats: dict[str, list[torch.Tensor]] = {}
+    tick_started = time.perf_counter()
+    maintenance = 0.0
+
+    def record(values: dict) -> None:
+        for key, value in values.items():
+            tick_stats.setdefault(key, []).append(value.detach().float())
+
+    def draw(count: int, *shape) -> torch.Tensor:
+        """`count` global samples of N(0, 1) of `shape` from the shared generator; this rank's slice."""
+        share = count // world
+        return torch.randn(count, *shape, generator=rng)[rank * share:(rank + 1) * share].to(device)
+
+    def reals_for(phase: Phase) -> torch.Tensor:
+        images = to_float_reals(data.next_batch(phase.minibatch, phase.resolution, (rank, world)),
+                                phase.resolution, device)
+        share = phase.minibatch // world
+        flips = torch.rand(phase.minibatch, generator=rng)[rank * share:(rank + 1) * share] < 0.5
+        if config.mirror:
+            images = torch.where(flips.to(device).reshape(-1, 1, 1, 1), images.flip(3), images)
+        if phase.fade_weight > 0:  # blend with the previous resolution: 2×2 box average, nearest upsample
+            coarse = F.interpolate(F.avg_pool2d(images, 2), scale_factor=2, mode="nearest")
+            images = torch.lerp(images, coarse, phase.fade_weight)
+        return images
+
+    done = state.cur_nimg >= total_nimg
+    while not done:
+        phase = training_phase(config, state.cur_nimg / 1000, world)
+        if state.lod_bounds != phase.lod_bounds:
+            if config.reset_opt_for_new_lod and state.lod_bounds is not None:
+                G_opt.state.clear()
+                D_opt.state.clear()
+            state.lod_bounds = phase.lod_bounds
+        for group in G_opt.param_groups:
+            group["lr"] = phase.G_lr
+        for group in D_opt.param_groups:
+            group["lr"] = phase.D_lr
+        G.lod.fill_(phase.lod)
+        share = phase.minibatch // world
+
+        for _repeat in range(config.minibatch_repeats):
+            for _d_step in range(config.D_repeats):
+                reals = reals_for(phase)
+                z = draw(phase.minibatch, config.latent_size)
+                mixing = torch.rand(phase.minibatch, 1, 1, 1, generator=rng)[rank * share:(rank + 1) * share]
+                D_loss, D_stats, finite = discriminator_step(G, D, D_opt, loss, reals, z, mixing.to(device),
+                                                             phase.lod, autocast)
+                state.skipped_steps += not finite
+                with torch.no_grad():
+                    for p_ema, p in zip(G_ema.parameters(), G.parameters()):
+                        p_ema.lerp_(p, 1.0 - config.G_ema_beta)
+                    for b_ema, b in zip(G_ema.buffers(), G.buffers()):
+                        b_ema.copy_(b)
+                state.cur_nimg += phase.minibatch
+                record({"loss_D": D_loss, **D_stats})
+
+            z = draw(phase.minibatch, config.latent_size)
+            G_loss, G_stats, finite = generator_step(G, D, G_opt, loss, z, phase.lod, autocast)
+            state.skipped_steps += not finite
+            record({"loss_G": G_loss, **G_stats})
+            if state.cur_nimg >= total_nimg:
+                break
+
+        done = state.cur_nimg >= total_nimg
+        if state.cur_nimg < state.tick_start_nimg + phase.tick_kimg * 1000 and not done:
+            continue
+
+        # Tick maintenance.
+        tick_seconds = time.perf_counter() - tick_started
+        maintenance_started = time.perf_counter()
+        tick_images = state.cur_nimg - state.tick_start_nimg
+        state.tick += 1
+        entry = {"tick": state.tick, "kimg": state.cur_nimg / 1000, "lod": phase.lod,
+                 "resolution": phase.resolution, "minibatch": phase.minibatch, "G_lr": phase.G_lr,
+                 "D_lr": phase.D_lr}
+        for key, values in tick_stats.items():
+            entry[key] = float(distributed.all_reduce_sum(torch.stack(values).mean().to(device)) / world)
+        entry.update({"sec_per_tick": tick_seconds, "sec_per_kimg": tick_seconds / max(tick_images / 1000, 1e-9),
+                      "images_per_second": tick_images / max(tick_seconds, 1e-9),
+                      "maintenance_sec": maintenance, "skipped_steps": state.skipped_steps,
+                      **_memory_stats(device)})
+        tick_stats.clear()
+        state.tick_start_nimg = state.cur_nimg
+        G_ema.lod.fill_(phase.lod)
+        if main and (state.tick % config.image_snapshot_ticks == 0 or done):
+            snapshot_images(phase)
+        if state.tick % config.network_snapshot_ticks == 0 or done:
+            if main:
+                entry["snapshot"] = snapshot_network(phase).name
+            entry["metrics"] = score_generator(G_ema, phase.lod, data, config, device)
+        if main:
+            with open(stats_file, "a") as file:
+                file.write(json.dumps(entry) + "\n")
+            log(f"tick {state.tick:<4d} kimg {entry['kimg']:<8.1f} lod {phase.lod:<5.2f} "
+                f"res {phase.resolution:<4d} minibatch {phase.minibatch:<3d} "
+                f"loss_D {entry.get('loss_D', float('nan')):<8.3f} loss_G {entry.get('loss_G', float('nan')):<8.3f} "
+                f"{entry['images_per_second']:.0f} img/s"
+                + (f" SWD {entry['metrics']['swd']['avg']:.2f}" if "swd" in entry.get("metrics", {}) else ""))
+        if progress_fn is not None:
+            progress_fn(state, phase)
+        maintenance = time.perf_counter() - maintenance_started
+        tick_started = time.perf_counter()
+
+    data.close()
+    return state
