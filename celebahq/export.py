@@ -32,7 +32,11 @@ def selected_images(out_dir: str | os.PathLike, num_images: int | None = None) -
     out_dir = Path(out_dir)
     done = [r for r in latest_records(read_all_manifests(out_dir)).values() if r.get("status") == "ok"]
     if any(r.get("rank") is not None for r in done):
-        done = sorted((r for r in done if r.get("selected", True)), key=lambda r: r["rank"])
+        unranked = [r["source"] for r in done if "rank" not in r]  # finished after the last `celebahq rank`
+        if unranked:
+            raise GanevalError(f"{out_dir}: {len(unranked)} images (e.g. {unranked[0]}) finished after the ranking; "
+                               f"run celebahq rank {out_dir} again")
+        done = sorted((r for r in done if r.get("selected")), key=lambda r: r["rank"])
     files = [out_dir / r["output"] for r in done]
     if not files:
         raise GanevalError(f"{out_dir}: no finished images in {out_dir / 'manifest.jsonl'}")

@@ -33,10 +33,15 @@ def read_manifest(out_dir: str | os.PathLike, name: str = MANIFEST_NAME) -> list
     return records
 
 
+def manifest_names(out_dir: str | os.PathLike) -> list[str]:
+    """manifest.jsonl (when present) then every shard's manifest-<i>-of-<N>.jsonl, sorted."""
+    shards = sorted(p.name for p in Path(out_dir).glob("manifest-*-of-*.jsonl"))
+    return [name for name in [MANIFEST_NAME, *shards] if (Path(out_dir) / name).is_file()]
+
+
 def read_all_manifests(out_dir: str | os.PathLike) -> list[dict]:
     """Records of manifest.jsonl followed by those of every shard's manifest-<i>-of-<N>.jsonl."""
-    shards = sorted(p.name for p in Path(out_dir).glob("manifest-*-of-*.jsonl"))
-    return [record for name in [MANIFEST_NAME, *shards] for record in read_manifest(out_dir, name)]
+    return [record for name in manifest_names(out_dir) for record in read_manifest(out_dir, name)]
 
 
 def latest_records(records: Iterable[dict]) -> dict[str, dict]:
