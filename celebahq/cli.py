@@ -1,4 +1,4 @@
-"""`celebahq` command line: thin wrappers over celebahq.pipeline and celebahq.export."""
+"""`celebahq` command line: thin wrappers over celebahq.pipeline, export, quality and rank (and restore)."""
 
 from __future__ import annotations
 
@@ -34,10 +34,12 @@ def _shard(_ctx, _param, value: str | None):
 @click.option("--resolution", type=int, default=1024, show_default=True, help="Output side R (power of two).")
 @click.option("--backend", type=click.Choice(["auto", "torch", "pil"]), default="auto", show_default=True,
               help="torch: batched on the GPU; pil: the reference path; auto: torch on CUDA, else pil.")
-@click.option("--sr", type=click.Choice(["lanczos"]), default="lanczos", show_default=True,
-              help="Super-resolution stage for small faces (lanczos = the original release's stand-in).")
-@click.option("--cleanup", type=click.Choice(["none"]), default="none", show_default=True,
-              help="JPEG artifact removal stage applied to each source photo.")
+@click.option("--sr", type=click.Choice(["net", "lanczos"]), default=None,
+              help="Super-resolution stage for small faces: net (the shipped 4× network; the default on CUDA) or "
+                   "lanczos (the original release's stand-in; the default on a CPU).")
+@click.option("--cleanup", type=click.Choice(["net", "none"]), default=None,
+              help="JPEG artifact removal applied to each source photo: net (the shipped network; the default on "
+                   "CUDA) or none (the original release; the default on a CPU).")
 @click.option("--downscale", type=click.Choice(["lanczos", "box"]), default="lanczos", show_default=True,
               help="4R -> R filter: lanczos (original code) or box (the paper's text).")
 @click.option("--batch-size", type=click.IntRange(1), default=8, show_default=True)
@@ -46,17 +48,21 @@ def _shard(_ctx, _param, value: str | None):
 @click.option("--device", default="auto", show_default=True)
 @click.option("--shard", callback=_shard, default=None, help="i/N: process every N-th source from i.")
 @click.option("--limit", type=click.IntRange(1), default=None, help="Only the first N sources.")
+@click.option("--num-images", type=click.IntRange(1), default=None,
+              help="At the end, rank by quality and select the best N (as `celebahq rank OUT --keep N`).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option("--quiet", is_flag=True)
 @user_errors
 def build_command(src, out, resolution, backend, sr, cleanup, downscale, batch_size, num_workers, num_writers, device,
-                  shard, limit, as_json, quiet):
+                  shard, limit, num_images, as_json, quiet):
     """Crop, align and render every face of SRC into OUT/images/*.png with OUT/manifest.jsonl and report.json."""
-    from .pipeline import BuildOptions, build
+    from .pipeline import BuildOptions, build, default_stages
 
-    options = BuildOptions(resolution=resolution, backend=backend, sr=sr, cleanup=cleanup, downscale=downscale,
+    default_cleanup, default_sr = default_stages(device)
+    options = BuildOptions(resolution=resolution, backend=backend, sr=sr or default_sr,
+                           cleanup=cleanup or default_cleanup, downscale=downscale,
                            batch_size=batch_size, num_workers=num_workers, num_writers=num_writers,
-                           device=device, shard=shard, limit=limit, progress=not quiet)
+                           device=device, shard=shard, limit=limit, num_images=num_images, progress=not quiet)
     report = build(src, out, options)
     if as_json:
         emit(json.dumps(report.to_dict()))
@@ -65,6 +71,8 @@ def build_command(src, out, resolution, backend, sr, cleanup, downscale, batch_s
         emit(f"skipped {source}: {reason}", err=True)
     emit(f"{report.ok} images written, {len(report.skipped)} skipped, {report.already_done} already done "
          f"({report.sources} sources; {report.images_per_second:.2f} images/s) -> {out}")
+    if report.ranking:
+        _print_ranking(report.ranking, out)
 
 
 @main.command("export")
@@ -84,6 +92,197 @@ def export_command(out, h5_path, zip_path, num_images, quiet):
         emit(f"wrote {export_hdf5(out, h5_path, num_images, progress=not quiet)}")
     if zip_path:
         emit(f"wrote {export_zip(out, zip_path, num_images, progress=not quiet)}")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Frequency-based quality ranking (celebahq.quality, celebahq.rank)
+
+
+def _scoring_options(command):
+    """--batch-size, --workers, --device and --quiet of the commands that score images."""
+    for option in reversed([
+        click.option("--batch-size", type=click.IntRange(1), default=16, show_default=True),
+        click.option("--workers", "num_workers", type=click.IntRange(0), default=None, help="Decoding processes."),
+        click.option("--device", default="auto", show_default=True),
+        click.option("--quiet", is_flag=True),
+    ]):
+        command = option(command)
+    return command
+
+
+@main.command("quality")
+@click.argument("paths", nargs=-1, required=True, type=click.Path())
+@_scoring_options
+@click.option("--json", "as_json", is_flag=True, help='Print [{"file": …, "quality": …}, …], best first.')
+@user_errors
+def quality_command(paths, batch_size, num_workers, device, as_json, quiet):
+    """Score image files and folders (recursive; also .zip/.npy/.h5) by frequency-based quality, best first."""
+    from .quality import score_paths
+
+    report = score_paths(paths, batch_size=batch_size, device=device, num_workers=num_workers, progress=not quiet)
+    for name, reason in report.skipped.items():
+        emit(f"skipped {name}: {reason}", err=True)
+    ranked = report.ranked()
+    if as_json:
+        emit(json.dumps([{"file": name, "quality": score} for name, score in ranked]))
+        return
+    for name, score in ranked:
+        emit(f"{score:.5f}  {name}")
+
+
+@main.command("rank")
+@click.argument("out", type=click.Path(file_okay=False, exists=True))
+@click.option("--keep", type=click.IntRange(1), default=None,
+              help="Select the best N (default: the N of the last ranking, or all).")
+@click.option("--preview", type=click.Path(dir_okay=False), default=None,
+              help="Also write a contact sheet (PNG) of the best and worst images.")
+@click.option("--preview-count", type=click.IntRange(1), default=6, show_default=True,
+              help="Images per row of the contact sheet.")
+@click.option("--rescore", is_flag=True, help="Score every image again (default: reuse the manifest's scores).")
+@_scoring_options
+@click.option("--json", "as_json", is_flag=True, help="Print the ranking report as JSON.")
+@user_errors
+def rank_command(out, keep, preview, preview_count, rescore, batch_size, num_workers, device, as_json, quiet):
+    """Rank the finished images of a build OUT by quality, write the scores into its manifests, select the best."""
+    from .rank import rank_build, write_preview
+
+    report = rank_build(out, keep=keep, rescore=rescore, batch_size=batch_size, device=device,
+                        num_workers=num_workers, progress=not quiet).to_dict()
+    if preview:
+        report["preview"] = str(write_preview(out, preview, count=preview_count))
+    if as_json:
+        emit(json.dumps(report))
+        return
+    _print_ranking(report, out)
+
+
+def _print_ranking(ranking: dict, out: str) -> None:
+    if "deferred" in ranking:
+        emit(f"not ranked: {ranking['deferred']}", err=True)
+        return
+    for source, reason in ranking["skipped"].items():
+        emit(f"not ranked {source}: {reason}", err=True)
+    if ranking["keep"] is not None and ranking["keep"] > ranking["ranked"]:
+        emit(f"warning: {ranking['keep']} images asked, only {ranking['ranked']} ranked: all selected", err=True)
+    emit(f"ranked {ranking['ranked']} images ({ranking['scored']} scored now), selected the best "
+         f"{ranking['selected']} -> {out}")
+    if "preview" in ranking:
+        emit(f"wrote {ranking['preview']}")
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Restoration networks (celebahq.restore)
+
+RESTORERS = click.Choice(["cleanup", "sr"])
+
+
+@main.command("restore")
+@click.argument("kind", type=RESTORERS)
+@click.argument("in_dir", type=click.Path(file_okay=False, exists=True))
+@click.argument("out_dir", type=click.Path(file_okay=False))
+@click.option("--weights", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="A weight file from train-restorer (default: the shipped weights).")
+@click.option("--tile", type=click.IntRange(8), default=None, help="Tile side in input pixels.")
+@click.option("--batch-size", type=click.IntRange(1), default=8, show_default=True, help="Tiles per batch.")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--quiet", is_flag=True)
+@user_errors
+def restore_command(kind, in_dir, out_dir, weights, tile, batch_size, device, quiet):
+    """Remove JPEG artifacts (cleanup) or upscale 4× (sr) every image of IN_DIR into OUT_DIR as PNG (same stems)."""
+    from ganeval.runtime import resolve_device
+
+    from .restore.infer import Restorer, restore_folder
+
+    restorer = Restorer(kind, _weights_file(kind, weights), resolve_device(device), tile=tile, batch=batch_size)
+    written, skipped = restore_folder(restorer, in_dir, out_dir, progress=not quiet)
+    for name, reason in skipped.items():
+        emit(f"skipped {name}: {reason}", err=True)
+    emit(f"{written} images written, {len(skipped)} skipped -> {out_dir}")
+
+
+def _weights_file(kind: str, weights: str | None) -> str:
+    from ganeval.errors import GanevalError
+
+    from .restore.infer import shipped_weights
+
+    if weights is None and not shipped_weights(kind).is_file():
+        raise GanevalError(f"no shipped {kind} weights in this installation ({shipped_weights(kind)}); "
+                           "give --weights FILE")
+    return weights or str(shipped_weights(kind))
+
+
+@main.command("train-restorer")
+@click.argument("kind", type=RESTORERS)
+@click.argument("more_images", nargs=-1, type=click.Path(exists=True))
+@click.option("--images", required=True, multiple=True, type=click.Path(exists=True),
+              help="Training photographs (folders or files; list several after it or repeat the option).")
+@click.option("--val-images", multiple=True, type=click.Path(exists=True),
+              help="Held-out photographs for the periodic validation PSNR.")
+@click.option("--out", required=True, type=click.Path(dir_okay=False),
+              help="Weights file (best validation so far); OUT.ckpt holds the latest state for resuming.")
+@click.option("--steps", type=click.IntRange(1), default=20000, show_default=True)
+@click.option("--patch", type=click.IntRange(32), default=96, show_default=True,
+              help="High-resolution patch side (multiple of 8).")
+@click.option("--batch", type=click.IntRange(1), default=16, show_default=True)
+@click.option("--lr", type=float, default=4e-4, show_default=True, help="Adam learning rate (cosine decay).")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--adversarial-weight", type=float, default=0.0, show_default=True,
+              help="sr only: weight of the GAN term added to the L1 loss (0 = off; the shipped weights used 0).")
+@click.option("--val-every", type=click.IntRange(1), default=500, show_default=True)
+@click.option("--threads", type=click.IntRange(1), default=None, help="CPU threads for torch.")
+@click.option("--restart", is_flag=True, help="Ignore OUT.ckpt and start from scratch.")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--quiet", is_flag=True)
+@user_errors
+def train_restorer_command(kind, more_images, images, val_images, out, steps, patch, batch, lr, seed,
+                           adversarial_weight, val_every, threads, restart, device, quiet):
+    """Train the cleanup or sr network on synthetic degradations of photographs (resumes from OUT.ckpt)."""
+    from .restore.train import TrainOptions, train
+
+    images = images + more_images
+
+    options = TrainOptions(steps=steps, patch=patch, batch=batch, lr=lr, seed=seed,
+                           adversarial_weight=adversarial_weight, val_every=val_every, device=device,
+                           threads=threads, resume=not restart, progress=not quiet)
+    best = train(kind, images, out, val_images, options)
+    if "gain_db" in best:
+        emit(f"best validation at step {best['step']}: {best['psnr']:.2f} dB, {best['gain_db']:+.2f} dB over the "
+             f"baseline -> {out}")
+    else:
+        emit(f"trained {steps} steps (no validation images) -> {out}")
+
+
+@main.command("eval-restorer")
+@click.argument("kind", type=RESTORERS)
+@click.argument("more_images", nargs=-1, type=click.Path(exists=True))
+@click.option("--images", required=True, multiple=True, type=click.Path(exists=True),
+              help="Held-out photographs (folders or files).")
+@click.option("--quality", type=click.IntRange(1, 95), default=20, show_default=True,
+              help="cleanup: JPEG quality of the degraded inputs.")
+@click.option("--weights", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="A weight file from train-restorer (default: the shipped weights).")
+@click.option("--device", default="auto", show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON (with per-image figures).")
+@user_errors
+def eval_restorer_command(kind, more_images, images, quality, weights, device, as_json):
+    """PSNR and SSIM of the network vs the baselines (decoded JPEG; bicubic and Lanczos 4×) on photographs."""
+    from ganeval.cli import format_table
+    from ganeval.runtime import resolve_device
+
+    from .restore.eval import evaluate
+    from .restore.infer import Restorer
+    from .restore.train import load_photos
+
+    restorer = Restorer(kind, _weights_file(kind, weights), resolve_device(device))
+    figures = evaluate(kind, load_photos(images + more_images, 1), restorer, quality)
+    if as_json:
+        emit(json.dumps(figures))
+        return
+    rows = [(method, [values["psnr"], values["ssim"]]) for method, values in figures["methods"].items()]
+    degradation = f"JPEG quality {quality}" if kind == "cleanup" else "4× antialiased downscale"
+    emit(f"{kind} on {figures['images']} photographs ({degradation}):")
+    emit(format_table(["PSNR dB", "SSIM"], rows, precision=4))
+    emit("net gain: " + ", ".join(f"{gain:+.2f} dB over {method}" for method, gain in figures["gain_db"].items()))
 
 
 if __name__ == "__main__":

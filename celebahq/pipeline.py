@@ -36,11 +36,24 @@ from ganeval.sources import IMAGE_EXTENSIONS, BadImage, decode_image
 from .geometry import plan_crop
 from .landmarks import LandmarkDetector, read_celeba_landmarks
 from .manifest import ManifestWriter, latest_records, read_all_manifests
-from .render import lanczos_upscale, render_pil, render_torch
+from .rank import rank_build
+from .render import lanczos_upscale, render_pil, render_torch, shrink_and_crop
+from .restore.infer import cleanup_image, net_upscale, shipped_weights
 
 LANDMARK_FILE = Path("Anno") / "list_landmarks_celeba.txt"
-CLEANUP_STAGES = {"none": None}
-SR_STAGES = {"lanczos": lanczos_upscale}
+# "net": the shipped restoration networks (celebahq.restore; loaded lazily, once per process, in the decode
+# workers for cleanup and in the main process for SR). "none"/"lanczos": the original release's stand-ins.
+CLEANUP_STAGES = {"none": None, "net": cleanup_image}
+SR_STAGES = {"lanczos": lanczos_upscale, "net": net_upscale}
+
+
+def default_stages(device: str | None = None) -> tuple[str, str]:
+    """(cleanup, sr) that `celebahq build` uses unless told: the networks when their weights are installed and the
+    build runs on CUDA; on a CPU the stand-ins (the networks would make the bundled example ~5× slower there)."""
+    on_cuda = torch.cuda.is_available() if device in (None, "auto") else str(device).startswith("cuda")
+    if on_cuda and shipped_weights("cleanup").is_file() and shipped_weights("sr").is_file():
+        return "net", "net"
+    return "none", "lanczos"
 
 
 @dataclass
@@ -59,6 +72,7 @@ class BuildOptions:
     device: str | None = None
     shard: tuple[int, int] = (0, 1)
     limit: int | None = None  # only the first N sources (quick trials)
+    num_images: int | None = None  # at the end, rank by quality and select the best N (celebahq/rank.py)
     progress: bool = True
 
 
@@ -78,6 +92,7 @@ class BuildReport:
     seconds: dict[str, float] = field(default_factory=dict)
     images_per_second: float = 0.0
     options: dict = field(default_factory=dict)
+    ranking: dict = field(default_factory=dict)  # celebahq.rank.RankReport with --num-images
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -142,7 +157,10 @@ class _Prepare(torch.utils.data.Dataset):
         cleanup = CLEANUP_STAGES[self.options.cleanup]
         if cleanup is not None:
             image = cleanup(image)
-        return dict(result, status="ready", image=image, plan=plan, seconds=time.perf_counter() - started)
+        # Shrink and crop here, in the worker: the main process receives only the face's pixels.
+        image, render_plan = shrink_and_crop(image, plan)
+        return dict(result, status="ready", image=image, plan=plan, render_plan=render_plan,
+                    seconds=time.perf_counter() - started)
 
 
 def _first(batch):
@@ -159,7 +177,8 @@ def _write_png(image: np.ndarray, path: Path) -> tuple[str, float]:
     buffer = io.BytesIO()
     # zlib level 3: 3× faster than Pillow's default 6 for 7% larger files (0.085 s vs 0.27 s at 1024²)
     Image.fromarray(image).save(buffer, "PNG", compress_level=3)
-    temporary = path.with_name(f".{path.name}.partial")
+    # the pid keeps a writer left over from a killed run off the temp file of the run that resumes it
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.partial")
     temporary.write_bytes(buffer.getvalue())
     os.replace(temporary, path)
     return hashlib.md5(np.ascontiguousarray(image).tobytes()).hexdigest(), time.perf_counter() - started
@@ -190,6 +209,9 @@ def _record(ready: dict, options: BuildOptions, output: str, md5: str) -> dict:
 
 
 def _pending(items: list[SourceItem], out: Path) -> tuple[list[SourceItem], int]:
+    """Sources still to do, and how many are done; temp files of a killed run are removed."""
+    for leftover in (out / "images").rglob(".*.partial"):
+        leftover.unlink(missing_ok=True)
     latest = latest_records(read_all_manifests(out))
     pending = []
     for item in items:
@@ -208,8 +230,13 @@ def build(src: str | os.PathLike, out: str | os.PathLike, options: BuildOptions 
                                  ("downscale", options.downscale, ("lanczos", "box"))):
         if value not in choices:
             raise GanevalError(f"--{name} {value!r}: choose one of {', '.join(choices)}")
+    for kind, stage in (("cleanup", options.cleanup), ("sr", options.sr)):
+        if stage == "net" and not shipped_weights(kind).is_file():
+            raise GanevalError(f"--{kind} net: no shipped weights at {shipped_weights(kind)}")
     if options.resolution < 4 or options.resolution & (options.resolution - 1):
         raise GanevalError(f"--resolution {options.resolution}: must be a power of two ≥ 4")
+    if options.num_images is not None and options.num_images < 1:
+        raise GanevalError(f"--num-images {options.num_images}: must be at least 1")
     device = resolve_device(options.device)
     if options.backend == "auto":
         options.backend = "torch" if device.type == "cuda" else "pil"
@@ -234,8 +261,9 @@ def build(src: str | os.PathLike, out: str | os.PathLike, options: BuildOptions 
 
     def render(batch: list[dict]) -> list[np.ndarray]:
         if options.backend == "pil":
-            return [render_pil(r["image"], r["plan"], options.resolution, upscale, options.downscale) for r in batch]
-        return render_torch([r["image"] for r in batch], [r["plan"] for r in batch], options.resolution,
+            return [render_pil(r["image"], r["render_plan"], options.resolution, upscale, options.downscale)
+                    for r in batch]
+        return render_torch([r["image"] for r in batch], [r["render_plan"] for r in batch], options.resolution,
                             None if options.sr == "lanczos" else upscale, options.downscale, device)
 
     with ManifestWriter(out, manifest_name) as manifest, _writer_pool(options.num_writers) as writer, \
@@ -272,15 +300,25 @@ def build(src: str | os.PathLike, out: str | os.PathLike, options: BuildOptions 
         drain(block=True)
 
     elapsed = time.perf_counter() - started
+    ranking = {} if options.num_images is None else _select_best(out, options, device, shard_count > 1)
     report = BuildReport(sources=len(items), processed=len(pending), already_done=already_done, ok=ok,
                          skipped=skipped, seconds={k: round(v, 3) for k, v in seconds.items()},
                          images_per_second=round(len(pending) / elapsed, 3) if elapsed > 0 else 0.0,
-                         options={k: v for k, v in asdict(options).items() if k != "progress"})
+                         options={k: v for k, v in asdict(options).items() if k != "progress"}, ranking=ranking)
     report_name = "report.json" if shard_count == 1 else f"report-{shard_index}-of-{shard_count}.json"
     temporary = out / f".{report_name}.partial"
     temporary.write_text(json.dumps(report.to_dict(), indent=1))
     os.replace(temporary, out / report_name)
     return report
+
+
+def _select_best(out: Path, options: BuildOptions, device, sharded: bool) -> dict:
+    """`--num-images N`: rank the finished images by quality and select the best N (celebahq/rank.py)."""
+    if sharded:  # the other shards may still be appending to their manifests
+        return {"deferred": f"a sharded build: run `celebahq rank {out} --keep {options.num_images}` once every "
+                            "shard has finished"}
+    return rank_build(out, keep=options.num_images, device=device, num_workers=options.num_workers,
+                      progress=options.progress).to_dict()
 
 
 def _render_and_queue(batch, render, out: Path, seconds: dict, writer, in_flight: list) -> None:
@@ -290,5 +328,5 @@ def _render_and_queue(batch, render, out: Path, seconds: dict, writer, in_flight
     for ready, image in zip(batch, rendered):
         output = f"images/{Path(ready['source']).with_suffix('.png').as_posix()}"
         (out / output).parent.mkdir(parents=True, exist_ok=True)
-        ready = {k: v for k, v in ready.items() if k != "image"}
+        ready = {k: v for k, v in ready.items() if k not in ("image", "render_plan")}
         in_flight.append((writer.submit(_write_png, image, out / output), ready, output))

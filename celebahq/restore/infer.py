@@ -1,0 +1,181 @@
+"""Running the restoration networks on whole photographs of any size: tiled, batched, deterministic.
+
+Images are cut into tiles of `tile` × `tile` input pixels, each run with `margin` pixels of surrounding context on
+every side (clipped at the image edges, where the network sees the same edge as on the whole image); only the
+tile's own part of the output is kept. With a margin larger than what the network's output effectively depends on,
+the tiled result equals the whole-image one to within a grey level and there is no seam (tests/celebahq/
+test_restore.py checks both). Memory is bounded by the batch of tiles, whatever the image size. Tiles of one shape
+are batched (every interior tile). On CUDA the networks run in float16; on CPU in float32.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from ganeval.errors import GanevalError
+from ganeval.runtime import progress_bar
+from ganeval.sources import BadImage, FolderSource, decode_image, to_rgb_hwc
+
+from .models import build_model
+
+WEIGHTS_DIR = Path(__file__).parent / "weights"
+DEFAULT_TILE = {"cleanup": 512, "sr": 192}  # input pixels (a tile runs with its margins: ≤ 1.4× the work)
+DEFAULT_MARGIN = {"cleanup": 48, "sr": 16}  # input pixels of context around each tile
+
+
+def shipped_weights(kind: str) -> Path:
+    """Path of the weights shipped in the package for "cleanup" or "sr" (may not exist in a source checkout)."""
+    return WEIGHTS_DIR / f"{kind}.pt"
+
+
+def default_device() -> torch.device:
+    """CUDA when available and usable in this process (not a worker forked after CUDA started), else CPU."""
+    usable = torch.cuda.is_available() and not torch.cuda._is_in_bad_fork()
+    return torch.device("cuda" if usable else "cpu")
+
+
+def load_weights(path: str | os.PathLike) -> dict:
+    """A weight file written by celebahq.restore.train (tensors and plain types only)."""
+    return torch.load(path, map_location="cpu", weights_only=True)
+
+
+class Restorer:
+    """One network ready to run: `restorer(image)` -> restored image (uint8 HWC RGB in, uint8 HWC RGB out)."""
+
+    def __init__(self, kind: str, weights: str | os.PathLike | None = None, device: torch.device | str | None = None,
+                 tile: int | None = None, margin: int | None = None, batch: int = 8):
+        if kind not in DEFAULT_TILE:
+            raise ValueError(f"unknown restorer {kind!r}: cleanup or sr")
+        payload = load_weights(weights or shipped_weights(kind))
+        if payload.get("kind") != kind:
+            raise ValueError(f"{weights}: weights for {payload.get('kind')!r}, not {kind!r}")
+        self.kind, self.info = kind, {k: v for k, v in payload.items() if k != "state_dict"}
+        self.device = torch.device(device) if device is not None else default_device()
+        model = build_model(kind, payload["config"])
+        model.load_state_dict({k: v.float() for k, v in payload["state_dict"].items()})
+        self.model = model.eval().to(self.device)
+        self.scale = getattr(model, "SCALE", 1)
+        self.align = model.ALIGN
+        self.tile = _round_up(tile or DEFAULT_TILE[kind], self.align)
+        self.margin = _round_up(DEFAULT_MARGIN[kind] if margin is None else margin, self.align)
+        self.batch = batch
+
+    def __call__(self, image: np.ndarray) -> np.ndarray:
+        """uint8 HW, HW1, HW3 or HW4 (RGBA: alpha dropped) -> uint8 HWC RGB (×4 the size for SR)."""
+        image = np.asarray(image)
+        if image.dtype != np.uint8:
+            raise ValueError(f"expected a uint8 image; got {image.dtype}")
+        image = np.ascontiguousarray(to_rgb_hwc(image))
+        height, width = image.shape[:2]
+        if height < 1 or width < 1:
+            raise ValueError(f"empty image, shape {image.shape}")
+        out = np.empty((height * self.scale, width * self.scale, 3), np.uint8)
+        groups: dict[tuple[int, int], list] = {}
+        for top in range(0, height, self.tile):
+            for left in range(0, width, self.tile):
+                region = (max(top - self.margin, 0), max(left - self.margin, 0),
+                          min(top + self.tile + self.margin, height), min(left + self.tile + self.margin, width))
+                shape = (region[2] - region[0], region[3] - region[1])
+                groups.setdefault(shape, []).append((top, left, region))
+        for tiles in groups.values():
+            for start in range(0, len(tiles), self.batch):
+                self._run(image, tiles[start:start + self.batch], out)
+        return out
+
+    @torch.no_grad()
+    def _run(self, image: np.ndarray, tiles: list, out: np.ndarray) -> None:
+        regions = np.stack([image[r0:r1, c0:c1] for _, _, (r0, c0, r1, c1) in tiles])
+        x = torch.from_numpy(regions).to(self.device).permute(0, 3, 1, 2).float().div_(255.0)
+        with torch.autocast("cuda", dtype=torch.float16, enabled=self.device.type == "cuda"):
+            y = self.model(x)
+        y = y.float().mul_(255.0).round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+        s = self.scale
+        for restored, (top, left, (r0, c0, _, _)) in zip(y, tiles):
+            rows = min(self.tile, image.shape[0] - top) * s
+            cols = min(self.tile, image.shape[1] - left) * s
+            oy, ox = (top - r0) * s, (left - c0) * s
+            out[top * s:top * s + rows, left * s:left * s + cols] = restored[oy:oy + rows, ox:ox + cols]
+
+
+def _round_up(value: int, multiple: int) -> int:
+    return -(-int(value) // multiple) * multiple
+
+
+@functools.lru_cache(maxsize=4)
+def shipped_restorer(kind: str, device: str | None = None) -> Restorer:
+    """The shipped network of `kind`, loaded once per process (and device)."""
+    return Restorer(kind, device=device)
+
+
+def cleanup_image(image: np.ndarray, **kwargs) -> np.ndarray:
+    """JPEG artifact removal with the shipped weights (or Restorer kwargs): uint8 image -> uint8 HWC RGB, same size."""
+    return (Restorer("cleanup", **kwargs) if kwargs else shipped_restorer("cleanup"))(image)
+
+
+def super_resolve(image: np.ndarray, **kwargs) -> np.ndarray:
+    """4× super-resolution with the shipped weights (or Restorer kwargs): uint8 image -> uint8 HWC RGB, 4× the sides."""
+    return (Restorer("sr", **kwargs) if kwargs else shipped_restorer("sr"))(image)
+
+
+def net_upscale(image: np.ndarray, factor: int) -> np.ndarray:
+    """The build's `--sr net` stage: uint8 HWC RGB -> uint8 HWC RGB `factor`× the sides.
+
+    Factor 4 is the network alone; other factors are the network's 4× result resized with PIL Lanczos to the
+    requested size (factor 2: 4× then down 2×; factor 8: 4× then up 2×); factor 1 returns the image.
+    """
+    if factor == 1:
+        return image
+    upscaled = super_resolve(image)
+    height, width = image.shape[:2]
+    if factor == 4:
+        return upscaled
+    return np.asarray(Image.fromarray(upscaled).resize((width * factor, height * factor),
+                                                       Image.Resampling.LANCZOS))
+
+
+def photo_files(paths) -> list[Path]:
+    """The image files of `paths` (folders, searched recursively in name order, or single files)."""
+    files = []
+    for path in map(Path, paths):
+        if path.is_file():
+            files.append(path)
+        elif path.is_dir():
+            files += FolderSource(path).files
+        else:
+            raise GanevalError(f"{path}: no such file or folder")
+    return files
+
+
+def restore_folder(restorer: Restorer, in_dir: str | os.PathLike, out_dir: str | os.PathLike,
+                   progress: bool = True) -> tuple[int, dict[str, str]]:
+    """Restore every image under in_dir into out_dir as PNG with the same relative path and stem.
+
+    Writes are atomic (temporary name, then rename). Returns (images written, {unreadable file: reason}).
+    """
+    from ..pipeline import _write_png
+
+    in_dir, out_dir = Path(in_dir), Path(out_dir)
+    if not in_dir.is_dir():
+        raise GanevalError(f"{in_dir}: no such folder")
+    files = FolderSource(in_dir).files
+    written, skipped = 0, {}
+    with progress_bar(len(files), f"restore {restorer.kind}", progress) as bar:
+        for path in files:
+            relative = path.relative_to(in_dir)
+            try:
+                image = decode_image(path)
+            except BadImage as error:
+                skipped[relative.as_posix()] = str(error)
+            else:
+                target = (out_dir / relative).with_suffix(".png")
+                target.parent.mkdir(parents=True, exist_ok=True)
+                _write_png(restorer(image), target)
+                written += 1
+            bar.update(1)
+    return written, skipped

@@ -1,0 +1,136 @@
+"""The two restoration networks: JPEG cleanup (RED-Net-like encoder-decoder) and 4× super-resolution (SRResNet-like).
+
+Both take and return float NCHW RGB in [0, 1] and are residual: they predict a correction that is added to the
+input (cleanup) or to a bicubic upsample of the input (SR), so an untrained network is the identity / bicubic and a
+short CPU training run already improves on it. The last layer of each starts at zero for that reason.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+def _conv(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:
+    return nn.Conv2d(in_channels, out_channels, 3, stride=stride, padding=1)
+
+
+class _ResidualBlock(nn.Module):
+    """conv-ReLU-conv with an identity skip (no batch norm: restoration nets do better without it)."""
+
+    def __init__(self, channels: int):
+        super().__init__()
+        self.body = nn.Sequential(_conv(channels, channels), nn.ReLU(inplace=True), _conv(channels, channels))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(x)
+
+
+def _zero_(layer: nn.Conv2d) -> nn.Conv2d:
+    nn.init.zeros_(layer.weight)
+    nn.init.zeros_(layer.bias)
+    return layer
+
+
+class CleanupNet(nn.Module):
+    """JPEG artifact removal: a residual encoder-decoder with symmetric skip connections (after Mao et al. 2016).
+
+    The image is pixel-unshuffled by 2, then encoded at 1/2, 1/4 and 1/8 of its size (the coarsest level sees whole
+    8×8 JPEG blocks and their neighbours), decoded with pixel-shuffle upsampling, each decoder level adding the
+    encoder features of the same size, and the result is a correction added to the input.
+    The network is shift-equivariant for shifts that are multiples of `ALIGN` (= 8, also the JPEG block size), so
+    tiles must start at multiples of 8 (see infer.py). Input sides need not be multiples of 8 (padded inside).
+    """
+
+    ALIGN = 8
+
+    def __init__(self, widths: tuple[int, int, int] = (32, 48, 64), blocks: tuple[int, int, int] = (1, 1, 2)):
+        super().__init__()
+        self.widths, self.blocks = tuple(widths), tuple(blocks)
+        (w1, w2, w3), (b1, b2, b3) = self.widths, self.blocks
+
+        def residual(width: int, count: int) -> list[nn.Module]:
+            return [_ResidualBlock(width) for _ in range(count)]
+
+        self.head = nn.Sequential(_conv(12, w1), nn.ReLU(inplace=True), *residual(w1, b1))
+        self.down2 = nn.Sequential(_conv(w1, w2, stride=2), nn.ReLU(inplace=True), *residual(w2, b2))
+        self.down3 = nn.Sequential(_conv(w2, w3, stride=2), nn.ReLU(inplace=True), *residual(w3, b3))
+        self.up3 = nn.Sequential(_conv(w3, 4 * w2), nn.PixelShuffle(2))
+        self.decode2 = nn.Sequential(*residual(w2, b2))
+        self.up2 = nn.Sequential(_conv(w2, 4 * w1), nn.PixelShuffle(2))
+        self.decode1 = nn.Sequential(*residual(w1, b1))
+        self.tail = _zero_(_conv(w1, 12))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: float [N, 3, H, W] in [0, 1] -> the cleaned image, same shape (not clamped)."""
+        height, width = x.shape[-2:]
+        pad_h, pad_w = -height % self.ALIGN, -width % self.ALIGN
+        padded = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate") if pad_h or pad_w else x
+        level1 = self.head(F.pixel_unshuffle(padded, 2))
+        level2 = self.down2(level1)
+        level3 = self.down3(level2)
+        level2 = self.decode2(self.up3(level3) + level2)
+        level1 = self.decode1(self.up2(level2) + level1)
+        out = padded + F.pixel_shuffle(self.tail(level1), 2)
+        return out[..., :height, :width]
+
+
+class SRNet(nn.Module):
+    """4× super-resolution: an SRResNet-style generator (after Ledig et al. 2016) with two ×2 pixel-shuffle stages.
+
+    Residual blocks at the low resolution with a long skip, then conv + pixel-shuffle twice, and the output is a
+    correction added to the bicubic upsample of the input. Shift-equivariant (tiles may start anywhere).
+    """
+
+    SCALE = 4
+    ALIGN = 1
+
+    def __init__(self, channels: int = 48, blocks: int = 5, upsample_channels: int = 32):
+        super().__init__()
+        self.channels, self.blocks, self.upsample_channels = channels, blocks, upsample_channels
+        self.head = _conv(3, channels)
+        self.body = nn.Sequential(*[_ResidualBlock(channels) for _ in range(blocks)], _conv(channels, channels))
+        self.upsample = nn.Sequential(
+            _conv(channels, 4 * upsample_channels), nn.PixelShuffle(2), nn.ReLU(inplace=True),
+            _conv(upsample_channels, 4 * upsample_channels), nn.PixelShuffle(2), nn.ReLU(inplace=True))
+        self.tail = _zero_(_conv(upsample_channels, 3))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x: float [N, 3, h, w] in [0, 1] -> float [N, 3, 4h, 4w] (not clamped)."""
+        features = self.head(x)
+        features = features + self.body(features)
+        base = F.interpolate(x, scale_factor=self.SCALE, mode="bicubic", align_corners=False)
+        return base + self.tail(self.upsample(features))
+
+
+KINDS = {"cleanup": CleanupNet, "sr": SRNet}
+
+
+def model_config(model: nn.Module) -> dict:
+    """The constructor arguments of a CleanupNet or SRNet (plain types, stored in weight files)."""
+    if isinstance(model, CleanupNet):
+        return {"widths": list(model.widths), "blocks": list(model.blocks)}
+    return {"channels": model.channels, "blocks": model.blocks, "upsample_channels": model.upsample_channels}
+
+
+def build_model(kind: str, config: dict | None = None) -> nn.Module:
+    config = {key: tuple(value) if isinstance(value, list) else value for key, value in (config or {}).items()}
+    return KINDS[kind](**config)
+
+
+def gflops_per_megapixel(model: nn.Module, side: int = 64) -> float:
+    """Multiply-adds × 2 of the convolutions per megapixel of *output*, counted on a side × side input."""
+    total = 0
+
+    def count(module, _inputs, output):
+        nonlocal total
+        kernel = module.weight[0].numel()  # in_channels × k × k
+        total += 2 * kernel * output.numel()
+
+    hooks = [m.register_forward_hook(count) for m in model.modules() if isinstance(m, nn.Conv2d)]
+    with torch.no_grad():
+        out = model(torch.zeros(1, 3, side, side))
+    for hook in hooks:
+        hook.remove()
+    return total / (out.shape[-2] * out.shape[-1]) * 1e6 / 1e9

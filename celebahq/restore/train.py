@@ -1,0 +1,294 @@
+"""`celebahq train-restorer`: train the cleanup or SR network on random patches of photographs.
+
+Degradations are synthesised per patch (celebahq.restore.degrade): JPEG at a random quality in 10–60 for cleanup;
+an antialiased 4× downscale, with probability `sr_jpeg_probability` followed by mild JPEG (quality 75–95), for SR.
+Patches are augmented with the 8 flips/rotations. Every step's randomness comes from (seed, step), so a resumed
+run draws the same patches as an uninterrupted one. L1 loss, Adam, cosine learning-rate decay; SR can add a
+non-saturating GAN term from a small patch discriminator (`adversarial_weight`, 0 = off).
+
+Output: `out` holds the best weights so far (by validation PSNR gain over the baseline), `out` + ".ckpt" the
+latest full state (model, optimiser, step) for resuming. Both load with torch.load(weights_only=True).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from ganeval.errors import GanevalError
+from ganeval.runtime import progress_bar, resolve_device
+from ganeval.sources import BadImage, decode_image
+
+from .degrade import SR_SCALE, bicubic_upscale, downscale, jpeg_roundtrip
+from .eval import psnr
+from .infer import photo_files
+from .models import build_model, model_config
+
+VAL_QUALITY = 20  # the cleanup target's JPEG quality
+VAL_CROP = 192  # validation crops (high-resolution side), up to VAL_CROPS_PER_PHOTO per photograph
+VAL_CROPS_PER_PHOTO = 4
+
+
+@dataclass
+class TrainOptions:
+    """Settings of one training run (CLI flags of `celebahq train-restorer`)."""
+
+    steps: int = 20000
+    patch: int = 96  # high-resolution patch side (SR input patches are patch / 4)
+    batch: int = 16
+    lr: float = 4e-4
+    seed: int = 0
+    quality_range: tuple[int, int] = (10, 60)
+    sr_jpeg_probability: float = 0.1
+    adversarial_weight: float = 0.0
+    val_every: int = 500
+    device: str | None = None
+    threads: int | None = None
+    resume: bool = True
+    progress: bool = True
+    config: dict = field(default_factory=dict)  # model constructor arguments (default: the shipped sizes)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Data
+
+
+def load_photos(folders, min_side: int) -> dict[str, np.ndarray]:
+    """Decode every image of `folders` (uint8 HWC RGB), keyed by path; images smaller than min_side are dropped."""
+    photos = {}
+    for path in photo_files(folders):
+        try:
+            image = decode_image(path)
+        except BadImage:
+            continue
+        if min(image.shape[:2]) >= min_side:
+            photos[path.as_posix()] = image
+    if not photos:
+        raise GanevalError(f"no usable photographs (≥ {min_side} px a side) in {', '.join(map(str, folders))}")
+    return photos
+
+
+def augment(patch: np.ndarray, code: int) -> np.ndarray:
+    """One of the 8 flips/rotations of a HWC patch (code 0..7)."""
+    patch = np.rot90(patch, code % 4)
+    return np.ascontiguousarray(patch[:, ::-1] if code >= 4 else patch)
+
+
+def degrade_patch(kind: str, clean: np.ndarray, rng: np.random.Generator, options: TrainOptions) -> np.ndarray:
+    """The network input for a clean uint8 HWC patch."""
+    if kind == "cleanup":
+        low, high = options.quality_range
+        return jpeg_roundtrip(clean, int(rng.integers(low, high + 1)))
+    small = downscale(clean)
+    if rng.random() < options.sr_jpeg_probability:
+        small = jpeg_roundtrip(small, int(rng.integers(75, 96)))
+    return small
+
+
+def sample_batch(kind: str, photos: list[np.ndarray], weights: np.ndarray, seed: int, step: int,
+                 options: TrainOptions) -> tuple[torch.Tensor, torch.Tensor]:
+    """(degraded, clean) float NCHW batches in [0, 1] for one step, drawn from (seed, step) only."""
+    rng = np.random.default_rng([seed, step])
+    inputs, targets = [], []
+    for _ in range(options.batch):
+        photo = photos[rng.choice(len(photos), p=weights)]
+        height, width = photo.shape[:2]
+        top, left = rng.integers(0, height - options.patch + 1), rng.integers(0, width - options.patch + 1)
+        clean = augment(photo[top:top + options.patch, left:left + options.patch], int(rng.integers(8)))
+        inputs.append(degrade_patch(kind, clean, rng, options))
+        targets.append(clean)
+    return to_tensor(np.stack(inputs)), to_tensor(np.stack(targets))
+
+
+def to_tensor(images: np.ndarray) -> torch.Tensor:
+    """uint8 NHWC -> float32 NCHW in [0, 1]."""
+    return torch.from_numpy(np.require(images, requirements="W")).permute(0, 3, 1, 2).float().div_(255.0)
+
+
+def to_uint8(x: torch.Tensor) -> np.ndarray:
+    """float NCHW in [0, 1] -> uint8 NHWC (rounded, clipped)."""
+    return x.detach().float().mul(255.0).round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+
+
+def validation_set(kind: str, photos: dict[str, np.ndarray]) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """Fixed (degraded, baseline, clean) uint8 crops: up to 4 VAL_CROP² crops per photo, centred on a grid."""
+    crops = []
+    for photo in photos.values():
+        height, width = photo.shape[:2]
+        side = min(VAL_CROP, height, width) // 8 * 8
+        for row in range(2):
+            for col in range(VAL_CROPS_PER_PHOTO // 2):
+                top = (height - side) * (2 * row + 1) // 4
+                left = (width - side) * (2 * col + 1) // 4
+                clean = photo[top:top + side, left:left + side]
+                if kind == "cleanup":
+                    degraded = baseline = jpeg_roundtrip(clean, VAL_QUALITY)
+                else:
+                    degraded = downscale(clean)
+                    baseline = bicubic_upscale(degraded, SR_SCALE)
+                crops.append((degraded, baseline, clean))
+    return crops
+
+
+@torch.no_grad()
+def validate(model: nn.Module, crops, device: torch.device) -> dict:
+    """Mean PSNR (dB, RGB, uint8 outputs) of the network and of the baseline over the validation crops."""
+    model.eval()
+    ours, base = [], []
+    for degraded, baseline, clean in crops:
+        out = to_uint8(model(to_tensor(degraded[None]).to(device)))[0]
+        ours.append(psnr(out, clean))
+        base.append(psnr(baseline, clean))
+    model.train()
+    ours, base = float(np.mean(ours)), float(np.mean(base))
+    return {"psnr": round(ours, 4), "baseline_psnr": round(base, 4), "gain_db": round(ours - base, 4)}
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Adversarial term (SR only)
+
+
+class PatchDiscriminator(nn.Module):
+    """A small fully convolutional critic: one logit per ~16×16 patch of a [0, 1] NCHW image."""
+
+    def __init__(self, channels: int = 32):
+        super().__init__()
+        layers, width = [], 3
+        for out in (channels, 2 * channels, 4 * channels, 4 * channels):
+            layers += [nn.Conv2d(width, out, 4, stride=2, padding=1), nn.LeakyReLU(0.2, inplace=True)]
+            width = out
+        self.net = nn.Sequential(*layers, nn.Conv2d(width, 1, 3, padding=1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x * 2.0 - 1.0)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Weight files
+
+
+def save_atomic(payload: dict, path: Path) -> None:
+    temporary = path.with_name(f".{path.name}.partial")
+    torch.save(payload, temporary)
+    os.replace(temporary, path)
+
+
+def weights_payload(kind: str, model: nn.Module, training: dict, validation: dict) -> dict:
+    """The shipped weight-file layout: tensors and plain types only (torch.load(weights_only=True) reads it)."""
+    return {"format": "celebahq-restorer-1", "kind": kind, "config": model_config(model),
+            "state_dict": {k: v.detach().cpu().clone() for k, v in model.state_dict().items()},
+            "training": training, "validation": validation}
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Training
+
+
+def train(kind: str, images, out: str | os.PathLike, val_images=(), options: TrainOptions | None = None) -> dict:
+    """Train (or resume) a `kind` ("cleanup" or "sr") network; returns the best validation figures."""
+    options = options or TrainOptions()
+    if kind not in ("cleanup", "sr"):
+        raise GanevalError(f"unknown restorer {kind!r}: cleanup or sr")
+    if options.patch % 8 or options.patch < 32:
+        raise GanevalError(f"--patch {options.patch}: must be a multiple of 8, ≥ 32")
+    if options.adversarial_weight and kind != "sr":
+        raise GanevalError("--adversarial-weight is for the sr network only")
+    if options.threads:
+        torch.set_num_threads(options.threads)
+    device = resolve_device(options.device)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    checkpoint_path = out.with_name(out.name + ".ckpt")
+
+    photos = load_photos(images, options.patch)
+    val_photos = load_photos(val_images, 32) if val_images else {}
+    names = sorted(photos)
+    arrays = [photos[name] for name in names]
+    areas = np.array([a.shape[0] * a.shape[1] for a in arrays], dtype=np.float64)
+    weights = areas / areas.sum()  # patches are drawn uniformly over all pixels
+    crops = validation_set(kind, val_photos)
+
+    torch.manual_seed(options.seed)
+    model = build_model(kind, options.config).to(device)
+    optimizer = torch.optim.Adam(model.parameters(), lr=options.lr)
+    critic = critic_optimizer = None
+    if options.adversarial_weight:
+        critic = PatchDiscriminator().to(device)
+        critic_optimizer = torch.optim.Adam(critic.parameters(), lr=options.lr, betas=(0.5, 0.999))
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: 0.5 * (1.0 + math.cos(math.pi * min(step, options.steps) / options.steps)))
+    use_amp = device.type == "cuda"
+    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+
+    start, best, history, seconds = 0, None, [], 0.0
+    if options.resume and checkpoint_path.is_file():
+        state = torch.load(checkpoint_path, map_location=device, weights_only=True)
+        if state["kind"] != kind or state["config"] != model_config(model):
+            raise GanevalError(f"{checkpoint_path} is for another network; delete it or choose another --out")
+        model.load_state_dict(state["state_dict"])
+        optimizer.load_state_dict(state["optimizer"])
+        schedule.load_state_dict(state["schedule"])
+        if critic is not None and "critic" in state:
+            critic.load_state_dict(state["critic"])
+            critic_optimizer.load_state_dict(state["critic_optimizer"])
+        start, best, history = state["step"], state["best"], state["history"]
+        seconds = state.get("seconds", 0.0)
+
+    def training_record(step: int) -> dict:
+        return {"steps": step, "images": names, "val_images": sorted(val_photos), "seconds": round(seconds, 1),
+                "device": str(device), "torch": str(torch.__version__),
+                "options": {k: v for k, v in asdict(options).items() if k not in ("progress", "device")}}
+
+    def checkpoint(step: int) -> None:
+        state = weights_payload(kind, model, training_record(step), best or {})
+        state.update(optimizer=optimizer.state_dict(), schedule=schedule.state_dict(), step=step, best=best,
+                     history=history, seconds=seconds)
+        if critic is not None:
+            state.update(critic=critic.state_dict(), critic_optimizer=critic_optimizer.state_dict())
+        save_atomic(state, checkpoint_path)
+
+    model.train()
+    with progress_bar(options.steps, f"train {kind}", options.progress, unit="step") as bar:
+        bar.update(start)
+        for step in range(start, options.steps):
+            began = time.perf_counter()
+            degraded, clean = (t.to(device) for t in sample_batch(kind, arrays, weights, options.seed, step, options))
+            with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
+                restored = model(degraded)
+                loss = F.l1_loss(restored.float(), clean)
+                if critic is not None:
+                    loss = loss + options.adversarial_weight * F.softplus(-critic(restored)).mean()
+            optimizer.zero_grad(set_to_none=True)
+            scaler.scale(loss).backward()
+            scaler.step(optimizer)
+            if critic is not None:
+                with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
+                    critic_loss = (F.softplus(-critic(clean)).mean()
+                                   + F.softplus(critic(restored.detach())).mean())
+                critic_optimizer.zero_grad(set_to_none=True)
+                scaler.scale(critic_loss).backward()
+                scaler.step(critic_optimizer)
+            scaler.update()
+            schedule.step()
+            seconds += time.perf_counter() - began
+            bar.update(1)
+            bar.set_postfix(loss=f"{loss.item():.4f}", best=f"{(best or {}).get('gain_db', float('nan')):+.2f}dB")
+            done = step + 1
+            if done % options.val_every == 0 or done == options.steps:
+                figures = dict(validate(model, crops, device), step=done) if crops else {"step": done}
+                history.append(figures)
+                if best is None or figures.get("gain_db", 0.0) >= best.get("gain_db", 0.0):
+                    best = figures
+                    save_atomic(weights_payload(kind, model, training_record(done), best), out)
+                checkpoint(done)
+    if best is None:  # resumed a finished run
+        best = torch.load(out, weights_only=True)["validation"]
+    return best

@@ -1,0 +1,286 @@
+"""celebahq.restore: network shapes, tiled inference, the shipped weights vs the baselines, bad inputs, the build
+stages and the CLI commands (train, restore, eval)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+
+from celebahq.cli import main
+from celebahq.manifest import latest_records, read_all_manifests
+from celebahq.pipeline import BuildOptions, build
+from celebahq.restore.degrade import SR_SCALE, bicubic_upscale, downscale, jpeg_roundtrip
+from celebahq.restore.eval import psnr
+from celebahq.restore.infer import Restorer, net_upscale, shipped_weights
+from celebahq.restore.models import build_model, gflops_per_megapixel
+from celebahq.restore.train import weights_payload
+
+MINI = Path(__file__).resolve().parents[2] / "examples" / "celeba_wild_mini"
+KINDS = ("cleanup", "sr")
+
+
+@pytest.fixture(scope="module")
+def photo() -> np.ndarray:
+    """A real photograph held out from training (astronaut, the bundled mini CelebA's first image), 256×256."""
+    return np.asarray(Image.open(MINI / "img_celeba" / "000001.jpg").convert("RGB"))[:256, 128:384]
+
+
+@pytest.fixture(scope="module")
+def restorers() -> dict[str, Restorer]:
+    return {kind: Restorer(kind, device="cpu") for kind in KINDS}
+
+
+@pytest.fixture(scope="module")
+def random_weights(tmp_path_factory) -> dict[str, Path]:
+    """Weight files of untrained networks with a non-zero last layer (their tiling behaves like a trained one's)."""
+    folder = tmp_path_factory.mktemp("weights")
+    files = {}
+    for kind in KINDS:
+        torch.manual_seed(0)
+        model = build_model(kind)
+        torch.nn.init.normal_(model.tail.weight, std=0.05)
+        files[kind] = folder / f"{kind}.pt"
+        torch.save(weights_payload(kind, model, {}, {}), files[kind])
+    return files
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Networks and tiled inference
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("size", [(1, 1), (3, 5), (37, 50), (64, 64)])
+def test_model_shapes(kind, size):
+    model = build_model(kind).eval()
+    with torch.no_grad():
+        out = model(torch.rand(2, 3, *size))
+    scale = SR_SCALE if kind == "sr" else 1
+    assert out.shape == (2, 3, size[0] * scale, size[1] * scale)
+
+
+def test_untrained_networks_are_identity_and_bicubic():
+    """The last layers start at zero: an untrained cleanup net returns its input, the SR net a bicubic upsample."""
+    x = torch.rand(1, 3, 24, 32)
+    with torch.no_grad():
+        assert torch.equal(build_model("cleanup")(x), x)
+        up = torch.nn.functional.interpolate(x, scale_factor=4, mode="bicubic", align_corners=False)
+        assert torch.allclose(build_model("sr")(x), up)
+
+
+def test_cost_per_megapixel():
+    """The costs quoted in docs/celebahq.md (GFLOP per output megapixel)."""
+    assert gflops_per_megapixel(build_model("cleanup")) == pytest.approx(49.8, abs=0.5)
+    assert gflops_per_megapixel(build_model("sr")) == pytest.approx(55.7, abs=0.5)
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_deterministic_and_batch_independent(kind, restorers, photo):
+    image = photo[:150, :170] if kind == "cleanup" else photo[:40, :60]
+    tile = 96 if kind == "cleanup" else 32
+    first = Restorer(kind, device="cpu", tile=tile, batch=8)(image)
+    assert first.dtype == np.uint8 and first.shape == (image.shape[0] * restorers[kind].scale,
+                                                      image.shape[1] * restorers[kind].scale, 3)
+    assert np.array_equal(first, Restorer(kind, device="cpu", tile=tile, batch=8)(image))
+    assert np.array_equal(first, Restorer(kind, device="cpu", tile=tile, batch=1)(image))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("weights", ["shipped", "random"])
+def test_tiled_equals_whole_image_without_seams(kind, weights, random_weights, photo):
+    path = shipped_weights(kind) if weights == "shipped" else random_weights[kind]
+    image = photo[:200, :232] if kind == "cleanup" else photo[:64, :96]
+    tile = 96 if kind == "cleanup" else 32
+    whole = Restorer(kind, path, device="cpu", tile=4096)(image).astype(np.int16)
+    tiled = Restorer(kind, path, device="cpu", tile=tile)(image).astype(np.int16)
+    assert np.abs(tiled - whole).max() <= 1
+    # no seam: the step between neighbours across a tile border is the whole image's step, to the same ±1
+    scale = SR_SCALE if kind == "sr" else 1
+    borders = np.arange(tile, image.shape[1], tile) * scale
+    step_tiled = np.abs(tiled[:, borders] - tiled[:, borders - 1])
+    step_whole = np.abs(whole[:, borders] - whole[:, borders - 1])
+    assert np.abs(step_tiled - step_whole).max() <= 2
+    # and a model that ignores context (margin 0) would show the test is sensitive
+    cut = Restorer(kind, path, device="cpu", tile=tile, margin=0)(image).astype(np.int16)
+    assert np.abs(cut - whole).max() > 2
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The shipped weights
+
+
+def held_out_crops() -> list[np.ndarray]:
+    """128×128 crops of photographs none of the shipped weights saw in training (astronaut, coffee)."""
+    skimage_data = pytest.importorskip("skimage.data")
+    crops = []
+    for photo in (skimage_data.astronaut(), skimage_data.coffee()):
+        for top, left in ((40, 60), (200, 250), (300, 100)):
+            crops.append(photo[top:top + 128, left:left + 128])
+    return crops
+
+
+def test_shipped_weights_are_recorded():
+    for kind in KINDS:
+        payload = torch.load(shipped_weights(kind), weights_only=True)
+        assert payload["kind"] == kind and payload["training"]["steps"] > 0
+        assert payload["training"]["images"] and payload["validation"]["gain_db"] > 0
+        assert payload["training"]["options"]["adversarial_weight"] == 0.0
+    total = sum(shipped_weights(kind).stat().st_size for kind in KINDS)
+    assert total <= 20 * 2**20
+
+
+def test_shipped_cleanup_beats_the_decoded_jpeg(restorers):
+    gains = []
+    for crop in held_out_crops():
+        degraded = jpeg_roundtrip(crop, 20)
+        gains.append(psnr(restorers["cleanup"](degraded), crop) - psnr(degraded, crop))
+    assert np.mean(gains) > 0.6  # measured +1.1 dB on these crops
+    assert min(gains) > 0.2
+
+
+def test_shipped_sr_beats_bicubic(restorers):
+    gains = []
+    for crop in held_out_crops():
+        small = downscale(crop)
+        gains.append(psnr(restorers["sr"](small), crop) - psnr(bicubic_upscale(small, SR_SCALE), crop))
+    assert np.mean(gains) > 0.4  # measured +0.8 dB on these crops
+    assert min(gains) > 0.0
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Odd inputs
+
+
+@pytest.mark.parametrize("kind", KINDS)
+@pytest.mark.parametrize("shape", [(1, 1, 3), (3, 5, 3), (2, 9), (7, 4, 1), (6, 6, 4), (9, 2, 2)])
+def test_tiny_grey_and_rgba_inputs(kind, shape, restorers):
+    image = np.random.default_rng(0).integers(0, 256, shape, dtype=np.uint8)
+    out = restorers[kind](image)
+    scale = restorers[kind].scale
+    assert out.dtype == np.uint8 and out.shape == (shape[0] * scale, shape[1] * scale, 3)
+
+
+def test_grey_input_gives_grey_rgb(restorers, photo):
+    grey = np.asarray(Image.fromarray(photo).convert("L"))
+    assert np.array_equal(restorers["cleanup"](grey), restorers["cleanup"](np.repeat(grey[:, :, None], 3, 2)))
+
+
+def test_rejects_non_uint8(restorers):
+    with pytest.raises(ValueError, match="uint8"):
+        restorers["cleanup"](np.zeros((8, 8, 3), np.float32))
+
+
+def test_huge_image_runs_in_bounded_tiles(monkeypatch):
+    """A 3000×4000 photo goes through in tiles: no call sees more than batch × (tile + 2·margin)² pixels."""
+    restorer = Restorer("cleanup", device="cpu", tile=512, batch=4)
+    seen = []
+
+    def identity(x):
+        seen.append(x.shape)
+        return x
+
+    monkeypatch.setattr(restorer, "model", identity)
+    image = np.full((3000, 4000, 3), 77, np.uint8)
+    image[::97, ::89] = 200
+    out = restorer(image)
+    assert np.array_equal(out, image)
+    side = restorer.tile + 2 * restorer.margin
+    assert max(shape[0] * shape[2] * shape[3] for shape in seen) <= 4 * side * side
+
+
+@pytest.mark.parametrize("factor", [1, 2, 4, 8])
+def test_net_upscale_factors(factor, photo):
+    image = photo[:20, :30]
+    assert net_upscale(image, factor).shape == (20 * factor, 30 * factor, 3)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# In the build
+
+
+@pytest.fixture(scope="module")
+def small_faces(tmp_path_factory) -> Path:
+    """Two tiny bundled photos whose faces need super-resolution at R = 256."""
+    root = tmp_path_factory.mktemp("mini")
+    (root / "img_celeba").mkdir()
+    (root / "Anno").mkdir()
+    names = ("000006.jpg", "000007.jpg")
+    for name in names:
+        shutil.copy(MINI / "img_celeba" / name, root / "img_celeba" / name)
+    lines = (MINI / "Anno" / "list_landmarks_celeba.txt").read_text().splitlines()
+    rows = [line for line in lines[2:] if line.split()[0] in names]
+    (root / "Anno" / "list_landmarks_celeba.txt").write_text("\n".join([str(len(rows)), lines[1], *rows]) + "\n")
+    return root
+
+
+@pytest.mark.parametrize("backend", ["pil", "torch"])
+def test_build_with_networks(backend, small_faces, tmp_path):
+    options = BuildOptions(resolution=256, backend=backend, cleanup="net", sr="net", batch_size=2, num_workers=0,
+                           device="cpu", progress=False)
+    report = build(small_faces, tmp_path / "net", options)
+    assert report.ok == 2
+    records = latest_records(read_all_manifests(tmp_path / "net"))
+    for record in records.values():
+        assert "cleanup:net" in record["stages"] and "sr:netx2" in record["stages"]
+    stand_in = build(small_faces, tmp_path / "lanczos", BuildOptions(
+        resolution=256, backend=backend, cleanup="none", sr="lanczos", num_workers=0, device="cpu", progress=False))
+    assert stand_in.ok == 2
+    for name in records:
+        a = np.asarray(Image.open(tmp_path / "net" / records[name]["output"]), dtype=np.float64)
+        b = np.asarray(Image.open(tmp_path / "lanczos" / records[name]["output"]), dtype=np.float64)
+        assert 0 < np.abs(a - b).mean() < 12  # the networks change the picture, a little
+
+
+# --------------------------------------------------------------------------------------------------------------
+# CLI
+
+
+def test_cli_restore_writes_pngs_and_skips_bad_files(tmp_path, photo):
+    src = tmp_path / "in"
+    (src / "sub").mkdir(parents=True)
+    Image.fromarray(jpeg_roundtrip(photo[:40, :48], 20)).save(src / "a.jpg", quality=20)
+    Image.fromarray(photo[:16, :20]).convert("L").save(src / "sub" / "b.png")
+    (src / "broken.jpg").write_bytes(b"not a jpeg")
+    for kind, scale in (("cleanup", 1), ("sr", SR_SCALE)):
+        result = CliRunner().invoke(main, ["restore", kind, str(src), str(tmp_path / kind), "--quiet",
+                                           "--device", "cpu"])
+        assert result.exit_code == 0, result.output
+        assert "2 images written, 1 skipped" in result.output and "broken.jpg" in result.output
+        assert Image.open(tmp_path / kind / "a.png").size == (48 * scale, 40 * scale)
+        assert Image.open(tmp_path / kind / "sub" / "b.png").size == (20 * scale, 16 * scale)
+        assert not list((tmp_path / kind).rglob(".*partial"))
+
+
+def test_cli_train_resume_and_eval(tmp_path, photo):
+    images = tmp_path / "train"
+    images.mkdir()
+    Image.fromarray(photo).save(images / "photo.png")
+    out = tmp_path / "sr.pt"
+    args = ["train-restorer", "sr", "--images", str(images), "--val-images", str(images), "--out", str(out),
+            "--patch", "32", "--batch", "2", "--val-every", "2", "--device", "cpu", "--quiet"]
+    result = CliRunner().invoke(main, [*args, "--steps", "2"])
+    assert result.exit_code == 0, result.output
+    first = torch.load(str(out) + ".ckpt", weights_only=True)
+    assert first["step"] == 2
+    result = CliRunner().invoke(main, [*args, "--steps", "4"])  # resumes from step 2
+    assert result.exit_code == 0, result.output
+    payload = torch.load(out, weights_only=True)
+    assert payload["training"]["images"] == [(images / "photo.png").as_posix()]
+    assert torch.load(str(out) + ".ckpt", weights_only=True)["step"] == 4
+    assert [h["step"] for h in torch.load(str(out) + ".ckpt", weights_only=True)["history"]] == [2, 4]
+
+    result = CliRunner().invoke(main, ["eval-restorer", "sr", "--images", str(images), "--weights", str(out),
+                                       "--device", "cpu", "--json"])
+    assert result.exit_code == 0, result.output
+    figures = json.loads(result.output)
+    assert set(figures["methods"]) == {"bicubic", "lanczos", "net"} and figures["images"] == 1
+    result = CliRunner().invoke(main, ["eval-restorer", "cleanup", "--images", str(images), str(images / "photo.png"),
+                                       "--quality", "30", "--device", "cpu"])  # --images DIR [DIR|FILE …]
+    assert result.exit_code == 0, result.output
+    assert "cleanup on 1 photographs" in result.output and "jpeg" in result.output and "net gain" in result.output
