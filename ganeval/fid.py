@@ -11,7 +11,8 @@ singular covariances and changed behaviour across SciPy versions). Two methods, 
   symmetric PSD matrix B Σ₂ Bᵀ (`eigvalsh`; those below r·ε·max are rounding noise and count as 0). Symmetric
   eigenproblems are well conditioned and never complex, so the result is stable when N ≤ D (singular
   covariances): the tests check it against the exact small-N formula to 1e-11 relative, where the eigvals form
-  and scipy's sqrtm are off by ~1e-7. D = 2048: 1.6 s on 2 CPU cores (one eigh, one eigvalsh, two products).
+  and scipy's sqrtm are off by ~1e-7. A full-rank Σ₁ (N > D) is factored by Cholesky instead of eigh (same
+  result to rounding, far cheaper). D = 2048, N = 5000: ~0.9 s on 2 CPU cores (one Cholesky, one eigvalsh, two products).
 - "eigvals": Σ real(√λ) over λ = eigvals(Σ₁Σ₂) taken as complex128 — torch-fidelity's and torchmetrics' formula,
   kept for comparison. It agrees with "symmetric" to ~1e-7 relative; general eigensolvers are slower (up to
   tens of seconds for singular 2048² products on a CPU).
@@ -179,6 +180,19 @@ def _psd_factor(sigma: torch.Tensor) -> torch.Tensor:
     return (vectors[:, keep] * eigenvalues[keep].sqrt()).T
 
 
+def _cholesky_factor(sigma: torch.Tensor) -> torch.Tensor | None:
+    """B = Lᵀ with Σ = BᵀB from a Cholesky factorisation, or None when Σ is not clearly full rank (a pivot at the
+    rank tolerance D·ε·max diag Σ or below): then the eigh factor handles the singular case exactly. Cholesky
+    costs a twelfth of an eigendecomposition with vectors and is as backward-stable."""
+    lower, info = torch.linalg.cholesky_ex(sigma)
+    if int(info) != 0:
+        return None
+    tolerance = sigma.shape[0] * torch.finfo(torch.float64).eps * sigma.diagonal().max()
+    if not bool((lower.diagonal() ** 2 > tolerance).all()):
+        return None
+    return lower.T
+
+
 def trace_sqrt_product(sigma1, sigma2, method: str = "symmetric", device=None) -> float:
     """tr √(Σ₁Σ₂) for symmetric PSD Σ₁, Σ₂ [D, D]; float64 on `device` (default: sigma1's, else CPU)."""
     if method not in FID_METHODS:
@@ -189,9 +203,12 @@ def trace_sqrt_product(sigma1, sigma2, method: str = "symmetric", device=None) -
     if method == "eigvals":
         eigenvalues = torch.linalg.eigvals(s1 @ s2).to(torch.complex128)
         return float(eigenvalues.sqrt().real.sum())
-    # Σ₁ = BᵀB (numerical rank r), so tr √(Σ₁Σ₂) = tr √(B Σ₂ Bᵀ) with B Σ₂ Bᵀ [r, r] symmetric PSD: one eigh,
-    # one eigvalsh. Eigenvalues below r·ε·max are rounding noise of a singular product and count as 0.
-    b1 = _psd_factor((s1 + s1.T) / 2)
+    # Σ₁ = BᵀB (numerical rank r), so tr √(Σ₁Σ₂) = tr √(B Σ₂ Bᵀ) with B Σ₂ Bᵀ [r, r] symmetric PSD: a Cholesky
+    # factor (Bᵀ = L) when Σ₁ is clearly full rank, else one eigh; then one eigvalsh. Eigenvalues below r·ε·max
+    # are rounding noise of a singular product and count as 0.
+    b1 = _cholesky_factor((s1 + s1.T) / 2)
+    if b1 is None:
+        b1 = _psd_factor((s1 + s1.T) / 2)
     if b1.shape[0] == 0:
         return 0.0
     product = b1 @ ((s2 + s2.T) / 2) @ b1.T

@@ -104,6 +104,19 @@ def test_matches_scipy_sqrtm_on_well_conditioned_gaussians(method):
         assert frechet_distance(mu1, s1, mu2, s2, method=method) == pytest.approx(expected, rel=1e-10)
 
 
+def test_cholesky_and_eigh_factors_agree(monkeypatch):
+    """Full-rank Σ₁ takes the Cholesky factor; forcing the eigh factor gives the same trace to rounding."""
+    fid_module = sys.modules["ganeval.fid"]  # the module (ganeval.fid is also the re-exported function)
+    x1, x2 = relu_features(3000, 128, 3), relu_features(2500, 128, 4, shift=0.2)
+    (_, s1), (_, s2) = stats_of(x1), stats_of(x2)
+    assert fid_module._cholesky_factor(torch.from_numpy(s1)) is not None
+    fast = fid_module.trace_sqrt_product(s1, s2)
+    monkeypatch.setattr(fid_module, "_cholesky_factor", lambda sigma: None)
+    assert fid_module.trace_sqrt_product(s1, s2) == pytest.approx(fast, rel=1e-12)
+    singular = stats_of(relu_features(50, 128, 5))[1]  # N < D: rank 49, the eigh path
+    assert fid_module._cholesky_factor(torch.from_numpy(singular)) is None
+
+
 def test_singular_covariances_match_the_exact_nuclear_norm_formula():
     d = 96
     for n1, n2 in ((20, 30), (50, 40), (8, 200)):
