@@ -360,13 +360,17 @@ class _TinyOpaque(nn.Module):
         return features.softmax(dim=1)
 
 
+def scripted_extractor(module_type, seed: int, path):
+    """A seeded module of `module_type`, saved as TorchScript at `path` and loaded back: (module, extractor)."""
+    torch.manual_seed(seed)
+    module = module_type().eval()
+    torch.jit.save(torch.jit.script(module), path)
+    return module, load_inception(path, device="cpu")
+
+
 @pytest.mark.filterwarnings("ignore:.*torch.jit.*:DeprecationWarning")
 def test_torchscript_file_takes_the_torchscript_path(tmp_path):
-    torch.manual_seed(8)
-    module = _TinyNvidiaLike().eval()
-    path = tmp_path / "inception-2015-12-05.pt"
-    torch.jit.save(torch.jit.script(module), path)
-    extractor = load_inception(path, device="cpu")
+    module, extractor = scripted_extractor(_TinyNvidiaLike, 8, tmp_path / "inception-2015-12-05.pt")
     assert extractor.is_torchscript and isinstance(extractor.network, torch.jit.ScriptModule)
     assert extractor.logits_available
     images = uint8_images(2, 45, 45, seed=8)
@@ -379,11 +383,7 @@ def test_torchscript_file_takes_the_torchscript_path(tmp_path):
 
 @pytest.mark.filterwarnings("ignore:.*torch.jit.*:DeprecationWarning")
 def test_torchscript_without_layers_or_classifier(tmp_path):
-    torch.manual_seed(9)
-    module = _TinyOpaque().eval()
-    path = tmp_path / "opaque.pt"
-    torch.jit.save(torch.jit.script(module), path)
-    extractor = load_inception(path, device="cpu")
+    module, extractor = scripted_extractor(_TinyOpaque, 9, tmp_path / "opaque.pt")
     assert extractor.is_torchscript and not extractor.logits_available
     images = uint8_images(2, 299, 299, seed=9)
     pool3, logits = extractor.features(images, logits=False)
