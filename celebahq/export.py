@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from ganeval.errors import GanevalError
-from ganeval.runtime import progress_bar
+from ganeval.runtime import atomic_output, progress_bar
 from ganeval.sources import ImageStream
 
 from .manifest import latest_records, read_all_manifests
@@ -59,10 +59,6 @@ def box_pyramid(images: np.ndarray) -> dict[int, np.ndarray]:
     return levels
 
 
-def _temporary(path: Path) -> Path:
-    return path.with_name(f".{path.name}.partial")
-
-
 def export_hdf5(out_dir: str | os.PathLike, h5_path: str | os.PathLike, num_images: int | None = None,
                 batch_size: int = 16, progress: bool = True) -> Path:
     """Write the multi-resolution HDF5 of a build; returns its path."""
@@ -70,27 +66,23 @@ def export_hdf5(out_dir: str | os.PathLike, h5_path: str | os.PathLike, num_imag
 
     files = selected_images(out_dir, num_images)
     h5_path = Path(h5_path)
-    temporary = _temporary(h5_path)
     stream = ImageStream(files, batch_size=batch_size)  # the selected files, in export order
-    try:
-        with h5py.File(temporary, "w") as out, progress_bar(len(files), "export h5", progress) as bar:
-            datasets = None
-            for position, batch in stream.batches():
-                levels = box_pyramid(batch.numpy())
-                if datasets is None:
-                    resolution = batch.shape[-1]
-                    if batch.shape[-2] != resolution or resolution & (resolution - 1):
-                        raise GanevalError(f"images of {batch.shape[-1]}x{batch.shape[-2]}: the HDF5 pyramid "
-                                           "needs square power-of-two images")
-                    datasets = {size: out.create_dataset(f"data{size}x{size}", (len(files), 3, size, size),
-                                                         dtype=np.uint8, chunks=(1, 3, size, size))
-                                for size in levels}
-                for size, pixels in levels.items():
-                    datasets[size][position:position + len(pixels)] = pixels
-                bar.update(len(batch))
-        os.replace(temporary, h5_path)
-    finally:
-        temporary.unlink(missing_ok=True)
+    with atomic_output(h5_path) as temporary, h5py.File(temporary, "w") as out, \
+            progress_bar(len(files), "export h5", progress) as bar:
+        datasets = None
+        for position, batch in stream.batches():
+            levels = box_pyramid(batch.numpy())
+            if datasets is None:
+                resolution = batch.shape[-1]
+                if batch.shape[-2] != resolution or resolution & (resolution - 1):
+                    raise GanevalError(f"images of {batch.shape[-1]}x{batch.shape[-2]}: the HDF5 pyramid "
+                                       "needs square power-of-two images")
+                datasets = {size: out.create_dataset(f"data{size}x{size}", (len(files), 3, size, size),
+                                                     dtype=np.uint8, chunks=(1, 3, size, size))
+                            for size in levels}
+            for size, pixels in levels.items():
+                datasets[size][position:position + len(pixels)] = pixels
+            bar.update(len(batch))
     return h5_path
 
 
@@ -99,18 +91,14 @@ def export_zip(out_dir: str | os.PathLike, zip_path: str | os.PathLike, num_imag
     """Write a stylegan2-ada-pytorch dataset zip (PNG bytes copied, folders of 1000, dataset.json)."""
     files = selected_images(out_dir, num_images)
     zip_path = Path(zip_path)
-    temporary = _temporary(zip_path)
-    try:
-        with zipfile.ZipFile(temporary, "w", compression=zipfile.ZIP_STORED) as archive, \
-                progress_bar(len(files), "export zip", progress) as bar:
-            names = []
-            for index, file in enumerate(files):
-                name = f"{index // 1000:05d}/img{index:08d}.png"
-                archive.write(file, name)
-                names.append(name)
-                bar.update(1)
-            archive.writestr("dataset.json", json.dumps({"labels": None}))
-        os.replace(temporary, zip_path)
-    finally:
-        temporary.unlink(missing_ok=True)
+    with atomic_output(zip_path) as temporary, \
+            zipfile.ZipFile(temporary, "w", compression=zipfile.ZIP_STORED) as archive, \
+            progress_bar(len(files), "export zip", progress) as bar:
+        names = []
+        for index, file in enumerate(files):
+            name = f"{index // 1000:05d}/img{index:08d}.png"
+            archive.write(file, name)
+            names.append(name)
+            bar.update(1)
+        archive.writestr("dataset.json", json.dumps({"labels": None}))
     return zip_path

@@ -30,7 +30,7 @@ from PIL import Image
 
 from ganeval import distributed
 from ganeval.errors import GanevalError
-from ganeval.runtime import progress_bar, resolve_device
+from ganeval.runtime import atomic_output, progress_bar, resolve_device
 from ganeval.sources import IMAGE_EXTENSIONS, BadImage, decode_image
 
 from .geometry import plan_crop
@@ -177,10 +177,9 @@ def _write_png(image: np.ndarray, path: Path) -> tuple[str, float]:
     buffer = io.BytesIO()
     # zlib level 3: 3× faster than Pillow's default 6 for 7% larger files (0.085 s vs 0.27 s at 1024²)
     Image.fromarray(image).save(buffer, "PNG", compress_level=3)
-    # the pid keeps a writer left over from a killed run off the temp file of the run that resumes it
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.partial")
-    temporary.write_bytes(buffer.getvalue())
-    os.replace(temporary, path)
+    # a unique temporary name keeps a writer left over from a killed run off the file of the run that resumes it
+    with atomic_output(path) as temporary:
+        temporary.write_bytes(buffer.getvalue())
     return hashlib.md5(np.ascontiguousarray(image).tobytes()).hexdigest(), time.perf_counter() - started
 
 
@@ -306,9 +305,8 @@ def build(src: str | os.PathLike, out: str | os.PathLike, options: BuildOptions 
                          images_per_second=round(len(pending) / elapsed, 3) if elapsed > 0 else 0.0,
                          options={k: v for k, v in asdict(options).items() if k != "progress"}, ranking=ranking)
     report_name = "report.json" if shard_count == 1 else f"report-{shard_index}-of-{shard_count}.json"
-    temporary = out / f".{report_name}.partial"
-    temporary.write_text(json.dumps(report.to_dict(), indent=1))
-    os.replace(temporary, out / report_name)
+    with atomic_output(out / report_name) as temporary:
+        temporary.write_text(json.dumps(report.to_dict(), indent=1))
     return report
 
 

@@ -25,6 +25,7 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from ganeval.errors import GanevalError
+from ganeval.runtime import atomic_output
 from ganeval.sources import BadImage, FileListSource, decode_image
 
 from .manifest import (
@@ -109,9 +110,8 @@ def rank_build(out_dir: str | os.PathLike, keep: int | None = None, rescore: boo
     best = [{"source": r["source"], "output": r["output"], "quality": r["quality"]} for r in order[:5]]
     ranking = RankReport(ranked=len(order), selected=selected, scored=len(report.scores), keep=keep,
                          skipped=skipped, best=best, seconds=round(time.perf_counter() - started, 3))
-    temporary = out_dir / f".{RANKING_NAME}.partial"
-    temporary.write_text(json.dumps(ranking.to_dict(), indent=1))
-    os.replace(temporary, out_dir / RANKING_NAME)
+    with atomic_output(out_dir / RANKING_NAME) as temporary:
+        temporary.write_text(json.dumps(ranking.to_dict(), indent=1))
     return ranking
 
 
@@ -163,7 +163,6 @@ def write_preview(out_dir: str | os.PathLike, path: str | os.PathLike, count: in
     sheet = contact_sheet([row(f"best {count} of {len(records)} (rank, quality)", records[:count]),
                            row(f"worst {count}", records[-count:])], side)
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.partial")
-    Image.fromarray(sheet).save(temporary, "PNG", optimize=True)
-    os.replace(temporary, path)
+    with atomic_output(path) as temporary:
+        Image.fromarray(sheet).save(temporary, "PNG", optimize=True)
     return path

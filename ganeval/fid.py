@@ -30,7 +30,6 @@ import hashlib
 import json
 import os
 import time
-import uuid
 import warnings
 import zipfile
 from dataclasses import dataclass, field
@@ -42,7 +41,7 @@ import torch
 from . import distributed
 from .errors import GanevalError
 from .inception import FID_WEIGHTS_FILENAME, RESIZE_MODES, find_inception_weights, load_inception
-from .runtime import progress_bar, resolve_device
+from .runtime import atomic_output, progress_bar, resolve_device
 from .sources import ArraySource, FolderSource, HDF5Source, ImageSource, ImageStream, ZipSource, open_source
 
 DEFAULT_NUM_IMAGES = 50000
@@ -272,13 +271,8 @@ def save_statistics(path, mu, sigma, **extra) -> Path:
         if arrays[key].dtype == object:
             raise GanevalError(f"statistics metadata {key!r} must be numbers or strings, not {type(value)}")
     path.parent.mkdir(parents=True, exist_ok=True)
-    temporary = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
-    try:
-        with open(temporary, "wb") as handle:
-            np.savez(handle, **arrays)
-        os.replace(temporary, path)
-    finally:
-        temporary.unlink(missing_ok=True)
+    with atomic_output(path) as temporary, open(temporary, "wb") as handle:
+        np.savez(handle, **arrays)
     return path
 
 

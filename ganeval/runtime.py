@@ -3,7 +3,11 @@
 from __future__ import annotations
 
 import contextlib
+import os
 import sys
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
 
 import torch
 from tqdm.auto import tqdm
@@ -51,3 +55,16 @@ def progress_bar(total: int | None, description: str, enabled: bool = True, unit
     enabled = enabled and distributed.is_main_process()
     return tqdm(total=total, desc=description, unit=unit, disable=not enabled, file=sys.stderr,
                 dynamic_ncols=True, leave=False)
+
+
+@contextlib.contextmanager
+def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
+    """Yield a temporary path beside `path` (hidden, ending in .partial, unique to this process and call); when the
+    block succeeds it is renamed to `path`, otherwise removed: readers never see a half-written file."""
+    path = Path(path)
+    temporary = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.partial")
+    try:
+        yield temporary
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)

@@ -16,7 +16,7 @@ import torch
 import torch.nn.functional as F
 
 from ganeval.errors import SourceError
-from ganeval.runtime import resolve_device
+from ganeval.runtime import atomic_output, resolve_device
 from ganeval.sources import ImageSource, register_source_opener
 
 from .configs import TrainingConfig
@@ -31,9 +31,8 @@ DEFAULT_SOURCE_IMAGES = 50000
 def save_checkpoint(path: str | os.PathLike, state: dict) -> Path:
     """Write `state` (plus the format tag) atomically: a temporary file renamed at the end."""
     path = Path(path)
-    temporary = path.with_name(f".{path.name}.partial")
-    torch.save({"format": FORMAT, "version": 1, **state}, temporary)
-    os.replace(temporary, path)
+    with atomic_output(path) as temporary:
+        torch.save({"format": FORMAT, "version": 1, **state}, temporary)
     return path
 
 

@@ -24,7 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ganeval.errors import GanevalError
-from ganeval.runtime import progress_bar, resolve_device
+from ganeval.runtime import atomic_output, progress_bar, resolve_device
 from ganeval.sources import BadImage, decode_image
 
 from .degrade import SR_SCALE, bicubic_upscale, downscale, jpeg_roundtrip
@@ -176,9 +176,8 @@ class PatchDiscriminator(nn.Module):
 
 
 def save_atomic(payload: dict, path: Path) -> None:
-    temporary = path.with_name(f".{path.name}.partial")
-    torch.save(payload, temporary)
-    os.replace(temporary, path)
+    with atomic_output(path) as temporary:
+        torch.save(payload, temporary)
 
 
 def weights_payload(kind: str, model: nn.Module, training: dict, validation: dict) -> dict:
