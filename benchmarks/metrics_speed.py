@@ -124,8 +124,9 @@ def peak_memory_gb() -> float:
     return torch.cuda.max_memory_allocated() / 2**30
 
 
-def chunked_ms_ssim(a: torch.Tensor, b: torch.Tensor, pairs_per_chunk: int) -> torch.Tensor:
-    return torch.cat([ms_ssim(a[start:start + pairs_per_chunk], b[start:start + pairs_per_chunk])
+def chunked_ms_ssim(a: torch.Tensor, b: torch.Tensor, pairs_per_chunk: int,
+                    dtype: torch.dtype = torch.float64) -> torch.Tensor:
+    return torch.cat([ms_ssim(a[start:start + pairs_per_chunk], b[start:start + pairs_per_chunk], dtype=dtype)
                       for start in range(0, len(a), pairs_per_chunk)])
 
 
@@ -160,6 +161,9 @@ def bench_msssim_cpu(photos: np.ndarray, args) -> dict:
         ours, ours_s = timed(lambda a=a, b=b, chunk=chunk: chunked_ms_ssim(a, b, chunk))
         entry = {"pairs": args.pairs, "pairs_per_chunk": chunk, "ours_seconds": ours_s,
                  "ours_pairs_per_s": args.pairs / ours_s, "ours_mean": float(ours.mean())}
+        # float32 (not the default): its speed and its distance from the float64 result, same pairs
+        single, single_s = timed(lambda a=a, b=b, chunk=chunk: chunked_ms_ssim(a, b, chunk, torch.float32))
+        entry.update(float32_seconds=single_s, float32_max_abs_diff_vs_float64=float((single - ours).abs().max()))
         if not args.skip_reference:
             reference, reference_s = timed(lambda first=first, second=second: reference_ms_ssim(first, second))
             entry.update(reference_seconds=reference_s, reference_pairs_per_s=args.pairs / reference_s,
@@ -270,7 +274,8 @@ def print_summary(report: dict) -> None:
           f"{report['threads']} CPU threads" + (f", GPU {report['gpu']}" if "gpu" in report else ""))
     for resolution, e in report.get("msssim_cpu", {}).items():
         line = (f"  MS-SSIM CPU {resolution}², {e['pairs']} pairs: ours {e['ours_seconds']:.3f} s "
-                f"({e['ours_pairs_per_s']:.1f} pairs/s)")
+                f"({e['ours_pairs_per_s']:.1f} pairs/s; float32 {e['float32_seconds']:.3f} s, "
+                f"max|float32 - float64| {e['float32_max_abs_diff_vs_float64']:.1e})")
         if "reference_seconds" in e:
             line += (f", scipy ref {e['reference_seconds']:.3f} s ({e['reference_pairs_per_s']:.1f} pairs/s), "
                      f"{e['speedup']:.1f}x, max|diff| {e['max_abs_diff']:.1e}")
