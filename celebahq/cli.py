@@ -231,11 +231,16 @@ def _weights_file(kind: str, weights: str | None) -> str:
 @click.option("--val-every", type=click.IntRange(1), default=500, show_default=True)
 @click.option("--threads", type=click.IntRange(1), default=None, help="CPU threads for torch.")
 @click.option("--restart", is_flag=True, help="Ignore OUT.ckpt and start from scratch.")
+@click.option("--init", "init_weights", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Start from these weights (matching layers; extra residual blocks start as the identity).")
+@click.option("--config", "config_json", default=None,
+              help='Network size as JSON, e.g. \'{"widths": [32, 48, 64], "blocks": [2, 2, 4]}\' (default: shipped).')
 @click.option("--device", default="auto", show_default=True)
 @click.option("--quiet", is_flag=True)
 @user_errors
 def train_restorer_command(kind, more_images, images, val_images, out, steps, patch, batch, lr, seed,
-                           adversarial_weight, val_every, threads, restart, device, quiet):
+                           adversarial_weight, val_every, threads, restart, init_weights, config_json, device,
+                           quiet):
     """Train the cleanup or sr network on synthetic degradations of photographs (resumes from OUT.ckpt)."""
     from .restore.train import TrainOptions, train
 
@@ -243,13 +248,26 @@ def train_restorer_command(kind, more_images, images, val_images, out, steps, pa
 
     options = TrainOptions(steps=steps, patch=patch, batch=batch, lr=lr, seed=seed,
                            adversarial_weight=adversarial_weight, val_every=val_every, device=device,
-                           threads=threads, resume=not restart, progress=not quiet)
+                           threads=threads, resume=not restart, progress=not quiet, init=init_weights,
+                           config=_network_config(config_json))
     best = train(kind, images, out, val_images, options)
     if "gain_db" in best:
         emit(f"best validation at step {best['step']}: {best['psnr']:.2f} dB, {best['gain_db']:+.2f} dB over the "
              f"baseline -> {out}")
     else:
         emit(f"trained {steps} steps (no validation images) -> {out}")
+
+
+def _network_config(config_json: str | None) -> dict:
+    if not config_json:
+        return {}
+    try:
+        config = json.loads(config_json)
+    except json.JSONDecodeError as error:
+        raise click.BadParameter(f"not JSON: {error}", param_hint="--config") from None
+    if not isinstance(config, dict):
+        raise click.BadParameter("expected a JSON object", param_hint="--config")
+    return config
 
 
 @main.command("eval-restorer")

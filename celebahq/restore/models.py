@@ -119,6 +119,24 @@ def build_model(kind: str, config: dict | None = None) -> nn.Module:
     return KINDS[kind](**config)
 
 
+def warm_start(model: nn.Module, state_dict: dict) -> list[str]:
+    """Load the tensors of `state_dict` whose name and shape match `model`'s; returns the names left as built.
+
+    Residual blocks missing from `state_dict` (a deeper `blocks` config) start as the identity (their last conv
+    zeroed), so a grown network computes exactly what the smaller one did before its first training step.
+    """
+    own = model.state_dict()
+    matching = {k: v for k, v in state_dict.items() if k in own and own[k].shape == v.shape}
+    if not matching:
+        raise ValueError("the weights share no layer with this network")
+    model.load_state_dict(matching, strict=False)
+    fresh = sorted(set(own) - set(matching))
+    for name, module in model.named_modules():
+        if isinstance(module, _ResidualBlock) and f"{name}.body.2.weight" in fresh:
+            _zero_(module.body[2])
+    return fresh
+
+
 def gflops_per_megapixel(model: nn.Module, side: int = 64) -> float:
     """Multiply-adds × 2 of the convolutions per megapixel of *output*, counted on a side × side input."""
     total = 0

@@ -30,7 +30,7 @@ from ganeval.sources import BadImage, decode_image
 from .degrade import SR_SCALE, bicubic_upscale, downscale, jpeg_roundtrip
 from .eval import psnr
 from .infer import photo_files
-from .models import build_model, model_config
+from .models import build_model, model_config, warm_start
 
 VAL_QUALITY = 20  # the cleanup target's JPEG quality
 VAL_CROP = 192  # validation crops (high-resolution side), up to VAL_CROPS_PER_PHOTO per photograph
@@ -55,6 +55,7 @@ class TrainOptions:
     resume: bool = True
     progress: bool = True
     config: dict = field(default_factory=dict)  # model constructor arguments (default: the shipped sizes)
+    init: str | None = None  # weight file to start from (warm start; see warm_start)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -216,7 +217,10 @@ def train(kind: str, images, out: str | os.PathLike, val_images=(), options: Tra
     crops = validation_set(kind, val_photos)
 
     torch.manual_seed(options.seed)
-    model = build_model(kind, options.config).to(device)
+    try:
+        model = build_model(kind, options.config).to(device)
+    except TypeError as error:
+        raise GanevalError(f"bad network config {options.config}: {error}") from None
     optimizer = torch.optim.Adam(model.parameters(), lr=options.lr)
     critic = critic_optimizer = None
     if options.adversarial_weight:
@@ -240,6 +244,11 @@ def train(kind: str, images, out: str | os.PathLike, val_images=(), options: Tra
             critic_optimizer.load_state_dict(state["critic_optimizer"])
         start, best, history = state["step"], state["best"], state["history"]
         seconds = state.get("seconds", 0.0)
+    elif options.init:
+        init = torch.load(options.init, map_location=device, weights_only=True)
+        if init.get("kind") != kind:
+            raise GanevalError(f"--init {options.init}: weights of a {init.get('kind')!r} network, not {kind!r}")
+        warm_start(model, init["state_dict"])
 
     def training_record(step: int) -> dict:
         return {"steps": step, "images": names, "val_images": sorted(val_photos), "seconds": round(seconds, 1),

@@ -19,7 +19,7 @@ from celebahq.pipeline import BuildOptions, build
 from celebahq.restore.degrade import SR_SCALE, bicubic_upscale, downscale, jpeg_roundtrip
 from celebahq.restore.eval import psnr
 from celebahq.restore.infer import Restorer, net_upscale, shipped_weights
-from celebahq.restore.models import build_model, gflops_per_megapixel
+from celebahq.restore.models import build_model, gflops_per_megapixel, warm_start
 from celebahq.restore.train import weights_payload
 
 MINI = Path(__file__).resolve().parents[2] / "examples" / "celeba_wild_mini"
@@ -284,3 +284,47 @@ def test_cli_train_resume_and_eval(tmp_path, photo):
                                        "--quality", "30", "--device", "cpu"])  # --images DIR [DIR|FILE …]
     assert result.exit_code == 0, result.output
     assert "cleanup on 1 photographs" in result.output and "jpeg" in result.output and "net gain" in result.output
+
+
+def test_warm_start_grows_a_network_without_changing_its_output():
+    small = build_model("cleanup", {"blocks": [1, 1, 2]}).eval()
+    for parameter in small.parameters():  # non-zero everywhere, tail included
+        torch.nn.init.normal_(parameter, std=0.05)
+    grown = build_model("cleanup", {"blocks": [2, 3, 4]}).eval()
+    fresh = warm_start(grown, small.state_dict())
+    assert fresh and all(".body." in name for name in fresh)  # only the added residual blocks
+    image = torch.rand(1, 3, 40, 48)
+    with torch.no_grad():
+        assert torch.equal(grown(image), small(image))
+    with pytest.raises(ValueError, match="share no layer"):
+        warm_start(build_model("sr"), small.state_dict())
+
+
+def test_cli_train_from_init_weights_with_a_config(tmp_path, photo):
+    images = tmp_path / "train"
+    images.mkdir()
+    Image.fromarray(photo).save(images / "photo.png")
+    base = ["train-restorer", "cleanup", "--images", str(images), "--patch", "32", "--batch", "2", "--steps", "1",
+            "--device", "cpu", "--quiet"]
+    small = tmp_path / "small.pt"
+    assert CliRunner().invoke(main, [*base, "--out", str(small)]).exit_code == 0
+    grown = tmp_path / "grown.pt"
+    result = CliRunner().invoke(main, [*base, "--out", str(grown), "--init", str(small),
+                                       "--config", '{"widths": [32, 48, 64], "blocks": [2, 2, 4]}'])
+    assert result.exit_code == 0, result.output
+    payload = torch.load(grown, weights_only=True)
+    assert payload["config"] == {"widths": [32, 48, 64], "blocks": [2, 2, 4]}
+    assert payload["training"]["options"]["init"] == str(small)
+    for bad, message in ((["--init", str(small), "--config", "{}"], None),
+                         (["--config", '{"width": 3}'], "bad network config"),
+                         (["--config", "[1]"], "JSON object"),
+                         (["--config", "{"], "not JSON")):
+        result = CliRunner().invoke(main, [*base, "--out", str(tmp_path / "bad.pt"), "--restart", *bad])
+        if message is None:
+            assert result.exit_code == 0, result.output  # same config: a plain warm start
+        else:
+            assert result.exit_code != 0 and message in result.output, result.output
+            assert "Traceback" not in result.output
+    sr_init = CliRunner().invoke(main, [*base[:1], "sr", *base[2:], "--out", str(tmp_path / "sr.pt"),
+                                        "--init", str(small)])
+    assert sr_init.exit_code != 0 and "not 'sr'" in sr_init.output
