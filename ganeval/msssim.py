@@ -23,11 +23,12 @@ adapted from the tensorflow/models compression msssim.py), re-implemented in bat
    sizes that is the same thing.
 
 Precision and speed: `ms_ssim` computes in float64 by default (~1e-14 from a float64 NumPy/SciPy FFT
-reference); `dtype=torch.float32` is about 2× faster on a CPU but not recommended: a contrast term near 0 raised
-to the power 0.0448 amplifies float32 rounding to ~1e-5 on some photographs. Local moments are taken of values
-centred at 128 (E[x'²] − E[x']² cancels less). The separable Gaussian is applied as two plain matrix products
-with banded 'valid' filter matrices (on CUDA for sides > 512 as two 1-D F.conv2d passes with groups=C), 8 pairs
-at a time on the CPU (cache-sized chunks: 2× faster than one big batch).
+reference); `dtype=torch.float32` is faster but not recommended: a contrast term near 0 raised to the power
+0.0448 amplifies float32 rounding to ~1e-5 on some photographs. Local moments are taken of values centred at 128
+(E[x'²] − E[x']² cancels less). The separable Gaussian is applied on the CPU as two weighted sums of shifted views
+(11 in-place passes each, memory-bound, so each scale runs in cache-sized chunks of ~32k image pixels: 2 pairs
+at 128², more at the coarse scales), on CUDA as two matrix products with banded 'valid' filter matrices (two 1-D
+F.conv2d passes with groups=C for sides > 512).
 """
 
 from __future__ import annotations
@@ -54,6 +55,7 @@ CENTRE = 128.0  # local moments are taken of values centred here (see ssim_and_c
 NUM_SCALES = len(WEIGHTS)
 MIN_SIZE = 2 ** (NUM_SCALES - 1)  # 16: the fifth scale still has one pixel
 DEFAULT_NUM_PAIRS = 10000
+CPU_CHUNK_PIXELS = 32768  # image pixels × pairs per chunk on the CPU: 2 pairs at 128², 1 at 256², 8 at 64²
 DEFAULT_SEED = 1000
 
 
@@ -96,19 +98,26 @@ def gaussian_filter_valid(images: torch.Tensor, size: int, sigma: float, method:
     """Separable Gaussian 'valid' filtering of every channel: NCHW (H, W) -> NCHW (H − size + 1, W − size + 1).
 
     method 'matmul': each 1-D pass is a product with a banded matrix (valid_filter_matrix); 'conv': two 1-D
-    F.conv2d passes with groups=C. Both give the same numbers (to rounding). 'auto' picks the faster one for
-    float64: matmul on CPU (5-8× faster: float64 convolutions have no optimised CPU kernels) and on CUDA up to
-    512 pixels a side, conv on CUDA beyond (measured on an H100).
+    F.conv2d passes with groups=C; 'shift': each 1-D pass is a weighted sum of `size` shifted views. All give the
+    same numbers (to rounding). 'auto' picks the fastest for float64: shift on the CPU (on cache-sized chunks 2-8×
+    faster than matmul, which does H or W multiply-adds per output instead of `size`; float64 convolutions have
+    no optimised CPU kernels), on CUDA matmul up to 512 pixels a side and conv beyond (measured on an H100).
     """
     window = gaussian_window(size, sigma, images.dtype, images.device)
     if method == "auto":
-        method = "conv" if images.device.type == "cuda" and max(images.shape[-2:]) > 512 else "matmul"
+        if images.device.type == "cpu":
+            method = "shift"
+        else:
+            method = "conv" if max(images.shape[-2:]) > 512 else "matmul"
+    if method == "shift":
+        taps = window.tolist()
+        return _shifted_sum(_shifted_sum(images, taps, -1), taps, -2)
     if method == "conv":
         maps = images.shape[1]
         images = F.conv2d(images, window.view(1, 1, size, 1).expand(maps, 1, size, 1), groups=maps)
         return F.conv2d(images, window.view(1, 1, 1, size).expand(maps, 1, 1, size), groups=maps)
     if method != "matmul":
-        raise ValueError(f"unknown filtering method {method!r} (auto, matmul or conv)")
+        raise ValueError(f"unknown filtering method {method!r} (auto, matmul, conv or shift)")
     n, c, h, w = images.shape
     rows = valid_filter_matrix(size, h, window)
     cols = valid_filter_matrix(size, w, window)
@@ -116,6 +125,15 @@ def gaussian_filter_valid(images: torch.Tensor, size: int, sigma: float, method:
     # (one copy), filter the columns; the result is returned as a transposed view.
     across = (images.reshape(-1, w) @ cols.T).view(n, c, h, -1).transpose(-1, -2).reshape(-1, h)
     return (across @ rows.T).view(n, c, w - size + 1, h - size + 1).transpose(-1, -2)
+
+
+def _shifted_sum(images: torch.Tensor, taps: list[float], dim: int) -> torch.Tensor:
+    """'Valid' correlation along `dim` as a weighted sum of len(taps) shifted views (one fused pass each)."""
+    out = images.shape[dim] - len(taps) + 1
+    total = images.narrow(dim, 0, out) * taps[0]
+    for offset, tap in enumerate(taps[1:], start=1):
+        total.add_(images.narrow(dim, offset, out), alpha=tap)
+    return total
 
 
 def ssim_and_cs(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -150,15 +168,24 @@ def ssim_and_cs(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.T
 
 
 def box_downsample(images: torch.Tensor) -> torch.Tensor:
-    """Non-overlapping 2×2 mean: NCHW (H, W) -> (H//2, W//2); an odd last row/column is dropped first."""
-    return F.avg_pool2d(images, kernel_size=2, stride=2)
+    """Non-overlapping 2×2 mean: NCHW (H, W) -> (H//2, W//2); an odd last row/column is dropped first.
+
+    Three strided adds (≈10× faster than F.avg_pool2d on float64 CPU tensors; same numbers to rounding).
+    """
+    height, width = images.shape[-2] // 2 * 2, images.shape[-1] // 2 * 2
+    images = images[..., :height, :width]
+    rows = images[..., 0::2, :] + images[..., 1::2, :]
+    return (rows[..., 0::2] + rows[..., 1::2]).mul_(0.25)
 
 
-def ms_ssim_scales(a, b, dtype: torch.dtype = torch.float64) -> tuple[torch.Tensor, torch.Tensor]:
+def ms_ssim_scales(a, b, dtype: torch.dtype = torch.float64,
+                   chunk_pixels: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-scale SSIM and cs, unclipped: (ssim [N, 5], cs [N, 5]) float64, scale 0 = full resolution.
 
     a, b: uint8 or float NCHW tensors (or numpy arrays) in [0, 255], one shape, min(H, W) ≥ 16. Computed on
-    a's device (b is moved there) in `dtype`.
+    a's device (b is moved there) in `dtype`. Each scale runs in chunks of about `chunk_pixels` image pixels
+    (default: CPU_CHUNK_PIXELS on the CPU, where cache-sized chunks run several times faster; all pairs at once
+    on a GPU), so the coarse scales, whose cost is mostly per-operation overhead, run in bigger chunks.
     """
     x = _as_images(a, dtype=dtype)
     y = _as_images(b, x.device, dtype=dtype)
@@ -167,31 +194,29 @@ def ms_ssim_scales(a, b, dtype: torch.dtype = torch.float64) -> tuple[torch.Tens
     if min(x.shape[-2:]) < MIN_SIZE:
         raise GanevalError(f"images of {x.shape[-1]}x{x.shape[-2]} are too small for MS-SSIM "
                            f"({NUM_SCALES} scales need sides of at least {MIN_SIZE} pixels)")
+    if chunk_pixels is None:
+        chunk_pixels = CPU_CHUNK_PIXELS if x.device.type == "cpu" else x.numel()
     ssims, css = [], []
     for scale in range(NUM_SCALES):
-        ssim, cs = ssim_and_cs(x, y)
-        ssims.append(ssim)
-        css.append(cs)
+        chunk = max(1, chunk_pixels // (x.shape[-2] * x.shape[-1]))
+        parts = [ssim_and_cs(x[i:i + chunk], y[i:i + chunk]) for i in range(0, len(x), chunk)]
+        ssims.append(torch.cat([ssim for ssim, _ in parts]))
+        css.append(torch.cat([cs for _, cs in parts]))
         if scale + 1 < NUM_SCALES:
             x, y = box_downsample(x), box_downsample(y)
     return torch.stack(ssims, dim=1).double(), torch.stack(css, dim=1).double()
 
 
-def ms_ssim(a, b, dtype: torch.dtype = torch.float64, chunk: int | None = None) -> torch.Tensor:
+def ms_ssim(a, b, dtype: torch.dtype = torch.float64, chunk_pixels: int | None = None) -> torch.Tensor:
     """MS-SSIM of each image pair (a[i], b[i]): float64 tensor [N] in [0, 1], on a's device.
 
     a, b: uint8 or float NCHW tensors (or numpy arrays) in [0, 255] (not [0, 1]), same shape, min(H, W) ≥ 16.
     Identical images give 1 (up to rounding; the weights sum to 1.0001). `dtype` of the filtering and local
-    statistics: float64 (default; ~1e-14 from a float64 reference) or float32 (2× faster on a CPU, but a
+    statistics: float64 (default; ~1e-14 from a float64 reference) or float32 (faster on a CPU, but a
     contrast term near 0 raised to the power 0.0448 amplifies its rounding: up to ~1e-5 off on photographs).
-    `chunk` pairs are processed at a time (default: 8 on the CPU, where cache-sized chunks run 2× faster;
-    all at once on a GPU).
+    `chunk_pixels`: see ms_ssim_scales (the result does not depend on it).
     """
-    if chunk is None:
-        device = a.device if isinstance(a, torch.Tensor) else torch.device("cpu")
-        chunk = 8 if device.type == "cpu" else len(a)
-    parts = [ms_ssim_scales(a[i:i + chunk], b[i:i + chunk], dtype) for i in range(0, len(a), max(1, chunk))]
-    ssim, cs = (torch.cat(values) for values in zip(*parts))
+    ssim, cs = ms_ssim_scales(a, b, dtype, chunk_pixels)
     ssim, cs = ssim.clamp_min(0.0), cs.clamp_min(0.0)
     weights = torch.tensor(WEIGHTS, dtype=torch.float64, device=ssim.device)
     return torch.prod(cs[:, :-1] ** weights[:-1], dim=1) * ssim[:, -1] ** weights[-1]

@@ -132,12 +132,15 @@ def test_gaussian_window_is_fspecial():
 
 
 @pytest.mark.parametrize("size", [11, 8])
-def test_matmul_and_grouped_conv_filtering_agree(real_photos, size):
+def test_filtering_methods_agree(real_photos, size):
     images = torch.from_numpy(nchw(real_photos[:2, :40, :33])).double()
     by_matmul = gaussian_filter_valid(images, size, size * 1.5 / 11, method="matmul")
-    by_conv = gaussian_filter_valid(images, size, size * 1.5 / 11, method="conv")
     assert by_matmul.shape == (2, 3, 40 - size + 1, 33 - size + 1)
-    torch.testing.assert_close(by_matmul, by_conv, rtol=0, atol=1e-11)
+    for method in ("conv", "shift"):
+        by_method = gaussian_filter_valid(images, size, size * 1.5 / 11, method=method)
+        torch.testing.assert_close(by_method, by_matmul, rtol=0, atol=1e-11)
+    with pytest.raises(ValueError, match="unknown filtering method"):
+        gaussian_filter_valid(images, size, 1.5, method="fft")
 
 
 @pytest.mark.parametrize("size", [256, 128, 64, 32, 16])
@@ -302,6 +305,13 @@ def test_msssim_diversity_rejects_tiny_images(tmp_path):
     write_images(tmp_path / "tiny", np.zeros((4, 8, 8, 3), dtype=np.uint8))
     with pytest.raises(GanevalError, match="too small"):
         msssim_diversity(tmp_path / "tiny", num_pairs=2, progress=False)
+
+
+def test_result_does_not_depend_on_chunking(pairs):
+    first, second = (torch.from_numpy(nchw(images)) for images in pairs)
+    whole = ms_ssim(first, second, chunk_pixels=first.numel())
+    for chunk_pixels in (1, 128 * 128 * 3, None):  # one pair per scale, 3 pairs at 128², the CPU default
+        torch.testing.assert_close(ms_ssim(first, second, chunk_pixels=chunk_pixels), whole, rtol=0, atol=1e-12)
 
 
 def test_diversity_does_not_depend_on_batch_size(real_photos):
