@@ -24,7 +24,7 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from celebahq.pipeline import BuildOptions, build  # noqa: E402
+from celebahq.pipeline import BuildOptions, build
 
 CELEBA_PHOTOS = 202_599
 

@@ -93,7 +93,7 @@ def main() -> None:
     images_b = make_images(args.num_images, args.resolution, 2)
     report = {"num_images": args.num_images, "resolution": args.resolution,
               "torch": torch.__version__, "threads": torch.get_num_threads()}
-    common = dict(num_images=args.num_images, seed=1000, progress=False, num_workers=0)
+    common = {"num_images": args.num_images, "seed": 1000, "progress": False, "num_workers": 0}
     if not args.gpu_only:
         baseline, baseline_s = timed(lambda: numpy_swd(images_a, images_b, 1000))
         ours, ours_s = timed(lambda: swd(images_a, images_b, device="cpu", **common))

@@ -12,6 +12,7 @@ import json
 import os
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Self
 
 MANIFEST_NAME = "manifest.jsonl"
 
@@ -61,7 +62,7 @@ class ManifestWriter:
         complete = read_manifest(out_dir, name)
         if self.path.is_file() and self.path.stat().st_size != sum(len(_encode(r)) for r in complete):
             write_manifest(out_dir, complete, name)  # rewrite without the torn tail
-        self.file = open(self.path, "a", encoding="utf-8")
+        self.file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - held open until close()
 
     def append(self, record: dict) -> None:
         self.file.write(_encode(record))
@@ -70,7 +71,7 @@ class ManifestWriter:
     def close(self) -> None:
         self.file.close()
 
-    def __enter__(self) -> ManifestWriter:
+    def __enter__(self) -> Self:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -82,8 +83,7 @@ def write_manifest(out_dir: str | os.PathLike, records: Iterable[dict], name: st
     path = Path(out_dir) / name
     temporary = path.with_name(f".{path.name}.tmp")
     with open(temporary, "w", encoding="utf-8") as file:
-        for record in records:
-            file.write(_encode(record))
+        file.writelines(_encode(record) for record in records)
         file.flush()
         os.fsync(file.fileno())
     os.replace(temporary, path)

@@ -284,7 +284,7 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
             return {key: archive[key] for key in archive.files}
     except GanevalError:
         raise
-    except Exception as error:
+    except Exception as error:  # noqa: BLE001 - any failure to parse means: not a statistics file
         raise GanevalError(f"{path}: not a readable statistics file ({error})") from None
 
 
@@ -298,7 +298,7 @@ def is_statistics_file(path) -> bool:
     try:
         with np.load(path, allow_pickle=False) as archive:
             return {"mu", "sigma"} <= set(getattr(archive, "files", []))
-    except Exception:
+    except Exception:  # noqa: BLE001 - unreadable: not a statistics file
         return False
 
 

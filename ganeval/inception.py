@@ -444,13 +444,13 @@ def _read_weights(path: Path) -> dict | torch.jit.ScriptModule:
         if isinstance(loaded, dict):
             return loaded
         load_error = f"it holds a {type(loaded).__name__}, not a state dict"
-    except Exception as error:
+    except Exception as error:  # noqa: BLE001 - not a state dict: try TorchScript next
         load_error = str(error)
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", DeprecationWarning)  # recent torch deprecates TorchScript
             return torch.jit.load(str(path), map_location="cpu")
-    except Exception as error:
+    except Exception as error:  # noqa: BLE001 - reported with both causes
         raise GanevalError(f"{path} is neither an Inception state dict ({load_error.splitlines()[0]}) nor a "
                            f"TorchScript module ({str(error).splitlines()[0]})") from None
 

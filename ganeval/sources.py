@@ -78,7 +78,7 @@ def decode_image(data: bytes | str | os.PathLike) -> np.ndarray:
             return to_rgb_hwc(np.asarray(image))
     except BadImage:
         raise
-    except Exception as error:  # PIL raises many types (OSError, SyntaxError, ValueError, DecompressionBomb...)
+    except Exception as error:  # noqa: BLE001 - PIL raises many types (OSError, SyntaxError, ValueError, DecompressionBomb...)
         raise BadImage(f"cannot decode: {error}") from None
 
 
@@ -197,7 +197,7 @@ class ZipSource(ImageSource):
     def load(self, index: int) -> np.ndarray:
         try:
             data = self._zip.get().read(self.members[index])
-        except Exception as error:  # CRC errors, truncated archives
+        except Exception as error:  # noqa: BLE001 - CRC errors, truncated archives
             raise BadImage(f"cannot read from archive: {error}") from None
         return decode_image(data)
 
@@ -232,7 +232,7 @@ class ArraySource(ImageSource):
                 self.array = np.load(self.path, mmap_mode="r")
         except SourceError:
             raise
-        except Exception as error:
+        except Exception as error:  # noqa: BLE001 - any parse failure is reported as such
             raise SourceError(f"{path}: not a readable numpy file ({error})") from None
         if self.array.dtype != np.uint8:
             raise SourceError(f"{path}: pixel type {self.array.dtype}, expected uint8 in [0, 255]")

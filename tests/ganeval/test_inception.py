@@ -34,8 +34,6 @@ from ganeval.inception import (
 )
 
 
-
-
 @pytest.fixture
 def hub_dir(tmp_path, monkeypatch) -> Path:
     """An empty torch hub cache under tmp_path (via TORCH_HOME); returns its checkpoints folder."""

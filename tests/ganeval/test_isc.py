@@ -14,8 +14,6 @@ from ganeval.errors import GanevalError, SourceError
 from ganeval.isc import inception_score, inception_score_source
 
 
-
-
 def reference_inception_score(logits: np.ndarray, splits: int) -> tuple[float, float]:
     """improved-gan: softmax, consecutive parts [k·N//s, (k+1)·N//s), exp(mean KL(p(y|x) ‖ p(y))), mean/std."""
     preds = softmax(logits.astype(np.float64), axis=1)

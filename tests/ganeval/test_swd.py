@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import itertools
+
 import cv2
 import numpy as np
 import pytest
@@ -168,7 +170,7 @@ def test_finest_level_grows_with_blur(real_photos):
         else:
             gen = sharp
         values.append(swd(gen, reals, num_images=48, seed=1, progress=False).levels["128"])
-    assert all(b > a for a, b in zip(values, values[1:])), values
+    assert all(b > a for a, b in itertools.pairwise(values)), values
 
 
 def test_repeats_and_baseline(photos64):
