@@ -99,9 +99,9 @@ def gaussian_filter_valid(images: torch.Tensor, size: int, sigma: float, method:
 
     method 'matmul': each 1-D pass is a product with a banded matrix (valid_filter_matrix); 'conv': two 1-D
     F.conv2d passes with groups=C; 'shift': each 1-D pass is a weighted sum of `size` shifted views. All give the
-    same numbers (to rounding). 'auto' picks the fastest for float64: shift on the CPU (on cache-sized chunks 2-8×
-    faster than matmul, which does H or W multiply-adds per output instead of `size`; float64 convolutions have
-    no optimised CPU kernels), on CUDA matmul up to 512 pixels a side and conv beyond (measured on an H100).
+    same numbers (to rounding). 'auto' picks the fastest for float64: shift on the CPU (on cache-sized chunks;
+    matmul does H or W multiply-adds per output instead of `size`, and float64 convolutions have no optimised
+    CPU kernels), on CUDA matmul up to 512 pixels a side and conv beyond (measured on an H100).
     """
     window = gaussian_window(size, sigma, images.dtype, images.device)
     if method == "auto":
@@ -170,7 +170,7 @@ def ssim_and_cs(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.T
 def box_downsample(images: torch.Tensor) -> torch.Tensor:
     """Non-overlapping 2×2 mean: NCHW (H, W) -> (H//2, W//2); an odd last row/column is dropped first.
 
-    Three strided adds (≈10× faster than F.avg_pool2d on float64 CPU tensors; same numbers to rounding).
+    Three strided adds (faster than F.avg_pool2d on float64 CPU tensors; same numbers to rounding).
     """
     height, width = images.shape[-2] // 2 * 2, images.shape[-1] // 2 * 2
     images = images[..., :height, :width]
@@ -195,7 +195,7 @@ def ms_ssim_scales(a, b, dtype: torch.dtype = torch.float64,
         raise GanevalError(f"images of {x.shape[-1]}x{x.shape[-2]} are too small for MS-SSIM "
                            f"({NUM_SCALES} scales need sides of at least {MIN_SIZE} pixels)")
     if chunk_pixels is None:
-        chunk_pixels = CPU_CHUNK_PIXELS if x.device.type == "cpu" else x.numel()
+        chunk_pixels = CPU_CHUNK_PIXELS if x.device.type == "cpu" else len(x) * x.shape[-2] * x.shape[-1]
     ssims, css = [], []
     for scale in range(NUM_SCALES):
         chunk = max(1, chunk_pixels // (x.shape[-2] * x.shape[-1]))
