@@ -24,16 +24,19 @@ adapted from the tensorflow/models compression msssim.py), re-implemented in bat
 
 Precision and speed: `ms_ssim` computes in float64 by default (~1e-14 from a float64 NumPy/SciPy FFT
 reference); `dtype=torch.float32` is faster but not recommended: a contrast term near 0 raised to the power
-0.0448 amplifies float32 rounding to ~1e-5 on some photographs. Local moments are taken of values centred at 128
-(E[x'²] − E[x']² cancels less). The separable Gaussian is applied on the CPU as two weighted sums of shifted views
-(11 in-place passes each, memory-bound, so each scale runs in cache-sized chunks of ~32k image pixels: 2 pairs
-at 128², more at the coarse scales), on CUDA as two matrix products with banded 'valid' filter matrices (two 1-D
-F.conv2d passes with groups=C for sides > 512).
+0.0448 amplifies float32 rounding to ~1e-5 on some photographs. The four filtered maps per channel are those
+of s = x + y − 256 and d = x − y and their squares (see _ssim_and_cs_of_moments; s centred so that
+E[s²] − E[s]² cancels less). The separable Gaussian runs on the CPU as one OpenCV sepFilter2D call per chunk
+(SIMD float64; all maps stacked into one tall image), each scale in cache-sized chunks of ~32k image pixels,
+the pairs shared out between one single-threaded worker per core; on CUDA as two matrix products with banded
+'valid' filter matrices (two 1-D F.conv2d passes with groups=C for sides > 512).
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -51,11 +54,12 @@ K1 = 0.01
 K2 = 0.03
 MAX_VALUE = 255.0
 WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
-CENTRE = 128.0  # local moments are taken of values centred here (see ssim_and_cs)
+CENTRE = 128.0  # s = x + y − 2·CENTRE is centred on mid-grey (see _ssim_and_cs_of_moments)
 NUM_SCALES = len(WEIGHTS)
 MIN_SIZE = 2 ** (NUM_SCALES - 1)  # 16: the fifth scale still has one pixel
 DEFAULT_NUM_PAIRS = 10000
 CPU_CHUNK_PIXELS = 32768  # image pixels × pairs per chunk on the CPU: 2 pairs at 128², 1 at 256², 8 at 64²
+CPU_TASK_PIXELS = 262144  # at most this many image pixels × pairs per CPU worker task (16 pairs at 128²)
 DEFAULT_SEED = 1000
 
 
@@ -74,15 +78,15 @@ def gaussian_window(size: int, sigma: float, dtype: torch.dtype = torch.float64,
     return (taps / taps.sum()).to(dtype=dtype, device=device)
 
 
-def _as_images(images, device: torch.device | None = None, dtype: torch.dtype = torch.float64) -> torch.Tensor:
-    """uint8/float NCHW tensor or array in [0, 255] -> `dtype` NCHW tensor (on `device`, else its own)."""
+def _as_images(images, device: torch.device | None = None) -> torch.Tensor:
+    """uint8/float NCHW tensor or array in [0, 255] -> NCHW tensor of its dtype (on `device`, else its own)."""
     if isinstance(images, np.ndarray):
         images = torch.from_numpy(np.ascontiguousarray(images))
     if not isinstance(images, torch.Tensor):
         raise TypeError(f"expected a torch tensor or numpy array of images, got {type(images).__name__}")
     if images.ndim != 4:
         raise ValueError(f"expected NCHW images, got shape {tuple(images.shape)}")
-    return images.to(device=device if device is not None else images.device, dtype=dtype)
+    return images.to(device=device if device is not None else images.device)
 
 
 def valid_filter_matrix(size: int, length: int, window: torch.Tensor) -> torch.Tensor:
@@ -97,18 +101,22 @@ def valid_filter_matrix(size: int, length: int, window: torch.Tensor) -> torch.T
 def gaussian_filter_valid(images: torch.Tensor, size: int, sigma: float, method: str = "auto") -> torch.Tensor:
     """Separable Gaussian 'valid' filtering of every channel: NCHW (H, W) -> NCHW (H − size + 1, W − size + 1).
 
-    method 'matmul': each 1-D pass is a product with a banded matrix (valid_filter_matrix); 'conv': two 1-D
-    F.conv2d passes with groups=C; 'shift': each 1-D pass is a weighted sum of `size` shifted views. All give the
-    same numbers (to rounding). 'auto' picks the fastest for float64: shift on the CPU (on cache-sized chunks;
-    matmul does H or W multiply-adds per output instead of `size`, and float64 convolutions have no optimised
-    CPU kernels), on CUDA matmul up to 512 pixels a side and conv beyond (measured on an H100).
+    method 'opencv' (CPU, float32/float64): one cv2.sepFilter2D call over all maps stacked into one tall image
+    (a map's 'valid' outputs never see its neighbours, so the zero-padded 'same' result is cropped); 'matmul':
+    each 1-D pass is a product with a banded matrix (valid_filter_matrix); 'conv': two 1-D F.conv2d passes with
+    groups=C; 'shift': each 1-D pass is a weighted sum of `size` shifted views. All give the same numbers (to
+    rounding, ~1e-13 at [0, 255] scale). 'auto' picks the fastest: opencv on the CPU (SIMD, one cache-friendly
+    pass; float64 convolutions have no optimised torch CPU kernels), on CUDA matmul up to 512 pixels a side and
+    conv beyond (measured on an H100). The 'opencv' result is a cropped view of a padded buffer.
     """
     window = gaussian_window(size, sigma, images.dtype, images.device)
     if method == "auto":
         if images.device.type == "cpu":
-            method = "shift"
+            method = "opencv" if images.dtype in (torch.float32, torch.float64) else "shift"
         else:
             method = "conv" if max(images.shape[-2:]) > 512 else "matmul"
+    if method == "opencv":
+        return _opencv_filter_valid(images, window)
     if method == "shift":
         taps = window.tolist()
         return _shifted_sum(_shifted_sum(images, taps, -1), taps, -2)
@@ -117,7 +125,7 @@ def gaussian_filter_valid(images: torch.Tensor, size: int, sigma: float, method:
         images = F.conv2d(images, window.view(1, 1, size, 1).expand(maps, 1, size, 1), groups=maps)
         return F.conv2d(images, window.view(1, 1, 1, size).expand(maps, 1, 1, size), groups=maps)
     if method != "matmul":
-        raise ValueError(f"unknown filtering method {method!r} (auto, matmul, conv or shift)")
+        raise ValueError(f"unknown filtering method {method!r} (auto, opencv, matmul, conv or shift)")
     n, c, h, w = images.shape
     rows = valid_filter_matrix(size, h, window)
     cols = valid_filter_matrix(size, w, window)
@@ -125,6 +133,25 @@ def gaussian_filter_valid(images: torch.Tensor, size: int, sigma: float, method:
     # (one copy), filter the columns; the result is returned as a transposed view.
     across = (images.reshape(-1, w) @ cols.T).view(n, c, h, -1).transpose(-1, -2).reshape(-1, h)
     return (across @ rows.T).view(n, c, w - size + 1, h - size + 1).transpose(-1, -2)
+
+
+def _opencv_filter_valid(images: torch.Tensor, window: torch.Tensor) -> torch.Tensor:
+    """'valid' filtering of a CPU float32/float64 NCHW tensor with cv2.sepFilter2D (see gaussian_filter_valid)."""
+    import cv2  # a dependency of the toolkit; imported here so that `import ganeval` stays light
+
+    if images.device.type != "cpu" or images.dtype not in (torch.float32, torch.float64):
+        raise ValueError(f"the opencv filter takes CPU float32/float64 tensors, got {images.dtype} on "
+                         f"{images.device}")
+    *lead, h, w = images.shape
+    size = window.numel()
+    taps = window.numpy()
+    depth = cv2.CV_64F if images.dtype == torch.float64 else cv2.CV_32F
+    tall = images.contiguous().numpy().reshape(-1, w)
+    same = cv2.sepFilter2D(tall, depth, taps, taps, borderType=cv2.BORDER_CONSTANT)
+    start = size // 2  # OpenCV centres a kernel of size k on tap k // 2 (the later of the two for even sizes)
+    stop = start - size + 1
+    same = torch.from_numpy(same).view(*lead, h, w)
+    return same[..., start:h + stop, start:w + stop]
 
 
 def _shifted_sum(images: torch.Tensor, taps: list[float], dim: int) -> torch.Tensor:
@@ -144,38 +171,84 @@ def ssim_and_cs(x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.T
     """
     if x.shape != y.shape:
         raise ValueError(f"image shapes differ: {tuple(x.shape)} vs {tuple(y.shape)}")
-    n, c, h, w = x.shape
+    return _ssim_and_cs_of_moments(_moment_stack(x, y))
+
+
+def _moment_stack(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """[N, 4, C, H, W] buffer of NCHW pairs x, y whose slots 0 and 1 hold s = x + y − 2·128 (centred on
+    mid-grey) and d = x − y; slots 2 and 3 (for s², d²) are left to _ssim_and_cs_of_moments."""
+    stack = x.new_empty(x.shape[0], 4, *x.shape[1:])
+    torch.add(x, y, out=stack[:, 0]).sub_(2.0 * CENTRE)
+    torch.sub(x, y, out=stack[:, 1])
+    return stack
+
+
+def _ssim_and_cs_of_moments(stack: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ssim [N], cs [N]) of the pairs whose s and d fill slots 0 and 1 of stack [N, 4, C, H, W] (_moment_stack).
+
+    SSIM in terms of s and d: with A = μs², B = μd² (μ: the local means, s uncentred) and the local variances
+    Vs = E[s²] − E[s]², Vd = E[d²] − E[d]², we have 2μxμy = (A − B)/2, μx² + μy² = (A + B)/2,
+    2σxy = (Vs − Vd)/2 and σx² + σy² = (Vs + Vd)/2, so
+        cs_map  = (2σxy + C2)/(σx² + σy² + C2) = 1 − 2Vd/(Vs + Vd + 2C2),
+        lum_map = (2μxμy + C1)/(μx² + μy² + C1) = 1 − 2B/(A + B + 2C1),   ssim_map = lum_map · cs_map:
+    four filtered maps instead of five, and fewer operations after the filter. Centring s makes E[s²] − E[s]²
+    cancel less (it matters in float32).
+    """
+    n, _, c, h, w = stack.shape
     size = min(FILTER_SIZE, h, w)
-    # Moments of values x' = x − c centred on mid-grey: E[x'²] − E[x']² cancels far less than E[x²] − E[x]²
-    # (which matters in float32); the window sums to 1, so the means are shifted back exactly.
-    # Four filtered maps instead of five: only σ1² + σ2² is ever used, so x² + y² is filtered as one map.
-    stack = x.new_empty(n, 4, c, h, w)  # x', y', x'² + y'², x'y' (written in place: this part is memory-bound)
-    xc = torch.sub(x, CENTRE, out=stack[:, 0])
-    yc = torch.sub(y, CENTRE, out=stack[:, 1])
-    torch.addcmul(torch.mul(xc, xc, out=stack[:, 2]), yc, yc, out=stack[:, 2])
-    torch.mul(xc, yc, out=stack[:, 3])
+    torch.mul(stack[:, :2], stack[:, :2], out=stack[:, 2:])
     stats = gaussian_filter_valid(stack.view(n, 4 * c, h, w), size, size * FILTER_SIGMA / FILTER_SIZE)
-    mu1, mu2, e_sum_squares, e_product = stats.view(n, 4, c, *stats.shape[-2:]).unbind(1)
+    # A fresh buffer: everything below is computed in place in it.
+    mean_s, mean_d, mean_s2, mean_d2 = stats.view(n, 4, c, *stats.shape[-2:]).unbind(1)
     c1, c2 = (K1 * MAX_VALUE) ** 2, (K2 * MAX_VALUE) ** 2
-    mu12 = mu1 * mu2
-    mu_squares = torch.addcmul(mu1 * mu1, mu2, mu2)  # μ1'² + μ2'²
-    # cs_map = (2σ12 + C2) / (σ1² + σ2² + C2); σ12 = E[x'y'] − μ1'μ2', σ1² + σ2² = E[x'² + y'²] − μ1'² − μ2'²
-    cs_map = (e_product - mu12).mul_(2.0).add_(c2).div_(e_sum_squares.sub(mu_squares).add_(c2))
-    # Uncentred means μ = μ' + c: 2μ1μ2 = 2μ1'μ2' + L and μ1² + μ2² = μ1'² + μ2'² + L, L = 2c(μ1' + μ2') + 2c²
-    shift = (mu1 + mu2).mul_(2.0 * CENTRE).add_(2.0 * CENTRE * CENTRE + c1)
-    ssim_map = torch.add(shift, mu12, alpha=2.0).div_(mu_squares.add_(shift)).mul_(cs_map)
-    return ssim_map.mean(dim=(1, 2, 3)), cs_map.mean(dim=(1, 2, 3))
+    var_s = mean_s2.addcmul_(mean_s, mean_s, value=-1.0)
+    var_d = mean_d2.addcmul_(mean_d, mean_d, value=-1.0)
+    r = var_d.div_(var_s.add_(var_d).add_(2.0 * c2))  # cs_map = 1 − 2r
+    a = mean_s.add_(2.0 * CENTRE).square_()
+    b = mean_d.square_()
+    q = b.div_(a.add_(b).add_(2.0 * c1))  # lum_map = 1 − 2q
+    # Means over the maps without writing them: E[cs] = 1 − 2E[r], E[lum·cs] = 1 − 2E[q] − 2E[r] + 4E[qr].
+    mean_r, mean_q = r.mean(dim=(1, 2, 3)), q.mean(dim=(1, 2, 3))
+    mean_qr = q.mul_(r).mean(dim=(1, 2, 3))
+    return 1.0 - 2.0 * (mean_q + mean_r) + 4.0 * mean_qr, 1.0 - 2.0 * mean_r
 
 
-def box_downsample(images: torch.Tensor) -> torch.Tensor:
-    """Non-overlapping 2×2 mean: NCHW (H, W) -> (H//2, W//2); an odd last row/column is dropped first.
+@contextlib.contextmanager
+def _cpu_workers(on_cpu: bool):
+    """Yields (run, workers): run(function, argument_tuples) -> results in order, on `workers` threads.
 
-    Three strided adds (faster than F.avg_pool2d on float64 CPU tensors; same numbers to rounding).
+    On a multi-core CPU: one worker thread per torch thread, each running single-threaded torch and OpenCV
+    kernels (set for the duration, then restored), so that a chunk stays in its core's cache and torch's OpenMP
+    threads do not spin against OpenCV's pool between operations (~1.4x over letting both libraries thread
+    each operation, measured on 2 cores). Elsewhere (a GPU, one thread): one worker, the calling thread.
+    """
+    threads = torch.get_num_threads()
+    if not on_cpu or threads == 1:
+        yield (lambda function, arguments: [function(*args) for args in arguments]), 1
+        return
+    import cv2
+
+    cv2_threads = cv2.getNumThreads()
+    torch.set_num_threads(1)
+    cv2.setNumThreads(1)
+    try:
+        with ThreadPoolExecutor(threads, thread_name_prefix="msssim") as pool:
+            yield (lambda function, arguments: list(pool.map(lambda args: function(*args), arguments))), threads
+    finally:
+        torch.set_num_threads(threads)
+        cv2.setNumThreads(cv2_threads)
+
+
+def box_downsample(images: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """Non-overlapping 2×2 mean: (…, H, W) -> (…, H//2, W//2); an odd last row/column is dropped first.
+
+    Three strided adds (faster than F.avg_pool2d on float64 CPU tensors; same numbers to rounding), written
+    into `out` when given.
     """
     height, width = images.shape[-2] // 2 * 2, images.shape[-1] // 2 * 2
     images = images[..., :height, :width]
     rows = images[..., 0::2, :] + images[..., 1::2, :]
-    return (rows[..., 0::2] + rows[..., 1::2]).mul_(0.25)
+    return torch.add(rows[..., 0::2], rows[..., 1::2], out=out).mul_(0.25)
 
 
 def ms_ssim_scales(a, b, dtype: torch.dtype = torch.float64,
@@ -184,26 +257,51 @@ def ms_ssim_scales(a, b, dtype: torch.dtype = torch.float64,
 
     a, b: uint8 or float NCHW tensors (or numpy arrays) in [0, 255], one shape, min(H, W) ≥ 16. Computed on
     a's device (b is moved there) in `dtype`. Each scale runs in chunks of about `chunk_pixels` image pixels
-    (default: CPU_CHUNK_PIXELS on the CPU, where cache-sized chunks run several times faster; all pairs at once
-    on a GPU), so the coarse scales, whose cost is mostly per-operation overhead, run in bigger chunks.
+    (default: CPU_CHUNK_PIXELS on the CPU, where cache-sized chunks run faster; all pairs at once on a GPU). On a
+    multi-core CPU the pairs are shared out between one worker per core (see _cpu_workers). The result does
+    not depend on either.
     """
-    x = _as_images(a, dtype=dtype)
-    y = _as_images(b, x.device, dtype=dtype)
+    x = _as_images(a)
+    y = _as_images(b, x.device)
     if x.shape != y.shape:
         raise ValueError(f"image shapes differ: {tuple(x.shape)} vs {tuple(y.shape)}")
     if min(x.shape[-2:]) < MIN_SIZE:
         raise GanevalError(f"images of {x.shape[-1]}x{x.shape[-2]} are too small for MS-SSIM "
                            f"({NUM_SCALES} scales need sides of at least {MIN_SIZE} pixels)")
+    on_cpu = x.device.type == "cpu"
+    pixels = x.shape[-2] * x.shape[-1]
     if chunk_pixels is None:
-        chunk_pixels = CPU_CHUNK_PIXELS if x.device.type == "cpu" else len(x) * x.shape[-2] * x.shape[-1]
+        chunk_pixels = CPU_CHUNK_PIXELS if on_cpu else len(x) * pixels
+    with _cpu_workers(on_cpu) as (run, workers):
+        per_task = max(1, min(CPU_TASK_PIXELS // pixels, -(-len(x) // workers)))
+        parts = run(_pair_scales, [(x[i:i + per_task], y[i:i + per_task], dtype, chunk_pixels)
+                                   for i in range(0, len(x), per_task)])
+    return torch.cat([ssim for ssim, _ in parts]), torch.cat([cs for _, cs in parts])
+
+
+def _pair_scales(x: torch.Tensor, y: torch.Tensor, dtype: torch.dtype,
+                 chunk_pixels: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ssim [n, 5], cs [n, 5]) float64 of NCHW image pairs in [0, 255], computed in `dtype`, each scale in
+    chunks of about `chunk_pixels` image pixels."""
+    n, c, h, w = x.shape
     ssims, css = [], []
+    moments = None  # [n, 4, C, H, W] stacks (_moment_stack) of the current scale, after the first
     for scale in range(NUM_SCALES):
-        chunk = max(1, chunk_pixels // (x.shape[-2] * x.shape[-1]))
-        parts = [ssim_and_cs(x[i:i + chunk], y[i:i + chunk]) for i in range(0, len(x), chunk)]
+        step = max(1, chunk_pixels // (h * w))
+        # s and d are linear in x and y: their 2×2 box averages are those of the downsampled images.
+        downsampled = x.new_empty(n, 4, c, h // 2, w // 2, dtype=dtype) if scale + 1 < NUM_SCALES else None
+        parts = []
+        for i in range(0, n, step):
+            if moments is None:
+                stack = _moment_stack(x[i:i + step].to(dtype), y[i:i + step].to(dtype))
+            else:
+                stack = moments[i:i + step]
+            parts.append(_ssim_and_cs_of_moments(stack))
+            if downsampled is not None:
+                box_downsample(stack[:, :2], out=downsampled[i:i + step, :2])
         ssims.append(torch.cat([ssim for ssim, _ in parts]))
         css.append(torch.cat([cs for _, cs in parts]))
-        if scale + 1 < NUM_SCALES:
-            x, y = box_downsample(x), box_downsample(y)
+        moments, h, w = downsampled, h // 2, w // 2
     return torch.stack(ssims, dim=1).double(), torch.stack(css, dim=1).double()
 
 

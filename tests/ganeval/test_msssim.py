@@ -136,7 +136,7 @@ def test_filtering_methods_agree(real_photos, size):
     images = torch.from_numpy(nchw(real_photos[:2, :40, :33])).double()
     by_matmul = gaussian_filter_valid(images, size, size * 1.5 / 11, method="matmul")
     assert by_matmul.shape == (2, 3, 40 - size + 1, 33 - size + 1)
-    for method in ("conv", "shift"):
+    for method in ("conv", "shift", "opencv"):
         by_method = gaussian_filter_valid(images, size, size * 1.5 / 11, method=method)
         torch.testing.assert_close(by_method, by_matmul, rtol=0, atol=1e-11)
     with pytest.raises(ValueError, match="unknown filtering method"):
@@ -312,6 +312,22 @@ def test_result_does_not_depend_on_chunking(pairs):
     whole = ms_ssim(first, second, chunk_pixels=first.numel())
     for chunk_pixels in (1, 128 * 128 * 3, None):  # one pair per scale, 3 pairs at 128², the CPU default
         torch.testing.assert_close(ms_ssim(first, second, chunk_pixels=chunk_pixels), whole, rtol=0, atol=1e-12)
+
+
+def test_cpu_workers_give_the_same_numbers_and_restore_thread_counts(pairs):
+    cv2 = pytest.importorskip("cv2")
+    first, second = (torch.from_numpy(nchw(images)) for images in pairs)
+    threads, cv2_threads = torch.get_num_threads(), cv2.getNumThreads()
+    try:
+        torch.set_num_threads(3)  # three workers, uneven shares of the 20 pairs
+        shared = ms_ssim(first, second, chunk_pixels=128 * 128)
+        assert torch.get_num_threads() == 3 and cv2.getNumThreads() == cv2_threads
+        torch.set_num_threads(1)  # no workers: the calling thread, chunk after chunk
+        alone = ms_ssim(first, second, chunk_pixels=128 * 128)
+    finally:
+        torch.set_num_threads(threads)
+    torch.testing.assert_close(shared, alone, rtol=0, atol=1e-15)
+    np.testing.assert_allclose(alone.numpy(), ref_msssim(*pairs), rtol=0, atol=1e-10)
 
 
 def test_diversity_does_not_depend_on_batch_size(real_photos):
