@@ -35,6 +35,7 @@ the pairs shared out between one single-threaded worker per core; on CUDA as two
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -213,6 +214,9 @@ def _ssim_and_cs_of_moments(stack: torch.Tensor) -> tuple[torch.Tensor, torch.Te
     return 1.0 - 2.0 * (mean_q + mean_r) + 4.0 * mean_qr, 1.0 - 2.0 * mean_r
 
 
+_THREAD_SETTINGS_LOCK = threading.Lock()
+
+
 @contextlib.contextmanager
 def _cpu_workers(on_cpu: bool):
     """Yields (run, workers): run(function, argument_tuples) -> results in order, on `workers` threads.
@@ -222,21 +226,23 @@ def _cpu_workers(on_cpu: bool):
     threads do not spin against OpenCV's pool between operations (~1.4x over letting both libraries thread
     each operation, measured on 2 cores). Elsewhere (a GPU, one thread): one worker, the calling thread.
     """
-    threads = torch.get_num_threads()
-    if not on_cpu or threads == 1:
+    if not on_cpu or torch.get_num_threads() == 1:
         yield (lambda function, arguments: [function(*args) for args in arguments]), 1
         return
     import cv2
 
-    cv2_threads = cv2.getNumThreads()
-    torch.set_num_threads(1)
-    cv2.setNumThreads(1)
-    try:
-        with ThreadPoolExecutor(threads, thread_name_prefix="msssim") as pool:
-            yield (lambda function, arguments: list(pool.map(lambda args: function(*args), arguments))), threads
-    finally:
-        torch.set_num_threads(threads)
-        cv2.setNumThreads(cv2_threads)
+    # The thread counts are process-wide: concurrent calls take turns (each uses every core anyway), so that
+    # one call cannot save another's temporary setting as the value to restore.
+    with _THREAD_SETTINGS_LOCK:
+        threads, cv2_threads = torch.get_num_threads(), cv2.getNumThreads()
+        torch.set_num_threads(1)
+        cv2.setNumThreads(1)
+        try:
+            with ThreadPoolExecutor(threads, thread_name_prefix="msssim") as pool:
+                yield (lambda function, arguments: list(pool.map(lambda args: function(*args), arguments))), threads
+        finally:
+            torch.set_num_threads(threads)
+            cv2.setNumThreads(cv2_threads)
 
 
 def box_downsample(images: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
