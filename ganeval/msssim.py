@@ -274,12 +274,14 @@ def ms_ssim_scales(a, b, dtype: torch.dtype = torch.float64,
     if min(x.shape[-2:]) < MIN_SIZE:
         raise GanevalError(f"images of {x.shape[-1]}x{x.shape[-2]} are too small for MS-SSIM "
                            f"({NUM_SCALES} scales need sides of at least {MIN_SIZE} pixels)")
+    if len(x) == 0:
+        return (torch.empty(0, NUM_SCALES, dtype=torch.float64, device=x.device),) * 2
     on_cpu = x.device.type == "cpu"
     pixels = x.shape[-2] * x.shape[-1]
     if chunk_pixels is None:
         chunk_pixels = CPU_CHUNK_PIXELS if on_cpu else len(x) * pixels
     with _cpu_workers(on_cpu) as (run, workers):
-        per_task = max(1, min(CPU_TASK_PIXELS // pixels, -(-len(x) // workers)))
+        per_task = max(1, min(CPU_TASK_PIXELS // pixels, -(-len(x) // workers))) if on_cpu else len(x)
         parts = run(_pair_scales, [(x[i:i + per_task], y[i:i + per_task], dtype, chunk_pixels)
                                    for i in range(0, len(x), per_task)])
     return torch.cat([ssim for ssim, _ in parts]), torch.cat([cs for _, cs in parts])

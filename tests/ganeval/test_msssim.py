@@ -244,6 +244,7 @@ def test_rejects_too_small_and_mismatched_images():
         ms_ssim(torch.zeros(1, 3, 32, 32), torch.zeros(1, 3, 32, 16))
     with pytest.raises(ValueError):
         ssim_and_cs(torch.zeros(1, 3, 32, 32), torch.zeros(2, 3, 32, 32))
+    assert ms_ssim(torch.zeros(0, 3, 32, 32), torch.zeros(0, 3, 32, 32)).shape == (0,)  # no pairs, no error
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="no CUDA GPU")
