@@ -27,7 +27,7 @@ reference); `dtype=torch.float32` is faster but not recommended: a contrast term
 0.0448 amplifies float32 rounding to ~1e-5 on some photographs. The four filtered maps per channel are those
 of s = x + y − 256 and d = x − y and their squares (see _ssim_and_cs_of_moments; s centred so that
 E[s²] − E[s]² cancels less). The separable Gaussian runs on the CPU as one OpenCV sepFilter2D call per chunk
-(SIMD float64; all maps stacked into one tall image), each scale in cache-sized chunks of ~32k image pixels,
+(compiled float64; all maps stacked into one tall image), each scale in cache-sized chunks of ~32k image pixels,
 the pairs shared out between one single-threaded worker per core; on CUDA as two matrix products with banded
 'valid' filter matrices (two 1-D F.conv2d passes with groups=C for sides > 512).
 """
@@ -106,7 +106,7 @@ def gaussian_filter_valid(images: torch.Tensor, size: int, sigma: float, method:
     (a map's 'valid' outputs never see its neighbours, so the zero-padded 'same' result is cropped); 'matmul':
     each 1-D pass is a product with a banded matrix (valid_filter_matrix); 'conv': two 1-D F.conv2d passes with
     groups=C; 'shift': each 1-D pass is a weighted sum of `size` shifted views. All give the same numbers (to
-    rounding, ~1e-13 at [0, 255] scale). 'auto' picks the fastest: opencv on the CPU (SIMD, one cache-friendly
+    rounding, ~1e-13 at [0, 255] scale). 'auto' picks the fastest: opencv on the CPU (compiled, one cache-friendly
     pass; float64 convolutions have no optimised torch CPU kernels), on CUDA matmul up to 512 pixels a side and
     conv beyond (measured on an H100). The 'opencv' result is a cropped view of a padded buffer.
     """
