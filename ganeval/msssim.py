@@ -218,16 +218,17 @@ _THREAD_SETTINGS_LOCK = threading.Lock()
 
 
 @contextlib.contextmanager
-def _cpu_workers(on_cpu: bool):
-    """Yields (run, workers): run(function, argument_tuples) -> results in order, on `workers` threads.
+def _cpu_workers(share_out: bool):
+    """Yields run(function, argument_tuples) -> results in order.
 
-    On a multi-core CPU: one worker thread per torch thread, each running single-threaded torch and OpenCV
-    kernels (set for the duration, then restored), so that a chunk stays in its core's cache and torch's OpenMP
-    threads do not spin against OpenCV's pool between operations (~1.4x over letting both libraries thread
-    each operation, measured on 2 cores). Elsewhere (a GPU, one thread): one worker, the calling thread.
+    share_out (CPU tasks, several of them): one worker thread per torch thread, each running single-threaded
+    torch and OpenCV kernels (set for the duration, then restored), so that a chunk stays in its core's cache
+    and torch's OpenMP threads do not spin against OpenCV's pool between operations (~1.4x over letting both
+    libraries thread each operation, measured on 2 cores). Otherwise (a GPU, one task, one thread): the calling
+    thread runs the tasks in turn, the libraries threading each operation.
     """
-    if not on_cpu or torch.get_num_threads() == 1:
-        yield (lambda function, arguments: [function(*args) for args in arguments]), 1
+    if not share_out or torch.get_num_threads() == 1:
+        yield lambda function, arguments: [function(*args) for args in arguments]
         return
     import cv2
 
@@ -239,7 +240,7 @@ def _cpu_workers(on_cpu: bool):
         cv2.setNumThreads(1)
         try:
             with ThreadPoolExecutor(threads, thread_name_prefix="msssim") as pool:
-                yield (lambda function, arguments: list(pool.map(lambda args: function(*args), arguments))), threads
+                yield lambda function, arguments: list(pool.map(lambda args: function(*args), arguments))
         finally:
             torch.set_num_threads(threads)
             cv2.setNumThreads(cv2_threads)
@@ -280,10 +281,11 @@ def ms_ssim_scales(a, b, dtype: torch.dtype = torch.float64,
     pixels = x.shape[-2] * x.shape[-1]
     if chunk_pixels is None:
         chunk_pixels = CPU_CHUNK_PIXELS if on_cpu else len(x) * pixels
-    with _cpu_workers(on_cpu) as (run, workers):
-        per_task = max(1, min(CPU_TASK_PIXELS // pixels, -(-len(x) // workers))) if on_cpu else len(x)
-        parts = run(_pair_scales, [(x[i:i + per_task], y[i:i + per_task], dtype, chunk_pixels)
-                                   for i in range(0, len(x), per_task)])
+    workers = torch.get_num_threads() if on_cpu else 1
+    per_task = max(1, min(CPU_TASK_PIXELS // pixels, -(-len(x) // workers))) if on_cpu else len(x)
+    tasks = [(x[i:i + per_task], y[i:i + per_task], dtype, chunk_pixels) for i in range(0, len(x), per_task)]
+    with _cpu_workers(on_cpu and len(tasks) > 1) as run:
+        parts = run(_pair_scales, tasks)
     return torch.cat([ssim for ssim, _ in parts]), torch.cat([cs for _, cs in parts])
 
 
@@ -411,9 +413,11 @@ class MSSSIMResult:
 
 
 def default_batch_size(height: int, width: int, device: torch.device) -> int:
-    """Images per batch: an even number, ≥ 2, about 1M pixels (CPU) or 4M pixels (CUDA) per batch."""
+    """Images per batch: an even number, about 1M pixels (CPU) or 4M pixels (CUDA) per batch, at least 2 (on a
+    CPU at least two pairs per worker thread, up to 64 images, so that large images keep every core busy)."""
     pixels = (64 if device.type == "cuda" else 16) * 256 * 256
-    return int(max(2, min(256, pixels // (height * width))) // 2 * 2)
+    least = 2 if device.type == "cuda" else min(64, 4 * torch.get_num_threads())
+    return int(max(least, min(256, pixels // (height * width))) // 2 * 2)
 
 
 def msssim_diversity(source, num_pairs: int = DEFAULT_NUM_PAIRS, seed: int | None = DEFAULT_SEED,

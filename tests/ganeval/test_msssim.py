@@ -12,6 +12,7 @@ from scipy.signal import fftconvolve
 from ganeval.errors import GanevalError, SourceError
 from ganeval.msssim import (
     MSSSIMDiversity,
+    default_batch_size,
     gaussian_filter_valid,
     gaussian_window,
     ms_ssim,
@@ -329,6 +330,16 @@ def test_cpu_workers_give_the_same_numbers_and_restore_thread_counts(pairs):
         torch.set_num_threads(threads)
     torch.testing.assert_close(shared, alone, rtol=0, atol=1e-15)
     np.testing.assert_allclose(alone.numpy(), ref_msssim(*pairs), rtol=0, atol=1e-10)
+
+
+def test_default_cpu_batches_keep_every_worker_busy():
+    threads = torch.get_num_threads()
+    try:
+        torch.set_num_threads(2)
+        assert default_batch_size(1024, 1024, torch.device("cpu")) == 8  # two pairs per worker, not one pair
+        assert default_batch_size(128, 128, torch.device("cpu")) == 64  # ~1M pixels
+    finally:
+        torch.set_num_threads(threads)
 
 
 def test_diversity_does_not_depend_on_batch_size(real_photos):
