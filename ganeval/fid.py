@@ -41,12 +41,11 @@ import torch
 from . import distributed
 from .errors import GanevalError
 from .inception import FID_WEIGHTS_FILENAME, RESIZE_MODES, find_inception_weights, load_inception
-from .runtime import atomic_output, progress_bar, resolve_device
+from .runtime import CACHE_ENV_VAR, atomic_output, cache_root, progress_bar, resolve_device
 from .sources import ArraySource, FolderSource, HDF5Source, ImageSource, ImageStream, ZipSource, open_source
 
 DEFAULT_NUM_IMAGES = 50000
 CACHE_FORMAT_VERSION = 1
-CACHE_ENV_VAR = "GANEVAL_CACHE"
 FID_METHODS = ("symmetric", "eigvals")
 
 
@@ -444,11 +443,7 @@ def extract(source, num_images: int | None = None, seed: int | None = None, extr
 
 def default_cache_dir() -> Path:
     """$GANEVAL_CACHE/fid, else $XDG_CACHE_HOME/ganeval/fid, else ~/.cache/ganeval/fid."""
-    root = os.environ.get(CACHE_ENV_VAR)
-    if root:
-        return Path(root).expanduser() / "fid"
-    xdg = os.environ.get("XDG_CACHE_HOME")
-    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "ganeval" / "fid"
+    return cache_root() / "fid"
 
 
 def _file_identity(path: Path) -> list:

@@ -35,6 +35,7 @@ the pairs shared out between one single-threaded worker per core; on CUDA as two
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -44,7 +45,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import distributed
+from . import distributed, native
 from .errors import GanevalError, SourceError
 from .runtime import progress_bar, resolve_device
 from .sources import ImageStream, open_source, peek_shape
@@ -208,9 +209,14 @@ def _ssim_and_cs_of_moments(stack: torch.Tensor) -> tuple[torch.Tensor, torch.Te
     a = mean_s.add_(2.0 * CENTRE).square_()
     b = mean_d.square_()
     q = b.div_(a.add_(b).add_(2.0 * c1))  # lum_map = 1 − 2q
-    # Means over the maps without writing them: E[cs] = 1 − 2E[r], E[lum·cs] = 1 − 2E[q] − 2E[r] + 4E[qr].
     mean_r, mean_q = r.mean(dim=(1, 2, 3)), q.mean(dim=(1, 2, 3))
-    mean_qr = q.mul_(r).mean(dim=(1, 2, 3))
+    return _ssim_and_cs_of_means(mean_r, mean_q, q.mul_(r).mean(dim=(1, 2, 3)))
+
+
+def _ssim_and_cs_of_means(mean_r: torch.Tensor, mean_q: torch.Tensor,
+                          mean_qr: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ssim, cs) from the map means of r, q and q·r (cs_map = 1 − 2r, lum_map = 1 − 2q): the means of the maps
+    without writing them, E[cs] = 1 − 2E[r] and E[lum·cs] = 1 − 2E[q] − 2E[r] + 4E[qr]."""
     return 1.0 - 2.0 * (mean_q + mean_r) + 4.0 * mean_qr, 1.0 - 2.0 * mean_r
 
 
@@ -258,15 +264,16 @@ def box_downsample(images: torch.Tensor, out: torch.Tensor | None = None) -> tor
     return torch.add(rows[..., 0::2], rows[..., 1::2], out=out).mul_(0.25)
 
 
-def ms_ssim_scales(a, b, dtype: torch.dtype = torch.float64,
-                   chunk_pixels: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def ms_ssim_scales(a, b, dtype: torch.dtype = torch.float64, chunk_pixels: int | None = None,
+                   native: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-scale SSIM and cs, unclipped: (ssim [N, 5], cs [N, 5]) float64, scale 0 = full resolution.
 
     a, b: uint8 or float NCHW tensors (or numpy arrays) in [0, 255], one shape, min(H, W) ≥ 16. Computed on
-    a's device (b is moved there) in `dtype`. Each scale runs in chunks of about `chunk_pixels` image pixels
-    (default: CPU_CHUNK_PIXELS on the CPU, where cache-sized chunks run faster; all pairs at once on a GPU). On a
-    multi-core CPU the pairs are shared out between one worker per core (see _cpu_workers). The result does
-    not depend on either.
+    a's device (b is moved there) in `dtype`. float64 on a CPU uses the compiled kernel (ganeval.native, built
+    on first use) unless `native` is False or it cannot be built; otherwise each scale runs in chunks of about
+    `chunk_pixels` image pixels (default: CPU_CHUNK_PIXELS on the CPU, where cache-sized chunks run faster; all
+    pairs at once on a GPU). On a multi-core CPU the work is shared out between one worker per core (see
+    _cpu_workers). The result does not depend on any of this beyond rounding (~1e-15).
     """
     x = _as_images(a)
     y = _as_images(b, x.device)
@@ -279,6 +286,9 @@ def ms_ssim_scales(a, b, dtype: torch.dtype = torch.float64,
         return (torch.empty(0, NUM_SCALES, dtype=torch.float64, device=x.device),) * 2
     on_cpu = x.device.type == "cpu"
     pixels = x.shape[-2] * x.shape[-1]
+    kernel = _msssim_kernel() if native and on_cpu and dtype == torch.float64 else None
+    if kernel is not None:
+        return _native_scales(kernel, x, y)
     if chunk_pixels is None:
         chunk_pixels = CPU_CHUNK_PIXELS if on_cpu else len(x) * pixels
     workers = torch.get_num_threads() if on_cpu else 1
@@ -287,6 +297,75 @@ def ms_ssim_scales(a, b, dtype: torch.dtype = torch.float64,
     with _cpu_workers(on_cpu and len(tasks) > 1) as run:
         parts = run(_pair_scales, tasks)
     return torch.cat([ssim for ssim, _ in parts]), torch.cat([cs for _, cs in parts])
+
+
+_KERNEL_LOCK = threading.Lock()
+_kernel_function = {}  # "function": the checked ctypes function, or None once it is known to be unusable
+
+
+def _msssim_kernel():
+    """The compiled kernel's msssim_planes (ganeval/_native/msssim.c) as a ctypes function, or None.
+
+    On first use it is built (ganeval.native) and checked against the PyTorch path on a few random pairs;
+    a disagreement above 1e-12 turns it off for the process (reason in ganeval.native.status("msssim")).
+    """
+    with _KERNEL_LOCK:
+        if "function" not in _kernel_function:
+            library = native.load("msssim")
+            function = None if library is None else library.msssim_planes
+            if function is not None:
+                pointer, int64 = ctypes.c_void_p, ctypes.c_int64
+                function.argtypes = [pointer, pointer, int64, int64, int64, int64, int64, pointer, pointer,
+                                     ctypes.c_double, ctypes.c_double, ctypes.c_double, pointer]
+                function.restype = ctypes.c_int
+                generator = torch.Generator().manual_seed(0)
+                x = torch.randint(0, 256, (3, 3, 37, 29), generator=generator, dtype=torch.uint8)
+                y = torch.randint(0, 256, (3, 3, 37, 29), generator=generator, dtype=torch.uint8)
+                y[0] = x[0] // 2 + y[0] // 2  # correlated as well as independent pairs
+                compiled, reference = _native_scales(function, x, y), ms_ssim_scales(x, y, native=False)
+                difference = max(float((c - r).abs().max()) for c, r in zip(compiled, reference))
+                if not difference <= 1e-12:
+                    native.disable("msssim", f"self-check failed: {difference:.1e} from the PyTorch path")
+                    function = None
+            _kernel_function["function"] = function
+        return _kernel_function["function"]
+
+
+def _native_scales(kernel, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ssim [N, 5], cs [N, 5]) of CPU NCHW pairs by the compiled kernel, the colour planes shared out between
+    one worker thread per core (ctypes releases the GIL)."""
+    n, c, h, w = x.shape
+    windows = torch.zeros(NUM_SCALES, FILTER_SIZE, dtype=torch.float64)
+    sizes = torch.zeros(NUM_SCALES, dtype=torch.int64)
+    counts = torch.zeros(NUM_SCALES, dtype=torch.float64)  # valid outputs per pair and scale, channels included
+    height, width = h, w
+    for scale in range(NUM_SCALES):
+        size = min(FILTER_SIZE, height, width)
+        windows[scale, :size] = gaussian_window(size, size * FILTER_SIGMA / FILTER_SIZE)
+        sizes[scale] = size
+        counts[scale] = c * (height - size + 1) * (width - size + 1)
+        height, width = height // 2, width // 2
+    planes_x, planes_y = x.reshape(n * c, h, w), y.reshape(n * c, h, w)
+    workers = torch.get_num_threads()
+    per_task = max(1, min(CPU_TASK_PIXELS // (h * w), -(-len(planes_x) // workers)))
+    tasks = [(planes_x[i:i + per_task], planes_y[i:i + per_task]) for i in range(0, len(planes_x), per_task)]
+
+    def plane_sums(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
+        """[P, 5, 3] float64: Σ r, Σ q, Σ q·r over the valid outputs of each plane and scale."""
+        dtype = torch.uint8 if first.dtype == second.dtype == torch.uint8 else torch.float64  # bytes: no copy
+        first, second = first.to(dtype).contiguous(), second.to(dtype).contiguous()
+        sums = torch.empty(len(first), NUM_SCALES, 3, dtype=torch.float64)
+        failed = kernel(first.data_ptr(), second.data_ptr(), int(dtype == torch.uint8), len(first), h, w,
+                        NUM_SCALES, windows.data_ptr(), sizes.data_ptr(), CENTRE, (K1 * MAX_VALUE) ** 2,
+                        (K2 * MAX_VALUE) ** 2, sums.data_ptr())
+        if failed:
+            raise MemoryError("the MS-SSIM kernel could not allocate its working buffers")
+        return sums
+
+    with _cpu_workers(len(tasks) > 1) as run:
+        sums = torch.cat(run(plane_sums, tasks))
+    means = sums.view(n, c, NUM_SCALES, 3).sum(dim=1) / counts[None, :, None]
+    return _ssim_and_cs_of_means(*means.unbind(-1))
 
 
 def _pair_scales(x: torch.Tensor, y: torch.Tensor, dtype: torch.dtype,
@@ -315,16 +394,17 @@ def _pair_scales(x: torch.Tensor, y: torch.Tensor, dtype: torch.dtype,
     return torch.stack(ssims, dim=1).double(), torch.stack(css, dim=1).double()
 
 
-def ms_ssim(a, b, dtype: torch.dtype = torch.float64, chunk_pixels: int | None = None) -> torch.Tensor:
+def ms_ssim(a, b, dtype: torch.dtype = torch.float64, chunk_pixels: int | None = None,
+            native: bool = True) -> torch.Tensor:
     """MS-SSIM of each image pair (a[i], b[i]): float64 tensor [N] in [0, 1], on a's device.
 
     a, b: uint8 or float NCHW tensors (or numpy arrays) in [0, 255] (not [0, 1]), same shape, min(H, W) ≥ 16.
     Identical images give 1 (up to rounding; the weights sum to 1.0001). `dtype` of the filtering and local
     statistics: float64 (default; ~1e-14 from a float64 reference) or float32 (faster on a CPU, but a
     contrast term near 0 raised to the power 0.0448 amplifies its rounding: up to ~1e-5 off on photographs).
-    `chunk_pixels`: see ms_ssim_scales (the result does not depend on it).
+    `chunk_pixels`, `native` (the compiled CPU kernel): see ms_ssim_scales (the result does not depend on them).
     """
-    ssim, cs = ms_ssim_scales(a, b, dtype, chunk_pixels)
+    ssim, cs = ms_ssim_scales(a, b, dtype, chunk_pixels, native)
     ssim, cs = ssim.clamp_min(0.0), cs.clamp_min(0.0)
     weights = torch.tensor(WEIGHTS, dtype=torch.float64, device=ssim.device)
     return torch.prod(cs[:, :-1] ** weights[:-1], dim=1) * ssim[:, -1] ** weights[-1]

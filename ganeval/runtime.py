@@ -57,6 +57,18 @@ def progress_bar(total: int | None, description: str, enabled: bool = True, unit
                 dynamic_ncols=True, leave=False)
 
 
+CACHE_ENV_VAR = "GANEVAL_CACHE"
+
+
+def cache_root() -> Path:
+    """ganeval's cache folder: $GANEVAL_CACHE, else $XDG_CACHE_HOME/ganeval, else ~/.cache/ganeval."""
+    root = os.environ.get(CACHE_ENV_VAR)
+    if root:
+        return Path(root).expanduser()
+    xdg = os.environ.get("XDG_CACHE_HOME")
+    return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "ganeval"
+
+
 @contextlib.contextmanager
 def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `path` (hidden, ending in .partial, unique to this process and call); when the
