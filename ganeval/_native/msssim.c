@@ -39,10 +39,10 @@
                 long o = (i + t) * wo + j;                                                               \
                 ms += g[t] * hs[o]; md += g[t] * hd[o]; es += g[t] * hs2[o]; ed += g[t] * hd2[o];        \
             }                                                                                            \
-            double vs = es - ms * ms, vd = ed - md * md;                                                 \
-            double r = vd / (vs + vd + 2.0 * c2);                                                        \
+            double vs = es - ms * ms, vd = ed - md * md, den_r = vs + vd + 2.0 * c2;                      \
             double mu = ms + 2.0 * centre, big_a = mu * mu, big_b = md * md;                             \
-            double q = big_b / (big_a + big_b + 2.0 * c1);                                               \
+            double den_q = big_a + big_b + 2.0 * c1, inverse = 1.0 / (den_r * den_q); /* one division */ \
+            double r = vd * den_q * inverse, q = big_b * den_r * inverse;                                \
             sum_r += r; sum_q += q; sum_qr += q * r;                                                     \
         }                                                                                                \
     }
