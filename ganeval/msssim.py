@@ -23,13 +23,15 @@ adapted from the tensorflow/models compression msssim.py), re-implemented in bat
    sizes that is the same thing.
 
 Precision and speed: `ms_ssim` computes in float64 by default (~1e-14 from a float64 NumPy/SciPy FFT
-reference); `dtype=torch.float32` is faster but not recommended: a contrast term near 0 raised to the power
-0.0448 amplifies float32 rounding to ~1e-5 on some photographs. The four filtered maps per channel are those
-of s = x + y − 256 and d = x − y and their squares (see _ssim_and_cs_of_moments; s centred so that
-E[s²] − E[s]² cancels less). The separable Gaussian runs on the CPU as one OpenCV sepFilter2D call per chunk
-(compiled float64; all maps stacked into one tall image), each scale in cache-sized chunks of ~32k image pixels,
-the pairs shared out between one single-threaded worker per core; on CUDA as two matrix products with banded
-'valid' filter matrices (two 1-D F.conv2d passes with groups=C for sides > 512).
+reference); `dtype=torch.float32` is not recommended: a contrast term near 0 raised to the power 0.0448
+amplifies float32 rounding to ~1e-5 on some photographs. The four filtered maps per channel are those of
+s = x + y − 256 and d = x − y and their squares (see _ssim_and_cs_of_moments; s centred so that
+E[s²] − E[s]² cancels less). On a CPU, float64 runs in a compiled kernel (ganeval/_native/msssim.c, built on
+first use by ganeval.native) that fuses the filtering and the arithmetic per colour plane, the planes shared out
+between one worker thread per core. Without it (no C compiler, GANEVAL_NATIVE=0, native=False, float32) the
+separable Gaussian is one OpenCV sepFilter2D call per chunk (all maps stacked into one tall image), each scale
+in cache-sized chunks of ~32k image pixels, the pairs shared out between the same workers. On CUDA it is two
+matrix products with banded 'valid' filter matrices (two 1-D F.conv2d passes with groups=C for sides > 512).
 """
 
 from __future__ import annotations
@@ -400,7 +402,7 @@ def ms_ssim(a, b, dtype: torch.dtype = torch.float64, chunk_pixels: int | None =
 
     a, b: uint8 or float NCHW tensors (or numpy arrays) in [0, 255] (not [0, 1]), same shape, min(H, W) ≥ 16.
     Identical images give 1 (up to rounding; the weights sum to 1.0001). `dtype` of the filtering and local
-    statistics: float64 (default; ~1e-14 from a float64 reference) or float32 (faster on a CPU, but a
+    statistics: float64 (default; ~1e-14 from a float64 reference) or float32 (faster on the fallback path, but a
     contrast term near 0 raised to the power 0.0448 amplifies its rounding: up to ~1e-5 off on photographs).
     `chunk_pixels`, `native` (the compiled CPU kernel): see ms_ssim_scales (the result does not depend on them).
     """
