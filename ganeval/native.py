@@ -71,15 +71,17 @@ def _build_and_load(name: str) -> tuple[ctypes.CDLL | None, str]:
     errors = []
     for flags in FLAG_CHOICES:
         library_path = _library_path(name, source, compiler, flags)
-        if not library_path.exists():
-            error = _compile(compiler, flags, source, library_path)
-            if error:
-                errors.append(f"{' '.join(flags)}: {error}")
-                continue
-        try:
-            return ctypes.CDLL(str(library_path)), f"compiled kernel {library_path} ({' '.join(flags)})"
-        except OSError as error:
-            errors.append(f"{' '.join(flags)}: cannot load {library_path}: {error}")
+        for _ in range(2):  # a cached build that does not load (damaged) is removed and built once more
+            if not library_path.exists():
+                error = _compile(compiler, flags, source, library_path)
+                if error:
+                    errors.append(f"{' '.join(flags)}: {error}")
+                    break
+            try:
+                return ctypes.CDLL(str(library_path)), f"compiled kernel {library_path} ({' '.join(flags)})"
+            except OSError as error:
+                errors.append(f"{' '.join(flags)}: cannot load {library_path}: {error}")
+                library_path.unlink(missing_ok=True)
     return None, f"could not build {source.name} with {compiler}: " + " | ".join(errors)
 
 

@@ -47,6 +47,15 @@ def test_build_is_cached_and_reused(private_cache, monkeypatch):
     assert again is not None and list(private_cache.glob("msssim-*.so")) == built
 
 
+@needs_compiler
+def test_a_damaged_cached_build_is_rebuilt(private_cache):
+    source, compiler = native.SOURCE_DIR / "msssim.c", native._find_compiler()
+    damaged = native._library_path("msssim", source, compiler, native.FLAG_CHOICES[0])
+    damaged.write_bytes(b"not a shared library")  # e.g. a full disk during an earlier build
+    library, reason = native._build_and_load("msssim")
+    assert library is not None and "compiled kernel" in reason and damaged.stat().st_size > 1000
+
+
 def test_turned_off_by_environment(private_cache, monkeypatch):
     monkeypatch.setenv("GANEVAL_NATIVE", "0")
     library, reason = native._build_and_load("msssim")
