@@ -293,12 +293,17 @@ def ms_ssim_scales(a, b, dtype: torch.dtype = torch.float64, chunk_pixels: int |
         return _native_scales(kernel, x, y)
     if chunk_pixels is None:
         chunk_pixels = CPU_CHUNK_PIXELS if on_cpu else len(x) * pixels
-    workers = torch.get_num_threads() if on_cpu else 1
-    per_task = max(1, min(CPU_TASK_PIXELS // pixels, -(-len(x) // workers))) if on_cpu else len(x)
+    per_task = _per_task(len(x), pixels) if on_cpu else len(x)
     tasks = [(x[i:i + per_task], y[i:i + per_task], dtype, chunk_pixels) for i in range(0, len(x), per_task)]
     with _cpu_workers(on_cpu and len(tasks) > 1) as run:
         parts = run(_pair_scales, tasks)
     return torch.cat([ssim for ssim, _ in parts]), torch.cat([cs for _, cs in parts])
+
+
+def _per_task(count: int, pixels: int) -> int:
+    """Items (pairs or planes of `pixels` pixels) per CPU worker task: an even share of `count` among the torch
+    threads, at most CPU_TASK_PIXELS pixels."""
+    return max(1, min(CPU_TASK_PIXELS // pixels, -(-count // torch.get_num_threads())))
 
 
 _KERNEL_LOCK = threading.Lock()
@@ -348,8 +353,7 @@ def _native_scales(kernel, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tens
         counts[scale] = c * (height - size + 1) * (width - size + 1)
         height, width = height // 2, width // 2
     planes_x, planes_y = x.reshape(n * c, h, w), y.reshape(n * c, h, w)
-    workers = torch.get_num_threads()
-    per_task = max(1, min(CPU_TASK_PIXELS // (h * w), -(-len(planes_x) // workers)))
+    per_task = _per_task(len(planes_x), h * w)
     tasks = [(planes_x[i:i + per_task], planes_y[i:i + per_task]) for i in range(0, len(planes_x), per_task)]
 
     def plane_sums(first: torch.Tensor, second: torch.Tensor) -> torch.Tensor:
