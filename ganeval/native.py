@@ -43,7 +43,10 @@ def load(name: str) -> ctypes.CDLL | None:
     `status(name)`) when the kernels are turned off or no build succeeds. Cached for the process."""
     with _LOCK:
         if name not in _LOADED:
-            library, reason = _build_and_load(name)
+            try:
+                library, reason = _build_and_load(name)
+            except OSError as error:  # e.g. no writable folder at all for the build
+                library, reason = None, f"could not build {name}: {error}"
             _LOADED[name], _STATUS[name] = library, reason
         return _LOADED[name]
 

@@ -73,6 +73,16 @@ def test_broken_compiler_gives_a_reason_and_no_partial_files(private_cache, monk
     assert not list(private_cache.glob("*"))  # nothing half-written left behind
 
 
+def test_no_writable_folder_anywhere(monkeypatch):
+    def nowhere(*args, **kwargs):
+        raise PermissionError("read-only file system")
+
+    monkeypatch.setattr(native, "_build_and_load", nowhere)
+    monkeypatch.setattr(native, "_LOADED", {})
+    monkeypatch.setattr(native, "_STATUS", {})
+    assert native.load("msssim") is None and "read-only file system" in native.status("msssim")
+
+
 def test_no_compiler_at_all(private_cache, monkeypatch):
     monkeypatch.setattr(native, "_find_compiler", lambda: None)
     library, reason = native._build_and_load("msssim")
