@@ -112,8 +112,9 @@ def pairs(real_photos):
     return first, second
 
 
-def ours(first_nhwc: np.ndarray, second_nhwc: np.ndarray, dtype=torch.float64) -> np.ndarray:
-    return ms_ssim(torch.from_numpy(nchw(first_nhwc)), torch.from_numpy(nchw(second_nhwc)), dtype=dtype).numpy()
+def ours(first_nhwc: np.ndarray, second_nhwc: np.ndarray, dtype=torch.float64, native: bool = True) -> np.ndarray:
+    return ms_ssim(torch.from_numpy(nchw(first_nhwc)), torch.from_numpy(nchw(second_nhwc)), dtype=dtype,
+                   native=native).numpy()
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -150,9 +151,10 @@ def test_ms_ssim_equals_reference(pairs, size):
     if size != 128:
         first, second = resized(first, size), resized(second, size)
     expected = ref_msssim(first, second)
-    got = ours(first, second)
-    assert got.dtype == np.float64 and got.shape == (len(first),)
-    assert np.abs(got - expected).max() < 1e-10  # float64 all the way
+    for native in (True, False):  # the compiled CPU kernel (where a C compiler exists) and the PyTorch path
+        got = ours(first, second, native=native)
+        assert got.dtype == np.float64 and got.shape == (len(first),)
+        assert np.abs(got - expected).max() < 1e-10  # float64 all the way
     fast = ours(first, second, dtype=torch.float32)  # the optional float32 path
     np.testing.assert_allclose(fast, expected, rtol=0, atol=TOLERANCE)
 
@@ -311,21 +313,23 @@ def test_msssim_diversity_rejects_tiny_images(tmp_path):
 
 def test_result_does_not_depend_on_chunking(pairs):
     first, second = (torch.from_numpy(nchw(images)) for images in pairs)
-    whole = ms_ssim(first, second, chunk_pixels=first.numel())
+    whole = ms_ssim(first, second, chunk_pixels=first.numel(), native=False)  # chunks: the PyTorch path's
     for chunk_pixels in (1, 128 * 128 * 3, None):  # one pair per scale, 3 pairs at 128², the CPU default
-        torch.testing.assert_close(ms_ssim(first, second, chunk_pixels=chunk_pixels), whole, rtol=0, atol=1e-12)
+        torch.testing.assert_close(ms_ssim(first, second, chunk_pixels=chunk_pixels, native=False), whole,
+                                   rtol=0, atol=1e-12)
 
 
-def test_cpu_workers_give_the_same_numbers_and_restore_thread_counts(pairs):
+@pytest.mark.parametrize("use_native", [True, False])  # the compiled kernel (where it builds), the PyTorch path
+def test_cpu_workers_give_the_same_numbers_and_restore_thread_counts(pairs, use_native):
     cv2 = pytest.importorskip("cv2")
     first, second = (torch.from_numpy(nchw(images)) for images in pairs)
     threads, cv2_threads = torch.get_num_threads(), cv2.getNumThreads()
     try:
-        torch.set_num_threads(3)  # three workers, uneven shares of the 20 pairs
-        shared = ms_ssim(first, second, chunk_pixels=128 * 128)
+        torch.set_num_threads(3)  # three workers, uneven shares of the 20 pairs (60 planes)
+        shared = ms_ssim(first, second, chunk_pixels=128 * 128, native=use_native)
         assert torch.get_num_threads() == 3 and cv2.getNumThreads() == cv2_threads
         torch.set_num_threads(1)  # no workers: the calling thread, chunk after chunk
-        alone = ms_ssim(first, second, chunk_pixels=128 * 128)
+        alone = ms_ssim(first, second, chunk_pixels=128 * 128, native=use_native)
     finally:
         torch.set_num_threads(threads)
     torch.testing.assert_close(shared, alone, rtol=0, atol=1e-15)
