@@ -232,8 +232,8 @@ def _cpu_workers(share_out: bool):
     share_out (CPU tasks, several of them): one worker thread per torch thread, each running single-threaded
     torch and OpenCV kernels (set for the duration, then restored), so that a chunk stays in its core's cache
     and torch's OpenMP threads do not spin against OpenCV's pool between operations (letting both libraries
-    thread each operation was slower in a one-off trial on 2 cores). Otherwise (a GPU, one task, one thread): the calling
-    thread runs the tasks in turn, the libraries threading each operation.
+    thread each operation was slower in a one-off trial on 2 cores). Otherwise (a GPU, one task, one thread):
+    the calling thread runs the tasks in turn, the libraries threading each operation.
     """
     if not share_out or torch.get_num_threads() == 1:
         yield lambda function, arguments: [function(*args) for args in arguments]

@@ -2,8 +2,8 @@
 
 The idea is that of stylegan2-ada-pytorch's custom ops (torch_utils/custom_ops.py): a kernel compiled on the
 user's machine, cached, with the plain PyTorch implementation as the fallback whenever it cannot be built. Here
-the kernels are plain C99 (ganeval/_native/*.c: no torch headers, so a build is quick; benchmarks/metrics_speed.py times it) and ctypes
-releases the GIL while one runs, so worker threads run them in parallel.
+the kernels are plain C99 (ganeval/_native/*.c: no torch headers, so a build is quick; benchmarks/metrics_speed.py
+times it) and ctypes releases the GIL while one runs, so worker threads run them in parallel.
 
 - Compiler: $CC, else the first of cc, gcc, clang on the PATH. Flags: -O3 -march=native (the library is only
   ever used on the machine that built it), retried without -march=native, then with -O3 alone.
