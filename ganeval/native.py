@@ -62,8 +62,13 @@ def status(name: str) -> str:
     return _STATUS.get(name, "not loaded yet")
 
 
+def turned_off() -> bool:
+    """Whether $GANEVAL_NATIVE turns the compiled kernels off (0, false, no or off)."""
+    return os.environ.get(NATIVE_ENV_VAR, "1").strip().lower() in ("0", "false", "no", "off")
+
+
 def _build_and_load(name: str) -> tuple[ctypes.CDLL | None, str]:
-    if os.environ.get(NATIVE_ENV_VAR, "1").strip() in ("0", "false", "no", "off"):
+    if turned_off():
         return None, f"turned off by {NATIVE_ENV_VAR}={os.environ[NATIVE_ENV_VAR]}"
     source = SOURCE_DIR / f"{name}.c"
     if not source.is_file():
@@ -137,4 +142,4 @@ def _compile(compiler: str, flags: list[str], source: Path, library_path: Path) 
     return None
 
 
-__all__ = ["NATIVE_ENV_VAR", "disable", "load", "status"]
+__all__ = ["NATIVE_ENV_VAR", "disable", "load", "status", "turned_off"]
