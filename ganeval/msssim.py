@@ -63,7 +63,7 @@ NUM_SCALES = len(WEIGHTS)
 MIN_SIZE = 2 ** (NUM_SCALES - 1)  # 16: the fifth scale still has one pixel
 DEFAULT_NUM_PAIRS = 10000
 CPU_CHUNK_PIXELS = 32768  # image pixels × pairs per chunk on the CPU: 2 pairs at 128², 1 at 256², 8 at 64²
-CPU_TASK_PIXELS = 262144  # at most this many image pixels × pairs per CPU worker task (16 pairs at 128²)
+CPU_TASK_PIXELS = 262144  # at most this many image pixels per CPU worker task (16 pairs, or planes, at 128²)
 DEFAULT_SEED = 1000
 
 

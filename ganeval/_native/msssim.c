@@ -12,44 +12,45 @@
 #define MAX_TAPS 11
 
 /* Row-filtered moments of rows [0, h) of s and d (h × w) into hs, hd, hs2, hd2 (h × wo each). */
-#define HORIZONTAL(TAPS)                                                                                 \
-    for (int64_t i = 0; i < h; i++) {                                                                       \
-        const double *sr = s + i * w, *dr = d + i * w;                                                    \
-        for (int64_t j = 0; j < w; j++) { s2row[j] = sr[j] * sr[j]; d2row[j] = dr[j] * dr[j]; }              \
-        double *restrict a = hs + i * wo, *restrict b = hd + i * wo;                                      \
-        double *restrict a2 = hs2 + i * wo, *restrict b2 = hd2 + i * wo;                                  \
-        _Pragma("omp simd")                                                                              \
-        for (int64_t j = 0; j < wo; j++) {                                                                  \
-            double x0 = 0.0, x1 = 0.0, x2 = 0.0, x3 = 0.0;                                               \
-            for (int64_t t = 0; t < (TAPS); t++) {                                                          \
-                x0 += g[t] * sr[j + t]; x1 += g[t] * dr[j + t];                                          \
-                x2 += g[t] * s2row[j + t]; x3 += g[t] * d2row[j + t];                                    \
-            }                                                                                            \
-            a[j] = x0; b[j] = x1; a2[j] = x2; b2[j] = x3;                                                \
-        }                                                                                                \
+#define HORIZONTAL(TAPS)                                                                                         \
+    for (int64_t i = 0; i < h; i++) {                                                                            \
+        const double *sr = s + i * w, *dr = d + i * w;                                                           \
+        for (int64_t j = 0; j < w; j++) { s2row[j] = sr[j] * sr[j]; d2row[j] = dr[j] * dr[j]; }                  \
+        double *restrict a = hs + i * wo, *restrict b = hd + i * wo;                                             \
+        double *restrict a2 = hs2 + i * wo, *restrict b2 = hd2 + i * wo;                                         \
+        _Pragma("omp simd")                                                                                      \
+        for (int64_t j = 0; j < wo; j++) {                                                                       \
+            double x0 = 0.0, x1 = 0.0, x2 = 0.0, x3 = 0.0;                                                       \
+            for (int64_t t = 0; t < (TAPS); t++) {                                                               \
+                x0 += g[t] * sr[j + t]; x1 += g[t] * dr[j + t];                                                  \
+                x2 += g[t] * s2row[j + t]; x3 += g[t] * d2row[j + t];                                            \
+            }                                                                                                    \
+            a[j] = x0; b[j] = x1; a2[j] = x2; b2[j] = x3;                                                        \
+        }                                                                                                        \
     }
 
 /* Column-filter the row-filtered moments and add up r, q and q·r over the valid outputs. */
-#define VERTICAL(TAPS)                                                                                   \
-    for (int64_t i = 0; i < ho; i++) {                                                                      \
-        _Pragma("omp simd reduction(+:sum_r, sum_q, sum_qr)")                                            \
-        for (int64_t j = 0; j < wo; j++) {                                                                  \
-            double ms = 0.0, md = 0.0, es = 0.0, ed = 0.0;                                               \
-            for (int64_t t = 0; t < (TAPS); t++) {                                                          \
-                int64_t o = (i + t) * wo + j;                                                               \
-                ms += g[t] * hs[o]; md += g[t] * hd[o]; es += g[t] * hs2[o]; ed += g[t] * hd2[o];        \
-            }                                                                                            \
-            double vs = es - ms * ms, vd = ed - md * md, den_r = vs + vd + 2.0 * c2;                      \
-            double mu = ms + 2.0 * centre, big_a = mu * mu, big_b = md * md;                             \
-            double den_q = big_a + big_b + 2.0 * c1, inverse = 1.0 / (den_r * den_q); /* one division */ \
-            double r = vd * den_q * inverse, q = big_b * den_r * inverse;                                \
-            sum_r += r; sum_q += q; sum_qr += q * r;                                                     \
-        }                                                                                                \
+#define VERTICAL(TAPS)                                                                                           \
+    for (int64_t i = 0; i < ho; i++) {                                                                           \
+        _Pragma("omp simd reduction(+:sum_r, sum_q, sum_qr)")                                                    \
+        for (int64_t j = 0; j < wo; j++) {                                                                       \
+            double ms = 0.0, md = 0.0, es = 0.0, ed = 0.0;                                                       \
+            for (int64_t t = 0; t < (TAPS); t++) {                                                               \
+                int64_t o = (i + t) * wo + j;                                                                    \
+                ms += g[t] * hs[o]; md += g[t] * hd[o]; es += g[t] * hs2[o]; ed += g[t] * hd2[o];                \
+            }                                                                                                    \
+            double vs = es - ms * ms, vd = ed - md * md, den_r = vs + vd + 2.0 * c2;                             \
+            double mu = ms + 2.0 * centre, big_a = mu * mu, big_b = md * md;                                     \
+            double den_q = big_a + big_b + 2.0 * c1, inverse = 1.0 / (den_r * den_q); /* one division */         \
+            double r = vd * den_q * inverse, q = big_b * den_r * inverse;                                        \
+            sum_r += r; sum_q += q; sum_qr += q * r;                                                             \
+        }                                                                                                        \
     }
 
 /* sums[0, 1, 2] += Σ r, Σ q, Σ q·r of one scale of one plane (a window of `taps` ≤ MAX_TAPS taps). */
-static void one_scale(const double *restrict s, const double *restrict d, int64_t h, int64_t w, const double *window,
-                      int64_t taps, double centre, double c1, double c2, double *restrict work, double *sums) {
+static void one_scale(const double *restrict s, const double *restrict d, int64_t h, int64_t w,
+                      const double *window, int64_t taps, double centre, double c1, double c2,
+                      double *restrict work, double *sums) {
     int64_t wo = w - taps + 1, ho = h - taps + 1;
     double *restrict hs = work, *restrict hd = hs + h * wo, *restrict hs2 = hd + h * wo;
     double *restrict hd2 = hs2 + h * wo, *restrict s2row = hd2 + h * wo, *restrict d2row = s2row + w;
@@ -77,9 +78,8 @@ static void downsample(const double *src, int64_t h, int64_t w, double *dst) {
 }
 
 /* For each of `planes` pairs of h × w planes x, y (values in [0, 255]; uint8 when bytes ≠ 0, else float64) and
- * each of `scales` scales:
- * sums[(p·scales + j)·3 + {0, 1, 2}] = Σ r, Σ q, Σ q·r. windows: scales × MAX_TAPS taps (row j holds the sizes[j]
- * taps of scale j), sizes[j] ≤ min(MAX_TAPS, h_j, w_j) with h_j = h / 2^j. Returns 0, or −1 when out of memory. */
+ * each of `scales` scales: sums[(p·scales + j)·3 + {0, 1, 2}] = Σ r, Σ q, Σ q·r.
+ * windows: scales × MAX_TAPS taps (row j holds the sizes[j] taps of scale j), sizes[j] ≤ min(MAX_TAPS, h_j, w_j) with h_j = h / 2^j. Returns 0, or −1 when out of memory. */
 int msssim_planes(const void *x, const void *y, int64_t bytes, int64_t planes, int64_t h, int64_t w,
                   int64_t scales, const double *windows, const int64_t *sizes, double centre, double c1, double c2,
                   double *sums) {
