@@ -79,7 +79,8 @@ static void downsample(const double *src, int64_t h, int64_t w, double *dst) {
 
 /* For each of `planes` pairs of h × w planes x, y (values in [0, 255]; uint8 when bytes ≠ 0, else float64) and
  * each of `scales` scales: sums[(p·scales + j)·3 + {0, 1, 2}] = Σ r, Σ q, Σ q·r.
- * windows: scales × MAX_TAPS taps (row j holds the sizes[j] taps of scale j), sizes[j] ≤ min(MAX_TAPS, h_j, w_j) with h_j = h / 2^j. Returns 0, or −1 when out of memory. */
+ * windows: scales × MAX_TAPS taps (row j holds the sizes[j] taps of scale j), sizes[j] ≤ min(MAX_TAPS, h_j, w_j)
+ * with h_j = h / 2^j. Returns 0, or −1 when out of memory. */
 int msssim_planes(const void *x, const void *y, int64_t bytes, int64_t planes, int64_t h, int64_t w,
                   int64_t scales, const double *windows, const int64_t *sizes, double centre, double c1, double c2,
                   double *sums) {
