@@ -30,12 +30,12 @@ def run(stage: str, arguments: list[str], report: dict) -> str:
 
 
 def inception_available() -> bool:
-    from ganeval.errors import GanevalError
+    from gancore.errors import UserError
     from ganeval.inception import find_inception_weights
 
     try:
         find_inception_weights(download=False)
-    except GanevalError:
+    except UserError:
         return False
     return True
 

@@ -50,7 +50,7 @@ from ganeval import native
 from ganeval.fid import frechet_distance
 from ganeval.inception import FIDInceptionV3, InceptionFeatureExtractor, load_inception
 from ganeval.msssim import default_batch_size, ms_ssim
-from ganeval.runtime import CACHE_ENV_VAR
+from gancore.runtime import CACHE_ENV_VAR
 
 REFERENCE_CHUNK = 32  # pairs per ref_msssim call (bounds the FFT memory; the per-pair cost does not change)
 

@@ -19,7 +19,7 @@ import time
 
 import torch
 
-from ganeval.runtime import resolve_device
+from gancore.runtime import resolve_device
 from progan.configs import resolve_config
 from progan.loss import make_loss
 from progan.networks import build_networks

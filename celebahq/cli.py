@@ -6,7 +6,7 @@ import json
 
 import click
 
-from ganeval.cli import emit, user_errors
+from gancore.cli import emit, start_distributed, user_errors
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -58,6 +58,7 @@ def build_command(src, out, resolution, backend, sr, cleanup, downscale, batch_s
     """Crop, align and render every face of SRC into OUT/images/*.png with OUT/manifest.jsonl and report.json."""
     from .pipeline import BuildOptions, build, default_stages
 
+    start_distributed(device)
     default_cleanup, default_sr = default_stages(device)
     options = BuildOptions(resolution=resolution, backend=backend, sr=sr or default_sr,
                            cleanup=cleanup or default_cleanup, downscale=downscale,
@@ -189,7 +190,7 @@ RESTORERS = click.Choice(["cleanup", "sr"])
 @user_errors
 def restore_command(kind, in_dir, out_dir, weights, tile, batch_size, device, quiet):
     """Remove JPEG artifacts (cleanup) or upscale 4× (sr) every image of IN_DIR into OUT_DIR as PNG (same stems)."""
-    from ganeval.runtime import resolve_device
+    from gancore.runtime import resolve_device
 
     from .restore.infer import Restorer, restore_folder
 
@@ -201,12 +202,12 @@ def restore_command(kind, in_dir, out_dir, weights, tile, batch_size, device, qu
 
 
 def _weights_file(kind: str, weights: str | None) -> str:
-    from ganeval.errors import GanevalError
+    from gancore.errors import UserError
 
     from .restore.infer import shipped_weights
 
     if weights is None and not shipped_weights(kind).is_file():
-        raise GanevalError(f"no shipped {kind} weights in this installation ({shipped_weights(kind)}); "
+        raise UserError(f"no shipped {kind} weights in this installation ({shipped_weights(kind)}); "
                            "give --weights FILE")
     return weights or str(shipped_weights(kind))
 
@@ -284,8 +285,8 @@ def _network_config(config_json: str | None) -> dict:
 @user_errors
 def eval_restorer_command(kind, more_images, images, quality, weights, device, as_json):
     """PSNR and SSIM of the network vs the baselines (decoded JPEG; bicubic and Lanczos 4×) on photographs."""
-    from ganeval.cli import format_table
-    from ganeval.runtime import resolve_device
+    from gancore.cli import format_table
+    from gancore.runtime import resolve_device
 
     from .restore.eval import evaluate
     from .restore.infer import Restorer

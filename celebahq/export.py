@@ -20,9 +20,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ganeval.errors import GanevalError
-from ganeval.runtime import atomic_output, progress_bar
-from ganeval.sources import ImageStream
+from gancore.errors import UserError
+from gancore.runtime import atomic_output, progress_bar
+from gancore.sources import ImageStream
 
 from .manifest import latest_records, read_all_manifests
 
@@ -34,15 +34,15 @@ def selected_images(out_dir: str | os.PathLike, num_images: int | None = None) -
     if any(r.get("rank") is not None for r in done):
         unranked = [r["source"] for r in done if "rank" not in r]  # finished after the last `celebahq rank`
         if unranked:
-            raise GanevalError(f"{out_dir}: {len(unranked)} images (e.g. {unranked[0]}) finished after the ranking; "
+            raise UserError(f"{out_dir}: {len(unranked)} images (e.g. {unranked[0]}) finished after the ranking; "
                                f"run celebahq rank {out_dir} again")
         done = sorted((r for r in done if r.get("selected")), key=lambda r: r["rank"])
     files = [out_dir / r["output"] for r in done]
     if not files:
-        raise GanevalError(f"{out_dir}: no finished images in {out_dir / 'manifest.jsonl'}")
+        raise UserError(f"{out_dir}: no finished images in {out_dir / 'manifest.jsonl'}")
     if num_images is not None:
         if num_images > len(files):
-            raise GanevalError(f"{out_dir}: {len(files)} finished images, {num_images} asked")
+            raise UserError(f"{out_dir}: {len(files)} finished images, {num_images} asked")
         files = files[:num_images]
     return files
 
@@ -75,7 +75,7 @@ def export_hdf5(out_dir: str | os.PathLike, h5_path: str | os.PathLike, num_imag
             if datasets is None:
                 resolution = batch.shape[-1]
                 if batch.shape[-2] != resolution or resolution & (resolution - 1):
-                    raise GanevalError(f"images of {batch.shape[-1]}x{batch.shape[-2]}: the HDF5 pyramid "
+                    raise UserError(f"images of {batch.shape[-1]}x{batch.shape[-2]}: the HDF5 pyramid "
                                        "needs square power-of-two images")
                 datasets = {size: out.create_dataset(f"data{size}x{size}", (len(files), 3, size, size),
                                                      dtype=np.uint8, chunks=(1, 3, size, size))

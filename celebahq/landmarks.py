@@ -29,8 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
-from ganeval.errors import GanevalError
-from ganeval.sources import IMAGE_EXTENSIONS, BadImage, decode_image, to_rgb_hwc
+from gancore.errors import UserError
+from gancore.sources import IMAGE_EXTENSIONS, BadImage, decode_image, to_rgb_hwc
 
 __all__ = [
     "LANDMARK_COLUMNS",
@@ -53,7 +53,7 @@ PREDICTOR_FILE = "shape_predictor_68_face_landmarks.dat"
 INSTALL_HINT = "pip install .[faces]  (installs dlib-bin and face-recognition-models)"
 
 
-class LandmarkError(GanevalError):
+class LandmarkError(UserError):
     """A landmark file cannot be read, or face detection is not available."""
 
 
@@ -335,7 +335,7 @@ class LandmarkDetector:
                          num_faces=len(confident), upsample=upsample, points68=points68)
 
     def detect_file(self, path: str | os.PathLike) -> Detection | None:
-        """Decode an image file and detect; raises `ganeval.sources.BadImage` when it cannot be decoded."""
+        """Decode an image file and detect; raises `gancore.sources.BadImage` when it cannot be decoded."""
         return self.detect(decode_image(path))
 
 

@@ -28,10 +28,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ganeval import distributed
-from ganeval.errors import GanevalError
-from ganeval.runtime import atomic_output, progress_bar, resolve_device
-from ganeval.sources import IMAGE_EXTENSIONS, BadImage, decode_image
+from gancore import distributed
+from gancore.errors import UserError
+from gancore.runtime import atomic_output, progress_bar, resolve_device
+from gancore.sources import IMAGE_EXTENSIONS, BadImage, decode_image
 
 from .geometry import plan_crop
 from .landmarks import LandmarkDetector, read_celeba_landmarks
@@ -109,11 +109,11 @@ def discover_sources(src: str | os.PathLike) -> tuple[list[SourceItem], dict[str
     """
     root = Path(src)
     if not root.is_dir():
-        raise GanevalError(f"{root}: no such folder (give CelebA's folder with img_celeba/ and Anno/)")
+        raise UserError(f"{root}: no such folder (give CelebA's folder with img_celeba/ and Anno/)")
     images_dir = root / "img_celeba" if (root / "img_celeba").is_dir() else root
     files = sorted(p for p in images_dir.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
     if not files:
-        raise GanevalError(f"{images_dir}: no images found")
+        raise UserError(f"{images_dir}: no images found")
     items = [SourceItem(p.relative_to(images_dir).as_posix(), p) for p in files]
     table = read_celeba_landmarks(root / LANDMARK_FILE) if (root / LANDMARK_FILE).is_file() else None
     return items, table
@@ -228,14 +228,14 @@ def build(src: str | os.PathLike, out: str | os.PathLike, options: BuildOptions 
                                  ("cleanup", options.cleanup, CLEANUP_STAGES),
                                  ("downscale", options.downscale, ("lanczos", "box"))):
         if value not in choices:
-            raise GanevalError(f"--{name} {value!r}: choose one of {', '.join(choices)}")
+            raise UserError(f"--{name} {value!r}: choose one of {', '.join(choices)}")
     for kind, stage in (("cleanup", options.cleanup), ("sr", options.sr)):
         if stage == "net" and not shipped_weights(kind).is_file():
-            raise GanevalError(f"--{kind} net: no shipped weights at {shipped_weights(kind)}")
+            raise UserError(f"--{kind} net: no shipped weights at {shipped_weights(kind)}")
     if options.resolution < 4 or options.resolution & (options.resolution - 1):
-        raise GanevalError(f"--resolution {options.resolution}: must be a power of two ≥ 4")
+        raise UserError(f"--resolution {options.resolution}: must be a power of two ≥ 4")
     if options.num_images is not None and options.num_images < 1:
-        raise GanevalError(f"--num-images {options.num_images}: must be at least 1")
+        raise UserError(f"--num-images {options.num_images}: must be at least 1")
     device = resolve_device(options.device)
     if options.backend == "auto":
         options.backend = "torch" if device.type == "cuda" else "pil"

@@ -46,9 +46,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ganeval.errors import GanevalError
-from ganeval.runtime import progress_bar, resolve_device
-from ganeval.sources import IMAGE_EXTENSIONS, BadImage, FileListSource, ImageSource, open_source
+from gancore.errors import UserError
+from gancore.runtime import progress_bar, resolve_device
+from gancore.sources import IMAGE_EXTENSIONS, BadImage, FileListSource, ImageSource, open_source
 
 LUMA_WEIGHTS = (0.299, 0.587, 0.114)
 NOISE_FLOOR = 1 / 12  # grey levels²: variance of uniform rounding noise of one 8-bit channel
@@ -167,7 +167,7 @@ class QualityReport:
 
 def open_inputs(paths: Iterable[str | os.PathLike]) -> list[ImageSource]:
     """Sources for `celebahq quality PATH …`: an image file is one image; a folder (recursive), .zip, .npy/.npz
-    or .h5 is opened by ganeval.sources. Raises GanevalError for a missing path or an empty folder."""
+    or .h5 is opened by gancore.sources. Raises UserError for a missing path or an empty folder."""
     sources = []
     for path in paths:
         path = Path(path)
@@ -176,7 +176,7 @@ def open_inputs(paths: Iterable[str | os.PathLike]) -> list[ImageSource]:
         else:
             sources.append(open_source(path))
     if not sources:
-        raise GanevalError("no images given")
+        raise UserError("no images given")
     return sources
 
 
@@ -245,10 +245,10 @@ def score_sources(sources: Sequence[ImageSource], batch_size: int = 16, device: 
 
 
 def score_paths(paths: Iterable[str | os.PathLike], **options) -> QualityReport:
-    """`celebahq quality PATH …`: score image files and folders (options as `score_sources`); raises GanevalError
+    """`celebahq quality PATH …`: score image files and folders (options as `score_sources`); raises UserError
     when not one image could be scored."""
     report = score_sources(open_inputs(paths), **options)
     if not report.scores:
         name, reason = next(iter(report.skipped.items()))
-        raise GanevalError(f"no image could be scored ({len(report.skipped)} skipped, e.g. {name}: {reason})")
+        raise UserError(f"no image could be scored ({len(report.skipped)} skipped, e.g. {name}: {reason})")
     return report

@@ -8,7 +8,7 @@ report goes to OUT/ranking.json; ranking again without a `keep` keeps the N reco
 
 The manifests are append-only while a build runs; ranking rewrites each one whole, atomically (temp + rename,
 celebahq/manifest.py), keeping every line and only adding fields. Run it once the build has finished: a
-manifest that changes while the images are scored is not overwritten (GanevalError), so a build still
+manifest that changes while the images are scored is not overwritten (UserError), so a build still
 appending is never lost. An image whose file is missing or unreadable is reported, left unranked and not
 selected.
 """
@@ -24,9 +24,9 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageDraw
 
-from ganeval.errors import GanevalError
-from ganeval.runtime import atomic_output
-from ganeval.sources import BadImage, FileListSource, decode_image
+from gancore.errors import UserError
+from gancore.runtime import atomic_output
+from gancore.sources import BadImage, FileListSource, decode_image
 
 from .manifest import (
     MANIFEST_NAME,
@@ -73,9 +73,9 @@ def rank_build(out_dir: str | os.PathLike, keep: int | None = None, rescore: boo
     out_dir = Path(out_dir)
     names = manifest_names(out_dir)
     if not names:
-        raise GanevalError(f"{out_dir}: no {MANIFEST_NAME} (not a celebahq build, or it has not started)")
+        raise UserError(f"{out_dir}: no {MANIFEST_NAME} (not a celebahq build, or it has not started)")
     if keep is not None and keep < 1:
-        raise GanevalError(f"--keep {keep}: must be at least 1")
+        raise UserError(f"--keep {keep}: must be at least 1")
     stamps = {name: _stamp(out_dir / name) for name in names}  # before reading: a later append shows
     files = {name: read_manifest(out_dir, name) for name in names}
     latest = {}  # source -> (manifest name, line)
@@ -84,7 +84,7 @@ def rank_build(out_dir: str | os.PathLike, keep: int | None = None, rescore: boo
             latest[record["source"]] = (name, line)
     finished = [files[name][line] for name, line in latest.values() if files[name][line].get("status") == "ok"]
     if not finished:
-        raise GanevalError(f"{out_dir}: no finished images in its manifests")
+        raise UserError(f"{out_dir}: no finished images in its manifests")
     if keep is None and (out_dir / RANKING_NAME).is_file():
         keep = json.loads((out_dir / RANKING_NAME).read_text()).get("keep")  # ranking again keeps the last N
 
@@ -104,7 +104,7 @@ def rank_build(out_dir: str | os.PathLike, keep: int | None = None, rescore: boo
 
     for name in names:
         if _stamp(out_dir / name) != stamps[name]:
-            raise GanevalError(f"{out_dir / name} changed while ranking (is a build still writing to {out_dir}?); "
+            raise UserError(f"{out_dir / name} changed while ranking (is a build still writing to {out_dir}?); "
                                "nothing was rewritten there: rank again once the build has finished")
         write_manifest(out_dir, files[name], name)
     best = [{"source": r["source"], "output": r["output"], "quality": r["quality"]} for r in order[:5]]
@@ -154,7 +154,7 @@ def write_preview(out_dir: str | os.PathLike, path: str | os.PathLike, count: in
     out_dir, path = Path(out_dir), Path(path)
     records = ranked_records(out_dir)
     if not records:
-        raise GanevalError(f"{out_dir}: no ranked images; run celebahq rank {out_dir} first")
+        raise UserError(f"{out_dir}: no ranked images; run celebahq rank {out_dir} first")
     count = min(count, (len(records) + 1) // 2)
 
     def row(title: str, chosen: list[dict]) -> tuple[str, list[tuple[np.ndarray, str]]]:

@@ -8,18 +8,18 @@ Python API::
     print(result.levels, result.avg)
 """
 
-from .errors import GanevalError, SourceError
+from gancore.errors import UserError, SourceError
 from .evaluate import evaluate_all
 from .fid import compute_statistics, fid, frechet_distance
 from .isc import inception_score, inception_score_source
 from .msssim import ms_ssim, msssim_diversity
-from .sources import ImageSource, ImageStream, open_source, register_source_opener
+from gancore.sources import ImageSource, ImageStream, open_source, register_source_opener
 from .swd import SWDResult, laplacian_pyramid, sliced_wasserstein, swd
 
 __version__ = "0.1.0"
 
 __all__ = [
-           "GanevalError",
+           "UserError",
            "ImageSource",
            "ImageStream",
            "SWDResult",

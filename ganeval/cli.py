@@ -2,75 +2,13 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import sys
 
 import click
 
-from . import distributed
-from .errors import GanevalError
-
-
-def emit(message: str = "", err: bool = False) -> None:
-    """click.echo on rank 0 only (under torchrun every rank runs the command; one prints the result)."""
-    if distributed.is_main_process():
-        click.echo(message, err=err)
-
-
-def user_errors(command):
-    """Turn GanevalError (and Ctrl-C) into one line on stderr and exit status 2 (1 for an interrupt)."""
-
-    @functools.wraps(command)
-    def wrapper(*args, **kwargs):
-        try:
-            return command(*args, **kwargs)
-        except GanevalError as error:
-            click.echo(f"error: {error}", err=True)
-            sys.exit(2)
-        except KeyboardInterrupt:
-            click.echo("interrupted", err=True)
-            sys.exit(1)
-
-    return wrapper
-
-
-def format_table(columns: list[str], rows: list[tuple[str, list[float]]], precision: int = 3) -> str:
-    """A small right-aligned text table: one header line, one line per (label, values) row."""
-    label_width = max(len(label) for label, _ in rows)
-    width = max(8, *(len(c) for c in columns), precision + 6)
-    lines = [" " * label_width + "".join(f"{c:>{width}}" for c in columns)]
-    for label, values in rows:
-        lines.append(f"{label:<{label_width}}" + "".join(f"{v:>{width}.{precision}f}" for v in values))
-    return "\n".join(lines)
-
-
-common_source_options = [
-    click.option("--device", default="auto", show_default=True, help="cuda, cuda:1, cpu, or auto."),
-    click.option("--batch-size", type=click.IntRange(1), default=None, help="Images per batch [auto]."),
-    click.option("--workers", "num_workers", type=click.IntRange(0), default=None,
-                 help="Decoding worker processes [min(4, cores); 0 for arrays]."),
-    click.option("--skip-bad", is_flag=True, help="Skip unreadable or odd-sized images and report them."),
-    click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout."),
-    click.option("--quiet", is_flag=True, help="No progress bars."),
-]
-
-
-def report_skipped(skipped: dict[str, list[str]] | list[str]) -> int:
-    """Print each skipped file on stderr; return how many there were."""
-    groups = skipped.items() if isinstance(skipped, dict) else [("", skipped)]
-    count = 0
-    for name, items in groups:
-        for item in items:
-            emit(f"skipped{f' ({name})' if name else ''}: {item}", err=True)
-            count += 1
-    return count
-
-
-def source_options(command):
-    for option in reversed(common_source_options):
-        command = option(command)
-    return command
+from gancore import distributed
+from gancore.cli import emit, format_table, report_skipped, source_options, start_distributed, user_errors
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -97,6 +35,7 @@ def main():
 def swd_command(gen, real, num_images, seed, repeats, baseline, device, batch_size, num_workers, skip_bad,
                 as_json, quiet):
     """Sliced Wasserstein distance ×1e3 between GEN and REAL on Laplacian-pyramid patches (paper, sec. 5)."""
+    start_distributed(device)
     from .swd import swd
 
     result = swd(gen, real, num_images=num_images, seed=seed, device=device, batch_size=batch_size,
@@ -127,6 +66,7 @@ def swd_command(gen, real, num_images, seed, repeats, baseline, device, batch_si
 @user_errors
 def msssim_command(source, num_pairs, seed, device, batch_size, num_workers, skip_bad, as_json, quiet):
     """MS-SSIM among the images of SOURCE (diversity; lower = more diverse), as the paper's table 1."""
+    start_distributed(device)
     from .msssim import msssim_diversity
 
     result = msssim_diversity(source, num_pairs=num_pairs, seed=seed, device=device, batch_size=batch_size,
@@ -179,6 +119,7 @@ allow_singular_option = click.option(
 def fid_command(a, b, num_images, seed, inception, resize, no_cache, cache_dir, allow_singular, device,
                 batch_size, num_workers, skip_bad, as_json, quiet):
     """Fréchet Inception distance between A and B (each an image source or a stats .npz)."""
+    start_distributed(device)
     from .fid import fid
 
     result = fid(a, b, num_images=num_images, seed=seed, inception=inception, resize=resize, device=device,
@@ -206,6 +147,7 @@ def fid_command(a, b, num_images, seed, inception, resize, no_cache, cache_dir, 
 def stats_command(source, output, num_images, seed, inception, resize, no_cache, cache_dir, device, batch_size,
                   num_workers, skip_bad, as_json, quiet):
     """Write FID statistics (Inception pool3 mean and covariance) of SOURCE to a .npz file."""
+    start_distributed(device)
     from .fid import compute_statistics
 
     result = compute_statistics(source, num_images=num_images, seed=seed, inception=inception, resize=resize,
@@ -231,6 +173,7 @@ def stats_command(source, output, num_images, seed, inception, resize, no_cache,
 def is_command(source, splits, num_images, seed, inception, resize, device, batch_size, num_workers, skip_bad,
                as_json, quiet):
     """Inception score of SOURCE: mean and std over splits (the paper's CIFAR-10 figure, 8.80, is one)."""
+    start_distributed(device)
     from .isc import inception_score_source
 
     result = inception_score_source(source, num_images=num_images, splits=splits, seed=seed, inception=inception,
@@ -261,6 +204,7 @@ def is_command(source, splits, num_images, seed, inception, resize, device, batc
 def all_command(gen, real, metrics, swd_images, msssim_pairs, fid_images, seed, baseline, inception, resize,
                 allow_singular, device, batch_size, num_workers, skip_bad, as_json, quiet):
     """SWD, MS-SSIM (of GEN) and FID from one decoding pass per set, as a table like the paper's."""
+    start_distributed(device)
     from .evaluate import evaluate_all, paper_table
 
     result = evaluate_all(gen, real, metrics=tuple(m.strip() for m in metrics.split(",") if m.strip()),

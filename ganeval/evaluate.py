@@ -13,14 +13,14 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import distributed
-from .errors import GanevalError
+from gancore import distributed
+from gancore.errors import UserError
 from .fid import FeatureStatistics, frechet_distance
 from .inception import load_inception
 from .msssim import MIN_SIZE as MSSSIM_MIN_SIZE
 from .msssim import MSSSIMDiversity
-from .runtime import progress_bar, resolve_device
-from .sources import ImageStream, open_source, peek_shape
+from gancore.runtime import progress_bar, resolve_device
+from gancore.sources import ImageStream, open_source, peek_shape
 from .swd import (
     SWDAccumulator,
     SWDLevels,
@@ -72,11 +72,11 @@ def evaluate_all(gen, real, metrics=METRICS, swd_images: int = 16384, msssim_pai
 
     gen, real: image sources (paths, ImageSources or uint8 arrays) of one size. Counts default to the paper's.
     `extractor` (anything with `.features(uint8 NCHW, logits=False)`) replaces the Inception loaded from
-    `inception`. Raises GanevalError / SourceError when a set has fewer images than a metric needs.
+    `inception`. Raises UserError / SourceError when a set has fewer images than a metric needs.
     """
     unknown = set(metrics) - set(METRICS)
     if unknown or not metrics:
-        raise GanevalError(f"unknown metric(s) {sorted(unknown)}; choose from {', '.join(METRICS)}")
+        raise UserError(f"unknown metric(s) {sorted(unknown)}; choose from {', '.join(METRICS)}")
     started = time.perf_counter()
     device = resolve_device(device)
     gen_source, real_source = open_source(gen), open_source(real)
@@ -94,12 +94,12 @@ def evaluate_all(gen, real, metrics=METRICS, swd_images: int = 16384, msssim_pai
     real_count = max([real_needed[m] for m in metrics if m in real_needed], default=0)
     for name, source, count in (("generated", gen_source, gen_count), ("real", real_source, real_count)):
         if len(source) < count:
-            raise GanevalError(f"{source.path}: has {len(source)} images, the {name} set needs {count} for "
+            raise UserError(f"{source.path}: has {len(source)} images, the {name} set needs {count} for "
                                f"{', '.join(metrics)}; lower --swd-images / --msssim-pairs / --fid-images")
 
     shape = sizes[0] if sizes else peek_shape(gen_source, skip_bad)
     if "msssim" in metrics and min(shape) < MSSSIM_MIN_SIZE:
-        raise GanevalError(f"images of {shape[1]}x{shape[0]} are too small for MS-SSIM (sides ≥ {MSSSIM_MIN_SIZE})")
+        raise UserError(f"images of {shape[1]}x{shape[0]} are too small for MS-SSIM (sides ≥ {MSSSIM_MIN_SIZE})")
     batch_size = batch_size or default_batch_size(*shape, device)
     batch_size += batch_size % 2  # whole MS-SSIM pairs per block
 
@@ -146,7 +146,7 @@ def evaluate_all(gen, real, metrics=METRICS, swd_images: int = 16384, msssim_pai
             statistics.all_reduce()
         gen_stats, real_stats = features["gen"], features["real"]
         if fid_images <= gen_stats.dim and not allow_singular:
-            raise GanevalError(f"only {fid_images} images for {gen_stats.dim}-d features: the covariance is "
+            raise UserError(f"only {fid_images} images for {gen_stats.dim}-d features: the covariance is "
                                f"singular and FID strongly biased; use --fid-images > {gen_stats.dim}, or pass "
                                "--allow-singular to compute it anyway")
         fid_value = frechet_distance(gen_stats.mean(), gen_stats.covariance(), real_stats.mean(),

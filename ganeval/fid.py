@@ -38,11 +38,11 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from . import distributed
-from .errors import GanevalError
+from gancore import distributed
+from gancore.errors import UserError
 from .inception import FID_WEIGHTS_FILENAME, RESIZE_MODES, find_inception_weights, load_inception
-from .runtime import CACHE_ENV_VAR, atomic_output, cache_root, progress_bar, resolve_device
-from .sources import ArraySource, FolderSource, HDF5Source, ImageSource, ImageStream, ZipSource, open_source
+from gancore.runtime import CACHE_ENV_VAR, atomic_output, cache_root, progress_bar, resolve_device
+from gancore.sources import ArraySource, FolderSource, HDF5Source, ImageSource, ImageStream, ZipSource, open_source
 
 DEFAULT_NUM_IMAGES = 50000
 CACHE_FORMAT_VERSION = 1
@@ -79,7 +79,7 @@ class FeatureStatistics:
         """Add a batch of features [N, D] (tensor on any device, or array)."""
         features = torch.as_tensor(features)
         if features.dim() != 2:
-            raise GanevalError(f"features must be N×D, got shape {tuple(features.shape)}")
+            raise UserError(f"features must be N×D, got shape {tuple(features.shape)}")
         if features.shape[0] == 0:
             return
         if self.shift is None:
@@ -89,7 +89,7 @@ class FeatureStatistics:
             self.sum = torch.zeros(dim, dtype=torch.float64, device=x.device)
             self.outer = torch.zeros(dim, dim, dtype=torch.float64, device=x.device)
         elif features.shape[1] != self.dim:
-            raise GanevalError(f"features of dimension {features.shape[1]} added to statistics of dimension "
+            raise UserError(f"features of dimension {features.shape[1]} added to statistics of dimension "
                                f"{self.dim}")
         centred = features.to(self.device, torch.float64) - self.shift
         self.sum += centred.sum(dim=0)
@@ -98,7 +98,7 @@ class FeatureStatistics:
 
     def _check(self) -> None:
         if self.count < 2:
-            raise GanevalError(f"FID statistics need at least 2 images, got {self.count} (a covariance is "
+            raise UserError(f"FID statistics need at least 2 images, got {self.count} (a covariance is "
                                "undefined for fewer; papers use 50000)")
 
     def mean(self) -> torch.Tensor:
@@ -130,7 +130,7 @@ class FeatureStatistics:
             self.count = other.count
             return
         if other.dim != self.dim:
-            raise GanevalError(f"cannot merge statistics of dimensions {self.dim} and {other.dim}")
+            raise UserError(f"cannot merge statistics of dimensions {self.dim} and {other.dim}")
         sums, outer = other._rebased(self.shift)
         self.sum += sums.to(self.sum)
         self.outer += outer.to(self.outer)
@@ -153,7 +153,7 @@ class FeatureStatistics:
             self.shift = torch.zeros(dim, dtype=torch.float64)
             self.sum, self.outer = torch.zeros_like(self.shift), torch.zeros(dim, dim, dtype=torch.float64)
         elif self.dim != dim:
-            raise GanevalError(f"ranks accumulated features of different dimensions ({self.dim} here)")
+            raise UserError(f"ranks accumulated features of different dimensions ({self.dim} here)")
         mean = distributed.all_reduce_sum(self.sum + self.count * self.shift) / total
         sums, outer = self._rebased(mean)
         self.shift, self.sum = mean, distributed.all_reduce_sum(sums)
@@ -194,7 +194,7 @@ def _cholesky_factor(sigma: torch.Tensor) -> torch.Tensor | None:
 def trace_sqrt_product(sigma1, sigma2, method: str = "symmetric", device=None) -> float:
     """tr √(Σ₁Σ₂) for symmetric PSD Σ₁, Σ₂ [D, D]; float64 on `device` (default: sigma1's, else CPU)."""
     if method not in FID_METHODS:
-        raise GanevalError(f"unknown FID method {method!r}; choose one of {', '.join(FID_METHODS)}")
+        raise UserError(f"unknown FID method {method!r}; choose one of {', '.join(FID_METHODS)}")
     if device is None:
         device = sigma1.device if isinstance(sigma1, torch.Tensor) else torch.device("cpu")
     s1, s2 = _as_float64(sigma1, device), _as_float64(sigma2, device)
@@ -220,7 +220,7 @@ def frechet_distance(mu1, sigma1, mu2, sigma2, method: str = "symmetric", device
 
     mu [D], sigma [D, D]: numpy arrays or tensors; computed in float64 on `device` (default: sigma1's device
     for a tensor, else the CPU). `method`: "symmetric" (default) or "eigvals", see the module docstring.
-    Singular covariances (N ≤ D) give a finite value. Raises GanevalError on mismatched or bad shapes.
+    Singular covariances (N ≤ D) give a finite value. Raises UserError on mismatched or bad shapes.
     """
     if device is None:
         device = sigma1.device if isinstance(sigma1, torch.Tensor) else torch.device("cpu")
@@ -229,11 +229,11 @@ def frechet_distance(mu1, sigma1, mu2, sigma2, method: str = "symmetric", device
     s1, s2 = _as_float64(sigma1, device), _as_float64(sigma2, device)
     dim = m1.shape[0] if m1.dim() == 1 else None
     if dim is None or m2.shape != (dim,) or s1.shape != (dim, dim) or s2.shape != (dim, dim):
-        raise GanevalError(f"FID statistics do not match: mu {tuple(m1.shape)} / {tuple(m2.shape)}, sigma "
+        raise UserError(f"FID statistics do not match: mu {tuple(m1.shape)} / {tuple(m2.shape)}, sigma "
                            f"{tuple(s1.shape)} / {tuple(s2.shape)} (both sets need the same feature dimension)")
     for name, value in (("mu", m1), ("mu", m2), ("sigma", s1), ("sigma", s2)):
         if not bool(torch.isfinite(value).all()):
-            raise GanevalError(f"FID statistics contain non-finite values in {name}")
+            raise UserError(f"FID statistics contain non-finite values in {name}")
     difference = m1 - m2
     value = (float(difference @ difference) + float(torch.trace(s1)) + float(torch.trace(s2))
              - 2 * trace_sqrt_product(s1, s2, method=method, device=device))
@@ -268,7 +268,7 @@ def save_statistics(path, mu, sigma, **extra) -> Path:
             continue
         arrays[key] = value.detach().cpu().numpy() if isinstance(value, torch.Tensor) else np.asarray(value)
         if arrays[key].dtype == object:
-            raise GanevalError(f"statistics metadata {key!r} must be numbers or strings, not {type(value)}")
+            raise UserError(f"statistics metadata {key!r} must be numbers or strings, not {type(value)}")
     path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_output(path) as temporary, open(temporary, "wb") as handle:
         np.savez(handle, **arrays)
@@ -279,12 +279,12 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
     try:
         with np.load(path, allow_pickle=False) as archive:
             if not isinstance(archive, np.lib.npyio.NpzFile):
-                raise GanevalError(f"{path}: not an .npz archive of statistics")
+                raise UserError(f"{path}: not an .npz archive of statistics")
             return {key: archive[key] for key in archive.files}
-    except GanevalError:
+    except UserError:
         raise
     except Exception as error:  # noqa: BLE001 - any failure to parse means: not a statistics file
-        raise GanevalError(f"{path}: not a readable statistics file ({error})") from None
+        raise UserError(f"{path}: not a readable statistics file ({error})") from None
 
 
 def is_statistics_file(path) -> bool:
@@ -304,21 +304,21 @@ def is_statistics_file(path) -> bool:
 def _validated(path: Path, arrays: dict[str, np.ndarray]) -> tuple[np.ndarray, np.ndarray]:
     missing = [key for key in ("mu", "sigma") if key not in arrays]
     if missing:
-        raise GanevalError(f"{path}: no {' and '.join(repr(k) for k in missing)} array; a statistics file "
+        raise UserError(f"{path}: no {' and '.join(repr(k) for k in missing)} array; a statistics file "
                            f"holds 'mu' [D] and 'sigma' [D, D] (it has {sorted(arrays)})")
     mu, sigma = np.asarray(arrays["mu"], np.float64), np.asarray(arrays["sigma"], np.float64)
     if mu.ndim != 1 or sigma.shape != (mu.shape[0], mu.shape[0]):
-        raise GanevalError(f"{path}: mu {mu.shape} and sigma {sigma.shape} are not [D] and [D, D]")
+        raise UserError(f"{path}: mu {mu.shape} and sigma {sigma.shape} are not [D] and [D, D]")
     if not (np.isfinite(mu).all() and np.isfinite(sigma).all()):
-        raise GanevalError(f"{path}: statistics contain non-finite values")
+        raise UserError(f"{path}: statistics contain non-finite values")
     return mu, sigma
 
 
 def load_statistics(path) -> tuple[np.ndarray, np.ndarray]:
-    """(mu float64 [D], sigma float64 [D, D]) of a statistics .npz; GanevalError for a missing or bad file."""
+    """(mu float64 [D], sigma float64 [D, D]) of a statistics .npz; UserError for a missing or bad file."""
     path = Path(path).expanduser()
     if not path.is_file():
-        raise GanevalError(f"{path}: no such statistics file")
+        raise UserError(f"{path}: no such statistics file")
     return _validated(path, _read_npz(path))
 
 
@@ -348,7 +348,7 @@ def read_statistics(path) -> StatsResult:
     """A statistics file as a StatsResult (num_images from its metadata when present, else None)."""
     path = Path(path).expanduser()
     if not path.is_file():
-        raise GanevalError(f"{path}: no such statistics file")
+        raise UserError(f"{path}: no such statistics file")
     arrays = _read_npz(path)
     mu, sigma = _validated(path, arrays)
     count = arrays.get("num_images")
@@ -516,7 +516,7 @@ def _read_cache(path: Path, key: str, skip_bad: bool) -> StatsResult | None:
             return None
         skipped = [str(item) for item in arrays.get("skipped", np.array([], dtype=str))]
         num_images = int(arrays["num_images"])
-    except (GanevalError, KeyError, ValueError, TypeError):
+    except (UserError, KeyError, ValueError, TypeError):
         return None
     if skipped and not skip_bad:
         return None
@@ -542,7 +542,7 @@ class _LazyExtractor:
 
     def __init__(self, extractor, inception, resize: str, device):
         if extractor is None and resize not in RESIZE_MODES:
-            raise GanevalError(f"unknown resize mode {resize!r}; choose one of {', '.join(RESIZE_MODES)}")
+            raise UserError(f"unknown resize mode {resize!r}; choose one of {', '.join(RESIZE_MODES)}")
         self.extractor, self.inception, self.resize, self.device = extractor, inception, resize, device
         self.weights_path = None
 
@@ -553,7 +553,7 @@ class _LazyExtractor:
         if self.extractor is None and self.weights_path is None:
             try:
                 self.weights_path = find_inception_weights(self.inception, download=False)
-            except GanevalError:
+            except UserError:
                 if self.inception is not None:
                     raise
                 return [FID_WEIGHTS_FILENAME]
@@ -573,7 +573,7 @@ class _LazyExtractor:
 def _check_count(source: ImageSource, num_images: int | None) -> int:
     count = len(source) if num_images is None else int(num_images)
     if count < 2:
-        raise GanevalError(f"{source.path}: FID statistics need at least 2 images, {count} "
+        raise UserError(f"{source.path}: FID statistics need at least 2 images, {count} "
                            f"{'available' if num_images is None else 'asked'} (papers use 50000)")
     return count
 
@@ -617,7 +617,7 @@ def compute_statistics(source, num_images: int | None = None, seed: int | None =
     subset is drawn. The cache (`cache_dir`, else $GANEVAL_CACHE/fid, else ~/.cache/ganeval/fid) is keyed by
     the source's content listing and the settings (count, seed, resize, weights file); in-memory sources are
     not cached. `extractor` overrides `inception`/`resize`/`device`. Raises SourceError when the source has
-    fewer images than asked, GanevalError for fewer than 2.
+    fewer images than asked, UserError for fewer than 2.
     """
     lazy = _LazyExtractor(extractor, inception, resize, device)
     return _compute(source, num_images, seed, lazy, batch_size, skip_bad, num_workers, progress, cache,
@@ -653,11 +653,11 @@ def fid(source_a, source_b, num_images: int | None = DEFAULT_NUM_IMAGES, seed: i
     """FID between two image sets; either side may be a statistics `.npz` (keys `mu`, `sigma`).
 
     A set of N ≤ D images (D = 2048 for pool3) has a singular covariance and a strongly biased FID: that is a
-    GanevalError unless `allow_singular`, which computes it anyway (exactly) and adds a note.
+    UserError unless `allow_singular`, which computes it anyway (exactly) and adds a note.
 
     Image sides use `num_images` images each (None: all; a seeded random subset with `seed`) and go through
     one shared Inception (loaded only if some side is not a statistics file or a cache hit). Raises
-    SourceError when a source has fewer images than asked, GanevalError for fewer than 2 or mismatched
+    SourceError when a source has fewer images than asked, UserError for fewer than 2 or mismatched
     feature dimensions.
     """
     started = time.perf_counter()
@@ -671,7 +671,7 @@ def fid(source_a, source_b, num_images: int | None = DEFAULT_NUM_IMAGES, seed: i
                                    cache, cache_dir, f"Inception {name}")
     a, b = sides["a"], sides["b"]
     if a.mu.shape != b.mu.shape:
-        raise GanevalError(f"the two sets' statistics have different feature dimensions ({a.mu.shape[0]} and "
+        raise UserError(f"the two sets' statistics have different feature dimensions ({a.mu.shape[0]} and "
                            f"{b.mu.shape[0]}); both must come from the same Inception layer")
     notes = []
     counts = [n for n in (a.num_images, b.num_images) if n is not None]
@@ -679,7 +679,7 @@ def fid(source_a, source_b, num_images: int | None = DEFAULT_NUM_IMAGES, seed: i
         problem = (f"only {min(counts)} images for {a.mu.shape[0]}-d features: the covariance is singular and "
                    "FID is strongly biased upwards")
         if not allow_singular:
-            raise GanevalError(f"{problem}; use more than {a.mu.shape[0]} images per set (papers: 50000), or "
+            raise UserError(f"{problem}; use more than {a.mu.shape[0]} images per set (papers: 50000), or "
                                "pass --allow-singular to compute it anyway")
         notes.append(f"{problem}; compare only numbers made with the same count (papers: 50000)")
     loaded = lazy.extractor

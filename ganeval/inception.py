@@ -30,8 +30,8 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from .errors import GanevalError
-from .runtime import exact_float32, resolve_device
+from gancore.errors import UserError
+from gancore.runtime import exact_float32, resolve_device
 
 INCEPTION_SIZE = 299
 FEATURE_DIM = 2048
@@ -317,7 +317,7 @@ class InceptionFeatureExtractor:
 
     def __init__(self, network: nn.Module, resize: str = "tf", device=None, source: Path | None = None):
         if resize not in RESIZE_MODES:
-            raise GanevalError(f"unknown resize mode {resize!r}; choose one of {', '.join(RESIZE_MODES)}")
+            raise UserError(f"unknown resize mode {resize!r}; choose one of {', '.join(RESIZE_MODES)}")
         self.device = resolve_device(device)
         self.network = network.to(self.device).eval()
         for parameter in self.network.parameters():
@@ -345,7 +345,7 @@ class InceptionFeatureExtractor:
         """uint8 (or [0, 255] float) NCHW with 3 channels -> network input, float32 NCHW 299×299."""
         images = torch.as_tensor(images)
         if images.dim() != 4 or images.shape[1] != 3:
-            raise GanevalError(f"Inception expects RGB images as N×3×H×W, got shape {tuple(images.shape)}")
+            raise UserError(f"Inception expects RGB images as N×3×H×W, got shape {tuple(images.shape)}")
         if self.resize == "clean":  # PIL on the CPU
             return (resize_clean(images.to("cpu", torch.float32)).to(self.device) - 128) / 128
         images = images.to(self.device, torch.float32)
@@ -368,10 +368,10 @@ class InceptionFeatureExtractor:
         """uint8 NCHW RGB (any size) -> (pool3 float32 [N, 2048], logits_unbiased float32 [N, 1008] or None).
 
         Tensors stay on the extractor's device. logits=False skips them (None); asking for them from a
-        TorchScript file without a 1008-way weight raises GanevalError. TF32 is off while the network runs.
+        TorchScript file without a 1008-way weight raises UserError. TF32 is off while the network runs.
         """
         if logits and not self.logits_available:
-            raise GanevalError(f"the Inception file {self.source or ''} exposes no classifier weight "
+            raise UserError(f"the Inception file {self.source or ''} exposes no classifier weight "
                                "('output.weight' or 'fc.weight' of shape [1008, 2048]), so it cannot give the "
                                "logits the Inception Score needs; use pt_inception-2015-12-05-6726825d.pth")
         with torch.no_grad(), exact_float32():
@@ -400,25 +400,25 @@ def find_inception_weights(path=None, download: bool = True, progress: bool = Tr
     """Path of the Inception weights: `path`, else $GANEVAL_INCEPTION, else the torch hub cache, else a download.
 
     The download (pytorch-fid's release file, SHA-256 prefix checked) goes to `torch.hub.get_dir()`/checkpoints
-    through a temporary name. Raises GanevalError when nothing is found and downloading fails or is disabled.
+    through a temporary name. Raises UserError when nothing is found and downloading fails or is disabled.
     """
     if path is not None:
         path = Path(path).expanduser()
         if not path.is_file():
-            raise GanevalError(f"Inception weights file {path} does not exist")
+            raise UserError(f"Inception weights file {path} does not exist")
         return path
     from_env = os.environ.get(WEIGHTS_ENV_VAR)
     if from_env:
         env_path = Path(from_env).expanduser()
         if not env_path.is_file():
-            raise GanevalError(f"{WEIGHTS_ENV_VAR}={from_env} does not name an existing file")
+            raise UserError(f"{WEIGHTS_ENV_VAR}={from_env} does not name an existing file")
         return env_path
     checkpoints = _hub_checkpoints()
     for name in KNOWN_WEIGHT_FILENAMES:
         if (checkpoints / name).is_file():
             return checkpoints / name
     if not download:
-        raise GanevalError(_missing_weights_message("not found and downloading is disabled"))
+        raise UserError(_missing_weights_message("not found and downloading is disabled"))
     destination = checkpoints / FID_WEIGHTS_FILENAME
     temporary = checkpoints / f"{FID_WEIGHTS_FILENAME}.{os.getpid()}.download"
     try:
@@ -427,9 +427,9 @@ def find_inception_weights(path=None, download: bool = True, progress: bool = Tr
                                        progress=progress)
         os.replace(temporary, destination)
     except (OSError, http.client.HTTPException) as error:
-        raise GanevalError(_missing_weights_message(f"download failed: {error}")) from None
+        raise UserError(_missing_weights_message(f"download failed: {error}")) from None
     except RuntimeError as error:  # hash mismatch
-        raise GanevalError(_missing_weights_message(f"the downloaded file is not the expected one: {error}")) from None
+        raise UserError(_missing_weights_message(f"the downloaded file is not the expected one: {error}")) from None
     finally:
         temporary.unlink(missing_ok=True)
     return destination
@@ -451,7 +451,7 @@ def _read_weights(path: Path) -> dict | torch.jit.ScriptModule:
             warnings.simplefilter("ignore", DeprecationWarning)  # recent torch deprecates TorchScript
             return torch.jit.load(str(path), map_location="cpu")
     except Exception as error:  # noqa: BLE001 - reported with both causes
-        raise GanevalError(f"{path} is neither an Inception state dict ({load_error.splitlines()[0]}) nor a "
+        raise UserError(f"{path} is neither an Inception state dict ({load_error.splitlines()[0]}) nor a "
                            f"TorchScript module ({str(error).splitlines()[0]})") from None
 
 
@@ -469,11 +469,11 @@ def state_dict_from_torchscript(module) -> dict[str, torch.Tensor]:
     target = FIDInceptionV3().state_dict()
     units = [name[:-len(".conv.weight")] for name in target if name.endswith(".conv.weight")]
     if len(kernels) != len(units):
-        raise GanevalError(f"TorchScript Inception has {len(kernels)} convolutions, expected {len(units)}")
+        raise UserError(f"TorchScript Inception has {len(kernels)} convolutions, expected {len(units)}")
     for unit, kernel in zip(units, kernels):
         weight = source[f"{kernel}.weight"]
         if weight.shape != target[f"{unit}.conv.weight"].shape:
-            raise GanevalError(f"{kernel}: shape {tuple(weight.shape)} does not fit {unit}")
+            raise UserError(f"{kernel}: shape {tuple(weight.shape)} does not fit {unit}")
         target[f"{unit}.conv.weight"] = weight
         target[f"{unit}.bn.weight"] = torch.ones_like(source[f"{kernel}.beta"])
         target[f"{unit}.bn.bias"] = source[f"{kernel}.beta"]
@@ -495,7 +495,7 @@ def load_inception(path=None, device=None, resize: str = "tf", download: bool = 
         try:
             network.load_state_dict(_fill_num_batches_tracked(loaded), strict=True)
         except RuntimeError as error:
-            raise GanevalError(f"{weights_path} is not the FID Inception-v3 state dict: "
+            raise UserError(f"{weights_path} is not the FID Inception-v3 state dict: "
                                f"{' '.join(str(error).split())[:400]}") from None
     else:
         network = loaded

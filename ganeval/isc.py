@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from .errors import GanevalError
+from gancore.errors import UserError
 from .fid import extract
-from .sources import ImageStream
+from gancore.sources import ImageStream
 
 DEFAULT_NUM_IMAGES = 50000
 DEFAULT_SPLITS = 10
@@ -26,12 +26,12 @@ def inception_score(logits, splits: int = DEFAULT_SPLITS) -> tuple[float, float]
     """(mean, std) of the Inception Score from logits [N, C] (tensor on any device, or array), N ≥ splits."""
     logits = torch.as_tensor(np.asarray(logits) if not isinstance(logits, torch.Tensor) else logits)
     if logits.dim() != 2:
-        raise GanevalError(f"logits must be N×C, got shape {tuple(logits.shape)}")
+        raise UserError(f"logits must be N×C, got shape {tuple(logits.shape)}")
     if splits < 1:
-        raise GanevalError(f"splits must be at least 1, got {splits}")
+        raise UserError(f"splits must be at least 1, got {splits}")
     count = logits.shape[0]
     if count < splits:
-        raise GanevalError(f"the Inception Score with {splits} splits needs at least {splits} images, got {count}")
+        raise UserError(f"the Inception Score with {splits} splits needs at least {splits} images, got {count}")
     log_p = torch.log_softmax(logits.to(torch.float64), dim=1)
     p = log_p.exp()
     scores = []
@@ -71,15 +71,15 @@ def inception_score_source(source, num_images: int | None = DEFAULT_NUM_IMAGES, 
     """Inception Score of `num_images` images of a source (None: all; a seeded random subset with `seed`).
 
     One pass through the Inception (`ganeval.fid.extract`, logits kept as float64 [N, 1008] on the CPU).
-    Raises SourceError when the source has fewer images than asked, GanevalError for fewer than `splits`.
+    Raises SourceError when the source has fewer images than asked, UserError for fewer than `splits`.
     """
     started = time.perf_counter()
     if splits < 1:
-        raise GanevalError(f"splits must be at least 1, got {splits}")
+        raise UserError(f"splits must be at least 1, got {splits}")
     stream = ImageStream(source, num_images=num_images, seed=seed, batch_size=batch_size, skip_bad=skip_bad,
                          num_workers=num_workers)
     if len(stream) < splits:
-        raise GanevalError(f"{stream.source.path}: the Inception Score with {splits} splits needs at least "
+        raise UserError(f"{stream.source.path}: the Inception Score with {splits} splits needs at least "
                            f"{splits} images, {len(stream)} asked")
     extraction = extract(stream, extractor=extractor, inception=inception, resize=resize, device=device,
                          progress=progress, want_logits=True, description="Inception")

@@ -47,10 +47,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from . import distributed, native
-from .errors import GanevalError, SourceError
-from .runtime import progress_bar, resolve_device
-from .sources import ImageStream, open_source, peek_shape
+from gancore import distributed
+from . import native
+from gancore.errors import UserError, SourceError
+from gancore.runtime import progress_bar, resolve_device
+from gancore.sources import ImageStream, open_source, peek_shape
 
 FILTER_SIZE = 11
 FILTER_SIGMA = 1.5
@@ -282,7 +283,7 @@ def ms_ssim_scales(a, b, dtype: torch.dtype = torch.float64, chunk_pixels: int |
     if x.shape != y.shape:
         raise ValueError(f"image shapes differ: {tuple(x.shape)} vs {tuple(y.shape)}")
     if min(x.shape[-2:]) < MIN_SIZE:
-        raise GanevalError(f"images of {x.shape[-1]}x{x.shape[-2]} are too small for MS-SSIM "
+        raise UserError(f"images of {x.shape[-1]}x{x.shape[-2]} are too small for MS-SSIM "
                            f"({NUM_SCALES} scales need sides of at least {MIN_SIZE} pixels)")
     if len(x) == 0:
         return (torch.empty(0, NUM_SCALES, dtype=torch.float64, device=x.device),) * 2
@@ -517,7 +518,7 @@ def msssim_diversity(source, num_pairs: int = DEFAULT_NUM_PAIRS, seed: int | Non
     images in order). Raises SourceError when the source has fewer than 2·num_pairs images.
     """
     if num_pairs < 1:
-        raise GanevalError(f"num_pairs must be at least 1, got {num_pairs}")
+        raise UserError(f"num_pairs must be at least 1, got {num_pairs}")
     device = resolve_device(device)
     opened = open_source(source)
     needed = 2 * num_pairs
@@ -528,7 +529,7 @@ def msssim_diversity(source, num_pairs: int = DEFAULT_NUM_PAIRS, seed: int | Non
     started = time.perf_counter()
     height, width = peek_shape(opened, skip_bad)
     if min(height, width) < MIN_SIZE:
-        raise GanevalError(f"{opened.path}: images of {width}x{height} are too small for MS-SSIM "
+        raise UserError(f"{opened.path}: images of {width}x{height} are too small for MS-SSIM "
                            f"({NUM_SCALES} scales need sides of at least {MIN_SIZE} pixels)")
     batch_size = batch_size or default_batch_size(height, width, device)
     if distributed.is_distributed():

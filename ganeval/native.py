@@ -7,7 +7,7 @@ times it) and ctypes releases the GIL while one runs, so worker threads run them
 
 - Compiler: $CC, else the first of cc, gcc, clang on the PATH. Flags: -O3 -march=native (the library is only
   ever used on the machine that built it), retried without -march=native, then with -O3 alone.
-- Cache: <cache_root>/native/<name>-<hash>.so (see ganeval.runtime.cache_root), the hash covering the source, the
+- Cache: <cache_root>/native/<name>-<hash>.so (see gancore.runtime.cache_root), the hash covering the source, the
   compiler, the flags and the CPU's feature flags (so that a home folder shared by different machines keeps
   one build per CPU kind); written under a temporary name, then renamed.
 - GANEVAL_NATIVE=0 turns the kernels off. `status(name)` says which build is loaded, or why none is.
@@ -25,7 +25,7 @@ import tempfile
 import threading
 from pathlib import Path
 
-from .runtime import atomic_output, cache_root
+from gancore.runtime import atomic_output, cache_root
 
 SOURCE_DIR = Path(__file__).resolve().parent / "_native"
 NATIVE_ENV_VAR = "GANEVAL_NATIVE"

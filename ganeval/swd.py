@@ -29,10 +29,10 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 import torch
 
-from . import distributed
-from .errors import GanevalError
-from .runtime import exact_float32, progress_bar, resolve_device
-from .sources import ImageStream, open_source, peek_shape
+from gancore import distributed
+from gancore.errors import UserError
+from gancore.runtime import exact_float32, progress_bar, resolve_device
+from gancore.sources import ImageStream, open_source, peek_shape
 
 PATCH_SIZE = 7
 PATCHES_PER_IMAGE = 128
@@ -101,13 +101,13 @@ def pyr_up(images: torch.Tensor) -> torch.Tensor:
 def pyramid_resolutions(height: int, width: int, min_resolution: int = MIN_RESOLUTION) -> list[tuple[int, int]]:
     """Level sizes, finest first: halve while the smaller side stays ≥ min_resolution (1024² -> 1024…16)."""
     if min(height, width) < min_resolution:
-        raise GanevalError(f"images of {width}x{height} are too small for SWD (the smallest level is "
+        raise UserError(f"images of {width}x{height} are too small for SWD (the smallest level is "
                            f"{min_resolution}x{min_resolution})")
     sizes = [(height, width)]
     while min(sizes[-1]) // 2 >= min_resolution:
         h, w = sizes[-1]
         if h % 2 or w % 2:
-            raise GanevalError(f"images of {width}x{height}: every pyramid level above {min_resolution} must have "
+            raise UserError(f"images of {width}x{height}: every pyramid level above {min_resolution} must have "
                                f"even sides (level {w}x{h} does not)")
         sizes.append((h // 2, w // 2))
     return sizes
@@ -275,7 +275,7 @@ class DescriptorSet:
         mean_shifted = self.sums[level][0] / count
         variance = self.sums[level][1] / count - mean_shifted.square()
         if torch.any(variance <= 0):
-            raise GanevalError("a colour channel is constant at one pyramid level: SWD is undefined for flat images")
+            raise UserError("a colour channel is constant at one pyramid level: SWD is undefined for flat images")
         per_dim = PATCH_SIZE * PATCH_SIZE
         mean = (mean_shifted + self.shift[level]).repeat_interleave(per_dim)
         return mean, variance.sqrt().repeat_interleave(per_dim)
@@ -430,16 +430,16 @@ class SWDAccumulator:
 
 
 def check_swd_sources(gen_source, real_source, num_images: int, skip_bad: bool) -> list[tuple[int, int]]:
-    """Pyramid level sizes for two sources, or GanevalError (sizes differ, too small, too few images)."""
+    """Pyramid level sizes for two sources, or UserError (sizes differ, too small, too few images)."""
     for source in (gen_source, real_source):
         if len(source) < num_images:
-            raise GanevalError(f"{source.path}: has {len(source)} images, SWD asked for {num_images} "
+            raise UserError(f"{source.path}: has {len(source)} images, SWD asked for {num_images} "
                                f"(pass --num-images {len(source)} or fewer; SWD depends on the count, so "
                                f"compare only numbers made with the same count)")
     sizes = pyramid_resolutions(*peek_shape(real_source, skip_bad))
     gen_sizes = pyramid_resolutions(*peek_shape(gen_source, skip_bad))
     if gen_sizes != sizes:
-        raise GanevalError(f"the two sources have different image sizes: {gen_sizes[0][1]}x{gen_sizes[0][0]} "
+        raise UserError(f"the two sources have different image sizes: {gen_sizes[0][1]}x{gen_sizes[0][0]} "
                            f"and {sizes[0][1]}x{sizes[0][0]}")
     return sizes
 
@@ -447,7 +447,7 @@ def check_swd_sources(gen_source, real_source, num_images: int, skip_bad: bool) 
 def baseline_count_for(num_images: int, real_count: int) -> int:
     count = min(num_images, real_count // 2)
     if count < 2:
-        raise GanevalError(f"--baseline needs at least 4 real images, the real source has {real_count}")
+        raise UserError(f"--baseline needs at least 4 real images, the real source has {real_count}")
     return count
 
 
@@ -487,7 +487,7 @@ def swd(source_a, source_b, num_images: int = DEFAULT_NUM_IMAGES, seed: int = DE
     std. `baseline` adds the real-vs-real floor: SWD between two disjoint sets of min(num_images, |b|/2) reals.
     """
     if repeats < 1:
-        raise GanevalError("--repeats must be at least 1")
+        raise UserError("--repeats must be at least 1")
     device = resolve_device(device)
     gen_source, real_source = open_source(source_a), open_source(source_b)
     started = time.perf_counter()

@@ -1,8 +1,8 @@
 """Checkpoints (tensors and plain Python values only: `torch.load(weights_only=True)` reads them) and the
 generator as a `ganeval` image source, so that `ganeval swd run/network-snapshot-000120.pt real/` works.
 
-Importing this module registers the ".pt" opener with `ganeval.sources` (ganeval imports it lazily the first
-time it meets a ".pt" path).
+The ".pt" opener is declared as an entry point of the `gancore.sources` group in pyproject.toml, so gancore finds
+it after `pip install` without naming this package; importing this module also registers it directly.
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ganeval.errors import SourceError
-from ganeval.runtime import atomic_output, resolve_device
-from ganeval.sources import ImageSource, register_source_opener
+from gancore.errors import SourceError
+from gancore.runtime import atomic_output, resolve_device
+from gancore.sources import ImageSource, register_source_opener
 
 from .configs import TrainingConfig
 from .dataset import box_downsample, to_uint8

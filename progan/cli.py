@@ -11,8 +11,8 @@ import click
 import numpy as np
 import torch
 
-from ganeval.cli import emit, user_errors
-from ganeval.errors import GanevalError
+from gancore.cli import emit, start_distributed, user_errors
+from gancore.errors import UserError
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -50,6 +50,7 @@ def train_command(config_name, data_path, run_dir, kimg, gpus, resume, overrides
 
     if gpus > 1 and int(os.environ.get("WORLD_SIZE", "1")) == 1:
         _relaunch_under_torchrun(gpus)
+    start_distributed(device)
     overrides = list(overrides) + ([f"total_kimg={kimg}"] if kimg is not None else [])
     if resume is not None:
         run_config = json.loads((find_checkpoint(resume).parent / "config.json").read_text())
@@ -86,7 +87,7 @@ def generate_command(checkpoint, num, out_dir, seed, resolution, device):
     """Write NUM images of CHECKPOINT's EMA generator as OUT/000000.png …"""
     from PIL import Image
 
-    from ganeval.runtime import resolve_device
+    from gancore.runtime import resolve_device
 
     from .checkpoint import GeneratorSource, generator_from_checkpoint, load_checkpoint
 
@@ -118,7 +119,7 @@ def interpolate_command(checkpoint, out_path, frames, sigma, seed, columns, devi
     renormalised to the hypersphere."""
     from PIL import Image
 
-    from ganeval.runtime import resolve_device
+    from gancore.runtime import resolve_device
 
     from .checkpoint import generator_from_checkpoint, images_to_uint8, load_checkpoint, smooth_latents
     from .training_loop import save_grid
@@ -154,7 +155,7 @@ def info_command(config_name, overrides, resolution, gpus, as_json):
 
     config = resolve_config(config_name, list(overrides) + ([f"resolution={resolution}"] if resolution else []))
     if config.resolution is None:
-        raise GanevalError(f"config {config_name} takes its resolution from the data; pass --resolution R")
+        raise UserError(f"config {config_name} takes its resolution from the data; pass --resolution R")
     G, D = build_networks(config)
     final = parameters_at(G, D, config.resolution)
     per_resolution = {str(2 ** k): parameters_at(G, D, 2 ** k) for k in range(2, int(np.log2(config.resolution)) + 1)}

@@ -11,7 +11,7 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 
-from ganeval.errors import GanevalError
+from gancore.errors import UserError
 
 TF_TICK_KIMG = {4: 160, 8: 140, 16: 120, 32: 100, 64: 80, 128: 60, 256: 40, 512: 20, 1024: 10}
 
@@ -92,7 +92,7 @@ class TrainingConfig:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = set(values) - known
         if unknown:
-            raise GanevalError(f"unknown config key(s) {sorted(unknown)}; see `progan info --config NAME --json`")
+            raise UserError(f"unknown config key(s) {sorted(unknown)}; see `progan info --config NAME --json`")
         config = cls(**values)
         for name in ("lr_dict", "minibatch_dict", "max_minibatch_per_gpu", "tick_kimg_dict"):
             setattr(config, name, {int(k): v for k, v in getattr(config, name).items()})
@@ -105,11 +105,11 @@ class TrainingConfig:
                    "loss": ("wgangp", "lsgan")}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
-                raise GanevalError(f"{name} = {getattr(self, name)!r}; choose from {', '.join(allowed)}")
+                raise UserError(f"{name} = {getattr(self, name)!r}; choose from {', '.join(allowed)}")
         if self.resolution is not None and not is_power_of_two(self.resolution, minimum=4):
-            raise GanevalError(f"resolution {self.resolution} is not a power of two ≥ 4")
+            raise UserError(f"resolution {self.resolution} is not a power of two ≥ 4")
         if self.D_repeats < 1 or self.minibatch_repeats < 1:
-            raise GanevalError("D_repeats and minibatch_repeats must be at least 1")
+            raise UserError("D_repeats and minibatch_repeats must be at least 1")
 
 
 def is_power_of_two(value: int, minimum: int = 1) -> bool:
@@ -180,7 +180,7 @@ def parse_override(text: str) -> tuple[str, object]:
     """'key=value' -> (key, value parsed as JSON, else the text itself)."""
     key, sep, raw = text.partition("=")
     if not sep or not key.strip():
-        raise GanevalError(f"override {text!r}: expected key=value")
+        raise UserError(f"override {text!r}: expected key=value")
     try:
         value = json.loads(raw)
     except json.JSONDecodeError:
@@ -191,7 +191,7 @@ def parse_override(text: str) -> tuple[str, object]:
 def resolve_config(name: str = "tiny", overrides: list[str] | dict | None = None) -> TrainingConfig:
     """The named preset with `overrides` ('key=value' strings or a dict) applied."""
     if name not in PRESETS:
-        raise GanevalError(f"unknown config {name!r}; choose from {', '.join(PRESETS)}")
+        raise UserError(f"unknown config {name!r}; choose from {', '.join(PRESETS)}")
     values = dict(PRESETS[name])
     if isinstance(overrides, dict):
         values.update(overrides)

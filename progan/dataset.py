@@ -15,8 +15,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ganeval.errors import GanevalError, SourceError
-from ganeval.sources import BadImage, HDF5Source, ImageSource, ImageStream, open_source, peek_shape
+from gancore.errors import UserError, SourceError
+from gancore.sources import BadImage, HDF5Source, ImageSource, ImageStream, open_source, peek_shape
 
 from .configs import is_power_of_two
 
@@ -65,7 +65,7 @@ class TrainingData:
     """Real images of one square power-of-two size, served at any coarser working resolution.
 
     path: a ganeval source; resolution: the training resolution R (None = the data's; a smaller power of
-    two trains on box-downsampled images). Raises GanevalError / SourceError for empty sources, mixed sizes,
+    two trains on box-downsampled images). Raises UserError / SourceError for empty sources, mixed sizes,
     non-square or non-power-of-two images, or data smaller than R.
     """
 
@@ -74,22 +74,22 @@ class TrainingData:
         self.path = str(path)
         source = open_source(path)
         if isinstance(source, HDF5Source):
-            from ganeval.sources import _hdf5_resolutions
+            from gancore.sources import _hdf5_resolutions
 
             self.stored = {res: HDF5Source(path, res) for res in sorted(_hdf5_resolutions(self.path))}
         else:
             self.stored = {_check_size(peek_shape(source), self.path): source}
         self.data_resolution = max(self.stored)
         if not is_power_of_two(self.data_resolution, minimum=4):
-            raise GanevalError(f"{self.path}: images of {self.data_resolution}x{self.data_resolution}; progan "
+            raise UserError(f"{self.path}: images of {self.data_resolution}x{self.data_resolution}; progan "
                                "trains on square power-of-two sizes ≥ 4 (resize or crop them first)")
         self.resolution = resolution or self.data_resolution
         if self.resolution > self.data_resolution:
-            raise GanevalError(f"{self.path}: images are {self.data_resolution}x{self.data_resolution}, smaller "
+            raise UserError(f"{self.path}: images are {self.data_resolution}x{self.data_resolution}, smaller "
                                f"than the configured resolution {self.resolution}")
         counts = {len(s) for s in self.stored.values()}
         if len(counts) != 1:
-            raise GanevalError(f"{self.path}: the levels hold different numbers of images ({sorted(counts)})")
+            raise UserError(f"{self.path}: the levels hold different numbers of images ({sorted(counts)})")
         self.num_images = counts.pop()
         self.cache_bytes = cache_mb * 2 ** 20
         self.indices = IndexStream(self.num_images, seed)
@@ -196,7 +196,7 @@ def to_float_reals(images: torch.Tensor, resolution: int, device: torch.device) 
 def _check_size(shape: tuple[int, int], path: str) -> int:
     height, width = shape
     if height != width or not is_power_of_two(height, minimum=4):
-        raise GanevalError(f"{path}: images of {width}x{height}; progan trains on square power-of-two sizes ≥ 4 "
+        raise UserError(f"{path}: images of {width}x{height}; progan trains on square power-of-two sizes ≥ 4 "
                            "(e.g. 128x128): crop or resize them first")
     return height
 

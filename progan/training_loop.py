@@ -27,9 +27,9 @@ import torch.distributed as dist
 import torch.nn.functional as F
 from PIL import Image
 
-from ganeval import distributed
-from ganeval.errors import GanevalError
-from ganeval.runtime import resolve_device
+from gancore import distributed
+from gancore.errors import UserError
+from gancore.runtime import resolve_device
 
 from .checkpoint import GeneratorSource, images_to_uint8, load_checkpoint, save_checkpoint
 from .configs import TrainingConfig
@@ -58,10 +58,10 @@ def find_checkpoint(path) -> Path:
     if path.is_dir():
         snapshots = sorted(path.glob("network-snapshot-*.pt"))
         if not snapshots:
-            raise GanevalError(f"{path}: no network-snapshot-*.pt to resume from")
+            raise UserError(f"{path}: no network-snapshot-*.pt to resume from")
         return snapshots[-1]
     if not path.is_file():
-        raise GanevalError(f"{path}: no such checkpoint or run directory")
+        raise UserError(f"{path}: no such checkpoint or run directory")
     return path
 
 
@@ -157,7 +157,7 @@ def score_generator(G_ema, lod: float, data: TrainingData, config: TrainingConfi
     if config.metric_fid_images > 0:
         try:
             weights = find_inception_weights(download=False)
-        except GanevalError:
+        except UserError:
             return results
         count = min(config.metric_fid_images, data.num_images)
         fakes = GeneratorSource(G_ema, lod, resolution, count, seed=config.seed + 1, device=device)

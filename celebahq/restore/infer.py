@@ -18,9 +18,9 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ganeval.errors import GanevalError
-from ganeval.runtime import progress_bar
-from ganeval.sources import BadImage, FolderSource, decode_image, to_rgb_hwc
+from gancore.errors import UserError
+from gancore.runtime import progress_bar
+from gancore.sources import BadImage, FolderSource, decode_image, to_rgb_hwc
 
 from .models import build_model
 
@@ -148,7 +148,7 @@ def photo_files(paths) -> list[Path]:
         elif path.is_dir():
             files += FolderSource(path).files
         else:
-            raise GanevalError(f"{path}: no such file or folder")
+            raise UserError(f"{path}: no such file or folder")
     return files
 
 
@@ -162,7 +162,7 @@ def restore_folder(restorer: Restorer, in_dir: str | os.PathLike, out_dir: str |
 
     in_dir, out_dir = Path(in_dir), Path(out_dir)
     if not in_dir.is_dir():
-        raise GanevalError(f"{in_dir}: no such folder")
+        raise UserError(f"{in_dir}: no such folder")
     files = FolderSource(in_dir).files
     written, skipped = 0, {}
     with progress_bar(len(files), f"restore {restorer.kind}", progress) as bar:

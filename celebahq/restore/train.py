@@ -23,9 +23,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ganeval.errors import GanevalError
-from ganeval.runtime import atomic_output, progress_bar, resolve_device
-from ganeval.sources import BadImage, decode_image
+from gancore.errors import UserError
+from gancore.runtime import atomic_output, progress_bar, resolve_device
+from gancore.sources import BadImage, decode_image
 
 from .degrade import SR_SCALE, bicubic_upscale, downscale, jpeg_roundtrip
 from .eval import psnr
@@ -73,7 +73,7 @@ def load_photos(folders, min_side: int) -> dict[str, np.ndarray]:
         if min(image.shape[:2]) >= min_side:
             photos[path.as_posix()] = image
     if not photos:
-        raise GanevalError(f"no usable photographs (≥ {min_side} px a side) in {', '.join(map(str, folders))}")
+        raise UserError(f"no usable photographs (≥ {min_side} px a side) in {', '.join(map(str, folders))}")
     return photos
 
 
@@ -196,11 +196,11 @@ def train(kind: str, images, out: str | os.PathLike, val_images=(), options: Tra
     """Train (or resume) a `kind` ("cleanup" or "sr") network; returns the best validation figures."""
     options = options or TrainOptions()
     if kind not in ("cleanup", "sr"):
-        raise GanevalError(f"unknown restorer {kind!r}: cleanup or sr")
+        raise UserError(f"unknown restorer {kind!r}: cleanup or sr")
     if options.patch % 8 or options.patch < 32:
-        raise GanevalError(f"--patch {options.patch}: must be a multiple of 8, ≥ 32")
+        raise UserError(f"--patch {options.patch}: must be a multiple of 8, ≥ 32")
     if options.adversarial_weight and kind != "sr":
-        raise GanevalError("--adversarial-weight is for the sr network only")
+        raise UserError("--adversarial-weight is for the sr network only")
     if options.threads:
         torch.set_num_threads(options.threads)
     device = resolve_device(options.device)
@@ -220,7 +220,7 @@ def train(kind: str, images, out: str | os.PathLike, val_images=(), options: Tra
     try:
         model = build_model(kind, options.config).to(device)
     except TypeError as error:
-        raise GanevalError(f"bad network config {options.config}: {error}") from None
+        raise UserError(f"bad network config {options.config}: {error}") from None
     optimizer = torch.optim.Adam(model.parameters(), lr=options.lr)
     critic = critic_optimizer = None
     if options.adversarial_weight:
@@ -235,7 +235,7 @@ def train(kind: str, images, out: str | os.PathLike, val_images=(), options: Tra
     if options.resume and checkpoint_path.is_file():
         state = torch.load(checkpoint_path, map_location=device, weights_only=True)
         if state["kind"] != kind or state["config"] != model_config(model):
-            raise GanevalError(f"{checkpoint_path} is for another network; delete it or choose another --out")
+            raise UserError(f"{checkpoint_path} is for another network; delete it or choose another --out")
         model.load_state_dict(state["state_dict"])
         optimizer.load_state_dict(state["optimizer"])
         schedule.load_state_dict(state["schedule"])
@@ -247,7 +247,7 @@ def train(kind: str, images, out: str | os.PathLike, val_images=(), options: Tra
     elif options.init:
         init = torch.load(options.init, map_location=device, weights_only=True)
         if init.get("kind") != kind:
-            raise GanevalError(f"--init {options.init}: weights of a {init.get('kind')!r} network, not {kind!r}")
+            raise UserError(f"--init {options.init}: weights of a {init.get('kind')!r} network, not {kind!r}")
         warm_start(model, init["state_dict"])
 
     def training_record(step: int) -> dict:

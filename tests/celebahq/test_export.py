@@ -12,8 +12,8 @@ from conftest import write_images
 
 from celebahq.export import box_pyramid, export_hdf5, export_zip, selected_images
 from celebahq.manifest import MANIFEST_NAME, ManifestWriter, read_manifest
-from ganeval.errors import GanevalError
-from ganeval.sources import ImageStream
+from gancore.errors import UserError
+from gancore.sources import ImageStream
 
 
 def fake_build(tmp_path, images: np.ndarray):
@@ -62,7 +62,7 @@ def test_hdf5_export_reads_back_through_ganeval(tmp_path):
     back = np.concatenate([b.numpy() for b in ImageStream(path, resolution=16)])
     assert back.shape == (5, 3, 16, 16)
     assert len(selected_images(out, num_images=3)) == 3
-    with pytest.raises(GanevalError, match="5 finished images, 9 asked"):
+    with pytest.raises(UserError, match="5 finished images, 9 asked"):
         selected_images(out, num_images=9)
 
 
@@ -82,6 +82,6 @@ def test_zip_export_is_an_image_folder_dataset(tmp_path):
 def test_failed_export_leaves_no_file(tmp_path):
     rng = np.random.default_rng(3)
     out = fake_build(tmp_path, rng.integers(0, 256, (2, 12, 12, 3), dtype=np.uint8))
-    with pytest.raises(GanevalError, match="power-of-two"):
+    with pytest.raises(UserError, match="power-of-two"):
         export_hdf5(out, tmp_path / "data.h5", progress=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["build"]

@@ -22,7 +22,7 @@ from celebahq.landmarks import (
     read_celeba_landmarks,
     write_celeba_landmarks,
 )
-from ganeval.errors import GanevalError
+from gancore.errors import UserError
 
 MINI = Path(__file__).resolve().parents[2] / "examples" / "celeba_wild_mini"
 LANDMARK_FILE = MINI / "Anno" / "list_landmarks_celeba.txt"
@@ -99,7 +99,7 @@ def test_malformed_files_name_file_and_line(tmp_path, text, message):
     with pytest.raises(LandmarkError, match=message) as caught:
         read_celeba_landmarks(path)
     assert str(path) in str(caught.value)
-    assert isinstance(caught.value, GanevalError)  # the CLIs print it as one line
+    assert isinstance(caught.value, UserError)  # the CLIs print it as one line
 
 
 def test_missing_and_binary_files(tmp_path):

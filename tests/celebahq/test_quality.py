@@ -14,7 +14,7 @@ from reference_quality import reference_quality
 
 from celebahq.cli import main
 from celebahq.quality import quality_components, quality_score, score_paths
-from ganeval.errors import GanevalError
+from gancore.errors import UserError
 
 
 @pytest.fixture(scope="module")
@@ -100,9 +100,9 @@ def test_files_and_folders_with_bad_images(tmp_path, photos):
     single = score_paths([tmp_path / "images" / "sharp.png"], progress=False)
     assert single.scores == {str(tmp_path / "images" / "sharp.png"): pytest.approx(scores(photos["astronaut"])[0])}
     (tmp_path / "empty").mkdir()
-    with pytest.raises(GanevalError, match="empty source"):
+    with pytest.raises(UserError, match="empty source"):
         score_paths([tmp_path / "empty"], progress=False)
-    with pytest.raises(GanevalError, match="no image could be scored"):
+    with pytest.raises(UserError, match="no image could be scored"):
         score_paths([tmp_path / "images" / "broken.png"], progress=False)
 
 

@@ -20,7 +20,7 @@ from celebahq.manifest import latest_records, read_all_manifests, read_manifest
 from celebahq.pipeline import BuildOptions, build
 from celebahq.quality import quality_score
 from celebahq.rank import contact_sheet, rank_build, write_preview
-from ganeval.errors import GanevalError
+from gancore.errors import UserError
 
 MINI = Path(__file__).resolve().parents[2] / "examples" / "celeba_wild_mini"
 
@@ -60,7 +60,7 @@ def test_rank_scores_ranks_and_selects_the_best(out):
     # export and --num-images follow the ranking
     assert selected_images(out) == [out / r["output"] for r in records[:5]]
     assert selected_images(out, 2) == [out / r["output"] for r in records[:2]]
-    with pytest.raises(GanevalError, match="5 finished images, 6 asked"):
+    with pytest.raises(UserError, match="5 finished images, 6 asked"):
         selected_images(out, 6)
 
 
@@ -103,7 +103,7 @@ def test_build_with_num_images_ranks_at_the_end_and_after_a_resume(tmp_path):
     assert first.ranking["ranked"] == 3 and first.ranking["selected"] == 2
     assert json.loads((out / "report.json").read_text())["ranking"]["selected"] == 2
     build(MINI, out, options(limit=5))  # resumed without ranking: export refuses the stale ranking
-    with pytest.raises(GanevalError, match="finished after the ranking"):
+    with pytest.raises(UserError, match="finished after the ranking"):
         selected_images(out)
     resumed = build(MINI, out, options(limit=5, num_images=2))
     assert (resumed.ranking["scored"], resumed.ranking["ranked"], resumed.ranking["selected"]) == (2, 5, 2)
@@ -142,19 +142,19 @@ def test_a_manifest_changed_while_ranking_is_not_overwritten(out, monkeypatch):
         return score(*args, **kwargs)
 
     monkeypatch.setattr(rank, "score_sources", score_while_a_build_appends)
-    with pytest.raises(GanevalError, match="changed while ranking"):
+    with pytest.raises(UserError, match="changed while ranking"):
         rank_build(out, keep=3, num_workers=0, progress=False)
     records = read_manifest(out)
     assert records[-1]["source"] == "new.jpg" and all("rank" not in r for r in records)
 
 
 def test_errors_for_folders_that_are_not_builds(tmp_path):
-    with pytest.raises(GanevalError, match="no manifest.jsonl"):
+    with pytest.raises(UserError, match="no manifest.jsonl"):
         rank_build(tmp_path, progress=False)
     (tmp_path / "manifest.jsonl").write_text(json.dumps({"source": "a.jpg", "status": "skipped"}) + "\n")
-    with pytest.raises(GanevalError, match="no finished images"):
+    with pytest.raises(UserError, match="no finished images"):
         rank_build(tmp_path, progress=False)
-    with pytest.raises(GanevalError, match="no ranked images"):
+    with pytest.raises(UserError, match="no ranked images"):
         write_preview(tmp_path, tmp_path / "sheet.png")
 
 

@@ -12,7 +12,7 @@ from click.testing import CliRunner
 from conftest import EXAMPLES, write_images
 
 from ganeval.cli import main
-from ganeval.sources import select_indices
+from gancore.sources import select_indices
 
 
 @pytest.fixture()

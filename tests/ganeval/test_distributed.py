@@ -48,8 +48,9 @@ def test_all_with_fid_matches_one_process(tmp_path):
     script = tmp_path / "run_all.py"
     script.write_text(
         "import json, sys\n"
-        "from ganeval import distributed\n"
+        "from gancore import distributed\n"
         "from ganeval.evaluate import evaluate_all\n"
+        "distributed.start_from_environment(__import__('torch').device('cpu'))\n"
         "from test_fid import TinyExtractor\n"
         f"result = evaluate_all({str(EXAMPLES / 'gen')!r}, {str(EXAMPLES / 'real')!r}, swd_images=16,\n"
         "                      msssim_pairs=10, fid_images=30, seed=3, device='cpu', batch_size=4,\n"

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from conftest import write_images
 from torch import nn
 
-from ganeval.errors import GanevalError, SourceError
+from gancore.errors import UserError, SourceError
 from ganeval.fid import (
     CACHE_ENV_VAR,
     FeatureStatistics,
@@ -39,7 +39,7 @@ from ganeval.fid import (
     trace_sqrt_product,
 )
 from ganeval.inception import WEIGHTS_ENV_VAR, FIDInceptionV3
-from ganeval.sources import open_source
+from gancore.sources import open_source
 
 
 @pytest.fixture(autouse=True)
@@ -183,11 +183,11 @@ def test_diagonal_closed_form():
 
 def test_bad_statistics_are_rejected():
     mu, sigma = np.zeros(4), np.eye(4)
-    with pytest.raises(GanevalError, match="do not match"):
+    with pytest.raises(UserError, match="do not match"):
         frechet_distance(mu, sigma, np.zeros(5), np.eye(5))
-    with pytest.raises(GanevalError, match="non-finite"):
+    with pytest.raises(UserError, match="non-finite"):
         frechet_distance(mu, sigma * np.nan, mu, sigma)
-    with pytest.raises(GanevalError, match="unknown FID method"):
+    with pytest.raises(UserError, match="unknown FID method"):
         frechet_distance(mu, sigma, mu, sigma, method="sqrtm")
 
 
@@ -222,12 +222,12 @@ def test_merging_accumulators_equals_one_pass():
 
 def test_streaming_statistics_errors():
     stats = FeatureStatistics()
-    with pytest.raises(GanevalError, match="at least 2"):
+    with pytest.raises(UserError, match="at least 2"):
         stats.covariance()
     stats.add(np.ones((1, 8), np.float32))
-    with pytest.raises(GanevalError, match="at least 2"):
+    with pytest.raises(UserError, match="at least 2"):
         stats.mean()
-    with pytest.raises(GanevalError, match="dimension"):
+    with pytest.raises(UserError, match="dimension"):
         stats.add(np.ones((3, 9), np.float32))
     stats.add(np.zeros((2, 8), np.float32))
     assert stats.count == 3
@@ -255,16 +255,16 @@ def test_statistics_file_round_trip_and_pytorch_fid_layout(tmp_path):
 
 
 def test_bad_statistics_files(tmp_path):
-    with pytest.raises(GanevalError, match="no such"):
+    with pytest.raises(UserError, match="no such"):
         load_statistics(tmp_path / "missing.npz")
     np.savez(tmp_path / "nosigma.npz", mu=np.zeros(3))
-    with pytest.raises(GanevalError, match="'sigma'"):
+    with pytest.raises(UserError, match="'sigma'"):
         load_statistics(tmp_path / "nosigma.npz")
     (tmp_path / "junk.npz").write_bytes(b"not a zip")
-    with pytest.raises(GanevalError, match="not a readable"):
+    with pytest.raises(UserError, match="not a readable"):
         load_statistics(tmp_path / "junk.npz")
     np.savez(tmp_path / "shape.npz", mu=np.zeros(3), sigma=np.zeros((3, 4)))
-    with pytest.raises(GanevalError, match="not"):
+    with pytest.raises(UserError, match="not"):
         load_statistics(tmp_path / "shape.npz")
     assert not is_statistics_file(tmp_path / "junk.npz")
 
@@ -350,7 +350,7 @@ def test_fid_with_statistics_files_and_image_npz(folders, tmp_path):
 def test_mismatched_feature_dimensions(tmp_path):
     save_statistics(tmp_path / "s24.npz", np.zeros(24), np.eye(24))
     save_statistics(tmp_path / "s8.npz", np.zeros(8), np.eye(8))
-    with pytest.raises(GanevalError, match="dimension"):
+    with pytest.raises(UserError, match="dimension"):
         fid(tmp_path / "s24.npz", tmp_path / "s8.npz", progress=False)
 
 
@@ -358,11 +358,11 @@ def test_too_few_images(folders, tmp_path):
     a, _ = folders
     with pytest.raises(SourceError, match="asked"):
         fid(a, a, num_images=50, extractor=TinyExtractor(), num_workers=0, progress=False, cache=False)
-    with pytest.raises(GanevalError, match="at least 2"):
+    with pytest.raises(UserError, match="at least 2"):
         fid(a, a, num_images=1, extractor=TinyExtractor(), num_workers=0, progress=False, cache=False)
     single = tmp_path / "single"
     write_images(single, random_images(1, 3))
-    with pytest.raises(GanevalError, match="at least 2"):
+    with pytest.raises(UserError, match="at least 2"):
         compute_statistics(single, extractor=TinyExtractor(), num_workers=0, progress=False, cache=False)
 
 
@@ -531,7 +531,7 @@ def _distributed_worker(rank: int, world: int, init_file: str, folder: str, cach
 
 
 def test_ranks_combine_to_the_single_process_statistics(folders, tmp_path):
-    from ganeval.sources import ImageStream
+    from gancore.sources import ImageStream
 
     if not hasattr(ImageStream, "batches"):
         pytest.skip("this ImageStream does not split streams between ranks")
@@ -563,7 +563,7 @@ def test_statistics_do_not_depend_on_batch_size():
 
 def test_too_few_images_for_the_feature_dimension_is_an_error(tmp_path):
     images_a, images_b = random_images(10, 1), random_images(10, 2)
-    with pytest.raises(GanevalError, match="only 10 images for 24-d features.*--allow-singular"):
+    with pytest.raises(UserError, match="only 10 images for 24-d features.*--allow-singular"):
         fid(images_a, images_b, num_images=None, extractor=TinyExtractor(), progress=False, cache=False)
     result = fid(images_a, images_b, num_images=None, extractor=TinyExtractor(), progress=False, cache=False,
                  allow_singular=True)

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 from PIL import Image
 from torch import nn
 
-from ganeval.errors import GanevalError
+from gancore.errors import UserError
 from ganeval.inception import (
     FID_WEIGHTS_FILENAME,
     FID_WEIGHTS_SHA256_PREFIX,
@@ -250,10 +250,10 @@ def test_state_dict_without_num_batches_tracked_loads_strictly(tmp_path):
 def test_wrong_state_dict_is_a_clear_error(tmp_path):
     state = {k: v for k, v in FIDInceptionV3().state_dict().items() if not k.startswith("fc.")}
     torch.save(state, tmp_path / "partial.pth")
-    with pytest.raises(GanevalError, match="not the FID Inception-v3 state dict.*fc.weight"):
+    with pytest.raises(UserError, match="not the FID Inception-v3 state dict.*fc.weight"):
         load_inception(tmp_path / "partial.pth", device="cpu")
     (tmp_path / "junk.pth").write_bytes(b"not a checkpoint")
-    with pytest.raises(GanevalError, match="neither an Inception state dict"):
+    with pytest.raises(UserError, match="neither an Inception state dict"):
         load_inception(tmp_path / "junk.pth", device="cpu")
 
 
@@ -304,10 +304,10 @@ def test_extractor_preprocessing_per_mode(mode, monkeypatch):
 
 
 def test_extractor_rejects_bad_input():
-    with pytest.raises(GanevalError, match="unknown resize mode"):
+    with pytest.raises(UserError, match="unknown resize mode"):
         InceptionFeatureExtractor(FIDInceptionV3(), resize="lanczos", device="cpu")
     extractor = InceptionFeatureExtractor(FIDInceptionV3(), device="cpu")
-    with pytest.raises(GanevalError, match="N×3×H×W"):
+    with pytest.raises(UserError, match="N×3×H×W"):
         extractor.features(torch.zeros(2, 1, 32, 32, dtype=torch.uint8))
 
 
@@ -389,7 +389,7 @@ def test_torchscript_without_layers_or_classifier(tmp_path):
     with torch.no_grad():
         expected = module(images.float(), return_features=True)  # the module's own mapping
     torch.testing.assert_close(pool3, expected, rtol=1e-5, atol=1e-5)
-    with pytest.raises(GanevalError, match="no classifier weight"):
+    with pytest.raises(UserError, match="no classifier weight"):
         extractor.features(images)
 
 
@@ -409,7 +409,7 @@ def test_explicit_path_wins(tmp_path, hub_dir, monkeypatch):
     _touch(hub_dir / FID_WEIGHTS_FILENAME)
     assert find_inception_weights(explicit) == explicit
     assert find_inception_weights(str(explicit)) == explicit
-    with pytest.raises(GanevalError, match="does not exist"):
+    with pytest.raises(UserError, match="does not exist"):
         find_inception_weights(tmp_path / "missing.pth")
 
 
@@ -419,7 +419,7 @@ def test_env_var_beats_the_hub_cache(tmp_path, hub_dir, monkeypatch):
     monkeypatch.setenv(WEIGHTS_ENV_VAR, str(from_env))
     assert find_inception_weights() == from_env
     monkeypatch.setenv(WEIGHTS_ENV_VAR, str(tmp_path / "missing.pth"))
-    with pytest.raises(GanevalError, match=WEIGHTS_ENV_VAR):
+    with pytest.raises(UserError, match=WEIGHTS_ENV_VAR):
         find_inception_weights()
 
 
@@ -457,14 +457,14 @@ def test_offline_is_a_clear_error(hub_dir, monkeypatch):
         raise urllib.error.URLError("no route to host")
 
     monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
-    with pytest.raises(GanevalError) as caught:
+    with pytest.raises(UserError) as caught:
         find_inception_weights()
     message = str(caught.value)
     for needed in (FID_WEIGHTS_URL, FID_WEIGHTS_FILENAME, WEIGHTS_ENV_VAR, str(hub_dir), "no route to host"):
         assert needed in message
     assert "\n" not in message
     assert not any(hub_dir.iterdir())  # the partial file is removed
-    with pytest.raises(GanevalError, match="pytorch-fid/releases"):
+    with pytest.raises(UserError, match="pytorch-fid/releases"):
         load_inception()
 
 
@@ -473,9 +473,9 @@ def test_bad_hash_and_disabled_download(hub_dir, monkeypatch):
         raise RuntimeError(f'invalid hash value (expected "{hash_prefix}", got "00000000")')
 
     monkeypatch.setattr(torch.hub, "download_url_to_file", wrong_file)
-    with pytest.raises(GanevalError, match="not the expected one"):
+    with pytest.raises(UserError, match="not the expected one"):
         find_inception_weights()
     monkeypatch.setattr(torch.hub, "download_url_to_file",
                         lambda *a, **k: pytest.fail("download=False must not download"))
-    with pytest.raises(GanevalError, match="downloading is disabled"):
+    with pytest.raises(UserError, match="downloading is disabled"):
         find_inception_weights(download=False)

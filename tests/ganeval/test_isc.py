@@ -10,7 +10,7 @@ from scipy.special import softmax
 from scipy.stats import entropy
 from test_fid import TinyExtractor, random_images, random_weights_file
 
-from ganeval.errors import GanevalError, SourceError
+from gancore.errors import UserError, SourceError
 from ganeval.isc import inception_score, inception_score_source
 
 
@@ -60,11 +60,11 @@ def test_extreme_logits_stay_finite():
 
 
 def test_errors():
-    with pytest.raises(GanevalError, match="at least 10"):
+    with pytest.raises(UserError, match="at least 10"):
         inception_score(np.zeros((9, 1008)), 10)
-    with pytest.raises(GanevalError, match="N×C"):
+    with pytest.raises(UserError, match="N×C"):
         inception_score(np.zeros(1008), 1)
-    with pytest.raises(GanevalError, match="splits"):
+    with pytest.raises(UserError, match="splits"):
         inception_score(np.zeros((4, 1008)), 0)
 
 
@@ -82,7 +82,7 @@ def test_inception_score_of_a_source(tmp_path):
     with pytest.raises(SourceError, match="asked"):
         inception_score_source(tmp_path / "imgs", num_images=21, extractor=TinyExtractor(), num_workers=0,
                                progress=False)
-    with pytest.raises(GanevalError, match="at least 10"):
+    with pytest.raises(UserError, match="at least 10"):
         inception_score_source(tmp_path / "imgs", num_images=5, extractor=TinyExtractor(), num_workers=0,
                                progress=False)
 

@@ -9,7 +9,7 @@ from conftest import write_images
 from PIL import Image, ImageFilter
 from scipy.signal import fftconvolve
 
-from ganeval.errors import GanevalError, SourceError
+from gancore.errors import UserError, SourceError
 from ganeval.msssim import (
     MSSSIMDiversity,
     default_batch_size,
@@ -241,7 +241,7 @@ def test_anticorrelated_images_clip_to_zero_without_nan(real_photos):
 
 
 def test_rejects_too_small_and_mismatched_images():
-    with pytest.raises(GanevalError, match="too small"):
+    with pytest.raises(UserError, match="too small"):
         ms_ssim(torch.zeros(1, 3, 15, 64), torch.zeros(1, 3, 15, 64))
     with pytest.raises(ValueError, match="shapes differ"):
         ms_ssim(torch.zeros(1, 3, 32, 32), torch.zeros(1, 3, 32, 16))
@@ -301,13 +301,13 @@ def test_msssim_diversity_with_too_few_images_raises(tmp_path, real_photos):
     write_images(tmp_path / "few", resized(real_photos[:5], 32))
     with pytest.raises(SourceError, match="5 images.*3 pairs needs 6"):
         msssim_diversity(tmp_path / "few", num_pairs=3, progress=False)
-    with pytest.raises(GanevalError):
+    with pytest.raises(UserError):
         msssim_diversity(tmp_path / "few", num_pairs=0, progress=False)
 
 
 def test_msssim_diversity_rejects_tiny_images(tmp_path):
     write_images(tmp_path / "tiny", np.zeros((4, 8, 8, 3), dtype=np.uint8))
-    with pytest.raises(GanevalError, match="too small"):
+    with pytest.raises(UserError, match="too small"):
         msssim_diversity(tmp_path / "tiny", num_pairs=2, progress=False)
 
 

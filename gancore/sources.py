@@ -16,7 +16,7 @@ files or counts; with ``skip_bad=True`` bad files are skipped instead and listed
 
 from __future__ import annotations
 
-import importlib
+import importlib.metadata
 import io
 import os
 import zipfile
@@ -323,14 +323,27 @@ class TensorSource(ImageSource):
 # its generator checkpoints, so that `ganeval swd run/network-snapshot.pt real/` samples images on the fly.
 # An opener takes (path, resolution) and returns an ImageSource; a source that can produce whole batches
 # at once (a generator on the GPU) implements `load_batch(indices) -> uint8 NCHW tensor`.
+# Two ways in: `register_source_opener` at run time, or an installed package's entry point in the group below
+# (name = the suffix without its dot, value = "module:opener"), loaded the first time such a file is opened.
+# gancore names no package of its own: progan declares its ".pt" opener in pyproject.toml.
+SOURCE_ENTRY_POINT_GROUP = "gancore.sources"
 _SOURCE_OPENERS: dict[str, object] = {}
-# Suffixes whose opener lives in another package, imported (and so registered) the first time one is opened.
-_LAZY_OPENER_MODULES = {".pt": "progan.checkpoint"}
 
 
 def register_source_opener(suffix: str, opener) -> None:
     """Make `open_source` open files ending in `suffix` (e.g. ".pkl") with `opener(path, resolution)`."""
     _SOURCE_OPENERS[suffix.lower()] = opener
+
+
+def _installed_opener(suffix: str):
+    """The opener an installed package declares for `suffix` (entry point group `gancore.sources`), or None."""
+    if suffix in _SOURCE_OPENERS:
+        return _SOURCE_OPENERS[suffix]
+    for entry_point in importlib.metadata.entry_points(group=SOURCE_ENTRY_POINT_GROUP):
+        if "." + entry_point.name.lower() == suffix:
+            register_source_opener(suffix, entry_point.load())
+            return _SOURCE_OPENERS[suffix]
+    return None
 
 
 def open_source(source: str | os.PathLike | ImageSource | np.ndarray | torch.Tensor,
@@ -352,12 +365,11 @@ def open_source(source: str | os.PathLike | ImageSource | np.ndarray | torch.Ten
         suffix = path.suffix.lower()
         if not path.exists():
             raise SourceError(f"{path}: no such file or directory")
-        if suffix in _LAZY_OPENER_MODULES and suffix not in _SOURCE_OPENERS:
-            importlib.import_module(_LAZY_OPENER_MODULES[suffix])
+        opener = None if path.is_dir() else _installed_opener(suffix)
         if path.is_dir():
             opened = FolderSource(path)
-        elif suffix in _SOURCE_OPENERS:
-            opened = _SOURCE_OPENERS[suffix](path, resolution)
+        elif opener is not None:
+            opened = opener(path, resolution)
         elif suffix == ".zip":
             opened = ZipSource(path)
         elif suffix in ARRAY_EXTENSIONS:

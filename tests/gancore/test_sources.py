@@ -11,8 +11,8 @@ import torch
 from conftest import write_images
 from PIL import Image
 
-from ganeval.errors import SourceError
-from ganeval.sources import ImageStream, open_source
+from gancore.errors import SourceError
+from gancore.sources import ImageStream, open_source
 
 
 @pytest.fixture()
@@ -161,7 +161,7 @@ def test_not_enough_good_images_with_skip_bad(tmp_path, images):
 
 def test_registered_opener_and_batch_sources(tmp_path):
     """The extension point the trainer uses for generator checkpoints: a suffix opener + load_batch."""
-    from ganeval.sources import ImageSource, register_source_opener
+    from gancore.sources import ImageSource, register_source_opener
 
     class CountingGenerator(ImageSource):
         shape = (4, 4)

@@ -1,4 +1,5 @@
-"""Device selection, numeric-precision guards and progress bars shared by every command."""
+"""Device selection (without side effects), numeric-precision guards, progress bars, the cache root and atomic
+output, shared by every command."""
 
 from __future__ import annotations
 
@@ -13,28 +14,29 @@ import torch
 from tqdm.auto import tqdm
 
 from . import distributed
-from .errors import GanevalError
+from .errors import UserError
 
 
 def resolve_device(device: str | torch.device | None = None) -> torch.device:
     """'auto'/None -> CUDA when available, else CPU; anything else is passed to torch.device and checked.
 
-    Under torchrun this also joins the process group, and 'cuda' becomes this rank's GPU (LOCAL_RANK).
+    Under torchrun an index-less 'cuda' is this rank's GPU (LOCAL_RANK). No side effects: the process group is
+    started by the entry point (`distributed.start_from_environment`).
     """
-    return distributed.init_from_environment(_resolve(device))
+    return distributed.local_device(_checked_device(device))
 
 
-def _resolve(device: str | torch.device | None) -> torch.device:
+def _checked_device(device: str | torch.device | None) -> torch.device:
     if device is None or str(device) == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         resolved = torch.device(device)
     except RuntimeError as error:
-        raise GanevalError(f"unknown device {device!r}: {error}") from None
+        raise UserError(f"unknown device {device!r}: {error}") from None
     if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise GanevalError(f"device {device!r} asked for, but this torch build sees no CUDA GPU; use --device cpu")
+        raise UserError(f"device {device!r} asked for, but this torch build sees no CUDA GPU; use --device cpu")
     if resolved.type == "cuda" and resolved.index is not None and resolved.index >= torch.cuda.device_count():
-        raise GanevalError(f"device {device!r} asked for, but only {torch.cuda.device_count()} CUDA GPU(s) exist")
+        raise UserError(f"device {device!r} asked for, but only {torch.cuda.device_count()} CUDA GPU(s) exist")
     return resolved
 
 

@@ -13,6 +13,8 @@ import os
 import torch
 import torch.distributed as dist
 
+from .errors import UserError
+
 
 def is_distributed() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
@@ -26,15 +28,33 @@ def world_size() -> int:
     return dist.get_world_size() if is_distributed() else 1
 
 
-def init_from_environment(device: torch.device) -> torch.device:
+def launched_by_torchrun() -> bool:
+    """Whether torchrun (or another launcher setting WORLD_SIZE > 1) started this process as one of several."""
+    try:
+        return int(os.environ.get("WORLD_SIZE", "1")) > 1
+    except ValueError:
+        raise UserError(f"WORLD_SIZE={os.environ['WORLD_SIZE']!r} is not an integer") from None
+
+
+def local_device(device: torch.device) -> torch.device:
+    """Under torchrun, an index-less 'cuda' means this rank's GPU, cuda:LOCAL_RANK; any other device is kept.
+
+    Pure: reads the environment, changes nothing."""
+    if device.type == "cuda" and device.index is None and launched_by_torchrun():
+        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    return device
+
+
+def start_from_environment(device: torch.device) -> torch.device:
     """Join the process group when launched by torchrun (WORLD_SIZE > 1); return this rank's device.
 
-    With CUDA, rank r uses cuda:LOCAL_RANK (NCCL); on the CPU the group uses gloo.
+    Called explicitly by each entry point (the CLIs, a user's script), never by library helpers. With CUDA, rank r
+    uses cuda:LOCAL_RANK (NCCL); on the CPU the group uses gloo. Outside torchrun it returns `device` unchanged.
     """
-    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+    if not launched_by_torchrun():
         return device
-    if device.type == "cuda" and device.index is None:
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+    device = local_device(device)
+    if device.type == "cuda":
         torch.cuda.set_device(device)
     if not (dist.is_available() and dist.is_initialized()):
         dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")

@@ -1,0 +1,78 @@
+"""CLI helpers shared by the toolkit's commands: one-line user errors, rank-0 output, tables, source options."""
+
+from __future__ import annotations
+
+import functools
+import sys
+
+import click
+
+from . import distributed
+from .errors import UserError
+from .runtime import resolve_device
+
+
+def emit(message: str = "", err: bool = False) -> None:
+    """click.echo on rank 0 only (under torchrun every rank runs the command; one prints the result)."""
+    if distributed.is_main_process():
+        click.echo(message, err=err)
+
+
+def user_errors(command):
+    """Turn UserError (and Ctrl-C) into one line on stderr and exit status 2 (1 for an interrupt)."""
+
+    @functools.wraps(command)
+    def wrapper(*args, **kwargs):
+        try:
+            return command(*args, **kwargs)
+        except UserError as error:
+            click.echo(f"error: {error}", err=True)
+            sys.exit(2)
+        except KeyboardInterrupt:
+            click.echo("interrupted", err=True)
+            sys.exit(1)
+
+    return wrapper
+
+
+def start_distributed(device: str | None) -> None:
+    """The CLIs' explicit start of the torchrun process group (a no-op outside torchrun)."""
+    distributed.start_from_environment(resolve_device(device))
+
+
+def format_table(columns: list[str], rows: list[tuple[str, list[float]]], precision: int = 3) -> str:
+    """A small right-aligned text table: one header line, one line per (label, values) row."""
+    label_width = max(len(label) for label, _ in rows)
+    width = max(8, *(len(c) for c in columns), precision + 6)
+    lines = [" " * label_width + "".join(f"{c:>{width}}" for c in columns)]
+    for label, values in rows:
+        lines.append(f"{label:<{label_width}}" + "".join(f"{v:>{width}.{precision}f}" for v in values))
+    return "\n".join(lines)
+
+
+common_source_options = [
+    click.option("--device", default="auto", show_default=True, help="cuda, cuda:1, cpu, or auto."),
+    click.option("--batch-size", type=click.IntRange(1), default=None, help="Images per batch [auto]."),
+    click.option("--workers", "num_workers", type=click.IntRange(0), default=None,
+                 help="Decoding worker processes [min(4, cores); 0 for arrays]."),
+    click.option("--skip-bad", is_flag=True, help="Skip unreadable or odd-sized images and report them."),
+    click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout."),
+    click.option("--quiet", is_flag=True, help="No progress bars."),
+]
+
+
+def report_skipped(skipped: dict[str, list[str]] | list[str]) -> int:
+    """Print each skipped file on stderr; return how many there were."""
+    groups = skipped.items() if isinstance(skipped, dict) else [("", skipped)]
+    count = 0
+    for name, items in groups:
+        for item in items:
+            emit(f"skipped{f' ({name})' if name else ''}: {item}", err=True)
+            count += 1
+    return count
+
+
+def source_options(command):
+    for option in reversed(common_source_options):
+        command = option(command)
+    return command
