@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import os
 import sys
 
 import click
@@ -10,6 +11,7 @@ import click
 from . import distributed
 from .errors import UserError
 from .runtime import resolve_device
+from .sources import DEFAULT_MAX_PIXELS, MAX_PIXELS_ENV_VAR
 
 
 def emit(message: str = "", err: bool = False) -> None:
@@ -19,7 +21,7 @@ def emit(message: str = "", err: bool = False) -> None:
 
 
 def user_errors(command):
-    """Turn UserError (and Ctrl-C) into one line on stderr and exit status 2 (1 for an interrupt)."""
+    """Turn UserError and OSError (and Ctrl-C) into one line on stderr and exit status 2 (1 for an interrupt)."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
@@ -28,11 +30,22 @@ def user_errors(command):
         except UserError as error:
             click.echo(f"error: {error}", err=True)
             sys.exit(2)
+        except OSError as error:  # read-only folder, full disk, permission: one line naming the path
+            click.echo(f"error: {describe_os_error(error)}", err=True)
+            sys.exit(2)
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             sys.exit(1)
 
     return wrapper
+
+
+def describe_os_error(error: OSError) -> str:
+    """'PATH: No space left on device' (or the bare reason when the error names no file)."""
+    reason = error.strerror or str(error)
+    if error.filename is not None:
+        return f"{error.filename}: {reason}"
+    return reason
 
 
 def start_distributed(device: str | None) -> None:
@@ -50,6 +63,17 @@ def format_table(columns: list[str], rows: list[tuple[str, list[float]]], precis
     return "\n".join(lines)
 
 
+def _set_max_pixels(context, parameter, value):
+    if value is not None:
+        os.environ[MAX_PIXELS_ENV_VAR] = str(value)  # the environment reaches the decoding worker processes
+    return value
+
+
+max_pixels_option = click.option(
+    "--max-pixels", type=click.IntRange(1), default=None, expose_value=False, callback=_set_max_pixels,
+    help=f"Refuse (or with --skip-bad skip) images larger than this many pixels, from their headers "
+         f"[${MAX_PIXELS_ENV_VAR} or {DEFAULT_MAX_PIXELS:,}].")
+
 common_source_options = [
     click.option("--device", default="auto", show_default=True, help="cuda, cuda:1, cpu, or auto."),
     click.option("--batch-size", type=click.IntRange(1), default=None, help="Images per batch [auto]."),
@@ -58,6 +82,7 @@ common_source_options = [
     click.option("--skip-bad", is_flag=True, help="Skip unreadable or odd-sized images and report them."),
     click.option("--json", "as_json", is_flag=True, help="Print one JSON object on stdout."),
     click.option("--quiet", is_flag=True, help="No progress bars."),
+    max_pixels_option,
 ]
 
 

@@ -30,12 +30,39 @@ from PIL import Image
 
 from . import distributed
 from .errors import SourceError
+from .imagefiles import IMAGE_EXTENSIONS, list_image_files
 
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 ARRAY_EXTENSIONS = (".npy", ".npz")
 HDF5_EXTENSIONS = (".h5", ".hdf5")
 
-Image.MAX_IMAGE_PIXELS = None  # CelebA-HQ rendering and wallpapers legitimately exceed PIL's bomb guard
+# The decompression-bomb guard is ours (`max_pixels`, checked from the header before decoding), not PIL's warning.
+Image.MAX_IMAGE_PIXELS = None
+MAX_PIXELS_ENV_VAR = "GANCORE_MAX_PIXELS"
+DEFAULT_MAX_PIXELS = 178_956_970  # PIL's own error threshold (2 x 89,478,485): ~537 MB as RGB, 4x a 6000^2 photo
+
+
+def max_pixels() -> int:
+    """The largest image (width x height) any reader decodes: $GANCORE_MAX_PIXELS, else 178,956,970.
+
+    The environment variable (set by the CLIs' --max-pixels) reaches decoding worker processes too."""
+    text = os.environ.get(MAX_PIXELS_ENV_VAR)
+    if not text:
+        return DEFAULT_MAX_PIXELS
+    try:
+        value = int(text.replace("_", ""))
+    except ValueError:
+        raise SourceError(f"{MAX_PIXELS_ENV_VAR}={text!r} is not a whole number of pixels") from None
+    if value <= 0:
+        raise SourceError(f"{MAX_PIXELS_ENV_VAR}={text!r} must be positive")
+    return value
+
+
+def check_pixel_count(width: int, height: int, limit: int | None = None) -> None:
+    """Raise BadImage('too large ...') when a width x height image exceeds the pixel limit."""
+    limit = max_pixels() if limit is None else limit
+    if width * height > limit:
+        raise BadImage(f"too large: {width}x{height} = {width * height:,} pixels, over the limit of {limit:,} "
+                       f"(raise it with --max-pixels or ${MAX_PIXELS_ENV_VAR})")
 
 
 class BadImage(Exception):
@@ -66,6 +93,7 @@ def decode_image(data: bytes | str | os.PathLike) -> np.ndarray:
     """Decode an image file (path or bytes) to uint8 HW3 RGB; raise BadImage on any failure."""
     try:
         with Image.open(io.BytesIO(data) if isinstance(data, bytes) else data) as image:
+            check_pixel_count(*image.size)  # from the header: a bomb is refused before any pixel is decoded
             image.load()  # forces a full decode so truncated files fail here, not later
             if image.mode in ("I;16", "I;16B", "I;16L", "I"):
                 pixels = np.asarray(image, dtype=np.int64)
@@ -76,10 +104,20 @@ def decode_image(data: bytes | str | os.PathLike) -> np.ndarray:
             if image.mode not in ("RGB", "L"):
                 image = image.convert("RGBA" if "A" in image.mode or "transparency" in image.info else "RGB")
             return to_rgb_hwc(np.asarray(image))
-    except BadImage:
+    except (BadImage, SourceError):
         raise
     except Exception as error:  # noqa: BLE001 - PIL raises many types (OSError, SyntaxError, ValueError, DecompressionBomb...)
         raise BadImage(f"cannot decode: {error}") from None
+
+
+def header_size(data: bytes | str | os.PathLike) -> tuple[int, int]:
+    """(H, W) of an image file from its header, without decoding the pixels; raise BadImage when unreadable."""
+    try:
+        with Image.open(io.BytesIO(data) if isinstance(data, bytes) else data) as image:
+            width, height = image.size
+    except Exception as error:  # noqa: BLE001 - PIL raises many types
+        raise BadImage(f"cannot decode: {error}") from None
+    return height, width
 
 
 def _channel_layout(shape: Sequence[int]) -> str:
@@ -119,6 +157,10 @@ class ImageSource:
         """Image `index` as uint8 HW3 RGB; raises BadImage."""
         raise NotImplementedError
 
+    def image_size(self, index: int) -> tuple[int, int]:
+        """(H, W) of image `index`, from the file header where there is one (no decoding); raises BadImage."""
+        return tuple(self.load(index).shape[:2])
+
     def item_name(self, index: int) -> str:
         """What to call image `index` in messages (a file name or 'array[7]')."""
         return f"{self.path}[{index}]"
@@ -143,18 +185,16 @@ class FileListSource(ImageSource):
     def load(self, index: int) -> np.ndarray:
         return decode_image(self.files[index])
 
+    def image_size(self, index: int) -> tuple[int, int]:
+        return header_size(self.files[index])
+
     def item_name(self, index: int) -> str:
         return str(self.files[index])
 
 
 class FolderSource(FileListSource):
     def __init__(self, path: str | os.PathLike):
-        root = Path(path)
-        files = sorted(
-            (p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()),
-            key=lambda p: p.relative_to(root).as_posix(),
-        )
-        super().__init__(files, str(path))
+        super().__init__(list_image_files(path), str(path))
 
 
 class _LazyHandle:
@@ -194,12 +234,17 @@ class ZipSource(ImageSource):
     def __len__(self) -> int:
         return len(self.members)
 
-    def load(self, index: int) -> np.ndarray:
+    def _member_bytes(self, index: int) -> bytes:
         try:
-            data = self._zip.get().read(self.members[index])
+            return self._zip.get().read(self.members[index])
         except Exception as error:  # noqa: BLE001 - CRC errors, truncated archives
             raise BadImage(f"cannot read from archive: {error}") from None
-        return decode_image(data)
+
+    def load(self, index: int) -> np.ndarray:
+        return decode_image(self._member_bytes(index))
+
+    def image_size(self, index: int) -> tuple[int, int]:
+        return header_size(self._member_bytes(index))
 
     def item_name(self, index: int) -> str:
         return f"{self.path}:{self.members[index]}"
@@ -250,7 +295,7 @@ def _hdf5_resolutions(path: str) -> dict[int, str]:
     import h5py
 
     with h5py.File(path, "r") as file:
-        names = list(file.keys())
+        names = [name for name in file.keys() if isinstance(file.get(name, getlink=False), h5py.Dataset)]
     found = {}
     for name in names:
         if name.startswith("data") and "x" in name[4:]:
@@ -437,13 +482,15 @@ class SkippedImage:
 class ImageStream:
     """Iterate over `num_images` images of a source as uint8 NCHW RGB torch batches (CPU tensors).
 
-    Order: the source's own order, or a random subset drawn with `seed`. All images must have one size
-    (the first good image sets it). Bad images raise SourceError, or with `skip_bad` are replaced by the
-    next candidates and recorded in `skipped`. Iterating again restarts the same stream.
+    Order: the source's own order, or a random subset drawn with `seed`. All images must have one size: the
+    size most of the first 100 files have, read from their headers (`peek_shape`). Bad images raise SourceError,
+    or with `skip_bad` are replaced by the next candidates and recorded in `skipped`. Iterating again restarts
+    the same stream.
     """
 
     def __init__(self, source, num_images: int | None = None, seed: int | None = None, batch_size: int = 64,
                  skip_bad: bool = False, num_workers: int | None = None, resolution: int | None = None):
+        max_pixels()  # a bad $GANCORE_MAX_PIXELS is one clear error here, not one per decoding worker
         self.source = open_source(source, resolution)
         total = len(self.source)
         self.num_images = total if num_images is None else int(num_images)
@@ -473,10 +520,8 @@ class ImageStream:
     def _check(self, index: int, image: np.ndarray | None, reason: str | None) -> str | None:
         if image is None:
             return reason
-        if self.shape is None:
-            self.shape = image.shape[:2]
         if image.shape[:2] != tuple(self.shape):
-            return (f"size {image.shape[1]}x{image.shape[0]} (WxH) differs from the other images' "
+            return (f"size {image.shape[1]}x{image.shape[0]} (WxH) differs from the majority's "
                     f"{self.shape[1]}x{self.shape[0]}")
         return None
 
@@ -493,6 +538,8 @@ class ImageStream:
         ranks together see exactly the single-process stream.
         """
         self.skipped = []
+        if self.shape is None and not callable(getattr(self.source, "load_batch", None)):
+            self.shape = peek_shape(self.source, self.skip_bad)  # the majority size, from file headers
         if callable(getattr(self.source, "load_batch", None)):
             for start in range(0, self.num_images, self.batch_size):
                 if distributed.owns_block(start // self.batch_size):
@@ -568,15 +615,34 @@ def _stack_nchw(images: list[np.ndarray]) -> torch.Tensor:
     return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2)
 
 
+SIZE_SAMPLE = 100  # files whose header decides a source's image size (the majority among them)
+
+
 def peek_shape(source: ImageSource, skip_bad: bool = False) -> tuple[int, int]:
-    """(H, W) of a source's images: known for arrays, otherwise the first decodable image's size."""
+    """(H, W) of a source's images: known for arrays and HDF5; otherwise the size most of the first 100 files
+    have (read from their headers, not decoded).
+
+    Without `skip_bad`, an unreadable file or a second size among them raises SourceError naming the odd
+    files (the minority); with it they are left for the stream to skip and report."""
     if source.shape is not None:
         return tuple(source.shape)
-    for index in range(len(source)):
+    sizes: dict[tuple[int, int], list[int]] = {}
+    for index in range(min(len(source), SIZE_SAMPLE)):
         try:
-            return source.load(index).shape[:2]
+            sizes.setdefault(tuple(source.image_size(index)), []).append(index)
         except BadImage as error:
             if not skip_bad:
                 raise SourceError(f"bad image {source.item_name(index)}: {error}. "
                                   f"Fix or remove it, or pass --skip-bad to skip it") from None
-    raise SourceError(f"{source.path}: no readable image among {len(source)} files")
+    if not sizes:
+        raise SourceError(f"{source.path}: no readable image among the first {min(len(source), SIZE_SAMPLE)} "
+                          f"files")
+    majority = max(sizes, key=lambda size: (len(sizes[size]), -sizes[size][0]))
+    if len(sizes) > 1 and not skip_bad:
+        odd = [(index, size) for size, indices in sizes.items() if size != majority for index in indices]
+        listed = "; ".join(f"{source.item_name(index)}: {size[1]}x{size[0]}" for index, size in sorted(odd)[:5])
+        more = f" (and {len(odd) - 5} more)" if len(odd) > 5 else ""
+        raise SourceError(f"mixed image sizes in {source.path}: {len(sizes[majority])} of "
+                          f"{sum(map(len, sizes.values()))} sampled files are {majority[1]}x{majority[0]} (WxH), "
+                          f"these differ: {listed}{more}. Fix or remove them, or pass --skip-bad to skip them")
+    return majority

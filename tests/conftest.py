@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
 from pathlib import Path
 
 import numpy as np
@@ -43,3 +45,40 @@ def no_inception_download(monkeypatch):
         raise AssertionError("a test tried to download the Inception weights")
     monkeypatch.setattr(torch.hub, "download_url_to_file", refuse)
     monkeypatch.delenv(WEIGHTS_ENV_VAR, raising=False)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Faulty output places: a read-only folder and a full disk (mounts need root; skipped with the reason otherwise)
+
+
+def read_only_folder(tmp_path: Path) -> Path:
+    """A read-only mount (as root: a read-only bind mount) or skip."""
+    target = tmp_path / "ro"
+    target.mkdir()
+    if os.geteuid() != 0:
+        target.chmod(0o555)
+        return target
+    done = subprocess.run(["mount", "--bind", "-o", "ro", str(target), str(target)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot make a read-only mount here: {done.stderr.decode().strip()}")
+    return target
+
+
+@pytest.fixture
+def read_only(tmp_path):
+    target = read_only_folder(tmp_path)
+    yield target
+    if os.geteuid() == 0:
+        subprocess.run(["umount", str(target)], capture_output=True)
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 64 kB tmpfs (root only), so that writes meet a full disk."""
+    target = tmp_path / "tiny"
+    target.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(target)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
+    yield target
+    subprocess.run(["umount", str(target)], capture_output=True)

@@ -1,0 +1,148 @@
+"""One writer per output folder: `FolderLock(folder, "celebahq build")` held while a command writes there.
+
+The lock is `folder/.lock`, held with `fcntl.flock` (the kernel drops it when the holder dies, even by SIGKILL) and
+holding one JSON line that says who holds it: pid, host, start time (UTC, ISO 8601) and the command. A second
+writer gets a `UserError` naming the holder. A lock file left by a dead process (flock free, old contents) is
+taken over with a note on stderr. Where flock is unavailable (Windows), the pid in the file decides: a live pid
+on this host holds the folder.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import socket
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+from .errors import UserError
+
+try:
+    import fcntl
+except ImportError:  # pragma: no cover - not on Linux/macOS
+    fcntl = None
+
+LOCK_NAME = ".lock"
+
+
+@dataclass(frozen=True)
+class LockHolder:
+    """Who holds (or held) a folder lock."""
+
+    pid: int
+    host: str
+    started: str
+    command: str
+
+    def describe(self) -> str:
+        return f"`{self.command}` (pid {self.pid} on {self.host}, since {self.started})"
+
+    @classmethod
+    def parse(cls, text: str) -> LockHolder | None:
+        try:
+            fields = json.loads(text)
+            return cls(int(fields["pid"]), str(fields["host"]), str(fields["started"]), str(fields["command"]))
+        except (ValueError, KeyError, TypeError):
+            return None
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+class FolderLock:
+    """Context manager: hold `folder`'s writer lock (the folder is created if missing).
+
+    Raises UserError when another live process holds it, or when the folder cannot be written. `notify(line)`
+    receives the note when a stale lock of a dead process is taken over (default: stderr).
+    """
+
+    def __init__(self, folder: str | os.PathLike, command: str, notify=None):
+        self.folder = Path(folder)
+        self.path = self.folder / LOCK_NAME
+        self.command = command
+        self.notify = notify or (lambda line: print(line, file=sys.stderr))
+        self._handle = None
+
+    def holder(self) -> LockHolder | None:
+        """The recorded holder (live or stale), or None when no lock file or an unreadable one."""
+        try:
+            return LockHolder.parse(self.path.read_text())
+        except OSError:
+            return None
+
+    def acquire(self) -> FolderLock:
+        for _ in range(100):  # a holder may remove the file between our open and our flock: open it again
+            handle, previous = self._open_and_lock()
+            if self._still_linked(handle):
+                break
+            handle.close()
+        else:  # pragma: no cover - would need a hundred releases in a row
+            raise UserError(f"{self.folder}: could not take the writer lock {self.path}")
+        if previous is not None and previous.pid != os.getpid():
+            self.notify(f"note: {self.folder}: took over the stale lock of {previous.describe()}, which is no "
+                        f"longer running")
+        me = LockHolder(os.getpid(), socket.gethostname(),
+                        datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"), self.command)
+        handle.seek(0)
+        handle.truncate()
+        handle.write(json.dumps(asdict(me)) + "\n")
+        handle.flush()
+        self._handle = handle
+        return self
+
+    def _open_and_lock(self):
+        try:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            handle = open(self.path, "a+")
+        except OSError as error:
+            raise UserError(f"cannot write in {self.folder}: {error.strerror}") from None
+        handle.seek(0)
+        previous = LockHolder.parse(handle.read())
+        if not self._try_lock(handle, previous):
+            handle.close()
+            who = previous.describe() if previous else "another process"
+            raise UserError(f"{self.folder} is being written by {who}; wait for it to finish or stop it")
+        return handle, previous
+
+    def _still_linked(self, handle) -> bool:
+        """Whether the locked file is still the one at `self.path` (not unlinked by a releasing holder)."""
+        try:
+            return os.stat(self.path).st_ino == os.fstat(handle.fileno()).st_ino
+        except OSError:
+            return False
+
+    def _try_lock(self, handle, previous: LockHolder | None) -> bool:
+        if fcntl is not None:
+            try:
+                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return True
+            except OSError:
+                return False
+        # no flock: a live pid on this host holds the folder
+        return not (previous and previous.host == socket.gethostname() and previous.pid != os.getpid()
+                    and _pid_alive(previous.pid))
+
+    def release(self) -> None:
+        if self._handle is None:
+            return
+        try:
+            self.path.unlink(missing_ok=True)  # while still holding the lock: no one reads a half-released file
+        except OSError:
+            pass
+        self._handle.close()  # closing drops the flock
+        self._handle = None
+
+    def __enter__(self) -> FolderLock:
+        return self.acquire()
+
+    def __exit__(self, *exc) -> None:
+        self.release()
