@@ -33,7 +33,9 @@ class TrainingConfig:
     D_norm: str = "none"                      # In D's 3x3 and 4x4 convs: none | layer.
     G_activation: str = "lrelu"               # lrelu (0.2) | relu.
     output_activation: str = "linear"         # G's toRGB: linear | tanh.
-    mbstd_group_size: int = 4                 # Minibatch stddev at 4x4; 0 = off.
+    mbstd_group_size: int = 4                 # Minibatch stddev at 4x4, groups per GPU; 0 or 1 = off.
+    fused_scale: bool = False                 # True: the TF release's fused resampling (G: one transposed conv;
+                                              # D: pool before bias + LReLU). False: the paper's and Theano's order.
 
     # Loss (spec 5.3, Appendix B).
     loss: str = "wgangp"                      # wgangp | lsgan.

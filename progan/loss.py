@@ -5,14 +5,26 @@ Each loss returns a scalar (batch mean, as the original's reduce_mean) and a dic
 
 from __future__ import annotations
 
+import math
+
 import torch
 
 from .configs import TrainingConfig
 
 
+def original_gradient_norms(gradient: torch.Tensor, lod: float) -> torch.Tensor:
+    """Per-sample L2 norms [N] of D's input gradient [N, C, r, r] (taken at the working resolution r = R / f,
+    f = 2^⌊lod⌋) as the original measures them: on the full-size R×R mixed image.
+
+    The original feeds D images nearest-upsampled by f and D box-downsamples them by f first, so its D is ours
+    after an f×f average pool: its gradient is ours nearest-upsampled and divided by f², whose norm is exactly
+    ‖ours‖ / f (tests/progan/test_training_networks.py computes both)."""
+    return gradient.float().flatten(1).norm(dim=1) / 2.0 ** math.floor(lod)
+
+
 class WGANGP:
-    """D: D(G(z)) - D(x) + λ/γ² (‖∇D(x̂)‖ - γ)² + ε_drift D(x)², x̂ = x + u (G(z) - x), u ~ U(0, 1) per sample.
-    G: -D(G(z))."""
+    """D: D(G(z)) - D(x) + λ/γ² (‖∇D(x̂)‖ - γ)² + ε_drift D(x)², x̂ = x + u (G(z) - x), u ~ U(0, 1) per sample,
+    ‖∇D(x̂)‖ measured on the full-resolution image as the original (`original_gradient_norms`). G: -D(G(z))."""
 
     def __init__(self, config: TrainingConfig):
         self.wgan_lambda, self.wgan_target, self.wgan_epsilon = (config.wgan_lambda, config.wgan_target,
@@ -23,11 +35,12 @@ class WGANGP:
         fake_scores = D(fakes, lod).float()
         mixed = torch.lerp(reals, fakes, mixing).detach().requires_grad_(True)
         (gradient,) = torch.autograd.grad(D(mixed, lod).float().sum(), mixed, create_graph=True)
-        norms = gradient.float().flatten(1).norm(dim=1)
+        norms = original_gradient_norms(gradient, lod)
         penalty = (norms - self.wgan_target).square() * (self.wgan_lambda / self.wgan_target ** 2)
         loss = fake_scores.squeeze(1) - real_scores.squeeze(1) + penalty
         loss = loss + self.wgan_epsilon * real_scores.squeeze(1).square()
-        stats = {"D_real": real_scores.mean(), "D_fake": fake_scores.mean(), "gradient_penalty": penalty.mean()}
+        stats = {"D_real": real_scores.mean(), "D_fake": fake_scores.mean(), "gradient_penalty": penalty.mean(),
+                 "gradient_norm": norms.mean()}
         return loss.mean(), stats
 
     def G_loss(self, D, fakes: torch.Tensor, lod: float):

@@ -1,11 +1,18 @@
 """ProGAN generator and discriminator (paper Table 2, spec 5.4), every resolution built up front.
 
 Both networks hold the layers of all resolutions 4..R; `lod` (level of detail, 0 = full resolution) picks how
-many run. The generator returns images at the working resolution 2^(log2 R - floor(lod)) and the
-discriminator takes them there: the original's "linear" form runs at full R, but its output is then a
-nearest-neighbour upsampling of ours and its discriminator average-pools such images straight back, so the
-two agree exactly while ours skips the work. During a fade (fractional lod) the newest layer's toRGB / fromRGB
-path is blended with the previous resolution's by lod - floor(lod).
+many run. The generator returns images at the working resolution r = 2^(log2 R - floor(lod)) and the
+discriminator takes them there. The original feeds D full-size R×R images (nearest-upsampled by f = R / r) and
+D box-downsamples them by f first, so its forward values equal ours; its input gradients do not: they are ours
+nearest-upsampled and divided by f², norm ‖ours‖ / f. The gradient penalty therefore rescales the norm
+(`progan.loss.original_gradient_norms`); tests/progan/test_training_networks.py checks both against a
+full-resolution transcription of the original's D. During a fade (fractional lod) the newest layer's toRGB /
+fromRGB path is blended with the previous resolution's by lod - floor(lod).
+
+`fused_scale` (config key named as in the TF release, default False = the paper's and Theano's order) selects
+the TF release's fused resampling: G's upsample + first conv become one transposed convolution (`conv0_up`, the
+same function family), D's second conv + pool one stride-2 convolution (`conv1_down`) with the pool before the
+bias and LReLU (a different function).
 """
 
 from __future__ import annotations
@@ -61,6 +68,45 @@ class EqualizedConv2d(nn.Module):
         return F.conv2d(x, self.weight * self.weight_gain, self.bias, padding=self.padding)
 
 
+def fused_kernel(weight: torch.Tensor) -> torch.Tensor:
+    """[..., k, k] -> [..., k+1, k+1]: the sum of the kernel's four one-pixel shifts (the TF release's fused ops)."""
+    w = F.pad(weight, (1, 1, 1, 1))
+    return w[..., 1:, 1:] + w[..., :-1, 1:] + w[..., 1:, :-1] + w[..., :-1, :-1]
+
+
+class EqualizedConv2dDown(EqualizedConv2d):
+    """k×k convolution then 2×2 average pooling as one stride-2 convolution with the (k+1)² kernel
+    `fused_kernel(w) / 4` (the TF release's conv2d_downscale2d): [N, C_in, H, W] -> [N, C_out, H/2, W/2].
+    The bias is added after the pooling; H and W must be even."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weight = fused_kernel(self.weight * self.weight_gain) * 0.25
+        return F.conv2d(x, weight, self.bias, stride=2, padding=self.padding)
+
+
+class EqualizedConv2dUp(nn.Module):
+    """Nearest 2× upsampling then a k×k convolution as one stride-2 transposed convolution with the (k+1)² kernel
+    `fused_kernel(w)` (the TF release's upscale2d_conv2d): [N, C_in, H, W] -> [N, C_out, 2H, 2W].
+
+    The weight is stored in the transposed-convolution layout [C_in, C_out, k, k] (the TF variable [k, k, C_out,
+    C_in]); it equals upsampling then `conv2d` with the weight transposed to [C_out, C_in] and flipped in space.
+    Equalized learning rate with fan_in = C_in·k², as the original."""
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int, gain: float = math.sqrt(2),
+                 use_wscale: bool = True):
+        super().__init__()
+        he_std = gain / math.sqrt(in_channels * kernel_size ** 2)
+        self.weight_gain = he_std if use_wscale else 1.0
+        self.weight = nn.Parameter(torch.randn(in_channels, out_channels, kernel_size, kernel_size)
+                                   * (1.0 if use_wscale else he_std))
+        self.bias = nn.Parameter(torch.zeros(out_channels))
+        self.padding = kernel_size // 2
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weight = fused_kernel(self.weight * self.weight_gain)
+        return F.conv_transpose2d(x, weight, self.bias, stride=2, padding=self.padding)
+
+
 def pixel_norm(x: torch.Tensor, epsilon: float = 1e-8) -> torch.Tensor:
     """Pixelwise feature normalisation: x / sqrt(mean over channels (dim 1) of x² + ε)."""
     return x * torch.rsqrt(x.square().mean(dim=1, keepdim=True) + epsilon)
@@ -96,7 +142,8 @@ def _activation(name: str) -> nn.Module:
 
 class GeneratorBlock(nn.Module):
     """Resolution 4: [latent] -> dense to C×4×4 -> act -> norm -> conv3×3 -> act -> norm.
-    Higher: nearest 2× upsample -> conv3×3 -> act -> norm -> conv3×3 -> act -> norm."""
+    Higher: nearest 2× upsample -> conv3×3 -> act -> norm -> conv3×3 -> act -> norm; with `fused_scale` the
+    upsample and first conv are one transposed convolution (`conv0_up`, the same function family)."""
 
     def __init__(self, resolution: int, in_channels: int, out_channels: int, config: TrainingConfig):
         super().__init__()
@@ -107,6 +154,8 @@ class GeneratorBlock(nn.Module):
             self.dense = EqualizedLinear(in_channels, out_channels * 16, gain=math.sqrt(2) / 4, use_wscale=wscale,
                                          bias=False)
             self.dense_bias = nn.Parameter(torch.zeros(out_channels))
+        elif config.fused_scale:
+            self.conv0_up = EqualizedConv2dUp(in_channels, out_channels, 3, use_wscale=wscale)
         else:
             self.conv0 = EqualizedConv2d(in_channels, out_channels, 3, use_wscale=wscale)
         self.conv1 = EqualizedConv2d(out_channels, out_channels, 3, use_wscale=wscale)
@@ -120,6 +169,8 @@ class GeneratorBlock(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.resolution == 4:
             x = self.dense(x).reshape(-1, self.out_channels, 4, 4) + self.dense_bias.reshape(1, -1, 1, 1)
+        elif hasattr(self, "conv0_up"):
+            x = self.conv0_up(x)
         else:
             x = self.conv0(F.interpolate(x, scale_factor=2, mode="nearest"))
         x = self.norm0(self.act(x))
@@ -170,7 +221,10 @@ class Generator(nn.Module):
 
 
 class DiscriminatorBlock(nn.Module):
-    """conv3×3 -> act -> conv3×3 -> act -> 2×2 average pool (C_in -> C_out, resolution halves).
+    """conv3×3 -> act -> conv3×3 -> act -> 2×2 average pool (C_in -> C_out, resolution halves): the paper's and the
+    Theano code's order. With `fused_scale` (the TF release's default) the second conv and the pool are one
+    stride-2 convolution (`conv1_down`) and the pool comes before the bias and LReLU: conv3×3 -> act -> conv3×3
+    (no bias) -> 2×2 average pool -> bias -> act, a different function.
 
     With the LSGAN option each conv's input gets multiplicative Gaussian noise of std `noise_std` (Appendix B);
     with D_norm='layer' each conv output is layer-normalised over C, H, W (Gulrajani et al.'s critic)."""
@@ -179,15 +233,21 @@ class DiscriminatorBlock(nn.Module):
         super().__init__()
         wscale = config.use_wscale
         self.conv0 = EqualizedConv2d(in_channels, in_channels, 3, use_wscale=wscale)
-        self.conv1 = EqualizedConv2d(in_channels, out_channels, 3, use_wscale=wscale)
+        self.fused_scale = config.fused_scale
+        if self.fused_scale:
+            self.conv1_down = EqualizedConv2dDown(in_channels, out_channels, 3, use_wscale=wscale)
+        else:
+            self.conv1 = EqualizedConv2d(in_channels, out_channels, 3, use_wscale=wscale)
         layer_norm = config.D_norm == "layer"
         self.norm0 = nn.GroupNorm(1, in_channels) if layer_norm else nn.Identity()
         self.norm1 = nn.GroupNorm(1, out_channels) if layer_norm else nn.Identity()
 
     def forward(self, x: torch.Tensor, noise_std: float = 0.0) -> torch.Tensor:
         x = F.leaky_relu(self.norm0(self.conv0(_multiplicative_noise(x, noise_std))), LRELU_SLOPE)
-        x = F.leaky_relu(self.norm1(self.conv1(_multiplicative_noise(x, noise_std))), LRELU_SLOPE)
-        return F.avg_pool2d(x, 2)
+        x = _multiplicative_noise(x, noise_std)
+        if self.fused_scale:
+            return F.leaky_relu(self.norm1(self.conv1_down(x)), LRELU_SLOPE)
+        return F.avg_pool2d(F.leaky_relu(self.norm1(self.conv1(x)), LRELU_SLOPE), 2)
 
 
 def _multiplicative_noise(x: torch.Tensor, std: float) -> torch.Tensor:
@@ -200,7 +260,7 @@ class DiscriminatorEpilogue(nn.Module):
     def __init__(self, channels: int, hidden: int, config: TrainingConfig):
         super().__init__()
         self.mbstd_group_size = config.mbstd_group_size
-        extra = 1 if config.mbstd_group_size > 0 else 0
+        extra = 1 if config.mbstd_group_size > 1 else 0  # the original: group size 0 or 1 = no layer
         wscale = config.use_wscale
         self.conv = EqualizedConv2d(channels + extra, channels, 3, use_wscale=wscale)
         self.dense = EqualizedLinear(channels * 16, hidden, use_wscale=wscale)
@@ -210,7 +270,7 @@ class DiscriminatorEpilogue(nn.Module):
         self.norm_dense = nn.LayerNorm(hidden) if layer_norm else nn.Identity()
 
     def forward(self, x: torch.Tensor, noise_std: float = 0.0) -> torch.Tensor:
-        if self.mbstd_group_size > 0:
+        if self.mbstd_group_size > 1:
             x = minibatch_stddev(x, self.mbstd_group_size)
         x = F.leaky_relu(self.norm_conv(self.conv(_multiplicative_noise(x, noise_std))), LRELU_SLOPE)
         x = _multiplicative_noise(x.flatten(1), noise_std)
