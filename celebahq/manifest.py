@@ -1,9 +1,18 @@
 """The build's manifest: `OUT/manifest.jsonl`, one JSON object per source image, appended as images finish.
 
-Each line records the source file, the landmarks and where they came from, the crop quad, zoom, the stages
-applied, the output file and its md5, the status ("ok" or "skipped" with a reason) and `quality` (filled by
-the ranking). Lines are appended and flushed one at a time, so a build killed at any moment leaves a manifest
-whose complete lines are all true; a torn last line is ignored on reading and rewritten by the next run.
+Each line records the source file (its path relative to the source folder: the key), the landmarks and where
+they came from, the crop quad, zoom, the stages applied, the quality score, the md5 of the rendered pixels, the
+status and, once written, the output file: "scored" (pass 1 of a two-pass build: rendered and scored, no file),
+"ok" (written; `rank` and `selected` once a selection was made) or "skipped" with a reason. A rerun appends newer
+records; the last record of a source wins.
+
+Lines are appended and flushed one at a time while the folder's writer lock is held (celebahq/pipeline.py), so a
+build killed at any moment leaves a manifest whose complete lines are all true. Damage is never silent:
+
+- a torn *last* line (no newline: the write of a killed run) is ignored on reading and cut off by the next writer;
+- a damaged line anywhere else (not JSON, not an object with a "source") is reported with its line number and
+  skipped; every later record is kept. A rewrite (`write_manifest`, after a ranking) keeps damaged lines verbatim
+  at the end, so they stay visible.
 """
 
 from __future__ import annotations
@@ -11,27 +20,86 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Self
+
+from gancore.runtime import atomic_output
 
 MANIFEST_NAME = "manifest.jsonl"
 
 
-def read_manifest(out_dir: str | os.PathLike, name: str = MANIFEST_NAME) -> list[dict]:
-    """All complete records of one manifest file, in the order written (a torn last line is dropped)."""
+@dataclass
+class ManifestFile:
+    """One manifest file as read: its records in order, the damaged lines skipped and whether the last was torn."""
+
+    name: str
+    records: list[dict] = field(default_factory=list)
+    damaged: list[tuple[int, str]] = field(default_factory=list)  # (1-based line number, the line's text)
+    torn: bool = False  # an incomplete last line (ignored)
+    complete_bytes: int = 0  # bytes up to and including the last newline
+
+    def describe_damage(self) -> str:
+        """'' when undamaged, else e.g. 'manifest.jsonl: damaged lines 4, 9 skipped'."""
+        if not self.damaged:
+            return ""
+        numbers = ", ".join(str(number) for number, _ in self.damaged[:10])
+        more = f" and {len(self.damaged) - 10} more" if len(self.damaged) > 10 else ""
+        return f"{self.name}: damaged line{'s' if len(self.damaged) > 1 else ''} {numbers}{more} skipped"
+
+
+@dataclass
+class ManifestSummary:
+    """Every manifest of a build folder (manifest.jsonl, then the shards' files)."""
+
+    files: list[ManifestFile]
+
+    @property
+    def records(self) -> list[dict]:
+        return [record for file in self.files for record in file.records]
+
+    @property
+    def damaged_lines(self) -> int:
+        return sum(len(file.damaged) for file in self.files)
+
+    def describe(self) -> str:
+        """One line: how many records were read and how many damaged lines were skipped (and where)."""
+        text = f"read {len(self.records)} manifest records, skipped {self.damaged_lines} damaged lines"
+        damage = "; ".join(file.describe_damage() for file in self.files if file.damaged)
+        return f"{text} ({damage})" if damage else text
+
+
+def load_manifest(out_dir: str | os.PathLike, name: str = MANIFEST_NAME) -> ManifestFile:
+    """Read one manifest file; damaged lines and a torn last line are recorded, never raised."""
     path = Path(out_dir) / name
+    loaded = ManifestFile(name)
     if not path.is_file():
-        return []
-    records = []
-    with open(path, encoding="utf-8") as file:
-        for line in file:
-            if not line.endswith("\n"):
-                break  # the last line of a killed run
-            try:
-                records.append(json.loads(line))
-            except json.JSONDecodeError:
-                break
-    return records
+        return loaded
+    data = path.read_bytes()
+    loaded.complete_bytes = data.rfind(b"\n") + 1
+    loaded.torn = loaded.complete_bytes < len(data)
+    lines = data[:loaded.complete_bytes].decode("utf-8", errors="replace").split("\n")[:-1]
+    for number, line in enumerate(lines, start=1):
+        record = _decode(line)
+        if record is None:
+            loaded.damaged.append((number, line))
+        else:
+            loaded.records.append(record)
+    return loaded
+
+
+def _decode(line: str) -> dict | None:
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError:
+        return None
+    return record if isinstance(record, dict) and isinstance(record.get("source"), str) else None
+
+
+def read_manifest(out_dir: str | os.PathLike, name: str = MANIFEST_NAME) -> list[dict]:
+    """The good records of one manifest file, in the order written (damaged lines and a torn last line left out;
+    `load_manifest` says which)."""
+    return load_manifest(out_dir, name).records
 
 
 def manifest_names(out_dir: str | os.PathLike) -> list[str]:
@@ -40,9 +108,14 @@ def manifest_names(out_dir: str | os.PathLike) -> list[str]:
     return [name for name in [MANIFEST_NAME, *shards] if (Path(out_dir) / name).is_file()]
 
 
+def load_all_manifests(out_dir: str | os.PathLike) -> ManifestSummary:
+    """Every manifest of a build folder, with the damage found."""
+    return ManifestSummary([load_manifest(out_dir, name) for name in manifest_names(out_dir)])
+
+
 def read_all_manifests(out_dir: str | os.PathLike) -> list[dict]:
     """Records of manifest.jsonl followed by those of every shard's manifest-<i>-of-<N>.jsonl."""
-    return [record for name in manifest_names(out_dir) for record in read_manifest(out_dir, name)]
+    return load_all_manifests(out_dir).records
 
 
 def latest_records(records: Iterable[dict]) -> dict[str, dict]:
@@ -54,14 +127,15 @@ def latest_records(records: Iterable[dict]) -> dict[str, dict]:
 
 
 class ManifestWriter:
-    """Appends records to `OUT/manifest.jsonl`; drops a torn last line left by a killed run first."""
+    """Appends records to `OUT/manifest.jsonl`; cuts off a torn last line left by a killed run first (the complete
+    lines before it are never rewritten)."""
 
     def __init__(self, out_dir: str | os.PathLike, name: str = MANIFEST_NAME):
         self.path = Path(out_dir) / name
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        complete = read_manifest(out_dir, name)
-        if self.path.is_file() and self.path.stat().st_size != sum(len(_encode(r)) for r in complete):
-            write_manifest(out_dir, complete, name)  # rewrite without the torn tail
+        loaded = load_manifest(out_dir, name)
+        if loaded.torn:
+            os.truncate(self.path, loaded.complete_bytes)
         self.file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - held open until close()
 
     def append(self, record: dict) -> None:
@@ -78,16 +152,16 @@ class ManifestWriter:
         self.close()
 
 
-def write_manifest(out_dir: str | os.PathLike, records: Iterable[dict], name: str = MANIFEST_NAME) -> None:
-    """Replace a manifest atomically (temp file + rename), e.g. after the ranking filled `quality`."""
-    path = Path(out_dir) / name
-    temporary = path.with_name(f".{path.name}.tmp")
-    with open(temporary, "w", encoding="utf-8") as file:
+def write_manifest(out_dir: str | os.PathLike, records: Iterable[dict], name: str = MANIFEST_NAME,
+                   damaged: Iterable[str] = ()) -> None:
+    """Replace a manifest atomically (temp file + rename), e.g. after the ranking filled `quality`; `damaged`
+    lines (text without newline) are kept verbatim at the end."""
+    with atomic_output(Path(out_dir) / name) as temporary, open(temporary, "w", encoding="utf-8") as file:
         file.writelines(_encode(record) for record in records)
+        file.writelines(f"{line}\n" for line in damaged)
         file.flush()
         os.fsync(file.fileno())
-    os.replace(temporary, path)
 
 
 def _encode(record: dict) -> str:
-    return json.dumps(record, sort_keys=True) + "\n"  # ASCII: characters == bytes for the torn-line check
+    return json.dumps(record, sort_keys=True) + "\n"

@@ -27,6 +27,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 
 import cv2
 import numpy as np
@@ -94,6 +95,22 @@ def _shrink_and_crop(image: np.ndarray, plan: CropPlan) -> np.ndarray:
         image = np.asarray(Image.fromarray(image).resize(plan.shrunk_size, Image.Resampling.LANCZOS))
     left, top, right, bottom = plan.crop
     return image[top:bottom, left:right]
+
+
+@dataclass(frozen=True)
+class DeviceUpscale:
+    """A super-resolution stage that runs on tensors: `function(x, factor)`, x float32 [3, H, W] with uint8
+    values on the render's device -> float32 [3, factor·H, factor·W] with uint8 values on the same device."""
+
+    function: Callable[[torch.Tensor, int], torch.Tensor]
+
+
+def _apply_device_upscale(upscale: DeviceUpscale, x: torch.Tensor, factor: int) -> torch.Tensor:
+    out = upscale.function(x, factor)
+    expected = (3, x.shape[1] * factor, x.shape[2] * factor)
+    if tuple(out.shape) != expected or out.device != x.device:
+        raise ValueError(f"device upscale must return {expected} on {x.device}; got {tuple(out.shape)} on {out.device}")
+    return out.to(torch.float32)
 
 
 def _apply_upscale(upscale: Upscale, image: np.ndarray, factor: int) -> np.ndarray:
@@ -377,14 +394,18 @@ def _sampling_grid(plan: CropPlan, canvas_hw: tuple[int, int], device: torch.dev
     return grid, inside
 
 
-def _prepare_torch(image: np.ndarray, plan: CropPlan, upscale: Upscale | None, device: torch.device) -> torch.Tensor:
+def _prepare_torch(image: np.ndarray, plan: CropPlan, upscale: Upscale | DeviceUpscale | None,
+                   device: torch.device) -> torch.Tensor:
     """Steps 4–7 for one image: float32 CHW tensor with uint8 values on `device`, the image that is rendered."""
     img = _shrink_and_crop(image, plan)
-    if plan.superres > 1 and upscale is not None:
+    on_host = upscale is not None and not isinstance(upscale, DeviceUpscale)
+    if plan.superres > 1 and on_host:
         img = _apply_upscale(upscale, img, plan.superres)
     pixels = np.require(img, requirements=("C", "W"))  # PIL's arrays are read-only; torch wants writable ones
     x = torch.from_numpy(pixels).to(device).permute(2, 0, 1).to(torch.float32)
-    if plan.superres > 1 and upscale is None:
+    if plan.superres > 1 and isinstance(upscale, DeviceUpscale):
+        x = _apply_device_upscale(upscale, x, plan.superres)
+    elif plan.superres > 1 and upscale is None:
         x = resize_torch(x, plan.superres, up=True, filter_name="lanczos")
     if plan.padded:
         x = torch.round(pad_with_blur_torch(x, plan.pad, plan.blur_sigma)).clamp_(0.0, 255.0)
@@ -397,14 +418,31 @@ def render_torch(
     images: Sequence[np.ndarray],
     plans_or_landmarks: Sequence,
     resolution: int = 1024,
-    upscale: Upscale | None = None,
+    upscale: Upscale | DeviceUpscale | None = None,
     downscale: str = "lanczos",
     device: torch.device | str | None = None,
 ) -> list[np.ndarray]:
     """Fast render of a batch: uint8 RGB images [H, W, 3] + (CropPlan or CelebA 5 landmarks) each → uint8 [R, R, 3].
 
+    The host-array form of `render_torch_tensor` (same arguments)."""
+    out = render_torch_tensor(images, plans_or_landmarks, resolution, upscale, downscale, device)
+    return list(out.permute(0, 2, 3, 1).cpu().numpy())
+
+
+def render_torch_tensor(
+    images: Sequence[np.ndarray],
+    plans_or_landmarks: Sequence,
+    resolution: int = 1024,
+    upscale: Upscale | DeviceUpscale | None = None,
+    downscale: str = "lanczos",
+    device: torch.device | str | None = None,
+) -> torch.Tensor:
+    """Fast render of a batch: uint8 RGB images [H, W, 3] + (CropPlan or CelebA 5 landmarks) each → uint8 tensor
+    [N, 3, R, R] on `device` (stays there: a quality score or an encoder can use it without a copy).
+
     Same arguments and result as `render_pil` (to rounding). upscale=None is PIL's Lanczos emulated in torch on
-    `device`; a callable runs on the host. The 4R × 4R sampling and the downscale run on all images of the call as
+    `device`; a plain callable runs on the host (uint8 HWC arrays); a `DeviceUpscale` runs on `device` (float CHW
+    tensors: no host round trip). The 4R × 4R sampling and the downscale run on all images of the call as
     one batch on `device` (default: CUDA when available); each photo's pixels are independent of its batch.
     Memory grows with the batch: about (4R)² · 24 bytes plus its prepared image · 12 bytes per image; measured peak 4.75 GiB for 8 photos at R = 1024.
     Speed on one H100 at R = 1024: 5 ms per unpadded photo, ~10 ms per photo averaged over a mixed batch of 8.
@@ -412,9 +450,9 @@ def render_torch(
     _check_downscale(downscale)
     if len(images) != len(plans_or_landmarks):
         raise ValueError(f"{len(images)} images but {len(plans_or_landmarks)} plans/landmarks")
-    if not images:
-        return []
     device = torch.device(device) if device is not None else _default_device()
+    if not images:
+        return torch.empty((0, 3, resolution, resolution), dtype=torch.uint8, device=device)
     images = [_check_image(image) for image in images]
     plans = [_plan_for(image, p, resolution) for image, p in zip(images, plans_or_landmarks)]
     if len({plan.resolution for plan in plans}) != 1:
@@ -430,6 +468,4 @@ def render_torch(
         sampled.append(torch.floor(one + _TRUNCATE_EPS) * mask[None, None])  # PIL truncates to uint8
     del prepared
     sampled = torch.cat(sampled)
-    out = resize_torch(sampled, 4, up=False, filter_name=downscale)
-    out = out.to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
-    return list(out)
+    return resize_torch(sampled, 4, up=False, filter_name=downscale).to(torch.uint8)

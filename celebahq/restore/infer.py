@@ -19,8 +19,9 @@ import torch
 from PIL import Image
 
 from gancore.errors import UserError
-from gancore.runtime import progress_bar
-from gancore.sources import BadImage, FolderSource, decode_image, to_rgb_hwc
+from gancore.imagefiles import list_image_files, write_png
+from gancore.runtime import check_output_path, progress_bar
+from gancore.sources import BadImage, decode_image, to_rgb_hwc
 
 from .models import build_model
 
@@ -71,11 +72,19 @@ class Restorer:
         image = np.asarray(image)
         if image.dtype != np.uint8:
             raise ValueError(f"expected a uint8 image; got {image.dtype}")
-        image = np.ascontiguousarray(to_rgb_hwc(image))
-        height, width = image.shape[:2]
-        if height < 1 or width < 1:
+        image = np.require(to_rgb_hwc(image), requirements=("C", "W"))  # torch wants a writable array
+        if image.shape[0] < 1 or image.shape[1] < 1:
             raise ValueError(f"empty image, shape {image.shape}")
-        out = np.empty((height * self.scale, width * self.scale, 3), np.uint8)
+        x = torch.from_numpy(image).to(self.device).permute(2, 0, 1)
+        return self.restore_tensor(x).permute(1, 2, 0).cpu().numpy()
+
+    def restore_tensor(self, x: torch.Tensor) -> torch.Tensor:
+        """[3, H, W] uint8 (or float with values 0–255) on the restorer's device -> uint8 [3, s·H, s·W] on the same
+        device (s = 4 for SR, 1 for cleanup): the pixels of `__call__`, without a trip through host memory."""
+        if x.ndim != 3 or x.shape[0] != 3 or min(x.shape[1:]) < 1:
+            raise ValueError(f"expected a [3, H, W] image tensor; got shape {tuple(x.shape)}")
+        height, width = x.shape[1:]
+        out = torch.empty((3, height * self.scale, width * self.scale), dtype=torch.uint8, device=x.device)
         groups: dict[tuple[int, int], list] = {}
         for top in range(0, height, self.tile):
             for left in range(0, width, self.tile):
@@ -85,22 +94,23 @@ class Restorer:
                 groups.setdefault(shape, []).append((top, left, region))
         for tiles in groups.values():
             for start in range(0, len(tiles), self.batch):
-                self._run(image, tiles[start:start + self.batch], out)
+                self._run(x, tiles[start:start + self.batch], out)
         return out
 
     @torch.no_grad()
-    def _run(self, image: np.ndarray, tiles: list, out: np.ndarray) -> None:
-        regions = np.stack([image[r0:r1, c0:c1] for _, _, (r0, c0, r1, c1) in tiles])
-        x = torch.from_numpy(regions).to(self.device).permute(0, 3, 1, 2).float().div_(255.0)
+    def _run(self, image: torch.Tensor, tiles: list, out: torch.Tensor) -> None:
+        """Run one batch of same-shape tiles of `image` [3, H, W] and store their own parts in `out`."""
+        regions = torch.stack([image[:, r0:r1, c0:c1] for _, _, (r0, c0, r1, c1) in tiles])
+        x = regions.to(self.device).float().div_(255.0)
         with torch.autocast("cuda", dtype=torch.float16, enabled=self.device.type == "cuda"):
             y = self.model(x)
-        y = y.float().mul_(255.0).round_().clamp_(0, 255).to(torch.uint8).permute(0, 2, 3, 1).cpu().numpy()
+        y = y.float().mul_(255.0).round_().clamp_(0, 255).to(torch.uint8).to(out.device)
         s = self.scale
         for restored, (top, left, (r0, c0, _, _)) in zip(y, tiles):
-            rows = min(self.tile, image.shape[0] - top) * s
-            cols = min(self.tile, image.shape[1] - left) * s
+            rows = min(self.tile, image.shape[1] - top) * s
+            cols = min(self.tile, image.shape[2] - left) * s
             oy, ox = (top - r0) * s, (left - c0) * s
-            out[top * s:top * s + rows, left * s:left * s + cols] = restored[oy:oy + rows, ox:ox + cols]
+            out[:, top * s:top * s + rows, left * s:left * s + cols] = restored[:, oy:oy + rows, ox:ox + cols]
 
 
 def _round_up(value: int, multiple: int) -> int:
@@ -139,6 +149,24 @@ def net_upscale(image: np.ndarray, factor: int) -> np.ndarray:
                                                        Image.Resampling.LANCZOS))
 
 
+def net_upscale_tensor(x: torch.Tensor, factor: int) -> torch.Tensor:
+    """`net_upscale` on the render's device: float32 [3, H, W] with uint8 values -> float32 [3, f·H, f·W], the
+    network run where `x` lives and the 2×/8× Lanczos resize in torch (render.resize_torch, Pillow's arithmetic to
+    rounding), so a face never leaves the GPU (the build's `--sr net` with the torch backend)."""
+    from ..render import resize_torch
+
+    if factor == 1:
+        return x
+    upscaled = shipped_restorer("sr", str(x.device)).restore_tensor(x).to(torch.float32)
+    if factor == 4:
+        return upscaled
+    if factor == 2:
+        return resize_torch(upscaled, 2, up=False, filter_name="lanczos")
+    if factor == 8:
+        return resize_torch(upscaled, 2, up=True, filter_name="lanczos")
+    raise ValueError(f"super-resolution factor {factor}: the network stage supports 1, 2, 4 and 8")
+
+
 def photo_files(paths) -> list[Path]:
     """The image files of `paths` (folders, searched recursively in name order, or single files)."""
     files = []
@@ -146,7 +174,7 @@ def photo_files(paths) -> list[Path]:
         if path.is_file():
             files.append(path)
         elif path.is_dir():
-            files += FolderSource(path).files
+            files += list_image_files(path)
         else:
             raise UserError(f"{path}: no such file or folder")
     return files
@@ -156,14 +184,14 @@ def restore_folder(restorer: Restorer, in_dir: str | os.PathLike, out_dir: str |
                    progress: bool = True) -> tuple[int, dict[str, str]]:
     """Restore every image under in_dir into out_dir as PNG with the same relative path and stem.
 
-    Writes are atomic (temporary name, then rename). Returns (images written, {unreadable file: reason}).
+    Writes are atomic (temporary name, then rename); `out_dir` is checked writable before any work (UserError).
+    Returns (images written, {unreadable file: reason}).
     """
-    from ..pipeline import _write_png
-
     in_dir, out_dir = Path(in_dir), Path(out_dir)
     if not in_dir.is_dir():
         raise UserError(f"{in_dir}: no such folder")
-    files = FolderSource(in_dir).files
+    check_output_path(out_dir, folder=True)
+    files = list_image_files(in_dir)
     written, skipped = 0, {}
     with progress_bar(len(files), f"restore {restorer.kind}", progress) as bar:
         for path in files:
@@ -175,7 +203,7 @@ def restore_folder(restorer: Restorer, in_dir: str | os.PathLike, out_dir: str |
             else:
                 target = (out_dir / relative).with_suffix(".png")
                 target.parent.mkdir(parents=True, exist_ok=True)
-                _write_png(restorer(image), target)
+                write_png(target, restorer(image))
                 written += 1
             bar.update(1)
     return written, skipped
