@@ -7,25 +7,29 @@ it after `pip install` without naming this package; importing this module also r
 
 from __future__ import annotations
 
+import math
 import os
 import pickle
+import re
+import zipfile
 from pathlib import Path
 
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from gancore.errors import SourceError
+from gancore.errors import SourceError, UserError
 from gancore.runtime import atomic_output, resolve_device
 from gancore.sources import ImageSource, register_source_opener
 
 from .configs import TrainingConfig
 from .dataset import box_downsample, to_uint8
-from .networks import Generator
+from .networks import Discriminator, Generator
 
 FORMAT = "progan-checkpoint"
 CHECKPOINT_SUFFIX = ".pt"
 DEFAULT_SOURCE_IMAGES = 50000
+SOURCE_IMAGES_VARIABLE = "PROGAN_SOURCE_IMAGES"
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict) -> Path:
@@ -37,22 +41,117 @@ def save_checkpoint(path: str | os.PathLike, state: dict) -> Path:
 
 
 def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
-    """A checkpoint written by `save_checkpoint`, read with weights_only=True; SourceError otherwise."""
+    """A checkpoint written by `save_checkpoint`, checked before use: every zip member's CRC (a flipped byte in a
+    tensor is found), read with weights_only=True (nothing but tensors and plain values), then
+    `check_checkpoint` (config, weights and lod). SourceError otherwise."""
+    _check_archive(path)
     try:
         state = torch.load(path, map_location=map_location, weights_only=True)
-    except (RuntimeError, OSError, EOFError, ValueError, pickle.UnpicklingError) as error:
-        raise SourceError(f"{path}: not a readable progan checkpoint ({error})") from None
+    except pickle.UnpicklingError as error:
+        raise SourceError(f"{path}: refused: {_refusal_reason(error)}; it is not a progan checkpoint and nothing "
+                          "in it was run") from None
+    except (RuntimeError, OSError, EOFError, ValueError) as error:
+        raise SourceError(f"{path}: not a readable progan checkpoint ({_first_line(error)})") from None
     if not isinstance(state, dict) or state.get("format") != FORMAT:
         raise SourceError(f"{path}: not a progan checkpoint (no '{FORMAT}' tag)")
+    check_checkpoint(state, path)
     return state
 
 
+def _check_archive(path) -> None:
+    """The file is a zip archive (PyTorch's format) whose members all pass their CRC-32 check."""
+    try:
+        with zipfile.ZipFile(path) as archive:
+            damaged = archive.testzip()
+    except (zipfile.BadZipFile, EOFError) as error:
+        raise SourceError(f"{path}: not a progan checkpoint, or a truncated one (not a complete zip archive: "
+                          f"{error})") from None
+    if damaged is not None:
+        raise SourceError(f"{path}: damaged: member {damaged} fails its CRC check (the file was altered or "
+                          "corrupted on disk); use another snapshot")
+
+
+def _refusal_reason(error: Exception) -> str:
+    """What the weights-only reader refused, without PyTorch's advice to load the file unrestricted."""
+    found = re.search(r"GLOBAL ([\w.]+)", str(error))
+    what = f" ({found.group(1)})" if found else ""
+    return f"it holds Python objects other than tensors and plain values{what}"
+
+
+def _first_line(error: Exception) -> str:
+    lines = [line for line in str(error).splitlines() if line.strip() and "weights_only" not in line]
+    return lines[0] if lines else type(error).__name__
+
+
+def check_checkpoint(state: dict, path="<checkpoint>") -> TrainingConfig:
+    """Validate a loaded checkpoint: a usable 'config', the G / G_ema / D weights it implies (names and shapes,
+    found by building the networks on the meta device: no memory, no time), every weight finite, and lod a finite
+    number in [0, log2(R) - 2]. Returns the config; SourceError naming the first problem."""
+    if not isinstance(state.get("config"), dict):
+        raise SourceError(f"{path}: a progan checkpoint without its 'config' (not written by progan train or "
+                          "progan import)")
+    try:
+        config = TrainingConfig.from_dict(state["config"])
+    except (UserError, TypeError, ValueError) as error:
+        raise SourceError(f"{path}: its config is not usable: {error}") from None
+    if config.resolution is None:
+        raise SourceError(f"{path}: its config has no resolution")
+    if not isinstance(state.get("G_ema"), dict):
+        raise SourceError(f"{path}: a progan checkpoint without the generator weights 'G_ema'")
+    with torch.device("meta"):
+        G, D = Generator(config), Discriminator(config)
+    for key, module in (("G_ema", G), ("G", G), ("D", D)):
+        if key in state:
+            _check_weights(state[key], module.state_dict(), f"{path}: {key}")
+    max_lod = math.log2(config.resolution) - 2
+    for where, lod in (("lod", state.get("lod", 0.0)), ("G_ema's lod", state["G_ema"].get("lod", 0.0))):
+        lod = _scalar(lod)
+        if not (math.isfinite(lod) and 0 <= lod <= max_lod):
+            raise SourceError(f"{path}: {where} is {lod}, not a number in [0, {max_lod:g}] for {config.resolution}²")
+    return config
+
+
+def _scalar(value) -> float:
+    """A Python or one-element tensor number as float; NaN for anything else."""
+    if isinstance(value, torch.Tensor) and value.numel() == 1:
+        return float(value)
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        return float(value)
+    return math.nan
+
+
+def _check_weights(weights, expected: dict[str, torch.Tensor], where: str) -> None:
+    if not isinstance(weights, dict):
+        raise SourceError(f"{where}: not a set of weights")
+    missing, unexpected = sorted(set(expected) - set(weights)), sorted(set(weights) - set(expected))
+    if missing or unexpected:
+        raise SourceError(f"{where}: the weights do not match the checkpoint's config (missing: "
+                          f"{', '.join(missing[:3]) or 'none'}; unexpected: {', '.join(unexpected[:3]) or 'none'})")
+    for name, reference in expected.items():
+        tensor = weights[name]
+        if not isinstance(tensor, torch.Tensor) or tensor.shape != reference.shape:
+            shape = list(tensor.shape) if isinstance(tensor, torch.Tensor) else type(tensor).__name__
+            raise SourceError(f"{where}: {name} is {shape} where the config gives {list(reference.shape)}")
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise SourceError(f"{where}: {name} holds NaN or infinite values (a diverged run?); use an earlier "
+                              "snapshot")
+
+
 def generator_from_checkpoint(state: dict, device: torch.device) -> Generator:
-    """The EMA generator of a checkpoint, in eval mode at the checkpoint's lod."""
-    config = TrainingConfig.from_dict(state["config"])
-    G = Generator(config)
+    """The EMA generator of a (loaded, so checked) checkpoint, in eval mode at the checkpoint's lod."""
+    G = Generator(TrainingConfig.from_dict(state["config"]))
     G.load_state_dict(state["G_ema"])
+    G.lod.fill_(float(state.get("lod", G.lod)))
     return G.eval().requires_grad_(False).to(device)
+
+
+def check_output_resolution(resolution: int | None, G: Generator) -> int:
+    """The output side asked for (None = G's own): a power of two from 4 to G's resolution, else UserError."""
+    if resolution is None:
+        return G.resolution
+    if not (4 <= resolution <= G.resolution and resolution & (resolution - 1) == 0):
+        raise UserError(f"--resolution {resolution}: give a power of two from 4 to the network's {G.resolution}")
+    return resolution
 
 
 def latents_for(indices, latent_size: int, seed: int) -> torch.Tensor:
@@ -84,6 +183,15 @@ def images_to_uint8(images: torch.Tensor, resolution: int) -> torch.Tensor:
     if images.shape[-1] < resolution:
         images = F.interpolate(images, scale_factor=resolution // images.shape[-1], mode="nearest")
     return to_uint8(box_downsample(images, resolution))
+
+
+def image_grid(images: torch.Tensor, columns: int) -> np.ndarray:
+    """uint8 NCHW images -> one uint8 HWC canvas, `columns` per row, empty cells black."""
+    n, c, h, w = images.shape
+    rows = math.ceil(n / columns)
+    canvas = torch.zeros(rows * columns, c, h, w, dtype=torch.uint8)
+    canvas[:n] = images
+    return canvas.reshape(rows, columns, c, h, w).permute(0, 3, 1, 4, 2).reshape(rows * h, columns * w, c).numpy()
 
 
 class GeneratorSource(ImageSource):
@@ -120,10 +228,20 @@ class GeneratorSource(ImageSource):
 
 def open_checkpoint_source(path, resolution: int | None = None) -> GeneratorSource:
     """ganeval opener for ".pt" checkpoints: the EMA generator, $PROGAN_SOURCE_IMAGES images (default 50000)."""
+    count = source_image_count()
     device = resolve_device(None)
     G = generator_from_checkpoint(load_checkpoint(path), device)
-    count = int(os.environ.get("PROGAN_SOURCE_IMAGES", DEFAULT_SOURCE_IMAGES))
     return GeneratorSource(G, resolution=resolution, num_images=count, name=str(path))
+
+
+def source_image_count() -> int:
+    """$PROGAN_SOURCE_IMAGES (a positive whole number), else DEFAULT_SOURCE_IMAGES; UserError when malformed."""
+    text = os.environ.get(SOURCE_IMAGES_VARIABLE, "").strip()
+    if not text:
+        return DEFAULT_SOURCE_IMAGES
+    if not text.isdigit() or int(text) < 1:
+        raise UserError(f"{SOURCE_IMAGES_VARIABLE}={text!r}: give a positive whole number of images")
+    return int(text)
 
 
 register_source_opener(CHECKPOINT_SUFFIX, open_checkpoint_source)

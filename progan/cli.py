@@ -80,26 +80,27 @@ def _relaunch_under_torchrun(gpus: int) -> None:
 @click.option("--num", type=click.IntRange(1), default=64, show_default=True, help="Images to write.")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output folder of PNGs.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Image i comes from latent (seed, i).")
-@click.option("--resolution", type=int, default=None, help="Output side [the network's].")
+@click.option("--resolution", type=int, default=None,
+              help="Output side: a power of two from 4 to the network's [the network's].")
 @click.option("--device", default="auto", show_default=True)
 @user_errors
 def generate_command(checkpoint, num, out_dir, seed, resolution, device):
-    """Write NUM images of CHECKPOINT's EMA generator as OUT/000000.png …"""
-    from PIL import Image
+    """Write NUM images of CHECKPOINT's EMA generator as OUT/000000.png … (each PNG written atomically)."""
+    from gancore.imagefiles import write_png
+    from gancore.locking import FolderLock
+    from gancore.runtime import check_output_path, resolve_device
 
-    from gancore.runtime import resolve_device
+    from .checkpoint import GeneratorSource, check_output_resolution, generator_from_checkpoint, load_checkpoint
 
-    from .checkpoint import GeneratorSource, generator_from_checkpoint, load_checkpoint
-
+    out = check_output_path(out_dir, folder=True)
     device = resolve_device(device)
-    source = GeneratorSource(generator_from_checkpoint(load_checkpoint(checkpoint), device), resolution=resolution,
-                             num_images=num, seed=seed)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    for start in range(0, num, 64):
-        batch = source.load_batch(np.arange(start, min(start + 64, num)))
-        for offset, image in enumerate(batch):
-            Image.fromarray(image.permute(1, 2, 0).numpy()).save(out / f"{start + offset:06d}.png")
+    G = generator_from_checkpoint(load_checkpoint(checkpoint), device)
+    source = GeneratorSource(G, resolution=check_output_resolution(resolution, G), num_images=num, seed=seed)
+    with FolderLock(out, "progan generate"):
+        for start in range(0, num, 64):
+            batch = source.load_batch(np.arange(start, min(start + 64, num)))
+            for offset, image in enumerate(batch):
+                write_png(out / f"{start + offset:06d}.png", image.permute(1, 2, 0).numpy())
     emit(f"wrote {num} images -> {out}")
 
 
@@ -117,27 +118,57 @@ def generate_command(checkpoint, num, out_dir, seed, resolution, device):
 def interpolate_command(checkpoint, out_path, frames, sigma, seed, columns, device):
     """The paper's latent interpolation: per-frame N(0, I) latents, Gaussian-smoothed over time (wrapping),
     renormalised to the hypersphere."""
-    from PIL import Image
+    from gancore.imagefiles import write_png
+    from gancore.locking import FolderLock
+    from gancore.runtime import check_output_path, resolve_device
 
-    from gancore.runtime import resolve_device
+    from .checkpoint import generator_from_checkpoint, image_grid, images_to_uint8, load_checkpoint, smooth_latents
 
-    from .checkpoint import generator_from_checkpoint, images_to_uint8, load_checkpoint, smooth_latents
-    from .training_loop import save_grid
-
+    grid = Path(out_path).suffix.lower() == ".png"
+    out = check_output_path(out_path, folder=not grid)
     device = resolve_device(device)
     G = generator_from_checkpoint(load_checkpoint(checkpoint), device)
     latents = smooth_latents(frames, G.latent_size, sigma, seed)
     with torch.no_grad():
         images = torch.cat([images_to_uint8(G(chunk.to(device)), G.resolution).cpu() for chunk in latents.split(32)])
-    out = Path(out_path)
-    if out.suffix.lower() == ".png":
-        out.parent.mkdir(parents=True, exist_ok=True)
-        save_grid(images, columns, out)
+    if grid:
+        write_png(out, image_grid(images, columns))
     else:
-        out.mkdir(parents=True, exist_ok=True)
-        for index, image in enumerate(images):
-            Image.fromarray(image.permute(1, 2, 0).numpy()).save(out / f"frame{index:05d}.png")
+        with FolderLock(out, "progan interpolate"):
+            for index, image in enumerate(images):
+                write_png(out / f"frame{index:05d}.png", image.permute(1, 2, 0).numpy())
     emit(f"wrote {frames} frames -> {out}")
+
+
+@main.command("import")
+@click.argument("pickle_path", metavar="FILE.pkl", type=click.Path(exists=True, dir_okay=False))
+@click.argument("out_path", metavar="OUT.pt", type=click.Path(dir_okay=False))
+@user_errors
+def import_command(pickle_path, out_path):
+    """Convert an official pretrained network of the TensorFlow release (karras2018iclr-*.pkl: G, D and Gs) into
+    a progan checkpoint, without TensorFlow and without running anything from the file, e.g.
+
+    \b
+      progan import karras2018iclr-celebahq-1024x1024.pkl celebahq-1024.pt
+      progan generate celebahq-1024.pt --num 16 --out samples
+      PROGAN_SOURCE_IMAGES=50000 ganeval fid celebahq-1024.pt celebahq-1024.h5
+    """
+    from gancore.runtime import check_output_path
+
+    from .checkpoint import CHECKPOINT_SUFFIX
+    from .tf_import import import_pickle
+
+    if Path(out_path).suffix != CHECKPOINT_SUFFIX:
+        raise UserError(f"{out_path}: give a name ending in {CHECKPOINT_SUFFIX} (how ganeval recognises checkpoints)")
+    check_output_path(out_path)
+    result = import_pickle(pickle_path, out_path)
+    if result.ignored_kwargs:
+        emit(f"note: build arguments ignored, as the original ignores them: {', '.join(result.ignored_kwargs)}",
+             err=True)
+    config = result.config
+    emit(f"imported {Path(pickle_path).name}: {config.resolution}x{config.resolution}, lod {result.lod:g}, "
+         f"fused_scale {config.fused_scale}, G {result.G_params / 1e6:.2f}M, D {result.D_params / 1e6:.2f}M "
+         f"parameters -> {result.path}")
 
 
 @main.command("info")
@@ -148,20 +179,25 @@ def interpolate_command(checkpoint, out_path, frames, sigma, seed, columns, devi
 @click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
 @user_errors
 def info_command(config_name, overrides, resolution, gpus, as_json):
-    """Parameter counts (total and per working resolution), the schedule and the resolved config."""
-    from .configs import resolve_config
+    """Parameter counts (total and per working resolution), the schedule on --gpus GPUs (global and per-GPU
+    minibatch, minibatch-stddev group) and the resolved config. A config a GPU count cannot run is refused."""
+    from .configs import gpu_variant, resolve_config
     from .networks import build_networks, count_parameters, parameters_at
-    from .schedule import schedule_table
+    from .schedule import check_gpu_split, schedule_table
 
-    config = resolve_config(config_name, list(overrides) + ([f"resolution={resolution}"] if resolution else []))
+    config = resolve_config(config_name, list(overrides) + ([f"resolution={resolution}"] if resolution else []),
+                            gpus)
     if config.resolution is None:
         raise UserError(f"config {config_name} takes its resolution from the data; pass --resolution R")
+    check_gpu_split(config, gpus, config_name)
+    variant = gpu_variant(config_name, gpus)
     G, D = build_networks(config)
     final = parameters_at(G, D, config.resolution)
     per_resolution = {str(2 ** k): parameters_at(G, D, 2 ** k) for k in range(2, int(np.log2(config.resolution)) + 1)}
     info = {"config": config_name, "resolution": config.resolution, "G_params": final["G"], "D_params": final["D"],
             "G_params_all_layers": count_parameters(G), "D_params_all_layers": count_parameters(D),
-            "per_resolution": per_resolution, "schedule": schedule_table(config, gpus), "settings": config.to_dict()}
+            "per_resolution": per_resolution, "gpus": gpus, "preset_gpus": variant,
+            "schedule": schedule_table(config, gpus), "settings": config.to_dict()}
     if as_json:
         emit(json.dumps(info))
         return
@@ -171,10 +207,15 @@ def info_command(config_name, overrides, resolution, gpus, as_json):
     emit(f"{'resolution':>10} {'G':>12} {'D':>12}")
     for res, counts in per_resolution.items():
         emit(f"{res:>10} {counts['G']:>12,} {counts['D']:>12,}")
-    emit(f"{'kimg':>17} {'stage':>10} {'res':>5} {'lod':>11} {'minibatch':>9} {'lr':>8}")
+    if variant is not None:
+        emit(f"schedule on {gpus} GPU{'s' if gpus > 1 else ''}: the released preset for {variant} "
+             f"GPU{'s' if variant > 1 else ''}" + (" (none for this count)" if variant != gpus else ""))
+    emit(f"{'kimg':>17} {'stage':>10} {'res':>5} {'lod':>11} {'minibatch':>9} {'per GPU':>7} {'group':>5} "
+         f"{'G lr':>8} {'D lr':>8}")
     for row in info["schedule"]:
         emit(f"{row['start_kimg']:>8g}-{row['end_kimg']:<8g} {row['kind']:>10} {row['resolution']:>5} "
-             f"{row['lod'][0]:>5.2f}-{row['lod'][1]:<5.2f} {row['minibatch']:>9} {row['G_lr']:>8.4g}")
+             f"{row['lod'][0]:>5.2f}-{row['lod'][1]:<5.2f} {row['minibatch']:>9} {row['per_gpu']:>7} "
+             f"{row['group'] or '-':>5} {row['G_lr']:>8.4g} {row['D_lr']:>8.4g}")
 
 
 if __name__ == "__main__":
