@@ -23,18 +23,20 @@ def main():
 
 @main.command("train")
 @click.option("--config", "config_name", default="tiny", show_default=True, metavar="NAME",
-              help="Preset: celebahq-1024, celeba-128, table1-a … table1-g, cifar10, lsun-256, mnist-rgb, tiny.")
+              help="Preset: celebahq-1024 (the released presets for 1, 2, 4, 8 GPUs), celebahq-1024-v1 (the "
+              "paper's, 1 GPU), celeba-128, table1-a … table1-g, cifar10, lsun-256, mnist-rgb, tiny.")
 @click.option("--data", "data_path", type=click.Path(exists=True), help="HDF5 from `celebahq export`, a folder, "
               "zip or array of square power-of-two images. Default when resuming: the run's.")
 @click.option("--out", "run_dir", type=click.Path(file_okay=False), help="Run directory [the resumed run's].")
 @click.option("--kimg", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Stop after this many thousand real images (total) [the config's total_kimg].")
 @click.option("--gpus", type=click.IntRange(1), default=1, show_default=True,
-              help="Processes/GPUs; >1 relaunches itself under torchrun.")
+              help="Processes/GPUs; >1 relaunches itself under torchrun. Picks the preset's variant for N GPUs.")
 @click.option("--resume", type=click.Path(exists=True), default=None,
-              help="A run directory (latest snapshot) or a network-snapshot-*.pt: continue exactly.")
+              help="A run directory (latest snapshot) or a snapshot .pt: continue exactly.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
-              help="Override any config value (JSON values), e.g. --set bf16=true --set 'minibatch_dict={\"4\":64}'.")
+              help="Override any config value (JSON values, checked against the field's type), e.g. "
+              "--set bf16=true --set 'minibatch_dict={\"4\":64}'.")
 @click.option("--device", default="auto", show_default=True, help="cuda, cpu or auto.")
 @user_errors
 def train_command(config_name, data_path, run_dir, kimg, gpus, resume, overrides, device):
@@ -45,27 +47,31 @@ def train_command(config_name, data_path, run_dir, kimg, gpus, resume, overrides
       progan train --config tiny --data examples/real --out runs/tiny --kimg 6
       progan train --resume runs/tiny --kimg 12
     """
-    from .configs import TrainingConfig, parse_override, resolve_config
-    from .training_loop import find_checkpoint, training_loop
+    from .configs import resolve_config
+    from .schedule import check_gpu_split
+    from .training_loop import resume_setup, training_loop
 
-    if gpus > 1 and int(os.environ.get("WORLD_SIZE", "1")) == 1:
-        _relaunch_under_torchrun(gpus)
-    start_distributed(device)
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    processes = world if world > 1 else gpus
     overrides = list(overrides) + ([f"total_kimg={kimg}"] if kimg is not None else [])
     if resume is not None:
-        run_config = json.loads((find_checkpoint(resume).parent / "config.json").read_text())
-        data_path = data_path or run_config.pop("data_path", None)
-        run_config.pop("data_path", None)
-        run_config.update(parse_override(text) for text in overrides)
-        config = TrainingConfig.from_dict(run_config)
-        run_dir = run_dir or str(find_checkpoint(resume).parent)
+        setup = resume_setup(resume, overrides, data_path, run_dir, note=lambda line: emit(line, err=True))
+        config, data_path, run_dir = setup.config, setup.data_path, setup.run_dir
     else:
-        config = resolve_config(config_name, overrides)
+        config = resolve_config(config_name, overrides, processes)
     if data_path is None or run_dir is None:
         raise click.UsageError("give --data and --out (or --resume RUN)")
+    if config.resolution is not None:  # refused here, before any process starts (else once the data is known)
+        check_gpu_split(config, processes, config_name if resume is None else "the resumed run's config")
+    if gpus > 1 and world == 1:
+        _relaunch_under_torchrun(gpus)
+    start_distributed(device)
     state = training_loop(config, data_path, run_dir, resume=resume, device=device,
                           log=lambda line: emit(line, err=True))
-    emit(f"done: {state.cur_nimg / 1000:.1f} kimg in {state.tick} ticks -> {run_dir}")
+    if state.interrupted:
+        emit(f"interrupted at {state.cur_nimg / 1000:.3f} kimg; resume with: progan train --resume {run_dir}")
+    else:
+        emit(f"done: {state.cur_nimg / 1000:.1f} kimg in {state.tick} ticks -> {run_dir}")
 
 
 def _relaunch_under_torchrun(gpus: int) -> None:

@@ -1,14 +1,18 @@
-"""Training configurations: one flat dataclass of every setting, and the paper's presets by name.
+"""Training configurations: one flat dataclass of every setting, and the paper's and the released code's presets.
 
-`resolve_config(name, overrides)` gives a `TrainingConfig`; overrides are ``key=value`` strings (values parsed
-as JSON, else kept as text), so any value can be changed from the command line. Dictionaries keyed by resolution
-(``minibatch_dict`` …) accept string keys (JSON) and are stored with int keys.
+`resolve_config(name, overrides, gpus)` gives a `TrainingConfig`; a preset with per-GPU-count variants (the
+released code's v2 presets) takes the one for `gpus`. Overrides are ``key=value`` strings (values parsed as JSON,
+else kept as text) or a dict, checked against the field types, so any value can be changed from the command
+line. Dictionaries keyed by resolution (``minibatch_dict`` …) accept string keys (JSON) and are stored with int
+keys.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
+import math
+import typing
 from dataclasses import dataclass, field
 
 from gancore.errors import UserError
@@ -51,7 +55,8 @@ class TrainingConfig:
     # Optimisation.
     G_lr: float = 0.001
     D_lr: float = 0.001
-    lr_dict: dict = field(default_factory=dict)        # {resolution: lr} for both G and D.
+    G_lr_dict: dict = field(default_factory=dict)      # {resolution: G lr}, the original's G_lrate_dict.
+    D_lr_dict: dict = field(default_factory=dict)      # {resolution: D lr}, the original's D_lrate_dict.
     lr_rampup_kimg: float = 0.0               # Theano's lr * exp(-5 (1 - kimg/ramp)^2); 0 = none (TF).
     adam_beta1: float = 0.0
     adam_beta2: float = 0.99
@@ -65,7 +70,7 @@ class TrainingConfig:
     lod_training_kimg: float = 600.0          # Stabilise for this long at each resolution.
     lod_transition_kimg: float = 600.0        # Fade the next resolution in over this long.
     total_kimg: float = 12000.0
-    minibatch_base: int = 16
+    minibatch_base: int = 16                  # Global minibatch, divided evenly among GPUs.
     minibatch_dict: dict = field(default_factory=dict)          # {resolution: global minibatch}.
     max_minibatch_per_gpu: dict = field(default_factory=dict)   # {resolution: cap per GPU}.
     minibatch_repeats: int = 4                # Rounds between schedule updates.
@@ -85,23 +90,30 @@ class TrainingConfig:
     allow_tf32: bool = True                   # TF32 matmuls/convs on Ampere+ GPUs.
     data_cache_mb: int = 4096                 # Keep a data level in RAM when it is at most this big.
     data_workers: int = 4                     # Threads decoding images (folders, zips, HDF5 reads).
+    tensorboard: bool = True                  # TensorBoard scalars in the run directory when it is installed.
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
 
     @classmethod
     def from_dict(cls, values: dict) -> TrainingConfig:
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = set(values) - known
+        """A checked config from plain values (JSON types): each value must fit its field's type; the legacy
+        `lr_dict` (one dict for G and D) fills both G_lr_dict and D_lr_dict. UserError names the bad key."""
+        values = dict(values)
+        if "lr_dict" in values:
+            legacy = values.pop("lr_dict")
+            values.setdefault("G_lr_dict", legacy)
+            values.setdefault("D_lr_dict", legacy)
+        types = typing.get_type_hints(cls)
+        unknown = set(values) - set(types)
         if unknown:
             raise UserError(f"unknown config key(s) {sorted(unknown)}; see `progan info --config NAME --json`")
-        config = cls(**values)
-        for name in ("lr_dict", "minibatch_dict", "max_minibatch_per_gpu", "tick_kimg_dict"):
-            setattr(config, name, {int(k): v for k, v in getattr(config, name).items()})
+        config = cls(**{key: _typed_value(key, value, types[key]) for key, value in values.items()})
         config.check()
         return config
 
     def check(self) -> None:
+        """UserError for a value outside its range or choices."""
         choices = {"G_norm": ("pixel", "batch", "none"), "D_norm": ("none", "layer"),
                    "G_activation": ("lrelu", "relu"), "output_activation": ("linear", "tanh"),
                    "loss": ("wgangp", "lsgan")}
@@ -110,8 +122,76 @@ class TrainingConfig:
                 raise UserError(f"{name} = {getattr(self, name)!r}; choose from {', '.join(allowed)}")
         if self.resolution is not None and not is_power_of_two(self.resolution, minimum=4):
             raise UserError(f"resolution {self.resolution} is not a power of two ≥ 4")
-        if self.D_repeats < 1 or self.minibatch_repeats < 1:
-            raise UserError("D_repeats and minibatch_repeats must be at least 1")
+        if not is_power_of_two(self.lod_initial_resolution, minimum=4):
+            raise UserError(f"lod_initial_resolution {self.lod_initial_resolution} is not a power of two ≥ 4")
+        for name in ("D_repeats", "minibatch_repeats", "minibatch_base", "latent_size", "fmap_base", "fmap_max",
+                     "image_snapshot_ticks", "network_snapshot_ticks"):
+            if getattr(self, name) < 1:
+                raise UserError(f"{name} = {getattr(self, name)} must be at least 1")
+        for name in ("G_lr", "D_lr", "total_kimg", "tick_kimg_base"):
+            if getattr(self, name) <= 0:
+                raise UserError(f"{name} = {getattr(self, name)} must be positive")
+        for name in ("lod_training_kimg", "lod_transition_kimg", "lr_rampup_kimg", "mbstd_group_size",
+                     "metric_swd_images", "metric_fid_images", "wgan_lambda", "wgan_epsilon"):
+            if getattr(self, name) < 0:
+                raise UserError(f"{name} = {getattr(self, name)} must not be negative")
+        for name in ("adam_beta1", "adam_beta2", "G_ema_beta", "lsgan_output_decay"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise UserError(f"{name} = {getattr(self, name)} must lie in [0, 1]")
+        if self.wgan_target <= 0:
+            raise UserError(f"wgan_target = {self.wgan_target} must be positive")
+        if self.grid_size is not None and (len(self.grid_size) != 2 or min(self.grid_size) < 1):
+            raise UserError(f"grid_size = {self.grid_size}: give [columns, rows], both ≥ 1")
+
+
+_RESOLUTION_DICTS = {"G_lr_dict": float, "D_lr_dict": float, "minibatch_dict": int, "max_minibatch_per_gpu": int,
+                     "tick_kimg_dict": float}
+
+
+def _typed_value(key: str, value, annotation):
+    """`value` (a JSON value) checked against the field's annotation and converted (int -> float, string keys of
+    the per-resolution dicts -> int); UserError naming the key and the expected type otherwise."""
+    if key in _RESOLUTION_DICTS:
+        return _resolution_dict(key, value, _RESOLUTION_DICTS[key])
+    kinds = typing.get_args(annotation) or (annotation,)
+    if value is None and type(None) in kinds:
+        return None
+    if bool in kinds and isinstance(value, bool):
+        return value
+    if int in kinds and isinstance(value, int) and not isinstance(value, bool):
+        return value
+    if float in kinds and isinstance(value, (int, float)) and not isinstance(value, bool):
+        if not math.isfinite(value):
+            raise UserError(f"config {key} = {value}: not a finite number")
+        return float(value)
+    if str in kinds and isinstance(value, str):
+        return value
+    if list in kinds and isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool)
+                                                          for v in value):
+        return value
+    expected = " or ".join("null" if kind is type(None) else "a list of integers" if kind is list else kind.__name__
+                           for kind in kinds)
+    raise UserError(f"config {key} = {json.dumps(value) if not isinstance(value, str) else value!r}: "
+                    f"expected {expected}")
+
+
+def _resolution_dict(key: str, value, kind: type) -> dict:
+    """{resolution: number} from JSON (string keys allowed); UserError for anything else."""
+    example = '{"256": 8}' if kind is int else '{"1024": 0.0015}'
+    if not isinstance(value, dict):
+        raise UserError(f"config {key} = {value!r}: expected an object keyed by resolution, e.g. {example}")
+    result = {}
+    for resolution, number in value.items():
+        try:
+            resolution = int(resolution)
+        except ValueError:
+            raise UserError(f"config {key}: key {resolution!r} is not a resolution, e.g. {example}") from None
+        if isinstance(number, bool) or not isinstance(number, (int, float)) or not math.isfinite(number) \
+                or number <= 0 or (kind is int and number != int(number)):
+            raise UserError(f"config {key}[{resolution}] = {number!r}: expected a positive "
+                            f"{'integer' if kind is int else 'number'}")
+        result[resolution] = kind(number)
+    return result
 
 
 def is_power_of_two(value: int, minimum: int = 1) -> bool:
@@ -153,9 +233,36 @@ def _table1_row(letter: str) -> dict:
     return values
 
 
+# The released code's config.py: 'preset-v2-<N>gpus' with '-fp32' (max_minibatch_per_gpu), D's default mbstd
+# group 4, 600/600 kimg, 12000 kimg; G_lrate_dict and D_lrate_dict are equal in every preset.
+_V2_FP32 = {"resolution": 1024, "total_kimg": 12000, "lod_training_kimg": 600, "lod_transition_kimg": 600,
+            "mbstd_group_size": 4, "max_minibatch_per_gpu": {256: 16, 512: 8, 1024: 4}}
+_V2_GPUS = {
+    1: {"minibatch_base": 4, "minibatch_dict": {4: 128, 8: 128, 16: 128, 32: 64, 64: 32, 128: 16, 256: 8, 512: 4},
+        "lr_dict": {1024: 0.0015}},
+    2: {"minibatch_base": 8, "minibatch_dict": {4: 256, 8: 256, 16: 128, 32: 64, 64: 32, 128: 16, 256: 8},
+        "lr_dict": {512: 0.0015, 1024: 0.002}},
+    4: {"minibatch_base": 16, "minibatch_dict": {4: 512, 8: 256, 16: 128, 32: 64, 64: 32, 128: 16},
+        "lr_dict": {256: 0.0015, 512: 0.002, 1024: 0.003}},
+    8: {"minibatch_base": 32, "minibatch_dict": {4: 512, 8: 256, 16: 128, 32: 64, 64: 32},
+        "lr_dict": {128: 0.0015, 256: 0.002, 512: 0.003, 1024: 0.003}},
+}
+
+
+def _v2_preset(gpus: int) -> dict:
+    values = {**_V2_FP32, **_V2_GPUS[gpus]}
+    lr = values.pop("lr_dict")
+    return {**values, "G_lr_dict": dict(lr), "D_lr_dict": dict(lr)}
+
+
+# Presets with one variant per GPU count: --gpus N takes variant N, or the largest one below N.
+GPU_VARIANTS: dict[str, dict[int, dict]] = {"celebahq-1024": {gpus: _v2_preset(gpus) for gpus in _V2_GPUS}}
+
 PRESETS: dict[str, dict] = {
-    # The paper's CelebA-HQ 1024x1024 (A.1, preset-v1): 800/800 kimg, minibatch 16 then 14/6/3, mbstd group 16.
-    "celebahq-1024": dict(resolution=1024, total_kimg=19000, **_PAPER_1GPU),
+    # The released code's CelebA-HQ presets (v2, fp32), the variant chosen by the GPU count (GPU_VARIANTS).
+    "celebahq-1024": _v2_preset(1),
+    # The paper's CelebA-HQ 1024x1024 (A.1, preset-v1, 1 GPU): 800/800 kimg, minibatch 16 then 14/6/3, group 16.
+    "celebahq-1024-v1": dict(resolution=1024, total_kimg=19000, **_PAPER_1GPU),
     # Table 1 (h): the full network, longer training on CelebA 128x128.
     "celeba-128": dict(resolution=128, total_kimg=20000, **_PAPER_1GPU),
     **{f"table1-{letter}": _table1_row(letter) for letter in "abcdefg"},
@@ -190,11 +297,21 @@ def parse_override(text: str) -> tuple[str, object]:
     return key.strip(), value
 
 
-def resolve_config(name: str = "tiny", overrides: list[str] | dict | None = None) -> TrainingConfig:
-    """The named preset with `overrides` ('key=value' strings or a dict) applied."""
+def gpu_variant(name: str, gpus: int) -> int | None:
+    """The GPU count of the variant of preset `name` used on `gpus` GPUs (the largest ≤ gpus); None when the
+    preset has no variants."""
+    counts = sorted(GPU_VARIANTS.get(name, {}))
+    usable = [count for count in counts if count <= gpus]
+    return (usable[-1] if usable else counts[0]) if counts else None
+
+
+def resolve_config(name: str = "tiny", overrides: list[str] | dict | None = None, gpus: int = 1) -> TrainingConfig:
+    """The named preset (its variant for `gpus` GPUs, see `gpu_variant`) with `overrides` ('key=value' strings or
+    a dict) applied."""
     if name not in PRESETS:
         raise UserError(f"unknown config {name!r}; choose from {', '.join(PRESETS)}")
-    values = dict(PRESETS[name])
+    variant = gpu_variant(name, gpus)
+    values = dict(PRESETS[name] if variant is None else GPU_VARIANTS[name][variant])
     if isinstance(overrides, dict):
         values.update(overrides)
     else:

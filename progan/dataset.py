@@ -9,6 +9,7 @@ are read per minibatch by `workers` threads from the finest stored level and box
 
 from __future__ import annotations
 
+import contextlib
 from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
@@ -19,6 +20,26 @@ from gancore.errors import UserError, SourceError
 from gancore.sources import BadImage, HDF5Source, ImageSource, ImageStream, open_source, peek_shape
 
 from .configs import is_power_of_two
+
+
+# gancore's messages end with advice for the metric commands ("... or pass --skip-bad"); training has no such
+# switch (a run must see the same images on every resume), so its errors end with this instead.
+GANCORE_ADVICE = "Fix or remove "
+TRAINING_ADVICE = ("progan train uses every image and has no --skip-bad: fix or remove the files named, or train on "
+                   "a cleaned copy (e.g. `celebahq export --h5`)")
+
+
+@contextlib.contextmanager
+def training_advice():
+    """Re-raise a SourceError whose message ends with gancore's "--skip-bad" advice with TRAINING_ADVICE."""
+    try:
+        yield
+    except SourceError as error:
+        message = str(error)
+        cut = message.find(GANCORE_ADVICE)
+        if cut < 0:
+            raise
+        raise SourceError(message[:cut] + TRAINING_ADVICE) from None
 
 
 def box_downsample(images: torch.Tensor, resolution: int) -> torch.Tensor:
@@ -72,13 +93,14 @@ class TrainingData:
     def __init__(self, path, resolution: int | None = None, seed: int = 0, cache_mb: int = 4096,
                  workers: int = 4):
         self.path = str(path)
-        source = open_source(path)
-        if isinstance(source, HDF5Source):
-            from gancore.sources import _hdf5_resolutions
+        with training_advice():
+            source = open_source(path)
+            if isinstance(source, HDF5Source):
+                from gancore.sources import _hdf5_resolutions
 
-            self.stored = {res: HDF5Source(path, res) for res in sorted(_hdf5_resolutions(self.path))}
-        else:
-            self.stored = {_check_size(peek_shape(source), self.path): source}
+                self.stored = {res: HDF5Source(path, res) for res in sorted(_hdf5_resolutions(self.path))}
+            else:
+                self.stored = {_check_size(peek_shape(source), self.path): source}
         self.data_resolution = max(self.stored)
         if not is_power_of_two(self.data_resolution, minimum=4):
             raise UserError(f"{self.path}: images of {self.data_resolution}x{self.data_resolution}; progan "
@@ -116,7 +138,8 @@ class TrainingData:
             return None
         if resolution in self.stored:
             stream = ImageStream(self.stored[resolution], batch_size=256, num_workers=0)
-            level = torch.cat([batch.contiguous() for batch in stream])
+            with training_advice():
+                level = torch.cat([batch.contiguous() for batch in stream])
             _check_size(tuple(level.shape[-2:]), self.path)
         else:
             finer = self._cache_level(self._finest_source_level(resolution))
@@ -205,8 +228,8 @@ def _load_checked(source: ImageSource, index: int, resolution: int) -> np.ndarra
     try:
         image = source.load(index)
     except BadImage as error:
-        raise SourceError(f"bad image {source.item_name(index)}: {error}") from None
+        raise SourceError(f"bad image {source.item_name(index)}: {error}. {TRAINING_ADVICE}") from None
     if image.shape[:2] != (resolution, resolution):
         raise SourceError(f"{source.item_name(index)}: size {image.shape[1]}x{image.shape[0]} differs from the "
-                          f"other images' {resolution}x{resolution}")
+                          f"other images' {resolution}x{resolution}. {TRAINING_ADVICE}")
     return image

@@ -10,6 +10,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from gancore.errors import UserError
+
 from .configs import TrainingConfig
 
 
@@ -60,27 +62,82 @@ def training_phase(config: TrainingConfig, kimg: float, num_gpus: int = 1) -> Ph
     initial = config.lod_initial_resolution if config.progressive else resolution
     lod = compute_lod(kimg, resolution, initial, config.lod_training_kimg, config.lod_transition_kimg)
     current = 2 ** (int(math.log2(resolution)) - math.floor(lod))
-    minibatch = config.minibatch_dict.get(current, config.minibatch_base)
-    minibatch -= minibatch % num_gpus
-    if current in config.max_minibatch_per_gpu:
-        minibatch = min(minibatch, config.max_minibatch_per_gpu[current] * num_gpus)
-    minibatch = max(minibatch, num_gpus)
     lr_scale = 1.0
     if config.lr_rampup_kimg > 0 and kimg < config.lr_rampup_kimg:
         lr_scale = math.exp(-5.0 * (1.0 - kimg / config.lr_rampup_kimg) ** 2)
-    lr = config.lr_dict.get(current)
-    return Phase(kimg=kimg, lod=lod, resolution=current, minibatch=minibatch,
-                 G_lr=(lr or config.G_lr) * lr_scale, D_lr=(lr or config.D_lr) * lr_scale,
+    return Phase(kimg=kimg, lod=lod, resolution=current, minibatch=global_minibatch(config, current, num_gpus),
+                 G_lr=config.G_lr_dict.get(current, config.G_lr) * lr_scale,
+                 D_lr=config.D_lr_dict.get(current, config.D_lr) * lr_scale,
                  tick_kimg=config.tick_kimg_dict.get(current, config.tick_kimg_base))
 
 
+def global_minibatch(config: TrainingConfig, resolution: int, num_gpus: int = 1) -> int:
+    """The original's minibatch at a working resolution: the dict's (or base) value rounded down to a multiple of
+    the GPU count, then capped at max_minibatch_per_gpu × GPUs. May be 0 (refused by `check_gpu_split`)."""
+    minibatch = config.minibatch_dict.get(resolution, config.minibatch_base)
+    minibatch -= minibatch % num_gpus
+    if resolution in config.max_minibatch_per_gpu:
+        minibatch = min(minibatch, config.max_minibatch_per_gpu[resolution] * num_gpus)
+    return minibatch
+
+
+@dataclass(frozen=True)
+class GpuSplit:
+    """How one working resolution's minibatch is shared: `per_gpu` images on each of the GPUs, and the
+    minibatch-stddev group D takes over them (min(mbstd_group_size, per_gpu) as the original; 0 = no layer)."""
+
+    resolution: int
+    minibatch: int
+    per_gpu: int
+    group: int
+
+
+def gpu_splits(config: TrainingConfig, num_gpus: int = 1) -> list[GpuSplit]:
+    """One GpuSplit per working resolution the run trains at (config.resolution must be set)."""
+    first = config.lod_initial_resolution if config.progressive else config.resolution
+    rows = []
+    for log2 in range(int(math.log2(min(first, config.resolution))), int(math.log2(config.resolution)) + 1):
+        minibatch = global_minibatch(config, 2 ** log2, num_gpus)
+        per_gpu = minibatch // num_gpus
+        group = min(config.mbstd_group_size, per_gpu) if config.mbstd_group_size > 1 else 0
+        rows.append(GpuSplit(2 ** log2, minibatch, per_gpu, group))
+    return rows
+
+
+def check_gpu_split(config: TrainingConfig, num_gpus: int = 1, name: str = "this config") -> None:
+    """UserError when a GPU would get fewer than 2 images at some resolution, or its images cannot be split into
+    whole minibatch-stddev groups (the original cannot run either; we do not round silently)."""
+    for split in gpu_splits(config, num_gpus):
+        asked = config.minibatch_dict.get(split.resolution, config.minibatch_base)
+        rounded = f" ({split.minibatch} after rounding and capping)" if asked != split.minibatch else ""
+        where = (f"{name} on {num_gpus} GPU{'s' if num_gpus > 1 else ''}: at {split.resolution}x{split.resolution} "
+                 f"the minibatch of {asked}{rounded} gives {split.per_gpu} image{'s' if split.per_gpu != 1 else ''}"
+                 f" per GPU")
+        if split.per_gpu < 2:
+            raise UserError(f"{where}; every GPU needs at least 2 (minibatch statistics per GPU). {SPLIT_HINT}")
+        if split.group and split.per_gpu % split.group:
+            raise UserError(f"{where}, not a multiple of the minibatch-stddev group {split.group}. {SPLIT_HINT}")
+
+
+SPLIT_HINT = ("Use fewer GPUs, a preset made for this GPU count (celebahq-1024 has the released code's presets for "
+              "1, 2, 4 and 8 GPUs), or raise the minibatch with --set 'minibatch_dict={\"RES\": N}' "
+              "(or change mbstd_group_size).")
+
+
 def schedule_table(config: TrainingConfig, num_gpus: int = 1) -> list[dict]:
-    """One row per stabilise/fade stage up to total_kimg: start kimg, lod range, resolution, minibatch, lr."""
+    """One row per stabilise/fade stage up to total_kimg: start kimg, lod range, resolution, global and per-GPU
+    minibatch, minibatch-stddev group, G and D lr."""
+    splits = {split.resolution: split for split in gpu_splits(config, num_gpus)}
+    return [{**row, "per_gpu": splits[row["resolution"]].per_gpu, "group": splits[row["resolution"]].group}
+            for row in _stages(config, num_gpus)]
+
+
+def _stages(config: TrainingConfig, num_gpus: int) -> list[dict]:
     rows = []
     if not config.progressive:
         phase = training_phase(config, 0.0, num_gpus)
         return [{"start_kimg": 0.0, "end_kimg": config.total_kimg, "kind": "full", "resolution": phase.resolution,
-                     "lod": [0.0, 0.0], "minibatch": phase.minibatch, "G_lr": phase.G_lr, "D_lr": phase.D_lr}]
+                 "lod": [0.0, 0.0], "minibatch": phase.minibatch, "G_lr": phase.G_lr, "D_lr": phase.D_lr}]
     start, stage = 0.0, 0
     while start < config.total_kimg:
         fading = stage % 2 == 1
@@ -90,8 +147,8 @@ def schedule_table(config: TrainingConfig, num_gpus: int = 1) -> list[dict]:
         if last.lod == 0.0 and not fading:
             end = config.total_kimg
         rows.append({"start_kimg": start, "end_kimg": end, "kind": "fade" if fading else "stabilise",
-                         "resolution": first.resolution if not fading else last.resolution,
-                         "lod": [first.lod, last.lod], "minibatch": last.minibatch, "G_lr": last.G_lr, "D_lr": last.D_lr})
+                     "resolution": first.resolution if not fading else last.resolution,
+                     "lod": [first.lod, last.lod], "minibatch": last.minibatch, "G_lr": last.G_lr, "D_lr": last.D_lr})
         if end >= config.total_kimg:
             break
         start, stage = end, stage + 1

@@ -7,16 +7,25 @@ fakes<kimg>.png from fixed latents; network snapshots write network-snapshot-<ki
 continue exactly) and score the EMA generator with ganeval.
 
 Multi-GPU: every rank builds the same networks from the same seed and draws the same latents; rank r takes the
-r-th slice of each global minibatch, gradients are averaged with one all-reduce per step (no DDP wrapper, so
-layers unused at the current lod need no special handling).
+r-th slice of each global minibatch (so minibatch stddev groups are taken per GPU, as the original), gradients
+are averaged with one all-reduce per step (no DDP wrapper, so layers unused at the current lod need no special
+handling).
+
+Preemption: SIGTERM or SIGINT asks the loop to stop; at the end of the current round it writes
+interrupted-<nimg>.pt (a full checkpoint, the partial tick's statistics included) and returns with
+`Progress.interrupted` set. Resuming truncates stats.jsonl to the checkpoint's tick: one row per tick.
 """
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import math
+import re
 import resource
+import signal
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,18 +34,19 @@ import numpy as np
 import torch
 import torch.distributed as dist
 import torch.nn.functional as F
-from PIL import Image
 
 from gancore import distributed
 from gancore.errors import UserError
-from gancore.runtime import resolve_device
+from gancore.imagefiles import write_png
+from gancore.locking import FolderLock
+from gancore.runtime import atomic_output, resolve_device
 
 from .checkpoint import GeneratorSource, images_to_uint8, load_checkpoint, save_checkpoint
 from .configs import TrainingConfig
 from .dataset import RealsSource, TrainingData, to_float_reals
 from .loss import make_loss
 from .networks import build_networks
-from .schedule import Phase, training_phase
+from .schedule import Phase, check_gpu_split, training_phase
 
 SWD_MIN_RESOLUTION = 16
 
@@ -50,19 +60,112 @@ class Progress:
     tick_start_nimg: int = 0
     lod_bounds: tuple[int, int] | None = None
     skipped_steps: int = 0
+    interrupted: bool = False
+
+
+SNAPSHOT_NAME = re.compile(r"network-snapshot-(\d+)\.pt$")
+INTERRUPTED_NAME = re.compile(r"interrupted-(\d+)\.pt$")
 
 
 def find_checkpoint(path) -> Path:
-    """A checkpoint file, or the latest network-snapshot-*.pt of a run directory."""
+    """A checkpoint file, or the latest checkpoint of a run directory: the network-snapshot-<kimg>.pt or
+    interrupted-<nimg>.pt with the most images shown (an interrupted one wins a tie)."""
     path = Path(path)
     if path.is_dir():
-        snapshots = sorted(path.glob("network-snapshot-*.pt"))
-        if not snapshots:
-            raise UserError(f"{path}: no network-snapshot-*.pt to resume from")
-        return snapshots[-1]
+        candidates = []
+        for file in path.iterdir():
+            if match := SNAPSHOT_NAME.match(file.name):
+                candidates.append((int(match.group(1)) * 1000, 0, file))
+            elif match := INTERRUPTED_NAME.match(file.name):
+                candidates.append((int(match.group(1)), 1, file))
+        if not candidates:
+            raise UserError(f"{path}: no network-snapshot-*.pt or interrupted-*.pt to resume from")
+        return max(candidates)[2]
     if not path.is_file():
         raise UserError(f"{path}: no such checkpoint or run directory")
     return path
+
+
+@dataclass
+class ResumeSetup:
+    """What `progan train --resume` continues: the checkpoint, its config, data and run directory."""
+
+    checkpoint: Path
+    config: TrainingConfig
+    data_path: str | None
+    run_dir: Path
+
+
+def resume_setup(resume, overrides: list[str], data_path=None, run_dir=None, note=print) -> ResumeSetup:
+    """Find the checkpoint of `resume` (a snapshot file or a run directory) and its config: the run's config.json
+    when readable, else the config stored in the checkpoint (`note` says so). `overrides` ('key=value') apply on
+    top; --data and --out (`data_path`, `run_dir`) default to the run's."""
+    from .configs import parse_override
+
+    checkpoint = find_checkpoint(resume)
+    config_file = checkpoint.parent / "config.json"
+    try:
+        values = json.loads(config_file.read_text())
+        if not isinstance(values, dict):
+            raise ValueError("not a JSON object")
+    except (OSError, ValueError) as error:
+        state = load_checkpoint(checkpoint)
+        values = {**state["config"], "data_path": state.get("data_path")}
+        reason = "missing" if isinstance(error, FileNotFoundError) else f"unreadable ({error})"
+        note(f"note: {config_file} is {reason}; using the config stored in {checkpoint.name}")
+    data_path = data_path or values.pop("data_path", None)
+    values.pop("data_path", None)
+    values.update(parse_override(text) for text in overrides)
+    if data_path is None:
+        raise UserError(f"{checkpoint}: the run's data path is unknown (no config.json, an old checkpoint); "
+                        "pass --data")
+    return ResumeSetup(checkpoint, TrainingConfig.from_dict(values), str(data_path),
+                       Path(run_dir) if run_dir else checkpoint.parent)
+
+
+class StopRequest:
+    """SIGTERM / SIGINT as a flag the loop checks between rounds (a second SIGINT interrupts at once). Handlers
+    are installed only in the main thread, and the previous ones restored on exit."""
+
+    def __init__(self):
+        self.signal: int | None = None
+        self._previous: dict[int, object] = {}
+
+    def __enter__(self) -> StopRequest:
+        if threading.current_thread() is threading.main_thread():
+            for number in (signal.SIGTERM, signal.SIGINT):
+                self._previous[number] = signal.signal(number, self._handle)
+        return self
+
+    def _handle(self, number, frame) -> None:
+        if self.signal is not None and number == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.signal = number
+
+    def __exit__(self, *exc) -> None:
+        for number, handler in self._previous.items():
+            signal.signal(number, handler)
+
+    def requested(self, device: torch.device) -> bool:
+        """Whether any rank was asked to stop (one scalar all-reduce under torchrun, so all ranks agree)."""
+        flag = torch.tensor(float(self.signal is not None))
+        return bool(distributed.all_reduce_sum(flag.to(device)) > 0)
+
+
+def truncate_stats(stats_file: Path, last_tick: int) -> None:
+    """Drop the rows of stats.jsonl after tick `last_tick` (and any torn last line), atomically."""
+    if not stats_file.is_file():
+        return
+    kept = []
+    for line in stats_file.read_text().splitlines():
+        try:
+            row = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(row, dict) and isinstance(row.get("tick"), int) and row["tick"] <= last_tick:
+            kept.append(line)
+    with atomic_output(stats_file) as temporary:
+        temporary.write_text("".join(line + "\n" for line in kept))
 
 
 def grid_shape(config: TrainingConfig) -> tuple[int, int]:
@@ -74,13 +177,13 @@ def grid_shape(config: TrainingConfig) -> tuple[int, int]:
 
 
 def save_grid(images: torch.Tensor, columns: int, path: Path) -> None:
-    """uint8 NCHW images -> one PNG, `columns` per row."""
+    """uint8 NCHW images -> one PNG, `columns` per row, written atomically."""
     n, c, h, w = images.shape
     rows = math.ceil(n / columns)
     canvas = torch.zeros(rows * columns, c, h, w, dtype=torch.uint8)
     canvas[:n] = images
     canvas = canvas.reshape(rows, columns, c, h, w).permute(0, 3, 1, 4, 2).reshape(rows * h, columns * w, c)
-    Image.fromarray(canvas.numpy()).save(path)
+    write_png(path, canvas.numpy())
 
 
 def _average_gradients(module: torch.nn.Module) -> bool:
@@ -169,9 +272,18 @@ def score_generator(G_ema, lod: float, data: TrainingData, config: TrainingConfi
 
 def training_loop(config: TrainingConfig, data_path, run_dir, resume=None, device="auto", log=print,
                   progress_fn=None) -> Progress:
-    """Train `config` on the images at `data_path`, writing into `run_dir`; continue from `resume` (a checkpoint
-    or a run directory) when given. `log(line)` receives one line per tick (rank 0); `progress_fn(progress,
-    phase)` is called after every tick. Returns the final counters."""
+    """Train `config` on the images at `data_path`, writing into `run_dir` (locked against a second writer);
+    continue from `resume` (a checkpoint or a run directory) when given. `log(line)` receives one line per tick
+    (rank 0); `progress_fn(progress, phase)` is called after every tick. SIGTERM / SIGINT end the run at the next
+    round with a checkpoint (see the module docstring). Returns the final counters."""
+    run_dir = Path(run_dir)
+    lock = FolderLock(run_dir, "progan train") if distributed.is_main_process() else None
+    with lock or contextlib.nullcontext(), StopRequest() as stop:
+        return _train(config, data_path, run_dir, resume, device, log, progress_fn, stop)
+
+
+def _train(config: TrainingConfig, data_path, run_dir: Path, resume, device, log, progress_fn,
+           stop: StopRequest) -> Progress:
     # Initialise.
     device = resolve_device(device)
     rank, world = distributed.rank(), distributed.world_size()
@@ -187,6 +299,7 @@ def training_loop(config: TrainingConfig, data_path, run_dir, resume=None, devic
     data = TrainingData(data_path, config.resolution, seed=config.seed, cache_mb=config.data_cache_mb,
                         workers=config.data_workers)
     config.resolution = data.resolution
+    check_gpu_split(config, world)
 
     # Networks, optimizers, loss.
     G, D = build_networks(config)
@@ -198,18 +311,23 @@ def training_loop(config: TrainingConfig, data_path, run_dir, resume=None, devic
     loss = make_loss(config)
     rng = torch.Generator().manual_seed(config.seed)  # latents, mixing factors, flips (same on every rank)
     state = Progress()
+    tick_stats: dict[str, list[torch.Tensor]] = {}
 
     # Resume.
     if resume is not None:
         checkpoint = load_checkpoint(find_checkpoint(resume), map_location=device)
+        _check_resumable(checkpoint, config, find_checkpoint(resume))
         for module, key in ((G, "G"), (D, "D"), (G_ema, "G_ema")):
             module.load_state_dict(checkpoint[key])
         G_opt.load_state_dict(checkpoint["G_opt"])
         D_opt.load_state_dict(checkpoint["D_opt"])
         loss.load_state_dict(checkpoint["loss_state"])
         progress = checkpoint["progress"]
-        state = Progress(**{**progress, "lod_bounds": tuple(progress["lod_bounds"]) if progress["lod_bounds"]
-                            is not None else None})
+        state = Progress(**{**progress, "interrupted": False,
+                            "lod_bounds": tuple(progress["lod_bounds"]) if progress["lod_bounds"] is not None
+                            else None})
+        tick_stats = {key: [torch.tensor(v, device=device) for v in values]
+                      for key, values in checkpoint.get("partial_tick", {}).items()}
         data.indices.position = checkpoint["data_position"]
         rng.set_state(checkpoint["rng"]["latents"])
         torch.set_rng_state(checkpoint["rng"]["torch"])
@@ -219,18 +337,20 @@ def training_loop(config: TrainingConfig, data_path, run_dir, resume=None, devic
         for tensor in [*G.parameters(), *D.parameters(), *G_ema.parameters(), *G_ema.buffers()]:
             dist.broadcast(tensor.data, src=0)
 
-    # Run directory: resolved config, reals grid, fixed latents for the fakes grids.
-    run_dir = Path(run_dir)
+    # Run directory: resolved config, reals grid, fixed latents for the fakes grids, stats up to the resumed tick.
     columns, rows = grid_shape(config)
     grid_latents = torch.randn(columns * rows, config.latent_size,
                                generator=torch.Generator().manual_seed(config.seed + 123))
+    stats_file = run_dir / "stats.jsonl"
+    data_path = str(Path(data_path).resolve())
     if main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        resolved = {**config.to_dict(), "data_path": str(Path(data_path).resolve())}  # --resume needs no --data
-        (run_dir / "config.json").write_text(json.dumps(resolved, indent=2) + "\n")
+        with atomic_output(run_dir / "config.json") as temporary:  # --resume needs no --data
+            temporary.write_text(json.dumps({**config.to_dict(), "data_path": data_path}, indent=2) + "\n")
         grid_indices = np.arange(min(columns * rows, data.num_images))
         save_grid(data.reals_uint8(grid_indices, config.resolution), columns, run_dir / "reals.png")
-    stats_file = run_dir / "stats.jsonl"
+        truncate_stats(stats_file, state.tick)
+    board = _tensorboard_writer(run_dir) if main and config.tensorboard else None
 
     def snapshot_images(phase: Phase) -> None:
         with torch.no_grad():
@@ -238,20 +358,20 @@ def training_loop(config: TrainingConfig, data_path, run_dir, resume=None, devic
         save_grid(images_to_uint8(images, config.resolution).cpu(), columns,
                   run_dir / f"fakes{state.cur_nimg // 1000:06d}.png")
 
-    def snapshot_network(phase: Phase) -> Path:
+    def snapshot_network(phase: Phase, path: Path | None = None) -> Path:
         cuda_rng = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
         progress = {**state.__dict__, "lod_bounds": list(state.lod_bounds) if state.lod_bounds else None}
-        return save_checkpoint(run_dir / f"network-snapshot-{state.cur_nimg // 1000:06d}.pt", {
-            "config": config.to_dict(), "kimg": state.cur_nimg / 1000, "lod": phase.lod,
+        return save_checkpoint(path or run_dir / f"network-snapshot-{state.cur_nimg // 1000:06d}.pt", {
+            "config": config.to_dict(), "data_path": data_path, "kimg": state.cur_nimg / 1000, "lod": phase.lod,
             "G": G.state_dict(), "D": D.state_dict(), "G_ema": G_ema.state_dict(),
             "G_opt": G_opt.state_dict(), "D_opt": D_opt.state_dict(), "loss_state": loss.state_dict(),
             "progress": progress, "data_position": data.indices.position,
             "rng": {"latents": rng.get_state(), "torch": torch.get_rng_state(), "cuda": cuda_rng},
+            "partial_tick": {key: [float(v) for v in values] for key, values in tick_stats.items()},
         })
 
     # Train.
     total_nimg = round(config.total_kimg * 1000)
-    tick_stats: dict[str, list[torch.Tensor]] = {}
     tick_started = time.perf_counter()
     maintenance = 0.0
 
@@ -315,6 +435,14 @@ def training_loop(config: TrainingConfig, data_path, run_dir, resume=None, devic
                 break
 
         done = state.cur_nimg >= total_nimg
+        if not done and stop.requested(device):
+            state.interrupted = True
+            if main:
+                G_ema.lod.fill_(phase.lod)
+                path = snapshot_network(phase, run_dir / f"interrupted-{state.cur_nimg:09d}.pt")
+                log(f"stopped by signal {stop.signal or 'on another rank'} at {state.cur_nimg / 1000:.3f} kimg: "
+                    f"{path.name} written; continue with: progan train --resume {run_dir}")
+            break
         if state.cur_nimg < state.tick_start_nimg + phase.tick_kimg * 1000 and not done:
             continue
 
@@ -344,6 +472,8 @@ def training_loop(config: TrainingConfig, data_path, run_dir, resume=None, devic
         if main:
             with open(stats_file, "a") as file:
                 file.write(json.dumps(entry) + "\n")
+            if board is not None:
+                _write_scalars(board, entry)
             log(f"tick {state.tick:<4d} kimg {entry['kimg']:<8.1f} lod {phase.lod:<5.2f} "
                 f"res {phase.resolution:<4d} minibatch {phase.minibatch:<3d} "
                 f"loss_D {entry.get('loss_D', float('nan')):<8.3f} loss_G {entry.get('loss_G', float('nan')):<8.3f} "
@@ -355,4 +485,40 @@ def training_loop(config: TrainingConfig, data_path, run_dir, resume=None, devic
         tick_started = time.perf_counter()
 
     data.close()
+    if board is not None:
+        board.close()
     return state
+
+
+def _check_resumable(checkpoint: dict, config: TrainingConfig, path: Path) -> None:
+    """UserError when the checkpoint's networks differ from `config`'s (a config.json from another run)."""
+    stored = TrainingConfig.from_dict(checkpoint["config"])
+    shaping = ("resolution", "latent_size", "fmap_base", "D_fmap_base", "fmap_max", "use_wscale", "G_norm",
+               "D_norm", "mbstd_group_size", "fused_scale")
+    differ = [key for key in shaping if getattr(stored, key) != getattr(config, key)]
+    if differ:
+        raise UserError(f"{path}: its networks were trained with other settings than this config "
+                        f"({', '.join(f'{key} {getattr(stored, key)} vs {getattr(config, key)}' for key in differ)})")
+
+
+def _tensorboard_writer(run_dir: Path):
+    """A TensorBoard SummaryWriter on `run_dir`, or None when the `tensorboard` package is not installed."""
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:
+        return None
+    return SummaryWriter(str(run_dir))
+
+
+def _write_scalars(board, entry: dict) -> None:
+    """One tick of stats.jsonl as TensorBoard scalars (step = images shown): losses, lod, kimg, img/s, metrics."""
+    step = round(entry["kimg"] * 1000)
+    for key, value in entry.items():
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            board.add_scalar(f"Progress/{key}" if key in ("tick", "kimg", "lod", "resolution", "minibatch")
+                             else f"Train/{key}", value, step)
+    for name, result in entry.get("metrics", {}).items():
+        value = result.get("avg", result.get("value"))
+        if isinstance(value, (int, float)):
+            board.add_scalar(f"Metrics/{name}", value, step)
+    board.flush()

@@ -92,7 +92,7 @@ def test_lod_schedule_formula():
     for kimg, expected in ((0, 8.0), (599, 8.0), (600, 8.0), (900, 7.5), (1200, 7.0), (1500, 7.0),
                            (2100, 6.5), (9000, 1.0), (9300, 0.5), (9600, 0.0), (20000, 0.0)):
         assert compute_lod(kimg, 1024, 4, 600, 600) == pytest.approx(expected), kimg
-    config = resolve_config("celebahq-1024")          # 800/800, minibatch 16 then 14/6/3
+    config = resolve_config("celebahq-1024-v1")       # the paper's: 800/800, minibatch 16 then 14/6/3
     phase = training_phase(config, 800 + 400)          # halfway through fading in 8x8
     assert (phase.lod, phase.resolution, phase.fade_weight) == (pytest.approx(7.5), 8, pytest.approx(0.5))
     assert training_phase(config, 0).minibatch == 16
@@ -278,8 +278,9 @@ def test_bad_data_gives_clear_errors(tmp_path, real_photos):
     mixed = tmp_path / "mixed"
     write_images(mixed, real_photos[:3])
     write_images(mixed / "small", real_photos[:2, :64, :64])
-    with pytest.raises(SourceError, match="differs"):
+    with pytest.raises(SourceError, match="differ") as error:
         TrainingData(mixed, 16).next_batch(5, 16)
+    assert "small/0000.png" in str(error.value) and "has no --skip-bad" in str(error.value)
     with pytest.raises(UserError, match="smaller than the configured resolution"):
         TrainingData(EXAMPLES / "real", 256)
     result = CliRunner().invoke(progan_main, ["train", "--data", str(tmp_path / "npot"), "--out",
