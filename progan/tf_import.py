@@ -187,20 +187,29 @@ def config_from_networks(G: TFNetwork, D: TFNetwork, Gs: TFNetwork, path="<pickl
     _check_network(D, "D_paper", D_REQUIREMENTS, path)
     if G.kwargs != Gs.kwargs:
         raise UserError(f"{path}: G and Gs were built with different arguments")
-    g, d = G.kwargs, D.kwargs
+    try:
+        values = _config_values(G.kwargs, D.kwargs)
+    except (KeyError, TypeError, ValueError) as error:
+        raise UserError(f"{path}: unusable build arguments ({type(error).__name__}: {error})") from None
+    try:
+        return TrainingConfig.from_dict(values)
+    except UserError as error:
+        raise UserError(f"{path}: {error}") from None
+
+
+def _config_values(g: dict, d: dict) -> dict:
+    """G's and D's build arguments (defaults applied) -> TrainingConfig values."""
     for key in ("resolution", "fmap_max", "use_wscale"):
         if g.get(key) != d.get(key):
-            raise UserError(f"{path}: G and D differ in {key} ({g.get(key)!r} vs {d.get(key)!r}); this toolkit "
-                            "shares it")
+            raise ValueError(f"G and D differ in {key} ({g.get(key)!r} vs {d.get(key)!r}); this toolkit shares it")
     nf0 = min(int(g["fmap_base"]), int(g["fmap_max"]))
-    values = {"resolution": int(g["resolution"]), "latent_size": int(g.get("latent_size") or nf0),
-              "normalize_latents": bool(g["normalize_latents"]), "fmap_base": int(g["fmap_base"]),
-              "D_fmap_base": None if d["fmap_base"] == g["fmap_base"] else int(d["fmap_base"]),
-              "fmap_max": int(g["fmap_max"]), "use_wscale": bool(g["use_wscale"]),
-              "G_norm": "pixel" if g["use_pixelnorm"] else "none",
-              "G_activation": "lrelu" if g["use_leakyrelu"] else "relu",
-              "mbstd_group_size": max(int(d["mbstd_group_size"]), 0), "fused_scale": bool(d["fused_scale"])}
-    return TrainingConfig.from_dict(values)
+    return {"resolution": int(g["resolution"]), "latent_size": int(g.get("latent_size") or nf0),
+            "normalize_latents": bool(g["normalize_latents"]), "fmap_base": int(g["fmap_base"]),
+            "D_fmap_base": None if d["fmap_base"] == g["fmap_base"] else int(d["fmap_base"]),
+            "fmap_max": int(g["fmap_max"]), "use_wscale": bool(g["use_wscale"]),
+            "G_norm": "pixel" if g["use_pixelnorm"] else "none",
+            "G_activation": "lrelu" if g["use_leakyrelu"] else "relu",
+            "mbstd_group_size": max(int(d["mbstd_group_size"]), 0), "fused_scale": bool(d["fused_scale"])}
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -301,7 +310,11 @@ class ImportResult:
 
 
 def _load_into(module: torch.nn.Module, state: dict[str, torch.Tensor], what: str, path) -> dict:
-    missing, unexpected = module.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = module.load_state_dict(state, strict=False)
+    except RuntimeError as error:  # shapes that do not fit the build arguments
+        reason = str(error).splitlines()[1].strip() if "\n" in str(error) else str(error)
+        raise UserError(f"{path}: {what} does not fit its build arguments ({reason})") from None
     if missing or unexpected:
         raise UserError(f"{path}: {what} does not fit our network (missing {missing[:3]}, unexpected "
                         f"{unexpected[:3]})")
@@ -313,11 +326,12 @@ def import_pickle(pickle_path: str | os.PathLike, out_path: str | os.PathLike) -
     (atomically); the written file is read back through `load_checkpoint`'s checks."""
     G_tf, D_tf, Gs_tf = read_network_pickle(pickle_path)
     config = config_from_networks(G_tf, D_tf, Gs_tf, pickle_path)
+    weights = {"G": generator_state(G_tf, config, pickle_path), "D": discriminator_state(D_tf, config, pickle_path),
+               "Gs": generator_state(Gs_tf, config, pickle_path)}  # every variable found before building networks
     G, D, G_ema = Generator(config), Discriminator(config), Generator(config)
     state = {"config": config.to_dict(), "imported_from": Path(pickle_path).name,
-             "G": _load_into(G, generator_state(G_tf, config, pickle_path), "G", pickle_path),
-             "D": _load_into(D, discriminator_state(D_tf, config, pickle_path), "D", pickle_path),
-             "G_ema": _load_into(G_ema, generator_state(Gs_tf, config, pickle_path), "Gs", pickle_path)}
+             "G": _load_into(G, weights["G"], "G", pickle_path), "D": _load_into(D, weights["D"], "D", pickle_path),
+             "G_ema": _load_into(G_ema, weights["Gs"], "Gs", pickle_path)}
     state["lod"] = float(G_ema.lod)
     save_checkpoint(out_path, state)
     load_checkpoint(out_path)

@@ -372,6 +372,11 @@ def test_unsupported_networks_are_refused(tmp_path, monkeypatch):
     write_release_pickle(tmp_path / "net.pkl", monkeypatch, extra_kwargs={"label_size": 10})
     with pytest.raises(UserError, match="label_size = 10"):
         import_pickle(tmp_path / "net.pkl", tmp_path / "net.pt")
+    for kwargs, message in [({"resolution": 64}, "has no variable 64x64/"), ({"resolution": "abc"}, "unusable"),
+                            ({"resolution": 48}, "not a power of two"), ({"fmap_max": 64}, "does not fit its build")]:
+        write_release_pickle(tmp_path / "net.pkl", monkeypatch, extra_kwargs=kwargs)
+        with pytest.raises(UserError, match=message):
+            import_pickle(tmp_path / "net.pkl", tmp_path / "net.pt")
     (tmp_path / "list.pkl").write_bytes(pickle.dumps([np.zeros(3)]))
     with pytest.raises(UserError, match="tuple of three tfutil.Network"):
         import_pickle(tmp_path / "list.pkl", tmp_path / "net.pt")
