@@ -38,6 +38,7 @@ from .configs import TrainingConfig
 from .networks import Discriminator, Generator, count_parameters
 
 NETWORK_CLASS = ("tfutil", "Network")
+THEANO_NETWORK_CLASS = ("network", "Network")  # the Theano code's pickles (legacy.py's LegacyUnpickler maps them)
 
 
 class NetworkRecord:
@@ -75,6 +76,9 @@ class NetworkUnpickler(pickle.Unpickler):
     ALLOWED = _allowed_globals()
 
     def find_class(self, module: str, name: str):
+        if (module, name) == THEANO_NETWORK_CLASS:
+            raise pickle.UnpicklingError("a Theano-era network (network.Network): convert it once with the "
+                                         "original's misc.load_pkl and pickle.dump, then import that")
         try:
             return self.ALLOWED[(module, name)]
         except KeyError:
@@ -111,7 +115,7 @@ def read_network_pickle(path: str | os.PathLike) -> tuple[TFNetwork, TFNetwork, 
 def _network(state, path) -> TFNetwork:
     if not isinstance(state, dict) or state.get("version") != 2:
         raise UserError(f"{path}: a tfutil.Network of an unsupported format (expected version 2, as tfutil.py "
-                        "writes; Theano-era pickles: load them once with the original's misc.load_pkl and save)")
+                        "writes)")
     try:
         static_kwargs = dict(state["static_kwargs"])
         variables = {str(name): np.asarray(value) for name, value in state["variables"]}

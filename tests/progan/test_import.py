@@ -380,6 +380,9 @@ def test_unsupported_networks_are_refused(tmp_path, monkeypatch):
     (tmp_path / "list.pkl").write_bytes(pickle.dumps([np.zeros(3)]))
     with pytest.raises(UserError, match="tuple of three tfutil.Network"):
         import_pickle(tmp_path / "list.pkl", tmp_path / "net.pt")
+    (tmp_path / "theano.pkl").write_bytes(b"\x80\x02cnetwork\nNetwork\n)\x81}b.")
+    with pytest.raises(UserError, match="Theano-era network .* misc.load_pkl"):
+        import_pickle(tmp_path / "theano.pkl", tmp_path / "net.pt")
     (tmp_path / "torn.pkl").write_bytes((tmp_path / "net.pkl").read_bytes()[:500])
     with pytest.raises(UserError, match="not a readable network pickle"):
         import_pickle(tmp_path / "torn.pkl", tmp_path / "net.pt")
