@@ -75,12 +75,17 @@ def luminance(images: torch.Tensor) -> torch.Tensor:
 
 def power_spectrum(luma: torch.Tensor) -> torch.Tensor:
     """float [N, H, W] -> float32 [N, H, W//2+1] power spectral density (grey levels²) of the Hann-windowed,
-    mean-removed images, on the rfft2 half plane (white noise of variance v reads v at every frequency)."""
+    mean-removed images, on the rfft2 half plane (white noise of variance v reads v at every frequency).
+
+    Each image's result is independent of the batch it is in, bit for bit (on a CPU): the mean is summed one image
+    at a time (a batched float32 sum changes its order with the batch), so a build's scores equal `celebahq
+    rank`'s and the selection is the same whichever way the images were grouped."""
     height, width = luma.shape[-2:]
     window = (torch.hann_window(height, periodic=False, device=luma.device)[:, None]
               * torch.hann_window(width, periodic=False, device=luma.device)[None, :])
     windowed = luma * window
-    mean = windowed.sum((-2, -1), keepdim=True) / window.sum()
+    sums = torch.stack([image.sum() for image in windowed.reshape(-1, height, width)])
+    mean = sums.reshape(*luma.shape[:-2], 1, 1) / window.sum()
     spectrum = torch.fft.rfft2(windowed.addcmul_(mean, window, value=-1))  # (luma - mean) · window
     return (spectrum.real.square() + spectrum.imag.square()) / window.square().sum()
 

@@ -3,15 +3,20 @@
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import zipfile
 
 import h5py
 import numpy as np
 import pytest
+from click.testing import CliRunner
 from conftest import write_images
 
+from celebahq.cli import main
 from celebahq.export import box_pyramid, export_hdf5, export_zip, selected_images
-from celebahq.manifest import MANIFEST_NAME, ManifestWriter, read_manifest
+from celebahq.manifest import MANIFEST_NAME, ManifestWriter, load_manifest, read_manifest
 from gancore.errors import UserError
 from gancore.sources import ImageStream
 
@@ -53,7 +58,9 @@ def test_hdf5_export_reads_back_through_ganeval(tmp_path):
     rng = np.random.default_rng(1)
     images = rng.integers(0, 256, (5, 32, 32, 3), dtype=np.uint8)
     out = fake_build(tmp_path, images)
-    path = export_hdf5(out, tmp_path / "data.h5", progress=False, batch_size=2)
+    result = export_hdf5(out, tmp_path / "data.h5", progress=False, batch_size=2)
+    path = result.path
+    assert result.images == 5 and result.manifest == "read 6 manifest records, skipped 0 damaged lines"
     with h5py.File(path) as file:
         assert sorted(file) == ["data16x16", "data32x32", "data4x4", "data8x8"]
         assert file["data32x32"].shape == (5, 3, 32, 32) and file["data32x32"].chunks == (1, 3, 32, 32)
@@ -70,7 +77,7 @@ def test_zip_export_is_an_image_folder_dataset(tmp_path):
     rng = np.random.default_rng(2)
     images = rng.integers(0, 256, (3, 8, 8, 3), dtype=np.uint8)
     out = fake_build(tmp_path, images)
-    path = export_zip(out, tmp_path / "data.zip", progress=False)
+    path = export_zip(out, tmp_path / "data.zip", progress=False).path
     with zipfile.ZipFile(path) as archive:
         assert json.loads(archive.read("dataset.json")) == {"labels": None}
         assert archive.namelist()[:3] == ["00000/img00000000.png", "00000/img00000001.png",
@@ -85,3 +92,70 @@ def test_failed_export_leaves_no_file(tmp_path):
     with pytest.raises(UserError, match="power-of-two"):
         export_hdf5(out, tmp_path / "data.h5", progress=False)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["build"]
+
+
+def test_a_damaged_middle_line_is_reported_and_later_records_kept(tmp_path):
+    rng = np.random.default_rng(4)
+    out = fake_build(tmp_path, rng.integers(0, 256, (4, 8, 8, 3), dtype=np.uint8))
+    lines = (out / MANIFEST_NAME).read_text().splitlines(keepends=True)
+    lines[1] = '{"source": "src1.jpg", "stat\x00\x00garbage\n'  # a damaged line in the middle
+    (out / MANIFEST_NAME).write_text("".join(lines) + '{"source": "torn')
+    loaded = load_manifest(out)
+    assert [r["source"] for r in loaded.records] == ["src0.jpg", "src2.jpg", "src3.jpg", "bad.jpg"]
+    assert [number for number, _ in loaded.damaged] == [2] and loaded.torn
+    assert "damaged line 2 skipped" in loaded.describe_damage()
+    result = export_zip(out, tmp_path / "data.zip", progress=False)
+    assert result.images == 3 and result.manifest.startswith("read 4 manifest records, skipped 1 damaged lines")
+    with ManifestWriter(out) as manifest:  # the torn tail is cut, the damaged line stays (and stays reported)
+        manifest.append({"source": "new.jpg", "status": "skipped", "reason": "x"})
+    again = load_manifest(out)
+    assert [r["source"] for r in again.records][-2:] == ["bad.jpg", "new.jpg"] and not again.torn
+    assert [number for number, _ in again.damaged] == [2]
+
+
+def test_a_stale_partial_of_a_killed_export_is_removed(tmp_path):
+    rng = np.random.default_rng(5)
+    out = fake_build(tmp_path, rng.integers(0, 256, (2, 8, 8, 3), dtype=np.uint8))
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    stale = tmp_path / f".data.zip.{int(dead.stdout)}.abcd1234.partial"
+    stale.write_bytes(b"half a zip")
+    live = tmp_path / f".data.zip.{os.getpid()}.abcd1234.partial"  # an export still running: kept
+    live.write_bytes(b"")
+    export_zip(out, tmp_path / "data.zip", progress=False)
+    assert not stale.exists() and live.exists()
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 200 KiB tmpfs (root only; skipped where mounting is not permitted)."""
+    mount = tmp_path / "tiny"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=200k", "tmpfs", str(mount)], capture_output=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip() or done.returncode}")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def test_hdf5_export_onto_a_full_disk_is_one_error_line(tmp_path, tiny_disk):
+    rng = np.random.default_rng(6)
+    out = fake_build(tmp_path, rng.integers(0, 256, (40, 64, 64, 3), dtype=np.uint8))
+    # in a child process: before the fix the HDF5 library crashed the interpreter at exit (exit 139)
+    for flag, name in (("--h5", "data.h5"), ("--zip", "data.zip")):
+        done = subprocess.run([sys.executable, "-m", "celebahq.cli", "export", str(out), flag,
+                               str(tiny_disk / name), "--quiet"], capture_output=True, text=True, timeout=120)
+        assert done.returncode == 2, (done.returncode, done.stderr)
+        assert done.stderr.strip().splitlines() == [f"error: {tiny_disk / name}: No space left on device"]
+        assert list(tiny_disk.iterdir()) == []
+
+
+def test_export_to_a_folder_that_cannot_be_written_fails_before_the_work(tmp_path):
+    rng = np.random.default_rng(7)
+    out = fake_build(tmp_path, rng.integers(0, 256, (2, 8, 8, 3), dtype=np.uint8))
+    blocker = tmp_path / "file"
+    blocker.write_text("x")  # a path under a regular file: not writable even for root
+    runner = CliRunner()
+    result = runner.invoke(main, ["export", str(out), "--h5", str(blocker / "data.h5"), "--quiet"])
+    assert result.exit_code == 2 and result.stderr.startswith("error: ") and len(result.stderr.splitlines()) == 1
+    folder = runner.invoke(main, ["export", str(out), "--zip", str(tmp_path), "--quiet"])
+    assert folder.exit_code == 2 and "is a directory" in folder.stderr  # click refuses it
