@@ -1,0 +1,275 @@
+"""The original `create_celebahq` pre-delta render, bit for bit: Pillow 3.1.1's resampling and numpy 1.x float32
+arithmetic, re-implemented in numpy (current Pillow and numpy 2 give other bits).
+
+NVIDIA's CelebA-HQ deltas are differences against images made with Pillow 3.1.1 on numpy 1.x. Three things moved
+since then, each written here from the original sources:
+
+* `resize_antialias`: Pillow 3.1.1 `libImaging/Resample.c` (`ImagingResample`): a horizontal pass, a transpose, the
+  same pass again; float32 filter weights (support 3 × max(in/out, 1), normalised by their float32 sum), each
+  output accumulated in float32 from 0.5 in tap order, then truncated to uint8 (so: round half up) after each
+  pass. Pillow ≥ 4 computes the weights in double and accumulates integers.
+* `transform_quad_bilinear`: Pillow 3.1.1 `libImaging/Geometry.c` (`quad_transform`, `bilinear_filter32RGB`):
+  output pixel (x, y) samples the source at a0 + a1·x + a2·y + a3·x·y (pixel corners, in double; Pillow ≥ 4 adds
+  0.5 to x and y), black outside [0, W) × [0, H), bilinear between pixel centres with the edge pixel repeated,
+  truncated to uint8. `quad_data` is `Image.__transformer`'s QUAD coefficients as numpy 1.x computed them from
+  the original's float32 corners (differences in float32, the products in double).
+* `legacy_plan`: the original's crop arithmetic with numpy 1.x's promotion rules: landmarks and the quad in float32,
+  a float32 scalar times a Python number in float64 (NEP 50 made that float32 in numpy 2), float32 arrays times a
+  float64 scalar in float32.
+
+The padding step (reflect, blur, fade to the median) is numpy/scipy code in the original too and is shared with
+the reference renderer (`celebahq.render.pad_with_blur`). `render_legacy` chains the steps; tests compare each
+function with hand-worked cases and with md5s of Pillow 3.1.1 itself (built from its sdist under Python 3.6).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+
+from celebahq.render import pad_with_blur
+
+_F32 = np.float32
+
+
+def _f32(value: float) -> float:
+    """Round a Python float to float32 (a C `float` store) and return it as a Python float."""
+    return float(_F32(value))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Resample.c (Pillow 3.1.1): ANTIALIAS = LANCZOS, support 3
+
+
+def _sinc(x: float) -> float:
+    """`sinc_filter(float x)`: x = (float)(x·π); return (float)(sin(x) / x)."""
+    if x == 0.0:
+        return 1.0
+    x = _f32(x * math.pi)
+    return _f32(math.sin(x) / x)
+
+
+def _lanczos(x: float) -> float:
+    """`lanczos_filter(float x)`, every intermediate a C float."""
+    if -3.0 <= x < 3.0:
+        return _f32(_sinc(x) * _sinc(_f32(x / 3.0)))
+    return 0.0
+
+
+@lru_cache(maxsize=64)
+def resample_coefficients(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """Pillow 3.1.1's LANCZOS weights for one axis: (first input index int64 [out], weights float32 [out, kmax]).
+
+    Output o reads inputs first[o] + t for t < kmax with weights[o, t] (0 past the window's clipped end).
+    """
+    scale = _f32(_f32(in_size) / _f32(out_size))
+    filterscale = max(scale, 1.0)
+    support = _f32(3.0 * filterscale)
+    kmax = int(math.ceil(support)) * 2 + 1
+    ss = _f32(1.0 / filterscale)
+    first = np.zeros(out_size, dtype=np.int64)
+    weights = np.zeros((out_size, kmax), dtype=np.float32)
+    for out in range(out_size):
+        center = _f32((out + 0.5) * scale)
+        xmin = max(int(math.floor(_f32(center - support))), 0)
+        xmax = min(int(math.ceil(_f32(center + support))), in_size)
+        taps = [_f32(_lanczos(_f32((_f32(x - center) + 0.5) * ss)) * ss) for x in range(xmin, xmax)]
+        total = _F32(0.0)
+        for w in taps:
+            total = _F32(total + _F32(w))
+        if total != 0.0:
+            taps = [_F32(w) / total for w in taps]
+        first[out] = xmin
+        weights[out, :len(taps)] = taps
+    return first, weights
+
+
+def _resample_rows(image: np.ndarray, out_width: int) -> np.ndarray:
+    """`ImagingResampleHorizontal` on uint8 [H, W, C] -> uint8 [H, out_width, C]."""
+    in_width = image.shape[1]
+    first, weights = resample_coefficients(in_width, out_width)
+    acc = np.full((image.shape[0], out_width, image.shape[2]), 0.5, dtype=np.float32)
+    for tap in range(weights.shape[1]):
+        index = np.minimum(first + tap, in_width - 1)  # past the window the weight is 0: any pixel will do
+        acc += image[:, index, :].astype(np.float32) * weights[None, :, tap, None]
+    return np.clip(acc, 0.0, 255.0).astype(np.uint8)  # clip8: (int) truncation toward zero, then 0..255
+
+
+def resize_antialias(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Pillow 3.1.1 `Image.resize(size, ANTIALIAS)` of uint8 HWC (RGB) -> uint8 [size[1], size[0], C].
+
+    Same size returns a copy (3.1.1 returns the image unchanged); otherwise both passes always run."""
+    image = np.ascontiguousarray(image)
+    width, height = (int(v) for v in size)
+    if (width, height) == (image.shape[1], image.shape[0]):
+        return image.copy()
+    rows = _resample_rows(image, width)
+    return np.ascontiguousarray(_resample_rows(rows.transpose(1, 0, 2), height).transpose(1, 0, 2))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Geometry.c (Pillow 3.1.1): transform(QUAD, BILINEAR)
+
+
+def quad_data(corners: np.ndarray, width: int, height: int) -> tuple[float, ...]:
+    """`Image.__transformer`'s 8 QUAD coefficients as Pillow 3.1.1 computed them from the original's data.
+
+    corners: float32 [4, 2] NW, SW, SE, NE (the original's `quad + 0.5`); width, height: the output size.
+    The corners are numpy float32 scalars there, so differences are float32 and `* As` (a Python float) double.
+    """
+    nw, sw, se, ne = np.asarray(corners, dtype=np.float32).reshape(4, 2)
+    x0, y0 = nw
+    as_, at = 1.0 / width, 1.0 / height
+    return (float(x0), float(ne[0] - x0) * as_, float(sw[0] - x0) * at, float(se[0] - sw[0] - ne[0] + x0) * as_ * at,
+            float(y0), float(ne[1] - y0) * as_, float(sw[1] - y0) * at, float(se[1] - sw[1] - ne[1] + y0) * as_ * at)
+
+
+def _bilinear_rows(image: np.ndarray, xin: np.ndarray, yin: np.ndarray) -> np.ndarray:
+    """`bilinear_filter32RGB` at source coordinates xin, yin (float64 [h, w]) -> uint8 [h, w, C]."""
+    height, width = image.shape[:2]
+    inside = (xin >= 0.0) & (xin < width) & (yin >= 0.0) & (yin < height)
+    xin, yin = xin - 0.5, yin - 0.5
+    x, y = np.floor(xin), np.floor(yin)
+    dx, dy = (xin - x)[..., None], (yin - y)[..., None]
+    x, y = x.astype(np.int64), y.astype(np.int64)
+    x0, x1 = np.clip(x, 0, width - 1), np.clip(x + 1, 0, width - 1)
+    row0 = np.clip(y, 0, height - 1)
+    has_row1 = (y + 1 >= 0) & (y + 1 < height)
+    row1 = np.where(has_row1, y + 1, row0)
+
+    def along_x(row: np.ndarray) -> np.ndarray:
+        a = image[row, x0].astype(np.float64)
+        return a + (image[row, x1].astype(np.float64) - a) * dx
+
+    v1 = along_x(row0)
+    v2 = np.where(has_row1[..., None], along_x(row1), v1)
+    v = v1 + (v2 - v1) * dy
+    return np.where(inside[..., None], v, 0.0).astype(np.uint8)  # (UINT8) v: truncation; fill 0 outside
+
+
+def transform_quad_bilinear(image: np.ndarray, size: tuple[int, int], data: tuple[float, ...],
+                            rows_per_block: int = 256) -> np.ndarray:
+    """Pillow 3.1.1 `Image.transform(size, QUAD, …, BILINEAR)` of uint8 HWC with the coefficients of `quad_data`.
+
+    Returns uint8 [size[1], size[0], C]; computed in blocks of rows (bounded memory at 4096²)."""
+    image = np.ascontiguousarray(image)
+    width, height = (int(v) for v in size)
+    a0, a1, a2, a3, a4, a5, a6, a7 = (float(v) for v in data)
+    out = np.empty((height, width, image.shape[2]), dtype=np.uint8)
+    x = np.arange(width, dtype=np.float64)[None, :]
+    for top in range(0, height, rows_per_block):
+        y = np.arange(top, min(top + rows_per_block, height), dtype=np.float64)[:, None]
+        xin = a0 + a1 * x + a2 * y + a3 * x * y  # C's left-to-right order: ((a0 + a1x) + a2y) + (a3x)y
+        yin = a4 + a5 * x + a6 * y + a7 * x * y
+        out[top:top + len(y)] = _bilinear_rows(image, xin, yin)
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The original's crop arithmetic (numpy 1.x, float32 landmarks)
+
+
+@dataclass(frozen=True)
+class LegacyPlan:
+    """The original `process_func`'s decisions for one photo, in its own number types.
+
+    quad: float32 [4, 2] NW, SW, SE, NE in the pixels of the image that is finally transformed; shrunk_size,
+    cropped (left, top, right, bottom) or None when the crop is the whole image, pad (left, top, right, bottom) or
+    None; blur_sigma in upscaled pixels; resolution R (the original: 1024, rendered at 4R then resized to R).
+    """
+
+    quad: np.ndarray
+    shrink: int
+    shrunk_size: tuple[int, int]
+    crop: tuple[int, int, int, int] | None
+    superres: int
+    pad: tuple[int, int, int, int] | None
+    blur_sigma: float
+    resolution: int
+
+
+def _rot90(v: np.ndarray) -> np.ndarray:
+    return np.array([-v[1], v[0]], dtype=np.float32)
+
+
+def _oriented_quad(lm: np.ndarray) -> tuple[np.ndarray, float]:
+    """Float32 quad [4, 2] and the float64 half-side product the original computes (its `np.hypot(*x) * 2`)."""
+    eye_avg = (lm[0] + lm[1]) * _F32(0.5) + _F32(0.5)
+    mouth_avg = (lm[3] + lm[4]) * _F32(0.5) + _F32(0.5)
+    eye_to_eye = lm[1] - lm[0]
+    eye_to_mouth = mouth_avg - eye_avg
+    x = eye_to_eye - _rot90(eye_to_mouth)
+    x = x / np.hypot(x[0], x[1])  # float32 / float32 scalar
+    # numpy 1.x: float32 scalar * Python float -> float64; the float32 array * float64 scalar -> float32 loop.
+    half = max(float(np.hypot(*eye_to_eye)) * 2.0, float(np.hypot(*eye_to_mouth)) * 1.8)
+    x = x * _F32(half)
+    y = _rot90(x)
+    c = eye_avg + eye_to_mouth * _F32(0.1)
+    quad = np.stack([c - x - y, c - x + y, c + x + y, c + x - y]).astype(np.float32)
+    return quad, float(np.hypot(x[0], x[1])) * 2
+
+
+def legacy_plan(landmarks, image_size: tuple[int, int], resolution: int = 1024) -> LegacyPlan:
+    """The original crop decisions for CelebA's 5 landmarks [5, 2] (parsed to float32 as the original does) on a
+    (W, H) photo. `resolution` replaces the original's 1024 (its 4096 becomes 4R); only 1024 is the official one."""
+    lm = np.asarray(landmarks, dtype=np.float32).reshape(5, 2)
+    width, height = (int(v) for v in image_size)
+    quad, side = _oriented_quad(lm)
+    zoom = resolution / side
+    shrink = int(np.floor(0.5 / zoom))
+    size = (width, height)
+    if shrink > 1:
+        size = (int(np.round(float(width) / shrink)), int(np.round(float(height) / shrink)))
+        quad = (quad / _F32(shrink)).astype(np.float32)
+        zoom *= shrink
+    shrunk_size = size
+    border = max(int(np.round(resolution * 0.1 / zoom)), 3)
+    crop = (int(np.floor(min(quad[:, 0]))), int(np.floor(min(quad[:, 1]))),
+            int(np.ceil(max(quad[:, 0]))), int(np.ceil(max(quad[:, 1]))))
+    crop = (max(crop[0] - border, 0), max(crop[1] - border, 0), min(crop[2] + border, size[0]),
+            min(crop[3] + border, size[1]))
+    if crop[2] - crop[0] < size[0] or crop[3] - crop[1] < size[1]:
+        size = (crop[2] - crop[0], crop[3] - crop[1])
+        quad = (quad - np.array(crop[:2], dtype=np.float64)).astype(np.float32)
+    else:
+        crop = None
+    superres = int(np.exp2(np.ceil(np.log2(zoom))))
+    if superres > 1:
+        size = (size[0] * superres, size[1] * superres)
+        quad = (quad * _F32(superres)).astype(np.float32)
+        zoom /= superres
+    pad = (int(np.floor(min(quad[:, 0]))), int(np.floor(min(quad[:, 1]))),
+           int(np.ceil(max(quad[:, 0]))), int(np.ceil(max(quad[:, 1]))))
+    pad = (max(-pad[0] + border, 0), max(-pad[1] + border, 0), max(pad[2] - size[0] + border, 0),
+           max(pad[3] - size[1] + border, 0))
+    if max(pad) > border - 4:
+        pad = tuple(int(p) for p in np.maximum(pad, int(np.round(resolution * 0.3 / zoom))))
+        quad = (quad + np.array(pad[:2], dtype=np.float64)).astype(np.float32)
+    else:
+        pad = None
+    return LegacyPlan(quad=quad, shrink=max(shrink, 1), shrunk_size=shrunk_size, crop=crop,
+                      superres=max(superres, 1), pad=pad, blur_sigma=resolution * 0.02 / zoom,
+                      resolution=int(resolution))
+
+
+def render_legacy(image: np.ndarray, landmarks, resolution: int = 1024) -> np.ndarray:
+    """The original's pre-delta image: uint8 HWC RGB photo + 5 landmarks -> uint8 [R, R, 3] (the original stores
+    it transposed to CHW before hashing: `image.transpose(2, 0, 1)`)."""
+    image = np.ascontiguousarray(image)
+    plan = legacy_plan(landmarks, (image.shape[1], image.shape[0]), resolution)
+    if plan.shrink > 1:
+        image = resize_antialias(image, plan.shrunk_size)
+    if plan.crop is not None:
+        left, top, right, bottom = plan.crop
+        image = image[top:bottom, left:right]
+    if plan.superres > 1:
+        image = resize_antialias(image, (image.shape[1] * plan.superres, image.shape[0] * plan.superres))
+    if plan.pad is not None:
+        padded = pad_with_blur(image.astype(np.float32), plan.pad, plan.blur_sigma)
+        image = np.uint8(np.clip(np.round(padded), 0, 255))
+    size = 4 * plan.resolution
+    image = transform_quad_bilinear(image, (size, size), quad_data(plan.quad + _F32(0.5), size, size))
+    return resize_antialias(image, (plan.resolution, plan.resolution))
