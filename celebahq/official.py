@@ -1,0 +1,529 @@
+"""The official CelebA-HQ from NVIDIA's released deltas (`celebahq official`, `verify`, `check-decoder`).
+
+The release (the original `dataset_tool.py create_celebahq`) ships, for each of the 30,000 images, an encrypted
+difference between the final image and a "pre-delta" image that anyone with CelebA can compute:
+
+* `image_list.txt`: a header `idx orig_idx orig_file proc_md5 final_md5`, then one row per image.
+* row `idx`: the pre-delta image is the crop recipe on `img_celeba/<orig_file>` with landmark row `orig_idx` of
+  `Anno/list_landmarks_celeba.txt` (float32), 1024², uint8 **CHW**; md5 of its bytes = `proc_md5`.
+* its delta is member `delta%05d.dat % idx` of `deltas%05d.zip % (idx - idx % 1000)`: Fernet-encrypted with the key
+  urlsafe_b64(PBKDF2-HMAC-SHA256(password = the raw JPEG file, salt = orig_file, 100,000 iterations, 32 bytes)),
+  bz2-compressed, uint8 (3, 1024, 1024). final = (pre-delta + delta) mod 256, md5 of its CHW bytes = `final_md5`.
+
+`build_official` renders each row's pre-delta image (`legacy=True`: Pillow 3.1.1 and numpy 1.x bit for bit,
+`celebahq.legacy_pillow`; `legacy=False`: the current-Pillow reference renderer, to within a grey level), applies
+the delta and writes `OUT/images/imgHQ%05d.png` (HWC RGB), one manifest line per row saying whether `proc_md5` and
+`final_md5` matched, and `OUT/report.json`. A pre-delta image that differs still gives an image: the official
+pixels plus our difference. Resumable (finished rows are kept), parallel (worker processes), one writer per folder.
+"""
+
+from __future__ import annotations
+
+import base64
+import bz2
+import hashlib
+import json
+import multiprocessing
+import os
+import time
+import zipfile
+from concurrent.futures import FIRST_COMPLETED, ProcessPoolExecutor, wait
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from gancore.errors import UserError
+from gancore.imagefiles import write_png
+from gancore.locking import FolderLock
+from gancore.runtime import atomic_output, progress_bar
+from gancore.sources import BadImage, decode_image
+
+from .landmarks import read_celeba_landmarks
+from .manifest import ManifestWriter, latest_records, read_all_manifests, write_manifest
+
+HEADER = ("idx", "orig_idx", "orig_file", "proc_md5", "final_md5")
+OFFICIAL_ROWS = 30000
+OFFICIAL_RESOLUTION = 1024
+PBKDF2_ITERATIONS = 100_000
+#: md5 of img_celeba/000001.jpg decoded to HWC uint8 by libjpeg 8d (the original's decoder check).
+DECODER_MD5 = "9cad8178d6cb0196b36f7b34bc5eb6d3"
+LANDMARK_FILE = Path("Anno") / "list_landmarks_celeba.txt"
+IMAGES_DIR = "img_celeba"
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The release's files
+
+
+@dataclass(frozen=True)
+class DeltaRow:
+    """One row of image_list.txt: CelebA-HQ image `idx` comes from CelebA file `orig_file`, landmark row
+    `orig_idx`; md5s (hex) of the pre-delta and final uint8 CHW bytes."""
+
+    idx: int
+    orig_idx: int
+    orig_file: str
+    proc_md5: str
+    final_md5: str
+
+    @property
+    def zip_name(self) -> str:
+        return f"deltas{self.idx - self.idx % 1000:05d}.zip"
+
+    @property
+    def member(self) -> str:
+        return f"delta{self.idx:05d}.dat"
+
+    @property
+    def name(self) -> str:
+        return f"imgHQ{self.idx:05d}"
+
+    @property
+    def output(self) -> str:
+        return f"images/{self.name}.png"
+
+
+def _parse_row(fields: list[str], where: str) -> DeltaRow:
+    if len(fields) != len(HEADER):
+        raise UserError(f"{where}: expected {len(HEADER)} fields ({' '.join(HEADER)}), found {len(fields)}")
+    try:
+        idx, orig_idx = int(fields[0]), int(fields[1])
+    except ValueError:
+        raise UserError(f"{where}: idx and orig_idx must be integers, found {fields[0]!r} {fields[1]!r}") from None
+    for column, value in zip(HEADER[3:], fields[3:]):
+        if len(value) != 32 or any(c not in "0123456789abcdef" for c in value.lower()):
+            raise UserError(f"{where}: {column} {value!r} is not an md5 (32 hex digits)")
+    if not fields[2].isascii() or "/" in fields[2] or fields[2].startswith("."):
+        raise UserError(f"{where}: orig_file {fields[2]!r} is not a plain CelebA file name")
+    return DeltaRow(idx, orig_idx, fields[2], fields[3].lower(), fields[4].lower())
+
+
+def read_image_list(path: str | os.PathLike) -> list[DeltaRow]:
+    """Parse the release's image_list.txt; row i must have idx i (the original indexes its columns by idx)."""
+    path = Path(path)
+    try:
+        lines = path.read_text(encoding="ascii").splitlines()
+    except FileNotFoundError:
+        raise UserError(f"{path}: not found (the deltas folder holds image_list.txt and deltas*.zip)") from None
+    except UnicodeDecodeError as error:
+        raise UserError(f"{path}: not a text file ({error.reason} at byte {error.start})") from None
+    if not lines or tuple(lines[0].split()) != HEADER:
+        raise UserError(f"{path}, line 1: expected the header {' '.join(HEADER)!r}")
+    rows = []
+    for number, line in enumerate(lines[1:], start=2):
+        if not line.strip():
+            continue
+        row = _parse_row(line.split(), f"{path}, line {number}")
+        if row.idx != len(rows):
+            raise UserError(f"{path}, line {number}: idx {row.idx}, expected {len(rows)} (rows in idx order)")
+        rows.append(row)
+    if not rows:
+        raise UserError(f"{path}: no rows after the header")
+    return rows
+
+
+def check_deltas(deltas: str | os.PathLike, rows: list[DeltaRow]) -> None:
+    """Before any work: every zip the rows need opens and holds its members; UserError naming the first that
+    does not (a missing or truncated zip, a missing member)."""
+    deltas = Path(deltas)
+    needed: dict[str, list[DeltaRow]] = {}
+    for row in rows:
+        needed.setdefault(row.zip_name, []).append(row)
+    for zip_name, members in needed.items():
+        path = deltas / zip_name
+        if not path.is_file():
+            raise UserError(f"{path}: missing (rows {members[0].idx}–{members[-1].idx} need it)")
+        try:
+            with zipfile.ZipFile(path) as archive:
+                names = set(archive.namelist())
+        except (zipfile.BadZipFile, OSError) as error:
+            raise UserError(f"{path}: not a readable zip, truncated or damaged ({error})") from None
+        missing = [row.member for row in members if row.member not in names]
+        if missing:
+            raise UserError(f"{path}: member {missing[0]} missing ({len(missing)} of {len(members)} missing)")
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Encryption (the release's scheme, through the `cryptography` package)
+
+
+def delta_key(jpeg_bytes: bytes, orig_file: str, iterations: int = PBKDF2_ITERATIONS) -> bytes:
+    """The Fernet key of one row: urlsafe_b64(PBKDF2-HMAC-SHA256(jpeg bytes, salt = orig_file, 32 bytes))."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.kdf.pbkdf2 import PBKDF2HMAC
+
+    kdf = PBKDF2HMAC(algorithm=hashes.SHA256(), length=32, salt=orig_file.encode("ascii"), iterations=iterations)
+    return base64.urlsafe_b64encode(kdf.derive(jpeg_bytes))
+
+
+class DeltaError(Exception):
+    """One row's delta cannot be used; the message is the skip reason."""
+
+
+def decrypt_delta(token: bytes, jpeg_bytes: bytes, orig_file: str, resolution: int = OFFICIAL_RESOLUTION
+                  ) -> np.ndarray:
+    """Fernet-decrypt and bz2-decompress one delta -> uint8 [3, R, R]; DeltaError with the reason otherwise."""
+    from cryptography.fernet import Fernet, InvalidToken
+
+    try:
+        compressed = Fernet(delta_key(jpeg_bytes, orig_file)).decrypt(token)
+    except InvalidToken:
+        raise DeltaError(f"decryption failed (InvalidToken): {orig_file} is not the file the deltas were made "
+                         "from") from None
+    try:
+        raw = bz2.decompress(compressed)
+    except (OSError, ValueError, EOFError) as error:
+        raise DeltaError(f"delta damaged: bz2 data does not decompress ({error})") from None
+    if len(raw) != 3 * resolution * resolution:
+        raise DeltaError(f"delta has {len(raw)} bytes, expected 3×{resolution}×{resolution}")
+    return np.frombuffer(raw, dtype=np.uint8).reshape(3, resolution, resolution)
+
+
+def encrypt_delta(delta: np.ndarray, jpeg_bytes: bytes, orig_file: str) -> bytes:
+    """The inverse of `decrypt_delta` (uint8 [3, R, R] -> token), as NVIDIA made the release; for tests."""
+    from cryptography.fernet import Fernet
+
+    payload = bz2.compress(np.ascontiguousarray(delta, dtype=np.uint8).tobytes())
+    return Fernet(delta_key(jpeg_bytes, orig_file)).encrypt(payload)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# One row
+
+
+def md5_hex(array: np.ndarray) -> str:
+    return hashlib.md5(np.ascontiguousarray(array).tobytes()).hexdigest()
+
+
+def pre_delta_image(photo: np.ndarray, landmarks: np.ndarray, legacy: bool = True,
+                    resolution: int = OFFICIAL_RESOLUTION) -> np.ndarray:
+    """The pre-delta image: uint8 HWC photo + 5 landmarks -> uint8 CHW [3, R, R], landmarks rounded to float32 as
+    the original. legacy: Pillow 3.1.1 bit for bit; else the current-Pillow reference render."""
+    points = np.asarray(landmarks, dtype=np.float32)
+    if legacy:
+        from .legacy_pillow import render_legacy
+
+        image = render_legacy(photo, points, resolution)
+    else:
+        from .render import render_pil
+
+        image = render_pil(photo, points.astype(np.float64), resolution)
+    return np.ascontiguousarray(image.transpose(2, 0, 1))
+
+
+@dataclass
+class RowTask:
+    """What a worker needs for one row (picklable)."""
+
+    row: DeltaRow
+    photo: Path
+    landmarks: np.ndarray | None  # float32 [5, 2], None when the landmark row is unusable
+    landmark_problem: str | None
+    delta_zip: Path
+    out: Path
+    legacy: bool
+    resolution: int
+
+
+@dataclass
+class RowResult:
+    """The outcome of one row, as written to the manifest."""
+
+    source: str  # imgHQ%05d, the manifest key
+    idx: int
+    orig_file: str
+    status: str  # "ok" or "skipped"
+    reason: str | None = None
+    output: str | None = None
+    md5: str | None = None  # of the written PNG's uint8 HWC RGB pixels (the build's manifest convention)
+    proc_md5_match: bool | None = None
+    final_md5_match: bool | None = None
+    legacy: bool = True
+    seconds: float = 0.0
+
+
+def _read_delta(task: RowTask) -> bytes:
+    try:
+        with zipfile.ZipFile(task.delta_zip) as archive:
+            return archive.read(task.row.member)
+    except KeyError:
+        raise UserError(f"{task.delta_zip}: member {task.row.member} missing") from None
+    except (zipfile.BadZipFile, OSError) as error:
+        raise DeltaError(f"{task.delta_zip.name}: member {task.row.member} damaged ({error})") from None
+
+
+def process_row(task: RowTask) -> RowResult:
+    """Render, decrypt, apply, check and write one row (runs in a worker). Bad input -> a skipped result."""
+    started = time.perf_counter()
+    row = task.row
+    result = RowResult(row.name, row.idx, row.orig_file, "skipped", legacy=task.legacy)
+    try:
+        if task.landmarks is None:
+            raise DeltaError(task.landmark_problem)
+        try:
+            jpeg = task.photo.read_bytes()
+        except OSError as error:
+            raise DeltaError(f"{task.photo}: cannot read ({error.strerror or error})") from None
+        try:
+            photo = decode_image(jpeg)
+        except BadImage as error:
+            raise DeltaError(f"{row.orig_file}: unreadable image ({error})") from None
+        delta = decrypt_delta(_read_delta(task), jpeg, row.orig_file, task.resolution)
+        pre = pre_delta_image(photo, task.landmarks, task.legacy, task.resolution)
+        final = pre + delta  # uint8: modulo 256, as the original
+    except DeltaError as error:
+        result.reason = str(error)
+    else:
+        image = np.ascontiguousarray(final.transpose(1, 2, 0))
+        write_png(task.out / row.output, image)
+        result.status, result.output, result.md5 = "ok", row.output, md5_hex(image)
+        result.proc_md5_match = md5_hex(pre) == row.proc_md5
+        result.final_md5_match = md5_hex(final) == row.final_md5
+    result.seconds = round(time.perf_counter() - started, 3)
+    return result
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The build
+
+
+@dataclass
+class OfficialOptions:
+    """Settings of `celebahq official` (its flags)."""
+
+    legacy: bool = True  # Pillow 3.1.1 / numpy 1.x bit for bit; False: the current-Pillow reference render
+    workers: int | None = None  # worker processes (default: the CPU count); 0 runs in this process
+    limit: int | None = None  # only the first N rows (trials; the release has 30,000)
+    resolution: int = OFFICIAL_RESOLUTION  # tests only: synthetic deltas at a small size; the release is 1024
+    progress: bool = True
+
+
+@dataclass
+class OfficialReport:
+    """Counts over every row asked for (this run and earlier ones); idx lists are sorted."""
+
+    rows: int
+    processed: int  # rows done by this run
+    already_done: int
+    ok: int  # rows with an image
+    exact: int  # rows whose pre-delta and final md5s both match the release
+    proc_mismatch: list[int] = field(default_factory=list)  # imaged rows whose pre-delta image differs
+    final_mismatch: list[int] = field(default_factory=list)
+    skipped: dict[str, str] = field(default_factory=dict)  # imgHQ%05d -> reason
+    seconds: float = 0.0
+    images_per_second: float = 0.0
+    legacy: bool = True
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def _source_layout(src: Path) -> tuple[Path, Path]:
+    images, landmarks = src / IMAGES_DIR, src / LANDMARK_FILE
+    if not images.is_dir():
+        raise UserError(f"{images}: no such folder (give CelebA's folder with {IMAGES_DIR}/ and {LANDMARK_FILE})")
+    if not landmarks.is_file():
+        raise UserError(f"{landmarks}: not found (CelebA's landmark file)")
+    return images, landmarks
+
+
+def _landmarks_for(rows: list[DeltaRow], landmark_file: Path) -> dict[int, tuple[np.ndarray | None, str | None]]:
+    """{idx: (float32 [5, 2], None) or (None, reason)}: landmark row `orig_idx` of CelebA's file, in file order as
+    the original reads it; its file name must be `orig_file`."""
+    entries = list(read_celeba_landmarks(landmark_file).items())
+    found = {}
+    for row in rows:
+        if not 0 <= row.orig_idx < len(entries):
+            found[row.idx] = (None, f"landmark row {row.orig_idx} missing ({landmark_file} has {len(entries)})")
+            continue
+        name, points = entries[row.orig_idx]
+        if name != row.orig_file:
+            found[row.idx] = (None, f"landmark row {row.orig_idx} is {name}, image_list.txt says {row.orig_file}")
+            continue
+        found[row.idx] = (np.asarray(points, dtype=np.float32), None)
+    return found
+
+
+def _pending(rows: list[DeltaRow], out: Path) -> list[DeltaRow]:
+    """Rows without a finished image (skipped rows are tried again); temporaries of a killed run are removed."""
+    for leftover in (out / "images").glob(".*.partial"):
+        leftover.unlink(missing_ok=True)
+    latest = latest_records(read_all_manifests(out))
+    done = {source for source, record in latest.items()
+            if record.get("status") == "ok" and (out / record["output"]).is_file()}
+    return [row for row in rows if row.name not in done]
+
+
+def _executor(workers: int):
+    methods = multiprocessing.get_all_start_methods()
+    context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+    return ProcessPoolExecutor(workers, mp_context=context)
+
+
+def _run(tasks: list[RowTask], workers: int, on_result) -> None:
+    """process_row over the tasks, at most 2 per worker in flight; on_result(RowResult) as each finishes."""
+    if workers == 0:
+        for task in tasks:
+            on_result(process_row(task))
+        return
+    with _executor(workers) as pool:
+        queue, in_flight = list(reversed(tasks)), set()
+        while queue or in_flight:
+            while queue and len(in_flight) < 2 * workers:
+                in_flight.add(pool.submit(process_row, queue.pop()))
+            finished, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
+            for future in finished:
+                on_result(future.result())
+
+
+def _summary(rows: list[DeltaRow], out: Path) -> dict[str, dict]:
+    """The latest record of each asked row, and the manifest rewritten in idx order (export follows it)."""
+    latest = latest_records(read_all_manifests(out))
+    ordered = sorted(latest.values(), key=lambda record: record.get("idx", -1))
+    write_manifest(out, ordered)
+    return {row.name: latest[row.name] for row in rows if row.name in latest}
+
+
+def build_official(src: str | os.PathLike, deltas: str | os.PathLike, out: str | os.PathLike,
+                   options: OfficialOptions | None = None) -> OfficialReport:
+    """Build (or resume) the official CelebA-HQ into `out` from CelebA (`src`) and the released deltas."""
+    options = options or OfficialOptions()
+    src, deltas, out = Path(src), Path(deltas), Path(out)
+    images_dir, landmark_file = _source_layout(src)
+    rows = read_image_list(deltas / "image_list.txt")
+    rows = rows[:options.limit] if options.limit else rows
+    check_deltas(deltas, rows)
+    landmarks = _landmarks_for(rows, landmark_file)
+    started = time.perf_counter()
+    with FolderLock(out, "celebahq official"):
+        (out / "images").mkdir(parents=True, exist_ok=True)
+        pending = _pending(rows, out)
+        tasks = [RowTask(row, images_dir / row.orig_file, *landmarks[row.idx], deltas / row.zip_name, out,
+                         options.legacy, options.resolution) for row in pending]
+        workers = options.workers if options.workers is not None else (os.cpu_count() or 1)
+        with ManifestWriter(out) as manifest, progress_bar(len(tasks), "celebahq official", options.progress) as bar:
+            def record(result: RowResult) -> None:
+                manifest.append(asdict(result))
+                bar.update(1)
+
+            _run(tasks, min(workers, len(tasks)) if workers else 0, record)
+        latest = _summary(rows, out)
+        elapsed = time.perf_counter() - started
+        report = _report(rows, latest, len(pending), elapsed, options.legacy)
+        with atomic_output(out / "report.json") as temporary:
+            temporary.write_text(json.dumps(report.to_dict(), indent=1))
+    return report
+
+
+def _report(rows: list[DeltaRow], latest: dict[str, dict], processed: int, elapsed: float,
+            legacy: bool) -> OfficialReport:
+    ok = [latest[row.name] for row in rows if latest.get(row.name, {}).get("status") == "ok"]
+    return OfficialReport(
+        rows=len(rows), processed=processed, already_done=len(rows) - processed, ok=len(ok),
+        exact=sum(bool(r["proc_md5_match"] and r["final_md5_match"]) for r in ok),
+        proc_mismatch=[r["idx"] for r in ok if not r["proc_md5_match"]],
+        final_mismatch=[r["idx"] for r in ok if not r["final_md5_match"]],
+        skipped={name: r.get("reason") or "not done" for name, r in latest.items() if r.get("status") != "ok"},
+        seconds=round(elapsed, 3), images_per_second=round(processed / elapsed, 3) if elapsed > 0 else 0.0,
+        legacy=legacy)
+
+
+def export_official(out: str | os.PathLike, report: OfficialReport, h5_path=None, zip_path=None,
+                    progress: bool = True) -> list[Path]:
+    """The HDF5 (all levels) and/or StyleGAN zip of a finished build, in CelebA-HQ order (idx); refused while a
+    row has no image (the files' numbering would no longer be CelebA-HQ's)."""
+    from .export import export_hdf5, export_zip
+
+    if report.ok != report.rows:
+        raise UserError(f"{out}: {report.rows - report.ok} of {report.rows} rows have no image (see report.json); "
+                        "the HDF5/zip would not follow CelebA-HQ's numbering")
+    written = []
+    if h5_path:
+        written.append(Path(export_hdf5(out, h5_path, progress=progress).path))
+    if zip_path:
+        written.append(Path(export_zip(out, zip_path, progress=progress).path))
+    return written
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Checks of a finished folder and of the JPEG decoder
+
+
+@dataclass
+class VerifyReport:
+    """`celebahq verify`: rows whose PNG's CHW bytes have the release's final md5, differ, or are missing."""
+
+    rows: int
+    exact: int
+    mismatched: list[int] = field(default_factory=list)
+    missing: list[int] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return self.exact == self.rows
+
+    def to_dict(self) -> dict:
+        return dict(asdict(self), ok=self.ok)
+
+
+def _final_md5_of(path: Path) -> str | None:
+    try:
+        return md5_hex(decode_image(path).transpose(2, 0, 1))
+    except (BadImage, OSError):
+        return None
+
+
+def verify_official(out: str | os.PathLike, deltas: str | os.PathLike, limit: int | None = None,
+                    workers: int | None = None, progress: bool = True) -> VerifyReport:
+    """Re-check a finished folder against image_list.txt's final md5s (decodes every imgHQ%05d.png)."""
+    out = Path(out)
+    rows = read_image_list(Path(deltas) / "image_list.txt")
+    rows = rows[:limit] if limit else rows
+    paths = [out / row.output for row in rows]
+    workers = workers if workers is not None else (os.cpu_count() or 1)
+    with progress_bar(len(rows), "celebahq verify", progress) as bar:
+        if workers:
+            with _executor(workers) as pool:
+                md5s = [bar.update(1) or md5 for md5 in pool.map(_final_md5_of, paths, chunksize=8)]
+        else:
+            md5s = [bar.update(1) or _final_md5_of(path) for path in paths]
+    report = VerifyReport(rows=len(rows), exact=0)
+    for row, path, md5 in zip(rows, paths, md5s):
+        if md5 is None:
+            report.missing.append(row.idx)
+        elif md5 == row.final_md5:
+            report.exact += 1
+        else:
+            report.mismatched.append(row.idx)
+    return report
+
+
+@dataclass
+class DecoderCheck:
+    """The original's libjpeg 8d check: md5 of img_celeba/000001.jpg decoded to uint8 HWC."""
+
+    path: str
+    md5: str
+    expected: str
+    decoder: str  # the JPEG library Pillow uses here
+
+    @property
+    def matches(self) -> bool:
+        return self.md5 == self.expected
+
+
+def check_decoder(celeba: str | os.PathLike) -> DecoderCheck:
+    """Decode CelebA's 000001.jpg as the original did and compare with libjpeg 8d's md5."""
+    from PIL import features
+
+    path = Path(celeba) / IMAGES_DIR / "000001.jpg"
+    if not path.is_file():
+        raise UserError(f"{path}: not found (give CelebA's folder, which holds {IMAGES_DIR}/)")
+    try:
+        pixels = decode_image(path)
+    except BadImage as error:
+        raise UserError(f"{path}: unreadable ({error})") from None
+    turbo = features.check_feature("libjpeg_turbo")
+    decoder = f"{'libjpeg-turbo' if turbo else 'libjpeg'} {features.version('jpg')} (through Pillow)"
+    return DecoderCheck(str(path), md5_hex(pixels), DECODER_MD5, decoder)
