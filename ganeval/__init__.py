@@ -1,41 +1,55 @@
-"""ganeval: the Progressive GAN paper's metrics (Laplacian SWD, MS-SSIM, FID, IS), faithful to the reference
-and fast.
+"""ganeval: the Progressive GAN paper's metrics (Laplacian SWD, MS-SSIM, FID, IS) and KID and precision/recall,
+faithful to the references and fast; every metric is registered in `ganeval.metric_main` and fed by one pass.
 
 Python API::
 
-    from ganeval import swd, msssim_diversity, fid, evaluate_all
-    result = swd("generated/", "real/", num_images=16384)
+    from ganeval import compute_swd, compute_fid, compute_metrics, msssim_diversity
+    result = compute_swd("generated/", "real/", num_images=16384)
     print(result.levels, result.avg)
+    scores = compute_metrics("generated/", "real/", "fid,kid,pr")   # one decoding and Inception pass
+    print(scores.results["kid"].mean, scores.results["pr"].precision)
+
+Package-level functions never share a name with a module (`import ganeval.swd` is the module).
 """
 
-from gancore.errors import UserError, SourceError
-from .evaluate import evaluate_all
-from .fid import compute_statistics, fid, frechet_distance
-from .isc import inception_score, inception_score_source
-from .msssim import ms_ssim, msssim_diversity
+from gancore.errors import SourceError, UserError
 from gancore.sources import ImageSource, ImageStream, open_source, register_source_opener
-from .swd import SWDResult, laplacian_pyramid, sliced_wasserstein, swd
+from .evaluate import evaluate_all
+from .fid import compute_fid, compute_statistics
+from .frechet import frechet_distance
+from .isc import inception_score, inception_score_source
+from .kid import kernel_inception_distance
+from .metric_main import MetricSettings, compute_metrics, list_metrics, register_metric
+from .msssim import ms_ssim, msssim_diversity
+from .precision_recall import knn_precision_recall
+from .swd import SWDResult, compute_swd, laplacian_pyramid, sliced_wasserstein
 
 __version__ = "0.1.0"
 
 __all__ = [
-           "UserError",
-           "ImageSource",
-           "ImageStream",
-           "SWDResult",
-           "SourceError",
-           "__version__",
-           "compute_statistics",
-           "evaluate_all",
-           "fid",
-           "frechet_distance",
-           "inception_score",
-           "inception_score_source",
-           "laplacian_pyramid",
-           "ms_ssim",
-           "msssim_diversity",
-           "open_source",
-           "register_source_opener",
-           "sliced_wasserstein",
-           "swd",
+    "ImageSource",
+    "ImageStream",
+    "MetricSettings",
+    "SWDResult",
+    "SourceError",
+    "UserError",
+    "__version__",
+    "compute_fid",
+    "compute_metrics",
+    "compute_statistics",
+    "compute_swd",
+    "evaluate_all",
+    "frechet_distance",
+    "inception_score",
+    "inception_score_source",
+    "kernel_inception_distance",
+    "knn_precision_recall",
+    "laplacian_pyramid",
+    "list_metrics",
+    "ms_ssim",
+    "msssim_diversity",
+    "open_source",
+    "register_metric",
+    "register_source_opener",
+    "sliced_wasserstein",
 ]

@@ -9,12 +9,14 @@ import click
 
 from gancore import distributed
 from gancore.cli import emit, format_table, report_skipped, source_options, start_distributed, user_errors
+from gancore.runtime import check_output_path
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="progan-toolkit")
 def main():
-    """The Progressive GAN paper's metrics: SWD, MS-SSIM, FID (and its statistics files), IS, or all at once.
+    """The Progressive GAN paper's metrics: SWD, MS-SSIM, FID (and its statistics files), IS, KID and
+    precision/recall, or all at once from one pass.
 
     A SOURCE is a directory of images (recursive), a .zip of images, a .npy/.npz uint8 array (NHWC or NCHW)
     or a multi-resolution HDF5 file (datasets data<R>x<R>).
@@ -36,9 +38,9 @@ def swd_command(gen, real, num_images, seed, repeats, baseline, device, batch_si
                 as_json, quiet):
     """Sliced Wasserstein distance ×1e3 between GEN and REAL on Laplacian-pyramid patches (paper, sec. 5)."""
     start_distributed(device)
-    from .swd import swd
+    from .swd import compute_swd
 
-    result = swd(gen, real, num_images=num_images, seed=seed, device=device, batch_size=batch_size,
+    result = compute_swd(gen, real, num_images=num_images, seed=seed, device=device, batch_size=batch_size,
                  repeats=repeats, baseline=baseline, skip_bad=skip_bad, num_workers=num_workers,
                  progress=not quiet)
     skipped = report_skipped(result.skipped)
@@ -120,9 +122,9 @@ def fid_command(a, b, num_images, seed, inception, resize, no_cache, cache_dir, 
                 batch_size, num_workers, skip_bad, as_json, quiet):
     """Fréchet Inception distance between A and B (each an image source or a stats .npz)."""
     start_distributed(device)
-    from .fid import fid
+    from .fid import compute_fid
 
-    result = fid(a, b, num_images=num_images, seed=seed, inception=inception, resize=resize, device=device,
+    result = compute_fid(a, b, num_images=num_images, seed=seed, inception=inception, resize=resize, device=device,
                  batch_size=batch_size or 64, skip_bad=skip_bad, num_workers=num_workers, progress=not quiet,
                  cache=not no_cache, cache_dir=cache_dir, allow_singular=allow_singular)
     report_skipped(result.skipped)
@@ -149,7 +151,9 @@ def stats_command(source, output, num_images, seed, inception, resize, no_cache,
     """Write FID statistics (Inception pool3 mean and covariance) of SOURCE to a .npz file."""
     start_distributed(device)
     from .fid import compute_statistics
+    from .fid_files import statistics_path
 
+    check_output_path(statistics_path(output))  # before any work: a read-only folder fails now, not in an hour
     result = compute_statistics(source, num_images=num_images, seed=seed, inception=inception, resize=resize,
                                 device=device, batch_size=batch_size or 64, skip_bad=skip_bad,
                                 num_workers=num_workers, progress=not quiet, cache=not no_cache,
@@ -186,14 +190,63 @@ def is_command(source, splits, num_images, seed, inception, resize, device, batc
     emit(f"IS {result.mean:.4f} ± {result.std:.4f}")
 
 
+def kid_options(command):
+    command = click.option("--kid-subset-size", type=click.IntRange(2), default=1000, show_default=True,
+                           help="KID: features per subset (shrinks to the set size, with a note).")(command)
+    return click.option("--kid-subsets", type=click.IntRange(1), default=100, show_default=True,
+                        help="KID: subsets averaged (mean ± std).")(command)
+
+
+pr_option = click.option("--pr-k", type=click.IntRange(1), default=3, show_default=True,
+                         help="Precision/recall: the k of the k-NN manifold radii.")
+
+
+def emit_metrics(result, as_json: bool) -> None:
+    """Print a `MetricsResult`: its JSON object, or the paper-style table (and the SWD baseline) and a summary."""
+    from .evaluate import paper_table
+
+    report_skipped(result.skipped)
+    for name, item in result.results.items():
+        for note in getattr(item, "notes", []):
+            emit(f"note ({name}): {note}", err=True)
+    if as_json:
+        emit(json.dumps(result.to_dict()))
+        return
+    columns, values = paper_table(result)
+    emit(format_table(columns, [("GEN vs REAL", values)], precision=4))
+    swd = result.results.get("swd")
+    if swd is not None and swd.baseline is not None:
+        emit(format_table(list(swd.baseline.levels) + ["avg"],
+                          [("SWD reals vs reals", list(swd.baseline.levels.values()) + [swd.baseline.avg])]))
+    emit(", ".join(f"{name} {count}" for name, count in result.counts.items())
+         + f", seed {result.seed}, {result.device}, {result.seconds:.1f} s", err=True)
+
+
+def run_registry(gen, real, metrics, settings, inception, resize, device, batch_size, num_workers, skip_bad,
+                 as_json) -> None:
+    """The commands built on the registry (all, kid, pr): one pass, then print."""
+    from .metric_main import compute_metrics
+
+    result = compute_metrics(gen, real, metrics, settings, inception=inception, resize=resize, device=device,
+                             batch_size=batch_size, skip_bad=skip_bad, num_workers=num_workers)
+    emit_metrics(result, as_json)
+
+
 @main.command("all")
 @click.argument("gen")
 @click.argument("real")
-@click.option("--metrics", default="swd,msssim,fid", show_default=True,
-              help="Comma-separated subset of swd, msssim, fid.")
+@click.option("--metrics", default=None,
+              help="Comma-separated subset of swd, msssim, fid, is, kid, pr [all of them].")
 @click.option("--swd-images", type=click.IntRange(1), default=16384, show_default=True)
 @click.option("--msssim-pairs", type=click.IntRange(1), default=10000, show_default=True)
-@click.option("--fid-images", type=click.IntRange(2), default=50000, show_default=True)
+@click.option("--fid-images", type=click.IntRange(2), default=50000, show_default=True,
+              help="Images per set for FID, and for IS, KID and PR unless set apart (one Inception pass).")
+@click.option("--is-images", type=click.IntRange(1), default=None, help="[--fid-images]")
+@click.option("--is-splits", type=click.IntRange(1), default=10, show_default=True)
+@click.option("--kid-images", type=click.IntRange(2), default=None, help="[--fid-images]")
+@kid_options
+@click.option("--pr-images", type=click.IntRange(2), default=None, help="[--fid-images]")
+@pr_option
 @click.option("--seed", type=int, default=1000, show_default=True)
 @click.option("--baseline", is_flag=True, help="Also the SWD real-vs-real floor.")
 @click.option("--inception", type=click.Path(dir_okay=False), default=None, help="Inception weights (see fid).")
@@ -201,29 +254,67 @@ def is_command(source, splits, num_images, seed, inception, resize, device, batc
 @allow_singular_option
 @source_options
 @user_errors
-def all_command(gen, real, metrics, swd_images, msssim_pairs, fid_images, seed, baseline, inception, resize,
+def all_command(gen, real, metrics, swd_images, msssim_pairs, fid_images, is_images, is_splits, kid_images,
+                kid_subsets, kid_subset_size, pr_images, pr_k, seed, baseline, inception, resize,
                 allow_singular, device, batch_size, num_workers, skip_bad, as_json, quiet):
-    """SWD, MS-SSIM (of GEN) and FID from one decoding pass per set, as a table like the paper's."""
+    """SWD, MS-SSIM (of GEN), FID, IS (of GEN), KID and precision/recall from one decoding pass per set (each
+    image decoded once, the Inception run once per image), as a table like the paper's."""
     start_distributed(device)
-    from .evaluate import evaluate_all, paper_table
+    from .metric_main import MetricSettings
 
-    result = evaluate_all(gen, real, metrics=tuple(m.strip() for m in metrics.split(",") if m.strip()),
-                          swd_images=swd_images, msssim_pairs=msssim_pairs, fid_images=fid_images, seed=seed,
-                          baseline=baseline, inception=inception, resize=resize, device=device,
-                          batch_size=batch_size, skip_bad=skip_bad, num_workers=num_workers,
-                          progress=not quiet, allow_singular=allow_singular)
-    report_skipped(result.skipped)
-    if as_json:
-        emit(json.dumps(result.to_dict()))
-        return
-    columns, values = paper_table(result)
-    emit(format_table(columns, [("GEN vs REAL", values)]))
-    if result.swd_baseline is not None:
-        emit(format_table(list(result.swd_baseline.levels) + ["avg"],
-                          [("SWD reals vs reals", list(result.swd_baseline.levels.values())
-                            + [result.swd_baseline.avg])]))
-    emit(", ".join(f"{name} {count}" for name, count in result.counts.items())
-         + f", seed {result.seed}, {result.device}, {result.seconds:.1f} s", err=True)
+    settings = MetricSettings(seed=seed, swd_images=swd_images, baseline=baseline, msssim_pairs=msssim_pairs,
+                              fid_images=fid_images, allow_singular=allow_singular, is_images=is_images,
+                              is_splits=is_splits, kid_images=kid_images, kid_subsets=kid_subsets,
+                              kid_subset_size=kid_subset_size, pr_images=pr_images, pr_k=pr_k,
+                              progress=not quiet)
+    run_registry(gen, real, metrics, settings, inception, resize, device, batch_size, num_workers, skip_bad,
+                 as_json)
+
+
+@main.command("kid")
+@click.argument("gen")
+@click.argument("real")
+@click.option("--num-images", type=click.IntRange(2), default=50000, show_default=True,
+              help="Images per set (the features of all of them; subsets are drawn from these).")
+@click.option("--seed", type=int, default=1000, show_default=True,
+              help="Streams (GEN: seed, REAL: seed+1, as `all`) and the subsets.")
+@kid_options
+@click.option("--inception", type=click.Path(dir_okay=False), default=None, help="Inception weights (see fid).")
+@click.option("--resize", type=click.Choice(["tf", "pytorch", "clean"]), default="tf", show_default=True)
+@source_options
+@user_errors
+def kid_command(gen, real, num_images, seed, kid_subsets, kid_subset_size, inception, resize, device, batch_size,
+                num_workers, skip_bad, as_json, quiet):
+    """Kernel Inception distance between GEN and REAL: unbiased MMD² (cubic kernel) over subsets, mean ± std."""
+    start_distributed(device)
+    from .metric_main import MetricSettings
+
+    settings = MetricSettings(seed=seed, kid_images=num_images, kid_subsets=kid_subsets,
+                              kid_subset_size=kid_subset_size, progress=not quiet)
+    run_registry(gen, real, "kid", settings, inception, resize, device, batch_size, num_workers, skip_bad,
+                 as_json)
+
+
+@main.command("pr")
+@click.argument("gen")
+@click.argument("real")
+@click.option("--num-images", type=click.IntRange(2), default=50000, show_default=True, help="Images per set.")
+@click.option("--seed", type=int, default=1000, show_default=True, help="Streams (GEN: seed, REAL: seed+1).")
+@pr_option
+@click.option("--inception", type=click.Path(dir_okay=False), default=None, help="Inception weights (see fid).")
+@click.option("--resize", type=click.Choice(["tf", "pytorch", "clean"]), default="tf", show_default=True)
+@source_options
+@user_errors
+def pr_command(gen, real, num_images, seed, pr_k, inception, resize, device, batch_size, num_workers, skip_bad,
+               as_json, quiet):
+    """Precision and recall of GEN against REAL with k-NN manifolds of the Inception features (Kynkäänniemi
+    et al. 2019)."""
+    start_distributed(device)
+    from .metric_main import MetricSettings
+
+    settings = MetricSettings(seed=seed, pr_images=num_images, pr_k=pr_k, progress=not quiet)
+    run_registry(gen, real, "pr", settings, inception, resize, device, batch_size, num_workers, skip_bad,
+                 as_json)
 
 
 if __name__ == "__main__":

@@ -15,7 +15,8 @@ import numpy as np
 import torch
 
 from gancore.errors import UserError
-from .fid import extract
+from .features import extract
+from .metric_utils import Batch, Needs, RowCollector
 from gancore.sources import ImageStream
 
 DEFAULT_NUM_IMAGES = 50000
@@ -70,7 +71,7 @@ def inception_score_source(source, num_images: int | None = DEFAULT_NUM_IMAGES, 
                            progress: bool = True, extractor=None) -> ISResult:
     """Inception Score of `num_images` images of a source (None: all; a seeded random subset with `seed`).
 
-    One pass through the Inception (`ganeval.fid.extract`, logits kept as float64 [N, 1008] on the CPU).
+    One pass through the Inception (`ganeval.features.extract`, logits kept as float64 [N, 1008] on the CPU).
     Raises SourceError when the source has fewer images than asked, UserError for fewer than `splits`.
     """
     started = time.perf_counter()
@@ -89,4 +90,32 @@ def inception_score_source(source, num_images: int | None = DEFAULT_NUM_IMAGES, 
                     skipped=extraction.skipped)
 
 
-__all__ = ["DEFAULT_NUM_IMAGES", "DEFAULT_SPLITS", "ISResult", "inception_score", "inception_score_source"]
+class ISMetric:
+    """The registry's Inception Score: logits of the first `num_images` of "gen", cut into `splits` parts in
+    stream order (so it equals `inception_score_source` with the same seed and count)."""
+
+    name = "is"
+
+    def __init__(self, num_images: int, splits: int = DEFAULT_SPLITS, seed: int | None = None):
+        if splits < 1:
+            raise UserError(f"splits must be at least 1, got {splits}")
+        if num_images < splits:
+            raise UserError(f"the Inception Score with {splits} splits needs at least {splits} images, "
+                            f"{num_images} asked (lower --is-splits)")
+        self.num_images, self.splits, self.seed = num_images, splits, seed
+        self.needs = Needs({"gen": num_images}, logits=True)
+        self.logits = RowCollector("gen", num_images, "logits", torch.float64)
+
+    def add(self, batch: Batch) -> None:
+        self.logits.add(batch)
+
+    def combine_ranks(self) -> None:
+        self.logits.combine_ranks()
+
+    def result(self) -> ISResult:
+        mean, std = inception_score(self.logits.rows, self.splits)
+        return ISResult(mean=mean, std=std, num_images=self.num_images, splits=self.splits, seed=self.seed)
+
+
+__all__ = ["DEFAULT_NUM_IMAGES", "DEFAULT_SPLITS", "ISMetric", "ISResult", "inception_score",
+           "inception_score_source"]

@@ -50,8 +50,9 @@ import torch.nn.functional as F
 from gancore import distributed
 from . import native
 from gancore.errors import UserError, SourceError
-from gancore.runtime import progress_bar, resolve_device
-from gancore.sources import ImageStream, open_source, peek_shape
+from gancore.runtime import resolve_device
+from gancore.sources import open_source, peek_shape
+from .metric_utils import Batch, ImageSet, Needs, PassOptions, run_pass
 
 FILTER_SIZE = 11
 FILTER_SIGMA = 1.5
@@ -507,6 +508,30 @@ def default_batch_size(height: int, width: int, device: torch.device) -> int:
     return int(max(least, min(256, pixels // (height * width))) // 2 * 2)
 
 
+class MSSSIMMetric:
+    """The registry's MS-SSIM diversity: pairs (0, 1), (2, 3), … of the first 2·`num_pairs` images of "gen"."""
+
+    name = "msssim"
+
+    def __init__(self, num_pairs: int, device: torch.device, seed: int | None = None):
+        if num_pairs < 1:
+            raise UserError(f"num_pairs must be at least 1, got {num_pairs}")
+        self.num_pairs, self.device, self.seed = num_pairs, device, seed
+        self.needs = Needs({"gen": 2 * num_pairs}, pixels=True)
+        self.diversity = MSSSIMDiversity(device)
+
+    def add(self, batch: Batch) -> None:
+        if batch.set_name == "gen" and (part := batch.head(2 * self.num_pairs)) is not None:
+            self.diversity.add(part.pixels)
+
+    def combine_ranks(self) -> None:
+        self.diversity.combine_ranks()
+
+    def result(self) -> MSSSIMResult:
+        return MSSSIMResult(value=self.diversity.value, num_pairs=self.diversity.num_pairs, seed=self.seed,
+                            device=str(self.device))
+
+
 def msssim_diversity(source, num_pairs: int = DEFAULT_NUM_PAIRS, seed: int | None = DEFAULT_SEED,
                      device: str | torch.device | None = None, batch_size: int | None = None,
                      skip_bad: bool = False, progress: bool = True,
@@ -534,21 +559,18 @@ def msssim_diversity(source, num_pairs: int = DEFAULT_NUM_PAIRS, seed: int | Non
     batch_size = batch_size or default_batch_size(height, width, device)
     if distributed.is_distributed():
         batch_size += batch_size % 2  # blocks of whole pairs on every rank
-    stream = ImageStream(opened, num_images=needed, seed=seed, batch_size=batch_size, skip_bad=skip_bad,
-                         num_workers=num_workers)
-    accumulator = MSSSIMDiversity(device)
-    with progress_bar(needed // distributed.world_size(), "MS-SSIM", progress) as bar:
-        for batch in stream:
-            accumulator.add(batch.to(device, non_blocking=True))
-            bar.update(batch.shape[0])
-    accumulator.combine_ranks()
-    return MSSSIMResult(value=accumulator.value, num_pairs=accumulator.num_pairs, seed=seed, device=str(device),
-                        seconds=time.perf_counter() - started,
-                        skipped=[f"{item.name}: {item.reason}" for item in stream.skipped])
+    metric = MSSSIMMetric(num_pairs, device, seed)
+    options = PassOptions(device=device, batch_size=batch_size, skip_bad=skip_bad, num_workers=num_workers,
+                          progress=progress, description="MS-SSIM")
+    report = run_pass([metric], {"gen": ImageSet(opened, seed)}, options)
+    result = metric.result()
+    result.seconds, result.skipped = time.perf_counter() - started, report.skipped["gen"]
+    return result
 
 
 __all__ = [
     "MSSSIMDiversity",
+    "MSSSIMMetric",
     "MSSSIMResult",
     "box_downsample",
     "default_batch_size",

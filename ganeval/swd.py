@@ -12,7 +12,8 @@ The algorithm is the original implementation's (tkarras/progressive_growing_of_g
 4. Sliced W1 between the two sets: 4 repeats × 128 random unit directions, projections sorted, mean absolute
    difference. Reported ×1e3 per level, and the mean of the levels.
 
-Math is in pure functions (`laplacian_pyramid`, `patch_descriptors`, `sliced_wasserstein`); `DescriptorSet` accumulates a streamed image set and `swd` runs the whole metric.
+Math is in pure functions (`laplacian_pyramid`, `patch_descriptors`, `sliced_wasserstein`); `DescriptorSet` accumulates a streamed image set, `SWDMetric` is the registry's metric and `compute_swd`
+runs the whole metric (with repeats).
 
 Memory: one set stores num_images × 128 × 147 float32 per level (75 kB per image per level), e.g. 16384 images
 at 128² (4 levels) take 4.9 GB per set, at 1024² (7 levels) 8.6 GB. Descriptors live on the GPU when they fit
@@ -32,7 +33,8 @@ import torch
 from gancore import distributed
 from gancore.errors import UserError
 from gancore.runtime import exact_float32, progress_bar, resolve_device
-from gancore.sources import ImageStream, open_source, peek_shape
+from gancore.sources import open_source, peek_shape
+from .metric_utils import Batch, ImageSet, Needs, PassOptions, run_pass
 
 PATCH_SIZE = 7
 PATCHES_PER_IMAGE = 128
@@ -407,10 +409,14 @@ class SWDAccumulator:
             lo, hi = max(position, first), min(position + batch.shape[0], first + length)
             target.add([level[lo - position:hi - position] for level in levels], lo - first)
 
-    def finish(self, progress: bool = True) -> tuple[list[float], list[float] | None]:
+    def combine_ranks(self) -> None:
+        """Under torchrun: every rank gets all descriptors (each filled its own images' rows)."""
         sets = [self.generated, self.real] + [s for s in (self.baseline_sets or ()) if s is not self.real]
         for descriptor_set in sets:
             descriptor_set.combine_ranks()
+
+    def finish(self, progress: bool = True) -> tuple[list[float], list[float] | None]:
+        """SWD ×1e3 per level (finest first) and the baseline's (or None), after `combine_ranks`."""
         dimension = 3 * PATCH_SIZE * PATCH_SIZE
         count = DIRECTION_REPEATS * DIRECTIONS_PER_REPEAT
         main, base = [], []
@@ -451,34 +457,57 @@ def baseline_count_for(num_images: int, real_count: int) -> int:
     return count
 
 
+class SWDMetric:
+    """The registry's SWD: Laplacian-pyramid patches of the first `num_images` of "gen" and of "real" (plus the
+    baseline's real sets), in the pass's stream order; `result()` is one evaluation (`repeats` = 1)."""
+
+    name = "swd"
+
+    def __init__(self, num_images: int, sizes: list[tuple[int, int]], seed: int, device: torch.device,
+                 baseline_count: int = 0, progress: bool = True):
+        self.accumulator = SWDAccumulator(num_images, sizes, seed, device, baseline_count)
+        self.num_images, self.seed, self.device, self.progress = num_images, seed, device, progress
+        self.needs = Needs({"gen": num_images, "real": self.accumulator.real_needed}, pixels=True)
+
+    def add(self, batch: Batch) -> None:
+        if batch.set_name == "gen":
+            self.accumulator.add_generated(batch.pixels, batch.position)
+        elif batch.set_name == "real":
+            self.accumulator.add_real(batch.pixels, batch.position)
+
+    def combine_ranks(self) -> None:
+        self.accumulator.combine_ranks()
+
+    def result(self) -> SWDResult:
+        main, base = self.accumulator.finish(self.progress)
+        keys = [level_key(h, w) for h, w in self.accumulator.sizes]
+        levels = SWDLevels.from_values(keys, main)
+        baseline = SWDLevels.from_values(keys, base) if base is not None else None
+        return SWDResult(num_images=self.num_images, seed=self.seed, levels=levels.levels, avg=levels.avg,
+                         baseline=baseline, baseline_num_images=self.accumulator.baseline_count or None,
+                         device=str(self.device))
+
+
 def _evaluate_once(gen_source, real_source, num_images: int, seed: int, device: torch.device,
                    batch_size: int | None, baseline: bool, skip_bad: bool, num_workers: int | None,
-                   progress: bool) -> tuple[list[float], list[float] | None, int | None, dict]:
-    """One SWD evaluation. Returns per-level SWD ×1e3, the baseline's (or None), its image count, skipped files."""
+                   progress: bool) -> SWDResult:
+    """One SWD evaluation through the metric loop (generated stream seed `seed`, real `seed + 1`)."""
     sizes = check_swd_sources(gen_source, real_source, num_images, skip_bad)
-    batch_size = batch_size or default_batch_size(*sizes[0], device)
     baseline_count = baseline_count_for(num_images, len(real_source)) if baseline else 0
-    accumulator = SWDAccumulator(num_images, sizes, seed, device, baseline_count)
-    skipped = {}
-    for name, source, count, add, stream_id in (
-        ("gen", gen_source, num_images, accumulator.add_generated, 0),
-        ("real", real_source, accumulator.real_needed, accumulator.add_real, 1),
-    ):
-        stream = ImageStream(source, num_images=count, seed=seed + stream_id, batch_size=batch_size,
-                             skip_bad=skip_bad, num_workers=num_workers)
-        with progress_bar(count // distributed.world_size(), f"SWD {name}", progress) as bar:
-            for position, batch in stream.batches():
-                add(batch.to(device, non_blocking=True), position)
-                bar.update(batch.shape[0])
-        skipped[name] = [f"{item.name}: {item.reason}" for item in stream.skipped]
-    main, base = accumulator.finish(progress)
-    return main, base, (baseline_count or None), skipped
+    metric = SWDMetric(num_images, sizes, seed, device, baseline_count, progress)
+    options = PassOptions(device=device, batch_size=batch_size or default_batch_size(*sizes[0], device),
+                          skip_bad=skip_bad, num_workers=num_workers, progress=progress, description="SWD")
+    report = run_pass([metric], {"gen": ImageSet(gen_source, seed), "real": ImageSet(real_source, seed + 1)},
+                      options)
+    result = metric.result()
+    result.skipped = report.skipped
+    return result
 
 
-def swd(source_a, source_b, num_images: int = DEFAULT_NUM_IMAGES, seed: int = DEFAULT_SEED,
-        device: str | torch.device | None = None, batch_size: int | None = None, repeats: int = 1,
-        baseline: bool = False, skip_bad: bool = False, num_workers: int | None = None,
-        progress: bool = True) -> SWDResult:
+def compute_swd(source_a, source_b, num_images: int = DEFAULT_NUM_IMAGES, seed: int = DEFAULT_SEED,
+                device: str | torch.device | None = None, batch_size: int | None = None, repeats: int = 1,
+                baseline: bool = False, skip_bad: bool = False, num_workers: int | None = None,
+                progress: bool = True) -> SWDResult:
     """Sliced Wasserstein distance (×1e3 per level and average) between two image sources.
 
     source_a: generated images, source_b: real images — paths, ImageSources or uint8 NCHW/NHWC arrays of one
@@ -495,26 +524,31 @@ def swd(source_a, source_b, num_images: int = DEFAULT_NUM_IMAGES, seed: int = DE
     for repeat in range(repeats):
         runs.append(_evaluate_once(gen_source, real_source, num_images, seed + repeat, device, batch_size,
                                    baseline, skip_bad, num_workers, progress))
-    sizes = pyramid_resolutions(*peek_shape(real_source, skip_bad))
-    keys = [level_key(h, w) for h, w in sizes]
-    values = np.array([run[0] for run in runs])
+    return _combine_repeats(runs, seed, str(device), time.perf_counter() - started)
+
+
+def _combine_repeats(runs: list[SWDResult], seed: int, device: str, seconds: float) -> SWDResult:
+    """Mean over the runs (and the sample std across runs when there are several)."""
+    keys = list(runs[0].levels)
+    values = np.array([list(run.levels.values()) for run in runs])
     mean = SWDLevels.from_values(keys, list(values.mean(axis=0)))
     std = None
-    if repeats > 1:
+    if len(runs) > 1:
         per_run_avg = values.mean(axis=1)
         std = SWDLevels({k: float(v) for k, v in zip(keys, values.std(axis=0, ddof=1))},
                         float(per_run_avg.std(ddof=1)))
     base = None
-    if baseline:
-        base = SWDLevels.from_values(keys, list(np.mean([run[1] for run in runs], axis=0)))
+    if runs[0].baseline is not None:
+        base = SWDLevels.from_values(keys, list(np.mean([list(run.baseline.levels.values()) for run in runs],
+                                                        axis=0)))
     skipped = {}
     for run in runs:
-        for name, items in run[3].items():
+        for name, items in run.skipped.items():
             skipped.setdefault(name, [])
             skipped[name].extend(item for item in items if item not in skipped[name])
-    return SWDResult(num_images=num_images, seed=seed, levels=mean.levels, avg=mean.avg, repeats=repeats,
-                     std=std, baseline=base, baseline_num_images=runs[0][2], skipped=skipped,
-                     device=str(device), seconds=time.perf_counter() - started)
+    return SWDResult(num_images=runs[0].num_images, seed=seed, levels=mean.levels, avg=mean.avg,
+                     repeats=len(runs), std=std, baseline=base, baseline_num_images=runs[0].baseline_num_images,
+                     skipped=skipped, device=device, seconds=seconds)
 
 
 def swd_memory_bytes(num_images: int, height: int, width: int, baseline: bool = False) -> int:
@@ -534,7 +568,8 @@ __all__ = [
     "pyr_up",
     "pyramid_resolutions",
     "random_directions",
+    "SWDMetric",
+    "compute_swd",
     "sliced_wasserstein",
-    "swd",
     "swd_memory_bytes",
 ]

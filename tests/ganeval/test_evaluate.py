@@ -12,9 +12,9 @@ from test_fid import TinyExtractor
 
 from ganeval.cli import main
 from ganeval.evaluate import evaluate_all, paper_table
-from ganeval.fid import fid
+from ganeval.fid import compute_fid as fid
 from ganeval.msssim import msssim_diversity
-from ganeval.swd import swd
+from ganeval.swd import compute_swd as swd
 
 
 def test_all_equals_the_single_metrics():
@@ -45,7 +45,8 @@ def test_all_cli_json_and_errors(tmp_path):
     weights = tmp_path / "inception.pth"
     torch.save(FIDInceptionV3().state_dict(), weights)
     args = ["all", str(EXAMPLES / "gen"), str(EXAMPLES / "real"), "--swd-images", "8", "--msssim-pairs", "4",
-            "--fid-images", "4", "--inception", str(weights), "--json", "--quiet", "--allow-singular"]
+            "--fid-images", "4", "--is-splits", "2", "--inception", str(weights), "--json", "--quiet",
+            "--allow-singular"]
     result = runner.invoke(main, args)
     assert result.exit_code == 0, result.output
     payload = json.loads(result.stdout)
@@ -58,5 +59,5 @@ def test_all_cli_json_and_errors(tmp_path):
     too_many = runner.invoke(main, ["all", str(EXAMPLES / "gen"), str(EXAMPLES / "real"), "--metrics", "msssim",
                                     "--msssim-pairs", "100", "--quiet"])
     assert too_many.exit_code == 2 and "needs 200" in too_many.stderr
-    unknown = runner.invoke(main, ["all", str(EXAMPLES / "gen"), str(EXAMPLES / "real"), "--metrics", "kid"])
+    unknown = runner.invoke(main, ["all", str(EXAMPLES / "gen"), str(EXAMPLES / "real"), "--metrics", "nope"])
     assert unknown.exit_code == 2 and "unknown metric" in unknown.stderr

@@ -23,21 +23,19 @@ from conftest import write_images
 from torch import nn
 
 from gancore.errors import UserError, SourceError
-from ganeval.fid import (
+from ganeval.features import extract
+from ganeval.fid import compute_fid as fid
+from ganeval.fid import compute_statistics
+from ganeval.fid_files import (
     CACHE_ENV_VAR,
-    FeatureStatistics,
     cache_key,
-    compute_statistics,
-    extract,
-    fid,
-    frechet_distance,
     is_statistics_file,
     load_statistics,
     read_statistics,
     save_statistics,
     source_fingerprint,
-    trace_sqrt_product,
 )
+from ganeval.frechet import FeatureStatistics, frechet_distance, trace_sqrt_product
 from ganeval.inception import WEIGHTS_ENV_VAR, FIDInceptionV3
 from gancore.sources import open_source
 
@@ -106,7 +104,7 @@ def test_matches_scipy_sqrtm_on_well_conditioned_gaussians(method):
 
 def test_cholesky_and_eigh_factors_agree(monkeypatch):
     """Full-rank Σ₁ takes the Cholesky factor; forcing the eigh factor gives the same trace to rounding."""
-    fid_module = sys.modules["ganeval.fid"]  # the module (ganeval.fid is also the re-exported function)
+    fid_module = sys.modules["ganeval.frechet"]
     x1, x2 = relu_features(3000, 128, 3), relu_features(2500, 128, 4, shift=0.2)
     (_, s1), (_, s2) = stats_of(x1), stats_of(x2)
     assert fid_module._cholesky_factor(torch.from_numpy(s1)) is not None
@@ -502,7 +500,7 @@ def test_fid_with_a_real_inception_weights_file(tmp_path, monkeypatch):
     # both sides now come from the cache: the weights file is only looked at, never loaded
     def no_loading(*args, **kwargs):
         raise AssertionError("the Inception was loaded although both statistics are cached")
-    monkeypatch.setattr(sys.modules["ganeval.fid"], "load_inception", no_loading)  # the module, not the function
+    monkeypatch.setattr(sys.modules["ganeval.features"], "load_inception", no_loading)
     again = fid(a, b, num_images=3, inception=weights, device="cpu", num_workers=0, progress=False,
                 cache_dir=tmp_path / "cache", allow_singular=True)
     assert again.value == result.value and again.cached == {"a": True, "b": True}

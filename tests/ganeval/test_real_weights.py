@@ -18,7 +18,7 @@ import pytest
 import torch
 from conftest import EXAMPLES
 
-from ganeval.fid import fid
+from ganeval.fid import compute_fid as fid
 from ganeval.inception import FIDInceptionV3, load_inception, resize_tf1_bilinear, state_dict_from_torchscript
 from gancore.sources import ImageStream
 

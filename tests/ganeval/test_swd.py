@@ -21,9 +21,9 @@ from ganeval.swd import (
     pyramid_resolutions,
     random_directions,
     sliced_wasserstein,
-    swd,
     swd_memory_bytes,
 )
+from ganeval.swd import compute_swd as swd
 
 
 def nchw(images_nhwc: np.ndarray) -> np.ndarray:
