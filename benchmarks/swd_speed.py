@@ -28,7 +28,7 @@ sys.path.insert(0, str(ROOT / "tests" / "ganeval"))
 
 import reference_swd as ref
 
-from ganeval.swd import pyramid_resolutions, swd
+from ganeval.swd import compute_swd, pyramid_resolutions
 
 
 def make_images(num_images: int, resolution: int, seed: int) -> np.ndarray:
@@ -96,14 +96,14 @@ def main() -> None:
     common = {"num_images": args.num_images, "seed": 1000, "progress": False, "num_workers": 0}
     if not args.gpu_only:
         baseline, baseline_s = timed(lambda: numpy_swd(images_a, images_b, 1000))
-        ours, ours_s = timed(lambda: swd(images_a, images_b, device="cpu", **common))
+        ours, ours_s = timed(lambda: compute_swd(images_a, images_b, device="cpu", **common))
         report["numpy_original"] = {"seconds": baseline_s, "avg": float(np.mean(baseline)), "levels": baseline}
         report["ganeval_cpu"] = {"seconds": ours_s, "avg": ours.avg, "levels": list(ours.levels.values())}
         report["cpu_speedup"] = baseline_s / ours_s
     if torch.cuda.is_available():
-        swd(images_a[:64], images_b[:64], device="cuda", **dict(common, num_images=64))  # warm-up
+        compute_swd(images_a[:64], images_b[:64], device="cuda", **dict(common, num_images=64))  # warm-up
         torch.cuda.reset_peak_memory_stats()
-        gpu, gpu_s = timed(lambda: swd(images_a, images_b, device="cuda", **common))
+        gpu, gpu_s = timed(lambda: compute_swd(images_a, images_b, device="cuda", **common))
         report["ganeval_cuda"] = {"seconds": gpu_s, "avg": gpu.avg, "images_per_s": 2 * args.num_images / gpu_s,
                                   "peak_gpu_memory_gb": torch.cuda.max_memory_allocated() / 2**30,
                                   "device": torch.cuda.get_device_name()}
