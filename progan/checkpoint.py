@@ -185,15 +185,6 @@ def images_to_uint8(images: torch.Tensor, resolution: int) -> torch.Tensor:
     return to_uint8(box_downsample(images, resolution))
 
 
-def image_grid(images: torch.Tensor, columns: int) -> np.ndarray:
-    """uint8 NCHW images -> one uint8 HWC canvas, `columns` per row, empty cells black."""
-    n, c, h, w = images.shape
-    rows = math.ceil(n / columns)
-    canvas = torch.zeros(rows * columns, c, h, w, dtype=torch.uint8)
-    canvas[:n] = images
-    return canvas.reshape(rows, columns, c, h, w).permute(0, 3, 1, 4, 2).reshape(rows * h, columns * w, c).numpy()
-
-
 class GeneratorSource(ImageSource):
     """`num_images` images of a generator (image i from latent (seed, i)), as a ganeval source.
 

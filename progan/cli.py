@@ -128,7 +128,8 @@ def interpolate_command(checkpoint, out_path, frames, sigma, seed, columns, devi
     from gancore.locking import FolderLock
     from gancore.runtime import check_output_path, resolve_device
 
-    from .checkpoint import generator_from_checkpoint, image_grid, images_to_uint8, load_checkpoint, smooth_latents
+    from .checkpoint import generator_from_checkpoint, images_to_uint8, load_checkpoint, smooth_latents
+    from .training_loop import save_grid
 
     grid = Path(out_path).suffix.lower() == ".png"
     out = check_output_path(out_path, folder=not grid)
@@ -138,7 +139,7 @@ def interpolate_command(checkpoint, out_path, frames, sigma, seed, columns, devi
     with torch.no_grad():
         images = torch.cat([images_to_uint8(G(chunk.to(device)), G.resolution).cpu() for chunk in latents.split(32)])
     if grid:
-        write_png(out, image_grid(images, columns))
+        save_grid(images, columns, out)
     else:
         with FolderLock(out, "progan interpolate"):
             for index, image in enumerate(images):
