@@ -7,6 +7,7 @@ import json
 import click
 
 from gancore.cli import emit, start_distributed, user_errors
+from gancore.runtime import check_output_path
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -49,31 +50,48 @@ def _shard(_ctx, _param, value: str | None):
 @click.option("--shard", callback=_shard, default=None, help="i/N: process every N-th source from i.")
 @click.option("--limit", type=click.IntRange(1), default=None, help="Only the first N sources.")
 @click.option("--num-images", type=click.IntRange(1), default=None,
-              help="At the end, rank by quality and select the best N (as `celebahq rank OUT --keep N`).")
+              help="Two passes: score every source, then write only the best N by quality.")
+@click.option("--select", "select_file", type=click.Path(dir_okay=False, exists=True), default=None,
+              help="Write exactly the sources listed in this file (one per line, or the official image_list.txt: "
+                   "then named by their CelebA-HQ numbers).")
+@click.option("--h5", "h5_path", type=click.Path(dir_okay=False), default=None,
+              help="Also write the selection straight into this multi-resolution HDF5 (needs a selection).")
+@click.option("--zip", "zip_path", type=click.Path(dir_okay=False), default=None,
+              help="Also write the selection straight into this dataset zip (needs a selection).")
+@click.option("--png/--no-png", default=True, show_default=True, help="Write OUT/images/*.png.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option("--quiet", is_flag=True)
 @user_errors
 def build_command(src, out, resolution, backend, sr, cleanup, downscale, batch_size, num_workers, num_writers, device,
-                  shard, limit, num_images, as_json, quiet):
-    """Crop, align and render every face of SRC into OUT/images/*.png with OUT/manifest.jsonl and report.json."""
-    from .pipeline import BuildOptions, build, default_stages
+                  shard, limit, num_images, select_file, h5_path, zip_path, png, as_json, quiet):
+    """Crop, align and render the faces of SRC into OUT/images/*.png with OUT/manifest.jsonl and report.json."""
+    from .pipeline import BuildOptions, build
 
     start_distributed(device)
-    default_cleanup, default_sr = default_stages(device)
-    options = BuildOptions(resolution=resolution, backend=backend, sr=sr or default_sr,
-                           cleanup=cleanup or default_cleanup, downscale=downscale,
+    options = BuildOptions(resolution=resolution, backend=backend, sr=sr, cleanup=cleanup, downscale=downscale,
                            batch_size=batch_size, num_workers=num_workers, num_writers=num_writers,
-                           device=device, shard=shard, limit=limit, num_images=num_images, progress=not quiet)
+                           device=device, shard=shard if shard != (0, 1) else None, limit=limit,
+                           num_images=num_images, select=select_file, png=png, h5=h5_path, zip=zip_path,
+                           progress=not quiet)
     report = build(src, out, options)
     if as_json:
         emit(json.dumps(report.to_dict()))
         return
+    if report.manifest and "skipped 0 damaged" not in report.manifest:
+        emit(f"warning: {out}: {report.manifest}", err=True)
     for source, reason in report.skipped.items():
         emit(f"skipped {source}: {reason}", err=True)
+    passes = ", ".join(f"{p.name} pass {p.sources_per_second:.2f} sources/s" for p in report.passes if p.sources)
     emit(f"{report.ok} images written, {len(report.skipped)} skipped, {report.already_done} already done "
-         f"({report.sources} sources; {report.images_per_second:.2f} images/s) -> {out}")
+         f"({report.sources} sources{'; ' + passes if passes else ''}) -> {out}")
+    if report.md5_mismatches:
+        emit(f"warning: {len(report.md5_mismatches)} images differ from their score pass "
+             f"(e.g. {report.md5_mismatches[0]})", err=True)
     if report.ranking:
         _print_ranking(report.ranking, out)
+    for path in (h5_path, zip_path):
+        if path and "deferred" not in report.ranking:
+            emit(f"wrote {path}")
 
 
 @main.command("export")
@@ -89,10 +107,13 @@ def export_command(out, h5_path, zip_path, num_images, quiet):
 
     if not h5_path and not zip_path:
         raise click.UsageError("give --h5 FILE and/or --zip FILE")
-    if h5_path:
-        emit(f"wrote {export_hdf5(out, h5_path, num_images, progress=not quiet)}")
-    if zip_path:
-        emit(f"wrote {export_zip(out, zip_path, num_images, progress=not quiet)}")
+    for path in (h5_path, zip_path):
+        if path:
+            check_output_path(path)  # both targets checked before either is written
+    for path, export in ((h5_path, export_hdf5), (zip_path, export_zip)):
+        if path:
+            result = export(out, path, num_images, progress=not quiet)
+            emit(f"wrote {result.path} ({result.images} images; {result.manifest})")
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -147,6 +168,8 @@ def rank_command(out, keep, preview, preview_count, rescore, batch_size, num_wor
     """Rank the finished images of a build OUT by quality, write the scores into its manifests, select the best."""
     from .rank import rank_build, write_preview
 
+    if preview:
+        check_output_path(preview)  # before the scoring, not after it
     report = rank_build(out, keep=keep, rescore=rescore, batch_size=batch_size, device=device,
                         num_workers=num_workers, progress=not quiet).to_dict()
     if preview:
@@ -165,8 +188,8 @@ def _print_ranking(ranking: dict, out: str) -> None:
         emit(f"not ranked {source}: {reason}", err=True)
     if ranking["keep"] is not None and ranking["keep"] > ranking["ranked"]:
         emit(f"warning: {ranking['keep']} images asked, only {ranking['ranked']} ranked: all selected", err=True)
-    emit(f"ranked {ranking['ranked']} images ({ranking['scored']} scored now), selected the best "
-         f"{ranking['selected']} -> {out}")
+    emit(f"ranked {ranking['ranked']} images ({ranking['scored']} scored now), selected "
+         f"{ranking['selected']} -> {out}" + (f" ({ranking['manifest']})" if ranking.get("manifest") else ""))
     if "preview" in ranking:
         emit(f"wrote {ranking['preview']}")
 
@@ -302,6 +325,90 @@ def eval_restorer_command(kind, more_images, images, quality, weights, device, a
     emit(f"{kind} on {figures['images']} photographs ({degradation}):")
     emit(format_table(["PSNR dB", "SSIM"], rows, precision=4))
     emit("net gain: " + ", ".join(f"{gain:+.2f} dB over {method}" for method, gain in figures["gain_db"].items()))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The official CelebA-HQ from NVIDIA's deltas (celebahq.official)
+
+
+@main.command("official")
+@click.option("--src", required=True, type=click.Path(file_okay=False, exists=True),
+              help="CelebA folder: img_celeba/*.jpg and Anno/list_landmarks_celeba.txt.")
+@click.option("--deltas", required=True, type=click.Path(file_okay=False, exists=True),
+              help="The released deltas: image_list.txt and deltas00000.zip … deltas29000.zip.")
+@click.option("--out", required=True, type=click.Path(file_okay=False), help="Output folder (resumable).")
+@click.option("--legacy/--fast", default=True, show_default=True,
+              help="legacy: the pre-delta images of Pillow 3.1.1 bit for bit (numpy, CPU); fast: the current "
+                   "reference renderer (within a grey level, so most rows will not match the md5s).")
+@click.option("--workers", type=click.IntRange(0), default=None, help="Worker processes [CPU count].")
+@click.option("--limit", type=click.IntRange(1), default=None, help="Only the first N rows (trials).")
+@click.option("--h5", "h5_path", type=click.Path(dir_okay=False), help="Also write the multi-resolution HDF5.")
+@click.option("--zip", "zip_path", type=click.Path(dir_okay=False), help="Also write the StyleGAN dataset zip.")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option("--quiet", is_flag=True)
+@user_errors
+def official_command(src, deltas, out, legacy, workers, limit, h5_path, zip_path, as_json, quiet):
+    """The official CelebA-HQ: OUT/images/imgHQ%05d.png from CelebA and NVIDIA's released deltas."""
+    from .official import OFFICIAL_ROWS, OfficialOptions, build_official, export_official
+
+    report = build_official(src, deltas, out, OfficialOptions(legacy=legacy, workers=workers, limit=limit,
+                                                              progress=not quiet))
+    written = export_official(out, report, h5_path, zip_path, progress=not quiet) if h5_path or zip_path else []
+    if as_json:
+        emit(json.dumps(dict(report.to_dict(), exports=[str(p) for p in written])))
+        return
+    for name, reason in report.skipped.items():
+        emit(f"skipped {name}: {reason}", err=True)
+    if report.rows != OFFICIAL_ROWS and limit is None:
+        emit(f"note: image_list.txt has {report.rows} rows; the release has {OFFICIAL_ROWS}", err=True)
+    emit(f"{report.ok} of {report.rows} images ({report.processed} now, {report.already_done} before), "
+         f"{report.exact} exact; pre-delta differs in {len(report.proc_mismatch)}, final in "
+         f"{len(report.final_mismatch)}; {len(report.skipped)} skipped -> {out}")
+    for path in written:
+        emit(f"wrote {path}")
+
+
+@main.command("verify")
+@click.argument("out", type=click.Path(file_okay=False, exists=True))
+@click.option("--deltas", required=True, type=click.Path(file_okay=False, exists=True),
+              help="The deltas folder (only image_list.txt is read).")
+@click.option("--limit", type=click.IntRange(1), default=None, help="Only the first N rows.")
+@click.option("--workers", type=click.IntRange(0), default=None, help="Decoding processes [CPU count].")
+@click.option("--json", "as_json", is_flag=True)
+@click.option("--quiet", is_flag=True)
+@user_errors
+def verify_command(out, deltas, limit, workers, as_json, quiet):
+    """Check OUT/images/imgHQ%05d.png against the release's final md5s; exit 1 unless all match."""
+    from .official import verify_official
+
+    report = verify_official(out, deltas, limit=limit, workers=workers, progress=not quiet)
+    if as_json:
+        emit(json.dumps(report.to_dict()))
+    else:
+        for label, indices in (("differs", report.mismatched), ("missing", report.missing)):
+            for idx in indices[:20]:
+                emit(f"imgHQ{idx:05d}: {label}", err=True)
+        emit(f"{report.exact} of {report.rows} images match the release's md5, {len(report.mismatched)} differ, "
+             f"{len(report.missing)} missing or unreadable")
+    if not report.ok:
+        raise SystemExit(1)
+
+
+@main.command("check-decoder")
+@click.argument("celeba", type=click.Path(file_okay=False))
+@user_errors
+def check_decoder_command(celeba):
+    """Does this machine's JPEG decoder match libjpeg 8d (the original's md5 of 000001.jpg)? Exit 1 if not."""
+    from .official import check_decoder
+
+    check = check_decoder(celeba)
+    emit(f"{check.path}: md5 {check.md5}, libjpeg 8d gives {check.expected}; decoder: {check.decoder}")
+    if check.matches:
+        emit("the decoder matches libjpeg 8d")
+        return
+    emit("the decoder differs from libjpeg 8d: pre-delta images will differ by a few grey levels where chroma "
+         "changes (see docs/celebahq.md, Getting the official CelebA-HQ)")
+    raise SystemExit(1)
 
 
 if __name__ == "__main__":

@@ -1,10 +1,10 @@
 """The build's manifest: `OUT/manifest.jsonl`, one JSON object per source image, appended as images finish.
 
 Each line records the source file (its path relative to the source folder: the key), the landmarks and where
-they came from, the crop quad, zoom, the stages applied, the quality score, the md5 of the rendered pixels, the
-status and, once written, the output file: "scored" (pass 1 of a two-pass build: rendered and scored, no file),
-"ok" (written; `rank` and `selected` once a selection was made) or "skipped" with a reason. A rerun appends newer
-records; the last record of a source wins.
+they came from, the crop quad, zoom, the stages applied, the quality score, the md5 of the rendered pixels, `t`
+(when the line was appended), the status and, once written, the output file: "scored" (pass 1 of a two-pass
+build: rendered and scored, no file), "ok" (written; `rank` and `selected` once a selection was made) or
+"skipped" with a reason. A rerun appends newer records; the newest record of a source wins.
 
 Lines are appended and flushed one at a time while the folder's writer lock is held (celebahq/pipeline.py), so a
 build killed at any moment leaves a manifest whose complete lines are all true. Damage is never silent:
@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -119,9 +120,12 @@ def read_all_manifests(out_dir: str | os.PathLike) -> list[dict]:
 
 
 def latest_records(records: Iterable[dict]) -> dict[str, dict]:
-    """The last record of every source file (a rerun may append a newer one)."""
+    """The newest record of every source file (a rerun may append a newer one): by the time `t` each record was
+    appended, then by position (records of older builds have no `t` and count as oldest). The time matters across
+    files: a shard's manifest and manifest.jsonl may both hold records of a source (a sharded score pass, then the
+    unsharded write pass), and the order in which the files are read must not decide which is current."""
     latest = {}
-    for record in records:
+    for record in sorted(records, key=lambda r: r.get("t", 0.0)):  # stable: equal times keep their order
         latest[record["source"]] = record
     return latest
 
@@ -136,10 +140,13 @@ class ManifestWriter:
         loaded = load_manifest(out_dir, name)
         if loaded.torn:
             os.truncate(self.path, loaded.complete_bytes)
+        self.last_time = max((r.get("t", 0.0) for r in loaded.records), default=0.0)
         self.file = open(self.path, "a", encoding="utf-8")  # noqa: SIM115 - held open until close()
 
     def append(self, record: dict) -> None:
-        self.file.write(_encode(record))
+        """Append `record` with `t`, the time of appending (seconds since the epoch; never decreasing in a file)."""
+        self.last_time = max(time.time(), self.last_time)
+        self.file.write(_encode(record | {"t": round(self.last_time, 6)}))
         self.file.flush()
 
     def close(self) -> None:

@@ -3,48 +3,64 @@
 Flow per source image (paper Appendix C, original `create_celebahq`):
 
     decode (worker) -> landmarks (CelebA file or dlib, worker) -> plan (pure geometry, worker)
-    -> cleanup stage -> [shrink, crop, super-resolution stage, padding, 4R bilinear, downscale] (batched render)
-    -> PNG encoded by a writer process (temp + rename) -> one manifest line
+    -> cleanup stage -> shrink + crop (worker) -> [super-resolution, padding, 4R bilinear, downscale] (batched
+    render on the device) -> quality score and md5 of the rendered pixels -> PNG encoded by a writer process
+    (temp + rename) and/or the HDF5 / zip exports -> one manifest line
 
-Resumable: a source whose latest manifest record is "ok" (with its PNG present) or "skipped" is not redone.
-`shard=(i, N)` processes every N-th source starting at i (several machines, or torchrun ranks), each shard
-appending to its own manifest file. Bad input (corrupt JPEG, missing landmark row, landmarks outside the
-image, degenerate landmarks, no face found) is skipped with its reason; the run never dies on one image.
+Two passes when a selection is asked (`num_images`: the best N by quality): pass 1 ("score") renders every source
+and records its landmarks, plan, score and md5 with status "scored", writing no image; pass 2 ("write")
+re-renders only the selected sources and writes them. Rendering is deterministic (each photo's pixels do not
+depend on its batch, nor does its score: celebahq/quality.py), so the result is pixel-identical to rendering
+everything and ranking afterwards; pass 2 checks each md5 against pass 1's. `select` (a list of sources, or the
+official `image_list.txt`) writes exactly the listed sources in one pass. Without either, every source is
+written in one pass, as `celebahq rank` expects.
+
+One writer per output folder (gancore.locking.FolderLock): `build`, `rank` and `export` take the folder's lock.
+Resumable: a source whose latest record says it is done for the pass at hand is not redone. `shard=(i, N)`
+processes every N-th source starting at i, each shard appending to its own manifest; a sharded `num_images`
+build scores only (the selection needs every shard's scores). Bad input is skipped with its reason. Child
+processes die with the build (celebahq/processes.py).
 """
 
 from __future__ import annotations
 
-import hashlib
-import io
+import dataclasses
 import json
-import multiprocessing
 import os
 import time
-from concurrent.futures import ProcessPoolExecutor
+from collections.abc import Callable, Iterator
+from concurrent.futures import Future
+from contextlib import ExitStack
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
 
 from gancore import distributed
 from gancore.errors import UserError
-from gancore.runtime import atomic_output, progress_bar, resolve_device
-from gancore.sources import IMAGE_EXTENSIONS, BadImage, decode_image
+from gancore.imagefiles import list_image_files
+from gancore.locking import FolderLock
+from gancore.runtime import atomic_output, check_output_path, progress_bar, resolve_device
+from gancore.sources import BadImage, decode_image
 
-from .geometry import plan_crop
+from .export import DatasetZip, HDF5Pyramid, prepare_target
+from .geometry import CropPlan, plan_crop
 from .landmarks import LandmarkDetector, read_celeba_landmarks
-from .manifest import ManifestWriter, latest_records, read_all_manifests
-from .rank import rank_build
-from .render import lanczos_upscale, render_pil, render_torch, shrink_and_crop
-from .restore.infer import cleanup_image, net_upscale, shipped_weights
+from .manifest import ManifestWriter, latest_records, load_all_manifests
+from .processes import die_with_parent, encode_and_write, pixels_md5, writer_pool
+from .quality import quality_score
+from .rank import RANKING_NAME, RankReport
+from .render import DeviceUpscale, lanczos_upscale, render_pil, render_torch_tensor, shrink_and_crop
+from .restore.infer import cleanup_image, net_upscale, net_upscale_tensor, shipped_weights
+from .selection import Pick, best_picks, output_name, read_selection
 
 LANDMARK_FILE = Path("Anno") / "list_landmarks_celeba.txt"
 # "net": the shipped restoration networks (celebahq.restore; loaded lazily, once per process, in the decode
 # workers for cleanup and in the main process for SR). "none"/"lanczos": the original release's stand-ins.
 CLEANUP_STAGES = {"none": None, "net": cleanup_image}
-SR_STAGES = {"lanczos": lanczos_upscale, "net": net_upscale}
+SR_STAGES = {"lanczos": lanczos_upscale, "net": net_upscale}  # uint8 HWC arrays (the pil backend)
+SR_DEVICE_STAGES = {"lanczos": None, "net": DeviceUpscale(net_upscale_tensor)}  # tensors on the device (torch)
 
 
 def default_stages(device: str | None = None) -> tuple[str, str]:
@@ -56,46 +72,161 @@ def default_stages(device: str | None = None) -> tuple[str, str]:
     return "none", "lanczos"
 
 
-@dataclass
+@dataclass(frozen=True)
 class BuildOptions:
-    """Settings of one build (CLI flags of `celebahq build`)."""
+    """Settings of one build (the flags of `celebahq build`). None means "the default", filled in by `resolved`
+    (the CLI and `build()` share it, so they agree); an instance is never changed."""
 
     resolution: int = 1024
     backend: str = "auto"  # "torch" (batched), "pil" (the reference) or "auto": torch on CUDA, else pil
     # (on a CPU the PIL path is faster: benchmarks/celebahq_speed.py)
-    sr: str = "lanczos"  # super-resolution stage for small faces
-    cleanup: str = "none"  # JPEG cleanup stage, applied to each decoded source photo
+    sr: str | None = None  # super-resolution stage for small faces; None: default_stages(device)
+    cleanup: str | None = None  # JPEG cleanup stage on each decoded photo; None: default_stages(device)
     downscale: str = "lanczos"  # 4R -> R filter: "lanczos" (original code) or "box" (paper text)
     batch_size: int = 8
-    num_workers: int | None = None  # decoding processes (default: min(4, CPUs))
-    num_writers: int | None = None  # PNG-encoding processes (default: min(8, CPUs))
+    num_workers: int | None = None  # decoding processes (None: min(4, CPUs))
+    num_writers: int | None = None  # PNG-encoding processes (None: min(8, CPUs))
     device: str | None = None
-    shard: tuple[int, int] = (0, 1)
+    shard: tuple[int, int] | None = None  # None: this torchrun rank of the world, else (0, 1)
     limit: int | None = None  # only the first N sources (quick trials)
-    num_images: int | None = None  # at the end, rank by quality and select the best N (celebahq/rank.py)
+    num_images: int | None = None  # two passes: score everything, write the best N
+    select: str | None = None  # a selection file: write exactly these sources (celebahq/selection.py)
+    png: bool = True  # write OUT/images/*.png
+    h5: str | None = None  # also write the multi-resolution HDF5 of the selection here (needs a selection)
+    zip: str | None = None  # also write a dataset zip of the selection here (needs a selection)
     progress: bool = True
+
+    def resolved(self) -> BuildOptions:
+        """A copy with every default filled in and every value checked (UserError for a bad one)."""
+        device = resolve_device(self.device)
+        default_cleanup, default_sr = default_stages(str(device))
+        cpus = os.cpu_count() or 1
+        shard = self.shard or ((distributed.rank(), distributed.world_size()) if distributed.is_distributed()
+                               else (0, 1))
+        options = dataclasses.replace(
+            self, device=str(device), backend=("torch" if device.type == "cuda" else "pil") if self.backend == "auto"
+            else self.backend, sr=self.sr or default_sr, cleanup=self.cleanup or default_cleanup, shard=shard,
+            num_workers=min(4, cpus) if self.num_workers is None else self.num_workers,
+            num_writers=self.num_writers or min(8, cpus))
+        options._check()
+        return options
+
+    def _check(self) -> None:
+        for name, value, choices in (("backend", self.backend, ("torch", "pil")), ("sr", self.sr, SR_STAGES),
+                                     ("cleanup", self.cleanup, CLEANUP_STAGES),
+                                     ("downscale", self.downscale, ("lanczos", "box"))):
+            if value not in choices:
+                raise UserError(f"--{name} {value!r}: choose one of {', '.join(choices)}")
+        for kind, stage in (("cleanup", self.cleanup), ("sr", self.sr)):
+            if stage == "net" and not shipped_weights(kind).is_file():
+                raise UserError(f"--{kind} net: no shipped weights at {shipped_weights(kind)}")
+        if self.resolution < 4 or self.resolution & (self.resolution - 1):
+            raise UserError(f"--resolution {self.resolution}: must be a power of two ≥ 4")
+        if self.num_images is not None and self.num_images < 1:
+            raise UserError(f"--num-images {self.num_images}: must be at least 1")
+        if self.num_images is not None and self.resolution < 64:
+            raise UserError(f"--num-images ranks by quality, which needs --resolution ≥ 64 (got {self.resolution})")
+        if self.num_images is not None and self.select is not None:
+            raise UserError("give --num-images or --select, not both")
+        if (self.h5 or self.zip) and self.num_images is None and self.select is None:
+            raise UserError("--h5/--zip in a build need a selection: --num-images N or --select FILE")
+        if not (self.png or self.h5 or self.zip):
+            raise UserError("--no-png needs --h5 or --zip: nothing would be written")
+
+
+@dataclass(frozen=True)
+class SourceItem:
+    name: str  # file path relative to the source folder (POSIX), the manifest key
+    path: Path
 
 
 @dataclass
-class SourceItem:
-    name: str  # file name relative to the source folder, the manifest key
-    path: Path
+class Prepared:
+    """A source ready to render (the worker's result): the cropped face and the plans."""
+
+    source: str
+    pixels: np.ndarray  # uint8 HWC: the (cleaned) photo, shrunk and cropped to the plan's crop box
+    plan: CropPlan  # for the whole photo (the manifest's quad and zoom)
+    render_plan: CropPlan  # for `pixels`
+    landmarks: dict  # {"points": 5×2 source pixels, "landmark_source": "celeba" | "dlib", …}
+    seconds: float  # worker time spent on it
+
+
+@dataclass
+class Skipped:
+    """A source that cannot be used, and why."""
+
+    source: str
+    reason: str
+    seconds: float = 0.0
+
+    def to_record(self) -> dict:
+        return {"source": self.source, "status": "skipped", "reason": self.reason}
+
+
+@dataclass
+class Rendered:
+    """A rendered face: the host pixels (for the md5 and the writers) and its quality score."""
+
+    prepared: Prepared
+    image: np.ndarray  # uint8 [R, R, 3]
+    md5: str  # of `image`'s bytes
+    quality: float  # celebahq.quality.quality_score of the rendered tensor, computed where it was rendered
+
+
+@dataclass
+class StageSeconds:
+    prepare: float = 0.0  # in the workers (thread time summed over them)
+    render: float = 0.0  # main process: render, score, md5
+    write: float = 0.0  # in the writers (summed over them)
+
+
+@dataclass
+class PassReport:
+    """One pass over sources: how many it rendered and how fast."""
+
+    name: str  # "score" or "write"
+    sources: int = 0  # sources this pass had to do
+    rendered: int = 0
+    skipped: int = 0
+    written: int = 0
+    wall_seconds: float = 0.0
+    stage_seconds: StageSeconds = field(default_factory=StageSeconds)
+
+    @property
+    def sources_per_second(self) -> float:
+        return self.sources / self.wall_seconds if self.wall_seconds > 0 else 0.0
 
 
 @dataclass
 class BuildReport:
     sources: int
-    processed: int
-    already_done: int
-    ok: int
+    processed: int  # sources rendered or skipped in this run (over all passes)
+    already_done: int  # sources whose work an earlier run had finished
+    ok: int  # images written in this run
     skipped: dict[str, str] = field(default_factory=dict)
-    seconds: dict[str, float] = field(default_factory=dict)
-    images_per_second: float = 0.0
+    passes: list[PassReport] = field(default_factory=list)
+    images_per_second: float = 0.0  # processed / wall time
+    md5_mismatches: list[str] = field(default_factory=list)  # write pass != score pass (should never happen)
     options: dict = field(default_factory=dict)
-    ranking: dict = field(default_factory=dict)  # celebahq.rank.RankReport with --num-images
+    ranking: dict = field(default_factory=dict)  # celebahq.rank.RankReport of the selection, or {"deferred": …}
+    manifest: str = ""  # what was read from the existing manifests (damaged lines included)
+
+    @property
+    def seconds(self) -> dict[str, float]:
+        """Seconds per stage, summed over the passes."""
+        total = StageSeconds()
+        for report in self.passes:
+            for name in ("prepare", "render", "write"):
+                setattr(total, name, getattr(total, name) + getattr(report.stage_seconds, name))
+        return {name: round(value, 3) for name, value in asdict(total).items()}
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        data = asdict(self)
+        data["seconds"] = self.seconds
+        for report, saved in zip(self.passes, data["passes"]):
+            saved["sources_per_second"] = round(report.sources_per_second, 3)
+        return data
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -105,13 +236,14 @@ class BuildReport:
 def discover_sources(src: str | os.PathLike) -> tuple[list[SourceItem], dict[str, np.ndarray] | None]:
     """CelebA layout (img_celeba/*.jpg + Anno/list_landmarks_celeba.txt) or any folder of face photos.
 
-    Returns the sources sorted by name and the landmark table (None: landmarks are detected with dlib).
+    Returns the sources (gancore.imagefiles.list_image_files: recursive, sorted by relative path) and the landmark
+    table (None: landmarks are detected with dlib).
     """
     root = Path(src)
     if not root.is_dir():
         raise UserError(f"{root}: no such folder (give CelebA's folder with img_celeba/ and Anno/)")
     images_dir = root / "img_celeba" if (root / "img_celeba").is_dir() else root
-    files = sorted(p for p in images_dir.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+    files = list_image_files(images_dir)
     if not files:
         raise UserError(f"{images_dir}: no images found")
     items = [SourceItem(p.relative_to(images_dir).as_posix(), p) for p in files]
@@ -120,7 +252,8 @@ def discover_sources(src: str | os.PathLike) -> tuple[list[SourceItem], dict[str
 
 
 class _Prepare(torch.utils.data.Dataset):
-    """Worker-side steps for one source: decode, landmarks, plan, cleanup. Never raises for bad input."""
+    """Worker-side steps for one source: decode, landmarks, plan, cleanup, shrink + crop. Never raises for bad
+    input: returns `Prepared` or `Skipped`."""
 
     def __init__(self, items: list[SourceItem], table, options: BuildOptions):
         self.items, self.table, self.options = items, table, options
@@ -129,202 +262,332 @@ class _Prepare(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.items)
 
-    def __getitem__(self, index: int) -> dict:
-        item = self.items[index]
-        result = {"source": item.name, "status": "skipped"}
+    def __getitem__(self, index: int) -> Prepared | Skipped:
         started = time.perf_counter()
+        result = self._prepare(self.items[index])
+        result.seconds = time.perf_counter() - started
+        return result
+
+    def _prepare(self, item: SourceItem) -> Prepared | Skipped:
         try:
             image = decode_image(item.path)
         except BadImage as error:
-            return dict(result, reason=f"unreadable image ({error})", seconds=time.perf_counter() - started)
-        if self.table is not None:
-            points = self.table.get(Path(item.name).name)
-            if points is None:
-                return dict(result, reason="no landmark row", seconds=time.perf_counter() - started)
-            result["landmarks"] = {"points": points.tolist(), "landmark_source": "celeba"}
-        else:
-            detection = self.detector.detect(image)
-            if detection is None:
-                return dict(result, reason="no face found", seconds=time.perf_counter() - started)
-            points = detection.points5
-            record = detection.to_record()  # landmark_source "dlib", detection_score, face_box, …
-            record.pop("landmarks", None)
-            result["landmarks"] = dict(record, points=points.tolist())
+            return Skipped(item.name, f"unreadable image ({error})")
+        found = self._landmarks(item, image)
+        if isinstance(found, Skipped):
+            return found
+        points, landmarks = found
         try:
             plan = plan_crop(points, (image.shape[1], image.shape[0]), self.options.resolution)
         except ValueError as error:
-            return dict(result, reason=f"unusable landmarks ({error})", seconds=time.perf_counter() - started)
+            return Skipped(item.name, f"unusable landmarks ({error})")
         cleanup = CLEANUP_STAGES[self.options.cleanup]
         if cleanup is not None:
             image = cleanup(image)
         # Shrink and crop here, in the worker: the main process receives only the face's pixels.
-        image, render_plan = shrink_and_crop(image, plan)
-        return dict(result, status="ready", image=image, plan=plan, render_plan=render_plan,
-                    seconds=time.perf_counter() - started)
+        pixels, render_plan = shrink_and_crop(image, plan)
+        return Prepared(item.name, pixels, plan, render_plan, landmarks, 0.0)
+
+    def _landmarks(self, item: SourceItem, image: np.ndarray) -> tuple[np.ndarray, dict] | Skipped:
+        if self.table is not None:
+            points = self.table.get(Path(item.name).name)
+            if points is None:
+                return Skipped(item.name, "no landmark row")
+            return points, {"points": points.tolist(), "landmark_source": "celeba"}
+        detection = self.detector.detect(image)
+        if detection is None:
+            return Skipped(item.name, "no face found")
+        record = detection.to_record()  # landmark_source "dlib", detection_score, face_box, …
+        record.pop("landmarks", None)
+        return detection.points5, dict(record, points=detection.points5.tolist())
 
 
-def _first(batch):
-    return batch[0]
+def _as_is(item):
+    return item
+
+
+def _prepared(items: list[SourceItem], table, options: BuildOptions) -> Iterator[Prepared | Skipped]:
+    """The workers' results in source order (decoded here when there are no workers or one source)."""
+    dataset = _Prepare(items, table, options)
+    if options.num_workers == 0 or len(items) < 2:
+        return (dataset[i] for i in range(len(dataset)))
+    return iter(torch.utils.data.DataLoader(dataset, batch_size=None, collate_fn=_as_is,
+                                            num_workers=options.num_workers, worker_init_fn=die_with_parent))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Rendering
+
+
+def _render(batch: list[Prepared], options: BuildOptions) -> list[Rendered]:
+    """Render a batch on the device, score each face there, and bring the pixels to the host once."""
+    if options.backend == "pil":
+        upscale = SR_STAGES[options.sr]
+        images = [render_pil(p.pixels, p.render_plan, options.resolution, upscale, options.downscale)
+                  for p in batch]
+        tensors = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2)
+    else:
+        tensors = render_torch_tensor([p.pixels for p in batch], [p.render_plan for p in batch], options.resolution,
+                                      SR_DEVICE_STAGES[options.sr], options.downscale, options.device)
+        images = list(tensors.permute(0, 2, 3, 1).cpu().numpy())
+    scores = quality_score(tensors).tolist() if options.resolution >= 64 else [None] * len(batch)
+    return [Rendered(p, image, pixels_md5(image), score) for p, image, score in zip(batch, images, scores)]
+
+
+def _record(rendered: Rendered, options: BuildOptions, status: str) -> dict:
+    """The manifest record of a rendered source (status "scored" or "ok"; the writer adds output and rank)."""
+    plan = rendered.prepared.plan
+    stages = [] if options.cleanup == "none" else [f"cleanup:{options.cleanup}"]
+    stages += [f"shrink:{plan.shrink}"] if plan.shrink > 1 else []
+    stages += [f"sr:{options.sr}x{plan.superres}"] if plan.superres > 1 else []
+    stages += ["pad"] if plan.padded else []
+    stages += [f"render:{options.backend}", f"downscale:{options.downscale}"]
+    return {"source": rendered.prepared.source, "status": status, "landmarks": rendered.prepared.landmarks,
+            "quad": plan.source_quad.round(3).tolist(), "zoom": round(float(plan.zoom), 6), "stages": stages,
+            "md5": rendered.md5, "resolution": options.resolution, "quality": rendered.quality}
+
+
+def _run_pass(report: PassReport, items: list[SourceItem], table, options: BuildOptions, manifest: ManifestWriter,
+              handle: Callable[[list[Rendered]], None], skipped: dict[str, str]) -> None:
+    """Prepare, render and score `items`, batch by batch; `handle` gets each rendered batch; skipped sources are
+    recorded in the manifest and `skipped`."""
+    report.sources = len(items)
+    started = time.perf_counter()
+    batch: list[Prepared] = []
+
+    def flush() -> None:
+        render_started = time.perf_counter()
+        rendered = _render(batch, options)
+        report.stage_seconds.render += time.perf_counter() - render_started
+        report.rendered += len(rendered)
+        handle(rendered)
+        batch.clear()
+
+    with progress_bar(len(items), f"celebahq build ({report.name})", options.progress) as bar:
+        for result in _prepared(items, table, options):
+            report.stage_seconds.prepare += result.seconds
+            bar.update(1)
+            if isinstance(result, Skipped):
+                skipped[result.source] = result.reason
+                manifest.append(result.to_record())
+                report.skipped += 1
+                continue
+            batch.append(result)
+            if len(batch) == options.batch_size:
+                flush()
+        if batch:
+            flush()
+    report.wall_seconds = time.perf_counter() - started
 
 
 # --------------------------------------------------------------------------------------------------------------
 # Writing
 
 
-def _write_png(image: np.ndarray, path: Path) -> tuple[str, float]:
-    """Atomic PNG write (temp name + rename); returns the md5 of the uint8 HWC RGB pixels and the seconds."""
-    started = time.perf_counter()
-    buffer = io.BytesIO()
-    # zlib level 3: 3× faster than Pillow's default 6 for 7% larger files (0.085 s vs 0.27 s at 1024²)
-    Image.fromarray(image).save(buffer, "PNG", compress_level=3)
-    # a unique temporary name keeps a writer left over from a killed run off the file of the run that resumes it
-    with atomic_output(path) as temporary:
-        temporary.write_bytes(buffer.getvalue())
-    return hashlib.md5(np.ascontiguousarray(image).tobytes()).hexdigest(), time.perf_counter() - started
+class _Writer:
+    """Pass 2's outputs: PNGs encoded and written by writer processes, and/or the HDF5 / zip exports fed in
+    the main process. Bounded memory: at most `4 · batch_size` images wait for the writers."""
 
+    def __init__(self, out: Path, options: BuildOptions, count: int, stack: ExitStack):
+        self.out, self.options = out, options
+        encode = options.png or options.zip
+        self.pool = stack.enter_context(writer_pool(options.num_writers)) if encode else None
+        self.h5 = stack.enter_context(HDF5Pyramid(options.h5, count, options.resolution)) if options.h5 else None
+        self.zip = stack.enter_context(DatasetZip(options.zip)) if options.zip else None
+        self.in_flight: list[tuple[Future, dict, Pick]] = []
 
-def _writer_pool(num_writers: int | None) -> ProcessPoolExecutor:
-    """Processes that encode and write PNGs: zlib at 1024² costs ~0.09 s an image, more than the GPU render, and
-    threads would contend for the GIL in Pillow's per-chunk encode loop. forkserver: no fork of a threaded parent."""
-    methods = multiprocessing.get_all_start_methods()
-    context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
-    return ProcessPoolExecutor(num_writers or min(8, os.cpu_count() or 1), mp_context=context)
+    def submit(self, image: np.ndarray, record: dict, pick: Pick) -> None:
+        """Queue one image for writing; `record` goes to the manifest once it is written."""
+        target = str(self.out / pick.output) if self.options.png else None
+        if target is not None:
+            (self.out / pick.output).parent.mkdir(parents=True, exist_ok=True)
+        if self.h5 is not None:
+            self.h5.put(pick.rank - 1, image.transpose(2, 0, 1)[None])
+        if self.pool is None:  # only the HDF5 export: nothing to encode
+            future = Future()
+            future.set_result((None, 0.0))
+        else:
+            future = self.pool.submit(encode_and_write, image, target, self.zip is not None)
+        self.in_flight.append((future, record, pick))
 
+    def drain(self, manifest: ManifestWriter, report: PassReport, block: bool) -> None:
+        """Collect finished writes (all of them when `block`, or while too many wait) and record them."""
+        limit = 4 * self.options.batch_size
+        while self.in_flight and (block or self.in_flight[0][0].done() or len(self.in_flight) > limit):
+            future, record, pick = self.in_flight.pop(0)
+            data, seconds = future.result()
+            report.stage_seconds.write += seconds
+            if self.zip is not None:
+                self.zip.put(pick.rank - 1, data)
+            if self.options.png:
+                manifest.append(record)
+            report.written += 1
 
-def _record(ready: dict, options: BuildOptions, output: str, md5: str) -> dict:
-    plan = ready["plan"]
-    stages = ([] if options.cleanup == "none" else [f"cleanup:{options.cleanup}"])
-    stages += [f"shrink:{plan.shrink}"] if plan.shrink > 1 else []
-    stages += [f"sr:{options.sr}x{plan.superres}"] if plan.superres > 1 else []
-    stages += ["pad"] if plan.padded else []
-    stages += [f"render:{options.backend}", f"downscale:{options.downscale}"]
-    return {"source": ready["source"], "status": "ok", "landmarks": ready["landmarks"],
-            "quad": plan.source_quad.round(3).tolist(), "zoom": round(float(plan.zoom), 6),
-            "stages": stages, "output": output, "md5": md5, "resolution": options.resolution, "quality": None}
+    def add_existing(self, pick: Pick) -> None:
+        """Feed the exports an image an earlier run already wrote as PNG."""
+        path = self.out / pick.output
+        if self.h5 is not None:
+            self.h5.put(pick.rank - 1, decode_image(path).transpose(2, 0, 1)[None])
+        if self.zip is not None:
+            self.zip.put(pick.rank - 1, path.read_bytes())
 
 
 # --------------------------------------------------------------------------------------------------------------
 # The build
 
 
-def _pending(items: list[SourceItem], out: Path) -> tuple[list[SourceItem], int]:
-    """Sources still to do, and how many are done; temp files of a killed run are removed."""
-    for leftover in (out / "images").rglob(".*.partial"):
-        leftover.unlink(missing_ok=True)
-    latest = latest_records(read_all_manifests(out))
-    pending = []
-    for item in items:
-        record = latest.get(item.name)
-        if record is None or (record["status"] == "ok" and not (out / record["output"]).is_file()):
-            pending.append(item)
-    return pending, len(items) - len(pending)
-
-
 def build(src: str | os.PathLike, out: str | os.PathLike, options: BuildOptions | None = None) -> BuildReport:
-    """Build (or resume) CelebA-HQ-style crops of every face photo in `src` into `out`; returns the report."""
-    options = options or BuildOptions()
-    for name, value, choices in (("backend", options.backend, ("auto", "torch", "pil")),
-                                 ("sr", options.sr, SR_STAGES),
-                                 ("cleanup", options.cleanup, CLEANUP_STAGES),
-                                 ("downscale", options.downscale, ("lanczos", "box"))):
-        if value not in choices:
-            raise UserError(f"--{name} {value!r}: choose one of {', '.join(choices)}")
-    for kind, stage in (("cleanup", options.cleanup), ("sr", options.sr)):
-        if stage == "net" and not shipped_weights(kind).is_file():
-            raise UserError(f"--{kind} net: no shipped weights at {shipped_weights(kind)}")
-    if options.resolution < 4 or options.resolution & (options.resolution - 1):
-        raise UserError(f"--resolution {options.resolution}: must be a power of two ≥ 4")
-    if options.num_images is not None and options.num_images < 1:
-        raise UserError(f"--num-images {options.num_images}: must be at least 1")
-    device = resolve_device(options.device)
-    if options.backend == "auto":
-        options.backend = "torch" if device.type == "cuda" else "pil"
-    if distributed.is_distributed() and options.shard == (0, 1):
-        options.shard = (distributed.rank(), distributed.world_size())
-    shard_index, shard_count = options.shard
-    out = Path(out)
-    (out / "images").mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
+    """Build (or resume) CelebA-HQ-style crops of the face photos in `src` into `out`; returns the report.
 
+    Holds `out`'s writer lock throughout (UserError when another process writes there)."""
+    options = (options or BuildOptions()).resolved()
+    out = check_output_path(out, folder=True)
+    for target in (options.h5, options.zip):
+        if target:
+            prepare_target(target)
+    with FolderLock(out, "celebahq build"):
+        return _build_locked(Path(src), out, options)
+
+
+def _build_locked(src: Path, out: Path, options: BuildOptions) -> BuildReport:
+    started = time.perf_counter()
+    shard_index, shard_count = options.shard
+    for leftover in out.rglob(".*.partial"):  # temporaries of a killed run (only we write here: we hold the lock)
+        leftover.unlink(missing_ok=True)
     items, table = discover_sources(src)
     items = items[:options.limit] if options.limit else items
+    picks = _read_picks(options, items)
     items = items[shard_index::shard_count]
-    pending, already_done = _pending(items, out)
-    seconds = {"prepare (workers)": 0.0, "render": 0.0, "write (writers)": 0.0}
-    skipped, ok = {}, 0
-    workers = options.num_workers if options.num_workers is not None else min(4, os.cpu_count() or 1)
-    loader = torch.utils.data.DataLoader(_Prepare(pending, table, options), batch_size=1, collate_fn=_first,
-                                         num_workers=workers if len(pending) > 1 else 0)
+    summary = load_all_manifests(out)
+    latest = latest_records(summary.records)
     manifest_name = "manifest.jsonl" if shard_count == 1 else f"manifest-{shard_index}-of-{shard_count}.jsonl"
-    upscale = SR_STAGES[options.sr]
-
-    def render(batch: list[dict]) -> list[np.ndarray]:
-        if options.backend == "pil":
-            return [render_pil(r["image"], r["render_plan"], options.resolution, upscale, options.downscale)
-                    for r in batch]
-        return render_torch([r["image"] for r in batch], [r["render_plan"] for r in batch], options.resolution,
-                            None if options.sr == "lanczos" else upscale, options.downscale, device)
-
-    with ManifestWriter(out, manifest_name) as manifest, _writer_pool(options.num_writers) as writer, \
-            progress_bar(len(pending), "celebahq build", options.progress) as bar:
-        in_flight = []
-
-        max_in_flight = 4 * options.batch_size  # rendered images waiting for the writers: bounded memory
-
-        def drain(block: bool) -> None:
-            nonlocal ok
-            while in_flight and (block or in_flight[0][0].done() or len(in_flight) > max_in_flight):
-                future, ready, output = in_flight.pop(0)
-                md5, write_seconds = future.result()
-                seconds["write (writers)"] += write_seconds
-                manifest.append(_record(ready, options, output, md5))
-                ok += 1
-                bar.update(1)
-
-        batch = []
-        for result in loader:
-            seconds["prepare (workers)"] += result.pop("seconds", 0.0)
-            if result["status"] != "ready":
-                skipped[result["source"]] = result["reason"]
-                manifest.append(result)
-                bar.update(1)
-                continue
-            batch.append(result)
-            if len(batch) == options.batch_size:
-                _render_and_queue(batch, render, out, seconds, writer, in_flight)
-                batch = []
-            drain(block=False)
-        if batch:
-            _render_and_queue(batch, render, out, seconds, writer, in_flight)
-        drain(block=True)
-
+    report = BuildReport(sources=len(items), processed=0, already_done=0, ok=0, manifest=summary.describe(),
+                         options={k: v for k, v in asdict(options).items() if k != "progress"})
+    with ManifestWriter(out, manifest_name) as manifest:
+        if options.num_images is not None:
+            _score_pass(items, table, options, out, latest, manifest, report)
+            latest = latest_records(load_all_manifests(out).records)
+            if shard_count > 1:
+                report.ranking = {"deferred": f"a sharded build scores only: once every shard has finished, run "
+                                              f"the same build without --shard to write the best "
+                                              f"{options.num_images}"}
+            else:
+                picks = best_picks([latest[i.name] for i in items if i.name in latest], options.num_images)
+        if "deferred" not in report.ranking:
+            mine = {item.name for item in items}
+            mine_picked = None if picks is None else [p for p in picks if p.source in mine]
+            _write_pass(mine_picked, items, table, options, out, latest, manifest, report)
     elapsed = time.perf_counter() - started
-    ranking = {} if options.num_images is None else _select_best(out, options, device, shard_count > 1)
-    report = BuildReport(sources=len(items), processed=len(pending), already_done=already_done, ok=ok,
-                         skipped=skipped, seconds={k: round(v, 3) for k, v in seconds.items()},
-                         images_per_second=round(len(pending) / elapsed, 3) if elapsed > 0 else 0.0,
-                         options={k: v for k, v in asdict(options).items() if k != "progress"}, ranking=ranking)
+    report.images_per_second = round(report.processed / elapsed, 3) if elapsed > 0 else 0.0
     report_name = "report.json" if shard_count == 1 else f"report-{shard_index}-of-{shard_count}.json"
     with atomic_output(out / report_name) as temporary:
         temporary.write_text(json.dumps(report.to_dict(), indent=1))
     return report
 
 
-def _select_best(out: Path, options: BuildOptions, device, sharded: bool) -> dict:
-    """`--num-images N`: rank the finished images by quality and select the best N (celebahq/rank.py)."""
-    if sharded:  # the other shards may still be appending to their manifests
-        return {"deferred": f"a sharded build: run `celebahq rank {out} --keep {options.num_images}` once every "
-                            "shard has finished"}
-    return rank_build(out, keep=options.num_images, device=device, num_workers=options.num_workers,
-                      progress=options.progress).to_dict()
+def _read_picks(options: BuildOptions, items: list[SourceItem]) -> list[Pick] | None:
+    """The picks of `--select` (UserError when it names sources that are not in the source folder)."""
+    if options.select is None:
+        return None
+    picks = read_selection(options.select)
+    known = {item.name for item in items}
+    missing = [pick.source for pick in picks if pick.source not in known]
+    if missing:
+        raise UserError(f"--select {options.select}: {len(missing)} listed sources are not in the source folder "
+                        f"(e.g. {', '.join(missing[:3])})")
+    return picks
 
 
-def _render_and_queue(batch, render, out: Path, seconds: dict, writer, in_flight: list) -> None:
-    render_started = time.perf_counter()
-    rendered = render(batch)
-    seconds["render"] += time.perf_counter() - render_started
-    for ready, image in zip(batch, rendered):
-        output = f"images/{Path(ready['source']).with_suffix('.png').as_posix()}"
-        (out / output).parent.mkdir(parents=True, exist_ok=True)
-        ready = {k: v for k, v in ready.items() if k not in ("image", "render_plan")}
-        in_flight.append((writer.submit(_write_png, image, out / output), ready, output))
+def _score_pass(items, table, options, out: Path, latest: dict, manifest: ManifestWriter,
+                report: BuildReport) -> None:
+    """Pass 1: render and score every source not scored yet; record "scored" (no image written)."""
+    pending = [item for item in items if _needs_score(latest.get(item.name), out)]
+    report.already_done += len(items) - len(pending)
+    scored = PassReport("score")
+
+    def handle(rendered: list[Rendered]) -> None:
+        for one in rendered:
+            manifest.append(_record(one, options, "scored"))
+
+    _run_pass(scored, pending, table, options, manifest, handle, report.skipped)
+    report.processed += scored.rendered + scored.skipped
+    report.passes.append(scored)
+
+
+def _needs_score(record: dict | None, out: Path) -> bool:
+    if record is None:
+        return True
+    if record["status"] == "ok":
+        return record.get("quality") is None or not (out / record["output"]).is_file()
+    return record["status"] not in ("scored", "skipped")
+
+
+def _write_pass(picks: list[Pick] | None, items, table, options, out: Path, latest: dict,
+                manifest: ManifestWriter, report: BuildReport) -> None:
+    """Pass 2: render and write the picked sources (every source when `picks` is None) not written yet."""
+    by_name = {item.name: item for item in items}
+    everything = picks is None
+    picks = picks if picks is not None else [Pick(i.name, 0, output_name(i.name)) for i in items]
+    fresh_exports = bool(options.h5 or options.zip)
+    todo, existing = [], []
+    for pick in picks:
+        record = latest.get(pick.source)
+        if record is not None and record["status"] == "skipped":
+            continue
+        done = (record is not None and record["status"] == "ok" and record.get("output") == pick.output
+                and (out / pick.output).is_file())
+        (existing if done and options.png else todo).append(pick)
+    if not report.passes:  # the only pass: everything it need not do was done before
+        report.already_done += len(picks) - len(todo)
+    written = PassReport("write")
+    with ExitStack() as stack:
+        writer = _Writer(out, options, len(picks), stack)
+        for pick in existing if fresh_exports else []:
+            writer.add_existing(pick)
+        by_source = {pick.source: pick for pick in todo}
+
+        def handle(rendered: list[Rendered]) -> None:
+            for one in rendered:
+                pick = by_source[one.prepared.source]
+                before = latest.get(pick.source)
+                if before is not None and before.get("md5") and before["md5"] != one.md5 \
+                        and before.get("resolution") == options.resolution:
+                    report.md5_mismatches.append(pick.source)
+                record = _record(one, options, "ok") | {"output": pick.output}
+                if not everything:
+                    record |= {"rank": pick.rank, "selected": True}
+                writer.submit(one.image, record, pick)
+            writer.drain(manifest, written, block=False)
+
+        _run_pass(written, [by_name[p.source] for p in todo], table, options, manifest, handle, report.skipped)
+        writer.drain(manifest, written, block=True)
+    report.ok += written.written
+    report.processed += 0 if report.passes else written.rendered + written.skipped
+    report.passes.append(written)
+    if not everything:
+        _record_selection(picks, {p.source for p in todo}, [i.name for i in items], options, out, latest, manifest,
+                          report)
+
+
+def _record_selection(picks: list[Pick], rewritten: set[str], sources: list[str], options: BuildOptions, out: Path,
+                      latest: dict, manifest: ManifestWriter, report: BuildReport) -> None:
+    """Bring the rank/selected of this shard's images written by earlier runs up to date (a resumed build may
+    select differently; export takes only the selected ones) and write OUT/ranking.json."""
+    wanted = {pick.source: pick for pick in picks}
+    for source in sources:
+        record = latest.get(source)
+        if record is None or record["status"] != "ok" or source in rewritten:
+            continue
+        pick = wanted.get(source)
+        rank, selected = (pick.rank, True) if pick is not None and pick.output == record["output"] else (None, False)
+        if (record.get("rank"), record.get("selected")) != (rank, selected):
+            manifest.append(record | {"rank": rank, "selected": selected})
+    scored = [r for r in latest_records(load_all_manifests(out).records).values() if r.get("quality") is not None]
+    best = [{"source": p.source, "output": p.output, "quality": latest.get(p.source, {}).get("quality")}
+            for p in picks[:5]]
+    keep = options.num_images if options.num_images is not None else len(picks)
+    ranking = RankReport(ranked=len(scored), selected=len(picks), scored=sum(p.rendered for p in report.passes[:1])
+                         if options.num_images is not None else 0, keep=keep, best=best)
+    report.ranking = asdict(ranking)
+    with atomic_output(out / RANKING_NAME) as temporary:
+        temporary.write_text(json.dumps(report.ranking, indent=1))

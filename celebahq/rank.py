@@ -7,10 +7,11 @@ ranking again after a resumed build only scores the new images (`rescore=True` s
 report goes to OUT/ranking.json; ranking again without a `keep` keeps the N recorded there.
 
 The manifests are append-only while a build runs; ranking rewrites each one whole, atomically (temp + rename,
-celebahq/manifest.py), keeping every line and only adding fields. Run it once the build has finished: a
-manifest that changes while the images are scored is not overwritten (UserError), so a build still
-appending is never lost. An image whose file is missing or unreadable is reported, left unranked and not
-selected.
+celebahq/manifest.py), keeping every line (damaged ones verbatim) and only adding fields. It holds the build
+folder's writer lock (gancore.locking): while a build writes there, `rank` is refused with one line naming it,
+and no build starts while `rank` rewrites; as a second guard a manifest that changes while the images are
+scored is not overwritten (UserError). An image whose file is missing or unreadable is reported, left unranked
+and not selected. The report says how many manifest records were read and how many damaged lines skipped.
 """
 
 from __future__ import annotations
@@ -25,18 +26,13 @@ import numpy as np
 from PIL import Image, ImageDraw
 
 from gancore.errors import UserError
-from gancore.runtime import atomic_output
+from gancore.locking import FolderLock
+from gancore.runtime import atomic_output, check_output_path
 from gancore.sources import BadImage, FileListSource, decode_image
 
-from .manifest import (
-    MANIFEST_NAME,
-    latest_records,
-    manifest_names,
-    read_all_manifests,
-    read_manifest,
-    write_manifest,
-)
+from .manifest import MANIFEST_NAME, ManifestSummary, latest_records, load_all_manifests, write_manifest
 from .quality import score_sources
+from .selection import quality_order
 
 RANKING_NAME = "ranking.json"
 
@@ -50,6 +46,7 @@ class RankReport:
     skipped: dict[str, str] = field(default_factory=dict)  # source -> why its image could not be scored
     best: list[dict] = field(default_factory=list)  # the first few: {"source", "output", "quality"}
     seconds: float = 0.0
+    manifest: str = ""  # "read N manifest records, skipped K damaged lines (…)"
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -62,29 +59,31 @@ def _stamp(path: Path) -> tuple[int, int]:
 
 def ranked_records(out_dir: str | os.PathLike) -> list[dict]:
     """The latest records of a ranked build that have a rank, best first."""
-    latest = latest_records(read_all_manifests(out_dir)).values()
+    latest = latest_records(load_all_manifests(out_dir).records).values()
     return sorted((r for r in latest if r.get("rank") is not None), key=lambda r: r["rank"])
 
 
 def rank_build(out_dir: str | os.PathLike, keep: int | None = None, rescore: bool = False, batch_size: int = 16,
                device=None, num_workers: int | None = None, progress: bool = True) -> RankReport:
-    """Score, rank and select the finished images of the build in `out_dir`; rewrite its manifests."""
-    started = time.perf_counter()
+    """Score, rank and select the finished images of the build in `out_dir`; rewrite its manifests (holding the
+    folder's writer lock: UserError while a build writes there)."""
     out_dir = Path(out_dir)
-    names = manifest_names(out_dir)
-    if not names:
+    if not (out_dir / MANIFEST_NAME).is_file() and not list(out_dir.glob("manifest-*-of-*.jsonl")):
         raise UserError(f"{out_dir}: no {MANIFEST_NAME} (not a celebahq build, or it has not started)")
     if keep is not None and keep < 1:
         raise UserError(f"--keep {keep}: must be at least 1")
-    stamps = {name: _stamp(out_dir / name) for name in names}  # before reading: a later append shows
-    files = {name: read_manifest(out_dir, name) for name in names}
-    latest = {}  # source -> (manifest name, line)
-    for name in names:
-        for line, record in enumerate(files[name]):
-            latest[record["source"]] = (name, line)
-    finished = [files[name][line] for name, line in latest.values() if files[name][line].get("status") == "ok"]
+    with FolderLock(out_dir, "celebahq rank"):
+        return _rank_locked(out_dir, keep, rescore, batch_size, device, num_workers, progress)
+
+
+def _rank_locked(out_dir: Path, keep, rescore, batch_size, device, num_workers, progress) -> RankReport:
+    started = time.perf_counter()
+    stamps = {path.name: _stamp(path) for path in _manifest_paths(out_dir)}  # before reading: a later append shows
+    summary = load_all_manifests(out_dir)
+    latest = latest_records(summary.records)  # the record objects themselves: updating one updates its file
+    finished = [record for record in latest.values() if record.get("status") == "ok"]
     if not finished:
-        raise UserError(f"{out_dir}: no finished images in its manifests")
+        raise UserError(f"{out_dir}: no finished images in its manifests ({summary.describe()})")
     if keep is None and (out_dir / RANKING_NAME).is_file():
         keep = json.loads((out_dir / RANKING_NAME).read_text()).get("keep")  # ranking again keeps the last N
 
@@ -95,24 +94,36 @@ def rank_build(out_dir: str | os.PathLike, keep: int | None = None, rescore: boo
         record["quality"] = report.scores.get(path)
     skipped = {to_score[path]["source"]: reason for path, reason in report.skipped.items()}
 
-    order = sorted((r for r in finished if r.get("quality") is not None), key=lambda r: (-r["quality"], r["source"]))
+    order = quality_order(finished)
     selected = len(order) if keep is None else min(keep, len(order))
     for record in finished:
         record.update(rank=None, selected=False)
     for position, record in enumerate(order):
         record.update(rank=position + 1, selected=position < selected)
 
-    for name in names:
-        if _stamp(out_dir / name) != stamps[name]:
-            raise UserError(f"{out_dir / name} changed while ranking (is a build still writing to {out_dir}?); "
-                               "nothing was rewritten there: rank again once the build has finished")
-        write_manifest(out_dir, files[name], name)
+    _rewrite(out_dir, summary, stamps)
     best = [{"source": r["source"], "output": r["output"], "quality": r["quality"]} for r in order[:5]]
     ranking = RankReport(ranked=len(order), selected=selected, scored=len(report.scores), keep=keep,
-                         skipped=skipped, best=best, seconds=round(time.perf_counter() - started, 3))
+                         skipped=skipped, best=best, seconds=round(time.perf_counter() - started, 3),
+                         manifest=summary.describe())
     with atomic_output(out_dir / RANKING_NAME) as temporary:
         temporary.write_text(json.dumps(ranking.to_dict(), indent=1))
     return ranking
+
+
+def _manifest_paths(out_dir: Path) -> list[Path]:
+    return [path for path in [out_dir / MANIFEST_NAME, *sorted(out_dir.glob("manifest-*-of-*.jsonl"))]
+            if path.is_file()]
+
+
+def _rewrite(out_dir: Path, summary: ManifestSummary, stamps: dict[str, tuple[int, int]]) -> None:
+    """Rewrite every manifest with the updated records, unless one changed since `stamps` were taken."""
+    for file in summary.files:
+        if _stamp(out_dir / file.name) != stamps.get(file.name):
+            raise UserError(f"{out_dir / file.name} changed while ranking (is a build still writing to {out_dir}?); "
+                            "nothing was rewritten there: rank again once the build has finished")
+    for file in summary.files:
+        write_manifest(out_dir, file.records, file.name, damaged=[line for _, line in file.damaged])
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -151,7 +162,7 @@ def contact_sheet(rows: list[tuple[str, list[tuple[np.ndarray, str]]]], side: in
 
 def write_preview(out_dir: str | os.PathLike, path: str | os.PathLike, count: int = 6, side: int = 112) -> Path:
     """Write a contact sheet of the `count` best and `count` worst ranked images of a build (PNG, atomic)."""
-    out_dir, path = Path(out_dir), Path(path)
+    out_dir, path = Path(out_dir), check_output_path(path)
     records = ranked_records(out_dir)
     if not records:
         raise UserError(f"{out_dir}: no ranked images; run celebahq rank {out_dir} first")
@@ -162,7 +173,6 @@ def write_preview(out_dir: str | os.PathLike, path: str | os.PathLike, count: in
 
     sheet = contact_sheet([row(f"best {count} of {len(records)} (rank, quality)", records[:count]),
                            row(f"worst {count}", records[-count:])], side)
-    path.parent.mkdir(parents=True, exist_ok=True)
     with atomic_output(path) as temporary:
         Image.fromarray(sheet).save(temporary, "PNG", optimize=True)
     return path

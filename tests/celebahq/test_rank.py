@@ -49,13 +49,17 @@ def finished(out: Path) -> list[dict]:
 
 def test_rank_scores_ranks_and_selects_the_best(out):
     report = rank_build(out, keep=5, num_workers=0, progress=False)
-    assert (report.ranked, report.selected, report.scored, report.keep) == (15, 5, 15, 5)
+    assert (report.ranked, report.selected, report.scored, report.keep) == (15, 5, 0, 5)  # the build scored them
+    assert report.manifest == "read 15 manifest records, skipped 0 damaged lines"
     records = sorted(finished(out), key=lambda r: r["rank"])
     assert [r["rank"] for r in records] == list(range(1, 16))
     assert [r["selected"] for r in records] == [True] * 5 + [False] * 10
     qualities = [r["quality"] for r in records]
     assert qualities == sorted(qualities, reverse=True) and report.best[0]["quality"] == qualities[0]
     image = np.array(Image.open(out / records[0]["output"]))
+    assert qualities[0] == quality_score(torch.from_numpy(image[None]).permute(0, 3, 1, 2)).item()  # bit for bit
+    assert rank_build(out, keep=5, rescore=True, num_workers=0, progress=False).scored == 15
+    assert [r["quality"] for r in sorted(finished(out), key=lambda r: r["rank"])] == qualities
     assert qualities[0] == pytest.approx(quality_score(torch.from_numpy(image[None]).permute(0, 3, 1, 2)).item())
     # export and --num-images follow the ranking
     assert selected_images(out) == [out / r["output"] for r in records[:5]]
@@ -100,13 +104,13 @@ def test_rewrite_keeps_every_line_and_the_build_still_resumes(out):
 def test_build_with_num_images_ranks_at_the_end_and_after_a_resume(tmp_path):
     out = tmp_path / "out"
     first = build(MINI, out, options(limit=3, num_images=2))
-    assert first.ranking["ranked"] == 3 and first.ranking["selected"] == 2
+    assert first.ranking["ranked"] == 3 and first.ranking["selected"] == 2 and first.ok == 2
     assert json.loads((out / "report.json").read_text())["ranking"]["selected"] == 2
-    build(MINI, out, options(limit=5))  # resumed without ranking: export refuses the stale ranking
+    build(MINI, out, options(limit=5))  # resumed without a selection: export refuses the stale ranking
     with pytest.raises(UserError, match="finished after the ranking"):
         selected_images(out)
-    resumed = build(MINI, out, options(limit=5, num_images=2))
-    assert (resumed.ranking["scored"], resumed.ranking["ranked"], resumed.ranking["selected"]) == (2, 5, 2)
+    resumed = build(MINI, out, options(limit=5, num_images=2))  # every source already scored: nothing rendered
+    assert (resumed.ranking["scored"], resumed.ranking["ranked"], resumed.ranking["selected"]) == (0, 5, 2)
     assert len(selected_images(out)) == 2
 
 
@@ -114,18 +118,19 @@ def test_sharded_builds_defer_and_rank_every_shard(tmp_path):
     out = tmp_path / "out"
     for index in range(2):
         report = build(MINI, out, options(shard=(index, 2), limit=4, num_images=3))
-        assert "celebahq rank" in report.ranking["deferred"]
-    rank_build(out, keep=3, num_workers=0, progress=False)
+        assert "without --shard" in report.ranking["deferred"] and report.ok == 0
     for name in ("manifest-0-of-2.jsonl", "manifest-1-of-2.jsonl"):
         records = read_manifest(out, name)
-        assert len(records) == 2 and all(r["rank"] is not None for r in records)
+        assert len(records) == 2 and all(r["status"] == "scored" and r["quality"] > 0 for r in records)
+    written = build(MINI, out, options(limit=4, num_images=3))  # the write pass, over every shard's scores
+    assert written.ok == 3 and written.passes[0].rendered == 0
     assert len(selected_images(out)) == 3
 
 
 def test_unreadable_images_are_reported_and_left_out(out):
     broken = min(finished(out), key=lambda r: r["source"])
     (out / broken["output"]).write_bytes(b"not a png")
-    report = rank_build(out, keep=20, num_workers=0, progress=False)
+    report = rank_build(out, keep=20, rescore=True, num_workers=0, progress=False)
     assert list(report.skipped) == [broken["source"]] and "cannot decode" in report.skipped[broken["source"]]
     assert report.ranked == report.selected == 14
     record = latest_records(read_all_manifests(out))[broken["source"]]
@@ -177,11 +182,11 @@ def test_cli_rank_and_build_num_images(out, tmp_path):
     report = json.loads(result.stdout)
     assert report["selected"] == 3 and report["ranked"] == 15 and Path(report["preview"]).is_file()
     text = runner.invoke(main, ["rank", str(out), "--keep", "30", "--quiet"])
-    assert text.exit_code == 0 and "selected the best 15" in text.stdout and "only 15 ranked" in text.stderr
+    assert text.exit_code == 0 and "selected 15" in text.stdout and "only 15 ranked" in text.stderr
     missing = runner.invoke(main, ["rank", str(tmp_path)])
     assert missing.exit_code == 2 and "no manifest.jsonl" in missing.stderr
     built = runner.invoke(main, ["build", "--src", str(MINI), "--out", str(tmp_path / "b"), "--resolution", "64",
                                  "--limit", "2", "--workers", "0", "--writers", "1", "--backend", "torch", "--device", "cpu",
                                  "--num-images", "1", "--quiet"])
     assert built.exit_code == 0, built.output
-    assert "selected the best 1" in built.stdout
+    assert "selected 1 " in built.stdout
