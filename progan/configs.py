@@ -82,6 +82,9 @@ class TrainingConfig:
     network_snapshot_ticks: int = 10
     metric_swd_images: int = 16384            # SWD of the EMA G at each network snapshot; 0 = off.
     metric_fid_images: int = 10000            # FID when Inception weights are on disk; 0 = off.
+    metrics: list = field(default_factory=lambda: ["swd", "fid"])  # ganeval registry names scored at snapshots:
+    # swd, msssim (metric_swd_images // 2 pairs), and with Inception weights on disk fid, is, kid, pr
+    # (metric_fid_images each); a metric whose count is 0 is off.
     grid_size: list | None = None             # [columns, rows] of the image grids; None = by resolution.
 
     # Engineering.
@@ -140,7 +143,8 @@ class TrainingConfig:
                 raise UserError(f"{name} = {getattr(self, name)} must lie in [0, 1]")
         if self.wgan_target <= 0:
             raise UserError(f"wgan_target = {self.wgan_target} must be positive")
-        if self.grid_size is not None and (len(self.grid_size) != 2 or min(self.grid_size) < 1):
+        if self.grid_size is not None and (len(self.grid_size) != 2 or not all(isinstance(v, int) and v >= 1
+                                                                                for v in self.grid_size)):
             raise UserError(f"grid_size = {self.grid_size}: give [columns, rows], both ≥ 1")
 
 
@@ -166,10 +170,10 @@ def _typed_value(key: str, value, annotation):
         return float(value)
     if str in kinds and isinstance(value, str):
         return value
-    if list in kinds and isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool)
+    if list in kinds and isinstance(value, list) and all(isinstance(v, (int, str)) and not isinstance(v, bool)
                                                           for v in value):
         return value
-    expected = " or ".join("null" if kind is type(None) else "a list of integers" if kind is list else kind.__name__
+    expected = " or ".join("null" if kind is type(None) else "a list" if kind is list else kind.__name__
                            for kind in kinds)
     raise UserError(f"config {key} = {json.dumps(value) if not isinstance(value, str) else value!r}: "
                     f"expected {expected}")

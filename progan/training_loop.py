@@ -7,9 +7,9 @@ fakes<kimg>.png from fixed latents; network snapshots write network-snapshot-<ki
 continue exactly) and score the EMA generator with ganeval.
 
 Multi-GPU: every rank builds the same networks from the same seed and draws the same latents; rank r takes the
-r-th slice of each global minibatch (so minibatch stddev groups are taken per GPU, as the original), gradients
-are averaged with one all-reduce per step (no DDP wrapper, so layers unused at the current lod need no special
-handling).
+r-th slice of each global minibatch (so minibatch stddev groups are taken per GPU, as the original); gradients
+are averaged by `GradientReducer`: bucketed all-reduces launched during the backward pass, as DDP does, with the
+buckets re-learnt whenever the lod bounds change (growth changes which layers get gradients).
 
 Preemption: SIGTERM or SIGINT asks the loop to stop; at the end of the current round it writes
 interrupted-<nimg>.pt (a full checkpoint, the partial tick's statistics included) and returns with
@@ -186,47 +186,124 @@ def save_grid(images: torch.Tensor, columns: int, path: Path) -> None:
     write_png(path, canvas.numpy())
 
 
-def _average_gradients(module: torch.nn.Module) -> bool:
-    """All-reduce-average the gradients over ranks (one flat buffer); return whether all are finite."""
-    params = [p for p in module.parameters() if p.grad is not None]
-    if not params:
-        return True
-    flat = torch.cat([p.grad.flatten() for p in params])
-    if distributed.is_distributed():
-        dist.all_reduce(flat)
-        flat /= distributed.world_size()
-        for p, g in zip(params, torch._utils._unflatten_dense_tensors(flat, [p.grad for p in params])):
-            p.grad.copy_(g)
-    return bool(torch.isfinite(flat).all())
+class GradientReducer:
+    """Averages a module's gradients over the torchrun ranks while the backward pass runs, in buckets of about
+    `bucket_mb` (DDP's scheme, without its wrapper, which cannot follow growth and the GP's double backward).
+
+    Which parameters receive gradients depends on the lod, so the buckets are learnt: the first backward after
+    `relearn()` (called whenever the lod bounds change) is averaged afterwards in one flat all-reduce and records
+    the parameters that got gradients; later backwards launch a bucket's asynchronous all-reduce from the
+    post-accumulate hook of its last gradient, so communication overlaps the rest of the backward pass. Every
+    rank runs the same graph, so buckets complete in the same order everywhere (as DDP assumes too)."""
+
+    def __init__(self, module: torch.nn.Module, bucket_mb: float = 25.0):
+        self.params = list(module.parameters())[::-1]   # gradients arrive roughly from the output backwards
+        self.bucket_bytes = bucket_mb * 2 ** 20
+        self.buckets: list[list[int]] | None = None
+        self._bucket_of: dict[int, int] = {}
+        self._missing: list[int] = []
+        self._launched: list[tuple[int, torch.Tensor, object]] = []
+        self.distributed = distributed.is_distributed()
+        if self.distributed:
+            for index, parameter in enumerate(self.params):
+                parameter.register_post_accumulate_grad_hook(lambda p, index=index: self._ready(index))
+
+    def relearn(self) -> None:
+        self.buckets = None
+
+    def begin(self) -> None:
+        """Call before backward."""
+        self._launched = []
+        self._missing = [len(bucket) for bucket in self.buckets or []]
+
+    def _ready(self, index: int) -> None:
+        bucket = self._bucket_of.get(index) if self.buckets is not None else None
+        if bucket is not None:
+            self._missing[bucket] -= 1
+            if self._missing[bucket] == 0:
+                self._launch(bucket)
+
+    def _launch(self, bucket: int) -> None:
+        grads = [self._grad(i) for i in self.buckets[bucket]]
+        flat = torch.cat([g.flatten() for g in grads])
+        self._launched.append((bucket, flat, dist.all_reduce(flat, async_op=True)))
+
+    def _grad(self, index: int) -> torch.Tensor:
+        parameter = self.params[index]
+        if parameter.grad is None:  # expected but absent: contribute zeros, as DDP does for unused parameters
+            parameter.grad = torch.zeros_like(parameter)
+        return parameter.grad
+
+    def finish(self) -> bool:
+        """Call after backward: wait for the all-reduces, write the averages into .grad; whether all are finite."""
+        used = [i for i, p in enumerate(self.params) if p.grad is not None]
+        if not self.distributed:
+            return all(bool(torch.isfinite(self.params[i].grad).all()) for i in used)
+        if self.buckets is None:
+            self._learn(used)
+            self._launched = []
+            for bucket in range(len(self.buckets)):
+                self._launch(bucket)
+        done = {bucket for bucket, _, _ in self._launched}
+        for bucket in range(len(self.buckets)):    # not completed during backward: launched now, in a fixed order
+            if bucket not in done:
+                self._launch(bucket)
+        finite = True
+        for bucket, flat, work in self._launched:
+            work.wait()
+            flat /= distributed.world_size()
+            finite &= bool(torch.isfinite(flat).all())
+            grads = [self.params[i].grad for i in self.buckets[bucket]]
+            for grad, average in zip(grads, torch._utils._unflatten_dense_tensors(flat, grads)):
+                grad.copy_(average)
+        return finite
+
+    def _learn(self, used: list[int]) -> None:
+        self.buckets, size = [], self.bucket_bytes
+        for index in used:
+            nbytes = self.params[index].numel() * self.params[index].element_size()
+            if size + nbytes > self.bucket_bytes and (not self.buckets or self.buckets[-1]):
+                self.buckets.append([])
+                size = 0
+            self.buckets[-1].append(index)
+            size += nbytes
+        self._bucket_of = {index: b for b, bucket in enumerate(self.buckets) for index in bucket}
 
 
 def discriminator_step(G, D, D_opt, loss, reals: torch.Tensor, z: torch.Tensor, mixing: torch.Tensor, lod: float,
-                       autocast) -> tuple[torch.Tensor, dict, bool]:
+                       autocast, reducer: GradientReducer | None = None) -> tuple[torch.Tensor, dict, bool]:
     """One D update on float NCHW reals in [-1, 1] and fakes G(z); skipped when a gradient is not finite.
-    Returns (loss, statistics, whether the update was applied)."""
+    `reducer` averages D's gradients over ranks (None: one process). Returns (loss, statistics, whether the
+    update was applied)."""
     G.requires_grad_(False)
     D.requires_grad_(True)
     with autocast:
         with torch.no_grad():
             fakes = G(z, lod).float()
         D_loss, stats = loss.D_loss(D, reals, fakes, lod, mixing)
-    return D_loss, stats, _update(D, D_opt, D_loss)
+    return D_loss, stats, _update(D, D_opt, D_loss, reducer)
 
 
-def generator_step(G, D, G_opt, loss, z: torch.Tensor, lod: float, autocast) -> tuple[torch.Tensor, dict, bool]:
+def generator_step(G, D, G_opt, loss, z: torch.Tensor, lod: float, autocast,
+                   reducer: GradientReducer | None = None) -> tuple[torch.Tensor, dict, bool]:
     """One G update through D on fresh latents z; skipped when a gradient is not finite."""
     G.requires_grad_(True)
     D.requires_grad_(False)
     with autocast:
         G_loss, stats = loss.G_loss(D, G(z, lod), lod)
-    return G_loss, stats, _update(G, G_opt, G_loss)
+    return G_loss, stats, _update(G, G_opt, G_loss, reducer)
 
 
-def _update(module, optimizer, loss: torch.Tensor) -> bool:
+def _update(module, optimizer, loss: torch.Tensor, reducer: GradientReducer | None) -> bool:
     """Backpropagate, average gradients over ranks and step, unless a gradient is not finite."""
     optimizer.zero_grad(set_to_none=True)
+    if reducer is not None:
+        reducer.begin()
     loss.backward()
-    finite = _average_gradients(module)
+    if reducer is not None:
+        finite = reducer.finish()
+    else:
+        finite = all(bool(torch.isfinite(p.grad).all()) for p in module.parameters() if p.grad is not None)
     if finite:
         optimizer.step()
     return finite
@@ -241,33 +318,38 @@ def _memory_stats(device: torch.device) -> dict:
 
 
 def score_generator(G_ema, lod: float, data: TrainingData, config: TrainingConfig, device) -> dict:
-    """SWD (and FID when the Inception weights are on disk) of the EMA generator against the reals, both at the
-    current working resolution. Empty below 16×16 (SWD's smallest level)."""
-    from ganeval.fid import fid
+    """The `config.metrics` (ganeval registry names) of the EMA generator against the reals, both at the current
+    working resolution, from one pass (`ganeval.metric_main.compute_metrics`; generated stream seed
+    `config.seed`, reals `config.seed + 1`). SWD reads `metric_swd_images` per set, MS-SSIM half as many
+    pairs, the Inception metrics (fid, is, kid, pr) `metric_fid_images`, and only when the Inception weights
+    are on disk (nothing is downloaded). Returns {name: the metric's JSON object + "resolution"}; empty below
+    16×16 (SWD's smallest level)."""
     from ganeval.inception import find_inception_weights
-    from ganeval.swd import swd
+    from ganeval.metric_main import MetricSettings, compute_metrics, metric_spec, parse_metric_names
 
     resolution = G_ema.working_resolution(lod)
-    results = {}
     if resolution < SWD_MIN_RESOLUTION:
-        return results
-    reals = RealsSource(data, resolution)
-    if config.metric_swd_images > 0:
-        count = min(config.metric_swd_images, data.num_images)
-        fakes = GeneratorSource(G_ema, lod, resolution, count, seed=config.seed, device=device)
-        result = swd(fakes, reals, num_images=count, seed=config.seed, device=device, progress=False)
-        results["swd"] = {"num_images": count, "resolution": resolution, "avg": result.avg, "levels": result.levels}
-    if config.metric_fid_images > 0:
+        return {}
+    swd_count, fid_count = (min(count, data.num_images) for count in (config.metric_swd_images,
+                                                                       config.metric_fid_images))
+    names = [name for name in parse_metric_names(config.metrics)
+             if (fid_count if metric_spec(name).features else swd_count) >= 2]
+    weights = None
+    if any(metric_spec(name).features for name in names):
         try:
             weights = find_inception_weights(download=False)
         except UserError:
-            return results
-        count = min(config.metric_fid_images, data.num_images)
-        fakes = GeneratorSource(G_ema, lod, resolution, count, seed=config.seed + 1, device=device)
-        result = fid(fakes, reals, num_images=count, inception=weights, device=device, progress=False, cache=False,
-                     allow_singular=True)
-        results["fid"] = {"num_images": count, "resolution": resolution, "value": result.value}
-    return results
+            names = [name for name in names if not metric_spec(name).features]
+    if not names:
+        return {}
+    settings = MetricSettings(seed=config.seed, swd_images=swd_count, msssim_pairs=swd_count // 2,
+                              fid_images=fid_count, allow_singular=True, is_splits=min(10, fid_count),
+                              pr_k=min(3, fid_count - 1), progress=False)
+    needed = max(swd_count if not metric_spec(name).features else fid_count for name in names)
+    fakes = GeneratorSource(G_ema, lod, resolution, needed, seed=config.seed, device=device)
+    scores = compute_metrics(fakes, RealsSource(data, resolution), names, settings, inception=weights,
+                             device=device)
+    return {name: dict(result.to_dict(), resolution=resolution) for name, result in scores.results.items()}
 
 
 def training_loop(config: TrainingConfig, data_path, run_dir, resume=None, device="auto", log=print,
@@ -310,6 +392,7 @@ def _train(config: TrainingConfig, data_path, run_dir: Path, resume, device, log
     D_opt = torch.optim.Adam(D.parameters(), lr=config.D_lr, **adam)
     loss = make_loss(config)
     rng = torch.Generator().manual_seed(config.seed)  # latents, mixing factors, flips (same on every rank)
+    G_reducer, D_reducer = GradientReducer(G), GradientReducer(D)
     state = Progress()
     tick_stats: dict[str, list[torch.Tensor]] = {}
 
@@ -370,6 +453,15 @@ def _train(config: TrainingConfig, data_path, run_dir: Path, resume, device, log
             "partial_tick": {key: [float(v) for v in values] for key, values in tick_stats.items()},
         })
 
+    def interrupt(phase: Phase) -> None:
+        """Stop at this round: a full checkpoint (with the partial tick's statistics) that --resume continues."""
+        state.interrupted = True
+        if main:
+            G_ema.lod.fill_(phase.lod)
+            path = snapshot_network(phase, run_dir / f"interrupted-{state.cur_nimg:09d}.pt")
+            log(f"stopped by signal {stop.signal or 'on another rank'} at {state.cur_nimg / 1000:.3f} kimg: "
+                f"{path.name} written; continue with: progan train --resume {run_dir}")
+
     # Train.
     total_nimg = round(config.total_kimg * 1000)
     tick_started = time.perf_counter()
@@ -399,11 +491,13 @@ def _train(config: TrainingConfig, data_path, run_dir: Path, resume, device, log
     done = state.cur_nimg >= total_nimg
     while not done:
         phase = training_phase(config, state.cur_nimg / 1000, world)
-        if state.lod_bounds != phase.lod_bounds:
-            if config.reset_opt_for_new_lod and state.lod_bounds is not None:
+        if state.lod_bounds != phase.lod_bounds or G_reducer.buckets is None:
+            if config.reset_opt_for_new_lod and state.lod_bounds not in (None, phase.lod_bounds):
                 G_opt.state.clear()
                 D_opt.state.clear()
             state.lod_bounds = phase.lod_bounds
+            G_reducer.relearn()
+            D_reducer.relearn()
         for group in G_opt.param_groups:
             group["lr"] = phase.G_lr
         for group in D_opt.param_groups:
@@ -417,7 +511,7 @@ def _train(config: TrainingConfig, data_path, run_dir: Path, resume, device, log
                 z = draw(phase.minibatch, config.latent_size)
                 mixing = torch.rand(phase.minibatch, 1, 1, 1, generator=rng)[rank * share:(rank + 1) * share]
                 D_loss, D_stats, finite = discriminator_step(G, D, D_opt, loss, reals, z, mixing.to(device),
-                                                             phase.lod, autocast)
+                                                             phase.lod, autocast, D_reducer)
                 state.skipped_steps += not finite
                 with torch.no_grad():
                     for p_ema, p in zip(G_ema.parameters(), G.parameters()):
@@ -428,22 +522,17 @@ def _train(config: TrainingConfig, data_path, run_dir: Path, resume, device, log
                 record({"loss_D": D_loss, **D_stats})
 
             z = draw(phase.minibatch, config.latent_size)
-            G_loss, G_stats, finite = generator_step(G, D, G_opt, loss, z, phase.lod, autocast)
+            G_loss, G_stats, finite = generator_step(G, D, G_opt, loss, z, phase.lod, autocast, G_reducer)
             state.skipped_steps += not finite
             record({"loss_G": G_loss, **G_stats})
             if state.cur_nimg >= total_nimg:
                 break
 
         done = state.cur_nimg >= total_nimg
-        if not done and stop.requested(device):
-            state.interrupted = True
-            if main:
-                G_ema.lod.fill_(phase.lod)
-                path = snapshot_network(phase, run_dir / f"interrupted-{state.cur_nimg:09d}.pt")
-                log(f"stopped by signal {stop.signal or 'on another rank'} at {state.cur_nimg / 1000:.3f} kimg: "
-                    f"{path.name} written; continue with: progan train --resume {run_dir}")
-            break
         if state.cur_nimg < state.tick_start_nimg + phase.tick_kimg * 1000 and not done:
+            if stop.requested(device):
+                interrupt(phase)
+                break
             continue
 
         # Tick maintenance.
@@ -468,6 +557,7 @@ def _train(config: TrainingConfig, data_path, run_dir: Path, resume, device, log
         if state.tick % config.network_snapshot_ticks == 0 or done:
             if main:
                 entry["snapshot"] = snapshot_network(phase).name
+                _remove_superseded(run_dir, state.cur_nimg)
             entry["metrics"] = score_generator(G_ema, phase.lod, data, config, device)
         if main:
             with open(stats_file, "a") as file:
@@ -483,11 +573,22 @@ def _train(config: TrainingConfig, data_path, run_dir: Path, resume, device, log
             progress_fn(state, phase)
         maintenance = time.perf_counter() - maintenance_started
         tick_started = time.perf_counter()
+        if not done and stop.requested(device):
+            interrupt(phase)
+            break
 
     data.close()
     if board is not None:
         board.close()
     return state
+
+
+def _remove_superseded(run_dir: Path, nimg: int) -> None:
+    """Delete the interrupted-*.pt checkpoints a newer network snapshot (at `nimg` images) replaces."""
+    for file in run_dir.glob("interrupted-*.pt"):
+        match = INTERRUPTED_NAME.match(file.name)
+        if match and int(match.group(1)) <= nimg:
+            file.unlink(missing_ok=True)
 
 
 def _check_resumable(checkpoint: dict, config: TrainingConfig, path: Path) -> None:
