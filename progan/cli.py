@@ -96,7 +96,12 @@ def generate_command(checkpoint, num, out_dir, seed, resolution, device):
     from gancore.locking import FolderLock
     from gancore.runtime import check_output_path, resolve_device
 
-    from .checkpoint import GeneratorSource, check_output_resolution, generator_from_checkpoint, load_checkpoint
+    from .checkpoint import (
+        GeneratorSource,
+        check_output_resolution,
+        generator_from_checkpoint,
+        load_checkpoint,
+    )
 
     out = check_output_path(out_dir, folder=True)
     device = resolve_device(device)

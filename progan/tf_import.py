@@ -7,9 +7,10 @@ which TensorFlow `exec`s on load), build_func_name (G_paper / D_paper) and varia
 NumPy array), e.g. ('8x8/Conv0_up/weight', float32 [3, 3, 512, 512])).
 
 We read it with a restricted unpickler: `find_class` answers only the Network class (as a plain record), NumPy's
-array and dtype reconstructors and OrderedDict; any other class or function (os.system, builtins.eval …) stops
-the load before it runs. build_module_src is never executed: the build function's default arguments are read
-from it with `ast` (literals only), then overridden by static_kwargs, as the original's call does.
+array, scalar and dtype reconstructors (guarded so that memory stays bounded by the file's size) and OrderedDict;
+any other class or function (os.system, builtins.eval …) stops the load before it runs. build_module_src is never
+executed: the build function's default arguments are read from it with `ast` (literals only), then overridden by
+static_kwargs, as the original's call does.
 
 Variables map onto progan/networks.py one to one: TF kernels HWIO -> OIHW; dense [in, out] -> [out, in]; the
 fused upsampling kernel of G (`Conv0_up`, TF layout [k, k, out, in], a stride-2 transposed convolution) -> our
@@ -55,14 +56,37 @@ def _latin1_encode(text, encoding="latin1"):
     return text.encode("latin1")
 
 
+class _NdarrayToken:
+    """Stands for numpy.ndarray in a pickle: it may only be passed to `_reconstruct`, never called (a direct
+    `ndarray(shape)` would allocate whatever size the file asks for)."""
+
+
+def _reconstruct(subtype, shape, dtype):
+    """numpy's `_reconstruct` as pickles use it: an empty ndarray that BUILD then fills (`__setstate__` checks
+    the data against the shape, so memory stays bounded by the file's size)."""
+    if subtype is not _NdarrayToken or math.prod(shape) > 1:
+        raise pickle.UnpicklingError("an ndarray reconstruction unlike numpy's own")
+    return _numpy_core().multiarray._reconstruct(np.ndarray, shape, dtype)
+
+
+def _scalar(dtype, *data):
+    """numpy's `scalar` for plain numeric dtypes (a huge void dtype would allocate its size)."""
+    if not isinstance(dtype, np.dtype) or dtype.itemsize > 16:
+        raise pickle.UnpicklingError(f"a NumPy scalar of dtype {dtype}")
+    return _numpy_core().multiarray.scalar(dtype, *data)
+
+
+def _numpy_core():
+    return np._core if hasattr(np, "_core") else np.core
+
+
 def _allowed_globals() -> dict[tuple[str, str], object]:
-    core = np._core if hasattr(np, "_core") else np.core
     allowed = {NETWORK_CLASS: NetworkRecord, ("collections", "OrderedDict"): collections.OrderedDict,
-               ("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype, ("_codecs", "encode"): _latin1_encode}
+               ("numpy", "ndarray"): _NdarrayToken, ("numpy", "dtype"): np.dtype, ("_codecs", "encode"): _latin1_encode}
     for package in ("numpy.core", "numpy._core"):  # 2018 pickles name numpy.core, NumPy 2 writes numpy._core
-        allowed[(f"{package}.multiarray", "_reconstruct")] = core.multiarray._reconstruct
-        allowed[(f"{package}.multiarray", "scalar")] = core.multiarray.scalar
-        allowed[(f"{package}.numeric", "_frombuffer")] = core.numeric._frombuffer
+        allowed[(f"{package}.multiarray", "_reconstruct")] = _reconstruct
+        allowed[(f"{package}.multiarray", "scalar")] = _scalar
+        allowed[(f"{package}.numeric", "_frombuffer")] = _numpy_core().numeric._frombuffer
     return allowed
 
 

@@ -134,13 +134,16 @@ def write_release_pickle(path, monkeypatch, G_fused=True, D_fused=True, lod=0.0,
 # The original's layers in NumPy (float64), transcribed from networks.py
 
 
-def wscaled(w, gain=np.sqrt(2), fan_in=None):
+RELU_GAIN = np.sqrt(2)
+
+
+def wscaled(w, gain=RELU_GAIN, fan_in=None):
     return w * (gain / np.sqrt(np.prod(w.shape[:-1]) if fan_in is None else fan_in))
 
 
 def conv2d(x, w):
     """tf.nn.conv2d NCHW, 'SAME', stride 1, kernel [k, k, in, out] (cross-correlation)."""
-    k, (n, _, h, width) = w.shape[0], x.shape
+    k, (_, _, h, width) = w.shape[0], x.shape
     xp = np.pad(x, ((0, 0), (0, 0), (k // 2, k // 2), (k // 2, k // 2)))
     return sum(np.einsum("nchw,co->nohw", xp[:, :, dy:dy + h, dx:dx + width], w[dy, dx])
                for dy in range(k) for dx in range(k))
@@ -193,7 +196,7 @@ def downscale2d(x):
     return x.reshape(n, c, h // 2, 2, w // 2, 2).mean(axis=(3, 5))
 
 
-def dense(x, w, gain=np.sqrt(2)):
+def dense(x, w, gain=RELU_GAIN):
     return x.reshape(len(x), -1) @ wscaled(w, gain)
 
 
@@ -366,6 +369,18 @@ def test_other_classes_are_refused_without_running(tmp_path, monkeypatch, where)
     result = CliRunner().invoke(progan_main, ["import", str(tmp_path / "evil.pkl"), str(tmp_path / "out.pt")])
     assert result.exit_code == 2 and result.output.count("\n") == 1 and "error:" in result.output
     assert "Traceback" not in result.output and not marker.exists() and not (tmp_path / "out.pt").exists()
+
+
+@pytest.mark.parametrize("data", [
+    b"\x80\x02cnumpy\nndarray\nJ\x00\x00\x00\x40\x85R.",                                  # ndarray((2**30,))
+    b"\x80\x02cnumpy.core.multiarray\n_reconstruct\ncnumpy\nndarray\nJ\x00\x00\x00\x40\x85C\x01b\x87R.",
+    b"\x80\x02cnumpy.core.multiarray\nscalar\ncnumpy\ndtype\nX\x0a\x00\x00\x00V400000000\x85RC\x00\x86R.",
+], ids=["ndarray-call", "reconstruct-shape", "huge-scalar"])
+def test_numpy_reconstructors_cannot_allocate_beyond_the_file(tmp_path, data):
+    """The NumPy names a pickle needs are guarded: hundreds of MB asked by a 60-byte file fail before allocating."""
+    (tmp_path / "big.pkl").write_bytes(data)
+    with pytest.raises(UserError, match="not a readable network pickle"):
+        read_network_pickle(tmp_path / "big.pkl")
 
 
 def test_unsupported_networks_are_refused(tmp_path, monkeypatch):
