@@ -87,14 +87,52 @@ def resample_coefficients(in_size: int, out_size: int) -> tuple[np.ndarray, np.n
     return first, weights
 
 
-def _resample_rows(image: np.ndarray, out_width: int) -> np.ndarray:
-    """`ImagingResampleHorizontal` on uint8 [H, W, C] -> uint8 [H, out_width, C]."""
-    in_width = image.shape[1]
-    first, weights = resample_coefficients(in_width, out_width)
-    acc = np.full((image.shape[0], out_width, image.shape[2]), 0.5, dtype=np.float32)
-    for tap in range(weights.shape[1]):
-        index = np.minimum(first + tap, in_width - 1)  # past the window the weight is 0: any pixel will do
-        acc += image[:, index, :].astype(np.float32) * weights[None, :, tap, None]
+def _regular_span(first: np.ndarray, kmax: int, in_size: int) -> tuple[int, int, int]:
+    """(lo, hi, step): outputs lo..hi-1 whose windows start at first[lo] + step·(o - lo) and lie inside the input,
+    so each tap of them is one strided slice (an integer-factor downscale: all but a few outputs at the edges)."""
+    if len(first) < 3:
+        return 0, 0, 1
+    step = int(np.bincount(np.diff(first).clip(0)).argmax())
+    if step < 1:  # upscaling: windows advance by 0 or 1 input, no long regular run
+        return 0, 0, 1
+    inside = (first >= 0) & (first + kmax <= in_size)
+    best, lo = (0, 0), None
+    for o in range(len(first) + 1):
+        if lo is not None and (o == len(first) or not inside[o] or first[o] - first[o - 1] != step):
+            best, lo = max(best, (lo, o), key=lambda span: span[1] - span[0]), None
+        if lo is None and o < len(first) and inside[o]:
+            lo = o
+    return best[0], best[1], step
+
+
+def _resample_axis(image: np.ndarray, out_size: int, axis: int) -> np.ndarray:
+    """One `ImagingResampleHorizontal` pass along `axis` (1: rows, the first pass; 0: columns, the second pass,
+    which 3.1.1 runs on the transposed image) of uint8 [H, W, C]."""
+    in_size = image.shape[axis]
+    first, weights = resample_coefficients(in_size, out_size)
+    kmax = weights.shape[1]
+    lo, hi, step = _regular_span(first, kmax, in_size)
+    shape = list(image.shape)
+    shape[axis] = out_size
+    acc = np.full(shape, 0.5, dtype=np.float32)
+    span = [slice(None)] * 3
+    span[axis] = slice(lo, hi)
+    edge = np.r_[0:lo, hi:out_size]
+    view = [None, None, None]
+    view[axis] = slice(None)
+    for tap in range(kmax):  # 3.1.1 adds the taps in this order, each product and sum rounded to float32
+        w = weights[:, tap][tuple(view)]
+        if hi > lo:
+            start = first[lo] + tap
+            src = [slice(None)] * 3
+            src[axis] = slice(start, start + step * (hi - lo - 1) + 1, step)
+            acc[tuple(span)] += image[tuple(src)].astype(np.float32) * w[tuple(span)]
+        if len(edge):
+            index = np.minimum(first[edge] + tap, in_size - 1)  # past the window the weight is 0
+            part = np.take(image, index, axis=axis).astype(np.float32) * np.take(w, edge, axis=axis)
+            edge_span = [slice(None)] * 3
+            edge_span[axis] = edge
+            acc[tuple(edge_span)] += part
     return np.clip(acc, 0.0, 255.0).astype(np.uint8)  # clip8: (int) truncation toward zero, then 0..255
 
 
@@ -106,8 +144,7 @@ def resize_antialias(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     width, height = (int(v) for v in size)
     if (width, height) == (image.shape[1], image.shape[0]):
         return image.copy()
-    rows = _resample_rows(image, width)
-    return np.ascontiguousarray(_resample_rows(rows.transpose(1, 0, 2), height).transpose(1, 0, 2))
+    return _resample_axis(_resample_axis(image, width, axis=1), height, axis=0)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -129,25 +166,26 @@ def quad_data(corners: np.ndarray, width: int, height: int) -> tuple[float, ...]
 
 def _bilinear_rows(image: np.ndarray, xin: np.ndarray, yin: np.ndarray) -> np.ndarray:
     """`bilinear_filter32RGB` at source coordinates xin, yin (float64 [h, w]) -> uint8 [h, w, C]."""
-    height, width = image.shape[:2]
+    height, width, channels = image.shape
     inside = (xin >= 0.0) & (xin < width) & (yin >= 0.0) & (yin < height)
     xin, yin = xin - 0.5, yin - 0.5
     x, y = np.floor(xin), np.floor(yin)
     dx, dy = (xin - x)[..., None], (yin - y)[..., None]
     x, y = x.astype(np.int64), y.astype(np.int64)
     x0, x1 = np.clip(x, 0, width - 1), np.clip(x + 1, 0, width - 1)
-    row0 = np.clip(y, 0, height - 1)
-    has_row1 = (y + 1 >= 0) & (y + 1 < height)
-    row1 = np.where(has_row1, y + 1, row0)
+    row0 = np.clip(y, 0, height - 1) * width
+    # a missing next row (y + 1 outside the image) gives v2 = v1 in the C code: reading row y again does the same
+    row1 = np.where((y + 1 >= 0) & (y + 1 < height), y + 1, np.clip(y, 0, height - 1)) * width
+    flat = image.reshape(-1, channels)
 
     def along_x(row: np.ndarray) -> np.ndarray:
-        a = image[row, x0].astype(np.float64)
-        return a + (image[row, x1].astype(np.float64) - a) * dx
+        a = np.take(flat, row + x0, axis=0).astype(np.float64)
+        return a + (np.take(flat, row + x1, axis=0) - a) * dx
 
     v1 = along_x(row0)
-    v2 = np.where(has_row1[..., None], along_x(row1), v1)
-    v = v1 + (v2 - v1) * dy
-    return np.where(inside[..., None], v, 0.0).astype(np.uint8)  # (UINT8) v: truncation; fill 0 outside
+    v = v1 + (along_x(row1) - v1) * dy
+    v[~inside] = 0.0  # outside [0, W) x [0, H): the fill (black)
+    return v.astype(np.uint8)  # (UINT8) v: truncation
 
 
 def transform_quad_bilinear(image: np.ndarray, size: tuple[int, int], data: tuple[float, ...],
