@@ -146,8 +146,11 @@ class ManifestWriter:
     def append(self, record: dict) -> None:
         """Append `record` with `t`, the time of appending (seconds since the epoch; never decreasing in a file)."""
         self.last_time = max(time.time(), self.last_time)
-        self.file.write(_encode(record | {"t": round(self.last_time, 6)}))
-        self.file.flush()
+        try:
+            self.file.write(_encode(record | {"t": round(self.last_time, 6)}))
+            self.file.flush()
+        except OSError as error:  # e.g. a full disk: name the file (a write's error names none)
+            raise OSError(error.errno, error.strerror, str(self.path)) from None
 
     def close(self) -> None:
         self.file.close()

@@ -35,7 +35,8 @@ def test_build_the_bundled_example_and_resume(tmp_path):
     assert len(records) == 15
     first = records["000001.jpg"]
     assert first["status"] == "ok" and first["landmarks"]["landmark_source"] == "celeba"
-    assert np.asarray(first["quad"]).shape == (4, 2) and first["zoom"] > 0 and first["quality"] is None
+    assert np.asarray(first["quad"]).shape == (4, 2) and first["zoom"] > 0 and first["quality"] > 0
+    assert first["output"] == "images/000001.jpg.png"  # the source's extension is kept: names cannot collide
     image = np.asarray(Image.open(tmp_path / "out" / first["output"]))
     assert image.shape == (64, 64, 3)
     saved = json.loads((tmp_path / "out" / "report.json").read_text())
@@ -134,7 +135,7 @@ def test_pil_and_torch_backends_agree(tmp_path):
     assert "render:pil" in latest_records(read_all_manifests(tmp_path / "auto"))["000001.jpg"]["stages"]
     build(MINI, tmp_path / "torch", options(limit=3))
     assert auto.ok == 3
-    for name in ("000001.png", "000002.png", "000003.png"):
+    for name in ("000001.jpg.png", "000002.jpg.png", "000003.jpg.png"):
         a = np.asarray(Image.open(tmp_path / "auto" / "images" / name), dtype=np.int16)
         b = np.asarray(Image.open(tmp_path / "torch" / "images" / name), dtype=np.int16)
         difference = np.abs(a - b)
