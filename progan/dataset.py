@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from gancore.errors import UserError, SourceError
-from gancore.sources import BadImage, HDF5Source, ImageSource, ImageStream, open_source, peek_shape
+from gancore.sources import BadImage, HDF5Source, ImageSource, open_source, peek_shape
 
 from .configs import is_power_of_two
 
@@ -136,11 +136,9 @@ class TrainingData:
             return self._ram[resolution]
         if self._level_bytes(resolution) > self.cache_bytes:
             return None
-        if resolution in self.stored:
-            stream = ImageStream(self.stored[resolution], batch_size=256, num_workers=0)
-            with training_advice():
-                level = torch.cat([batch.contiguous() for batch in stream])
-            _check_size(tuple(level.shape[-2:]), self.path)
+        if resolution in self.stored:  # every rank reads all of it (not a rank's share, as ImageStream would)
+            chunks = np.array_split(np.arange(self.num_images), max(1, self.num_images // 256))
+            level = torch.cat([self._read_stored(resolution, chunk).contiguous() for chunk in chunks])
         else:
             finer = self._cache_level(self._finest_source_level(resolution))
             if finer is None:
@@ -155,7 +153,10 @@ class TrainingData:
         level = self._cache_level(resolution)
         if level is not None:
             return level[torch.from_numpy(indices)]
-        stored = self._finest_source_level(resolution)
+        return self._read_stored(self._finest_source_level(resolution), indices)
+
+    def _read_stored(self, stored: int, indices: np.ndarray) -> torch.Tensor:
+        """uint8 NCHW images `indices` of the stored level `stored`, decoded by the loader threads and checked."""
         source = self.stored[stored]
         images = list(self._loaders.map(lambda i: _load_checked(source, int(i), stored), indices))
         return torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2)
