@@ -43,9 +43,13 @@ def measure(config, resolution: int, device: torch.device, bf16: bool, steps: in
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
 
+    last = {}
+
     def step():
         z = torch.randn(batch, config.latent_size, device=device)
-        discriminator_step(G, D, D_opt, loss, reals, z, torch.rand(batch, 1, 1, 1, device=device), lod, autocast)
+        _, stats, applied = discriminator_step(G, D, D_opt, loss, reals, z, torch.rand(batch, 1, 1, 1, device=device),
+                                               lod, autocast)
+        last.update(gradient_penalty=float(stats["gradient_penalty"].detach()), D_applied=applied)
         generator_step(G, D, G_opt, loss, torch.randn(batch, config.latent_size, device=device), lod, autocast)
 
     for _ in range(warmup):
@@ -61,7 +65,8 @@ def measure(config, resolution: int, device: torch.device, bf16: bool, steps: in
     result = {"resolution": resolution, "minibatch": batch, "precision": "bf16" if bf16 else "fp32",
               "images_per_second": round(steps * batch / seconds, 1),
               "sec_per_kimg": round(seconds / (steps * batch) * 1000, 2),
-              "cpu_max_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)}
+              "cpu_max_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+              "gradient_penalty": last["gradient_penalty"], "gradients_finite": last["D_applied"]}
     if device.type == "cuda":
         result["gpu_peak_mb"] = round(torch.cuda.max_memory_allocated(device) / 2 ** 20)
     return result
