@@ -7,9 +7,16 @@ short CPU training run already improves on it. The last layer of each starts at 
 
 from __future__ import annotations
 
+import os
+import pickle
+import zipfile
+from pathlib import Path
+
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from gancore.errors import UserError
 
 
 def _conv(in_channels: int, out_channels: int, stride: int = 1) -> nn.Conv2d:
@@ -152,3 +159,73 @@ def gflops_per_megapixel(model: nn.Module, side: int = 64) -> float:
     for hook in hooks:
         hook.remove()
     return total / (out.shape[-2] * out.shape[-1]) * 1e6 / 1e9
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Weight files from outside: loaded safely, checked before use
+
+
+class WeightFileError(UserError):
+    """A restorer weight file that cannot be used (foreign, damaged, for the other network, malicious)."""
+
+
+def _reason(error: Exception) -> str:
+    """The first line of a loader's message, never PyTorch's hint to load untrusted files without the guard."""
+    text = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return type(error).__name__ if "weights_only" in text else text[:200]
+
+
+def read_weight_file(path: str | os.PathLike, kind: str) -> dict:
+    """The payload of a `celebahq train-restorer` weight file for network `kind`, checked: a dict with `kind`,
+    `config` and a `state_dict` of finite tensors. Loads tensors and plain types only (no code runs); anything
+    else raises WeightFileError naming the file."""
+    path = Path(path)
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise WeightFileError(f"{path}: refused: not a file of tensors and plain types only, as celebahq "
+                              "train-restorer writes (a foreign or damaged file, or Python objects that could run "
+                              "code)") from None
+    except OSError as error:
+        raise WeightFileError(f"{path}: {error.strerror or _reason(error)}") from None
+    except (RuntimeError, ValueError, EOFError, zipfile.BadZipFile, KeyError, AttributeError, TypeError,
+            IndexError, MemoryError) as error:
+        raise WeightFileError(f"{path}: not a PyTorch weight file ({_reason(error)})") from None
+    if not isinstance(payload, dict) or not isinstance(payload.get("state_dict"), dict):
+        raise WeightFileError(f"{path}: not a restorer weight file (no state_dict; celebahq train-restorer writes "
+                              "kind, config and state_dict)")
+    if payload.get("kind") != kind:
+        raise WeightFileError(f"{path}: weights for {payload.get('kind')!r}, not {kind!r}")
+    for name, tensor in payload["state_dict"].items():
+        if not isinstance(tensor, torch.Tensor):
+            raise WeightFileError(f"{path}: state_dict entry {name!r} is not a tensor")
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise WeightFileError(f"{path}: non-finite values (NaN or inf) in {name}")
+    return payload
+
+
+def load_restorer(path: str | os.PathLike, kind: str) -> tuple[nn.Module, dict]:
+    """Build network `kind` from a weight file: (float32 model in eval mode on the CPU, the file's other fields).
+    A config or tensors that do not fit the network raise WeightFileError."""
+    payload = read_weight_file(path, kind)
+    config = payload.get("config") or {}
+    if not isinstance(config, dict):
+        raise WeightFileError(f"{path}: config is {type(config).__name__}, expected a mapping")
+    try:
+        with torch.device("meta"):  # shapes only: a config asking for a huge network allocates nothing
+            shapes = {name: tuple(t.shape) for name, t in build_model(kind, config).state_dict().items()}
+    except (TypeError, ValueError, RuntimeError, IndexError, KeyError) as error:
+        raise WeightFileError(f"{path}: config {str(config)[:200]} does not describe a {kind} network "
+                              f"({_reason(error)})") from None
+    found = {name: tuple(t.shape) for name, t in payload["state_dict"].items()}
+    if shapes != found:
+        name = sorted(set(shapes) ^ set(found)) or [n for n in shapes if shapes[n] != found[n]]
+        raise WeightFileError(f"{path}: the tensors do not fit the {kind} network of its config (first "
+                              f"difference: {name[0]}: network {shapes.get(name[0])}, file {found.get(name[0])})")
+    model = build_model(kind, config)
+    try:
+        model.load_state_dict({k: v.float() for k, v in payload["state_dict"].items()})
+    except RuntimeError as error:
+        detail = " ".join(str(error).split())[:300]
+        raise WeightFileError(f"{path}: the tensors do not fit the {kind} network of its config ({detail})") from None
+    return model.eval(), {k: v for k, v in payload.items() if k != "state_dict"}
