@@ -40,6 +40,7 @@ __all__ = [
     "LandmarkError",
     "default_predictor_path",
     "detection_available",
+    "implausible_landmarks",
     "landmarks_for_folder",
     "points5_from_68",
     "read_celeba_landmarks",
@@ -156,6 +157,39 @@ def _write_text_atomically(path: Path, text: str) -> None:
         os.replace(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Sanity of a five-point set
+
+#: The smallest sine of the angle from the eye-to-eye to the eye-to-mouth vector that a face can have (0.2: the mouth
+#: at least ~12° off the line through the eyes). Frontal faces have ~1, turned or tilted ones well above 0.5.
+MIN_FACE_SINE = 0.2
+
+
+def implausible_landmarks(points: np.ndarray) -> str | None:
+    """Why five CelebA points [5, 2] (x, y; y down) cannot be a face's, or None when they can.
+
+    In a face, rotated or not, the mouth lies on the same side of the left-eye -> right-eye line as the person's
+    chin: the cross product of eye-to-eye and eye-to-mouth is positive (y down). A negative one means the eye columns
+    are swapped or the mouth is above the eyes; the crop recipe would render the face mirrored or upside down.
+    Coinciding eyes are left to the crop planner (it refuses them as degenerate)."""
+    lm = np.asarray(points, dtype=np.float64).reshape(5, 2)
+    eyes = (lm[0] + lm[1]) / 2
+    eye_to_eye, eye_to_mouth = lm[1] - lm[0], (lm[3] + lm[4]) / 2 - eyes
+    lengths = float(np.hypot(*eye_to_eye) * np.hypot(*eye_to_mouth))
+    if lengths == 0.0 or not np.isfinite(lengths):
+        return None
+    sine = float(eye_to_eye[0] * eye_to_mouth[1] - eye_to_eye[1] * eye_to_mouth[0]) / lengths
+    if sine < 0 and eye_to_mouth[1] < 0:
+        return "implausible landmarks: the mouth is above the eyes (the crop would be upside down)"
+    if sine < 0:
+        return ("implausible landmarks: the eyes are swapped (the left eye is right of the right eye; the crop would "
+                "be mirrored or upside down)")
+    if sine < MIN_FACE_SINE:
+        return (f"implausible landmarks: the mouth lies on the line through the eyes (angle "
+                f"{np.degrees(np.arcsin(sine)):.0f}°, a face has more than {np.degrees(np.arcsin(MIN_FACE_SINE)):.0f}°)")
+    return None
 
 
 # --------------------------------------------------------------------------------------------------------------

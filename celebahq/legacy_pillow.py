@@ -68,14 +68,14 @@ def resample_coefficients(in_size: int, out_size: int) -> tuple[np.ndarray, np.n
     scale = _f32(_f32(in_size) / _f32(out_size))
     filterscale = max(scale, 1.0)
     support = _f32(3.0 * filterscale)
-    kmax = int(math.ceil(support)) * 2 + 1
+    kmax = math.ceil(support) * 2 + 1
     ss = _f32(1.0 / filterscale)
     first = np.zeros(out_size, dtype=np.int64)
     weights = np.zeros((out_size, kmax), dtype=np.float32)
     for out in range(out_size):
         center = _f32((out + 0.5) * scale)
-        xmin = max(int(math.floor(_f32(center - support))), 0)
-        xmax = min(int(math.ceil(_f32(center + support))), in_size)
+        xmin = max(math.floor(_f32(center - support)), 0)
+        xmax = min(math.ceil(_f32(center + support)), in_size)
         taps = [_f32(_lanczos(_f32((_f32(x - center) + 0.5) * ss)) * ss) for x in range(xmin, xmax)]
         total = _F32(0.0)
         for w in taps:

@@ -17,6 +17,7 @@ from celebahq.landmarks import (
     LandmarkError,
     default_predictor_path,
     detection_available,
+    implausible_landmarks,
     landmarks_for_folder,
     points5_from_68,
     read_celeba_landmarks,
@@ -342,3 +343,46 @@ def test_landmarks_for_folder_reports_faces_and_skips(tmp_path, detector):
     stored = read_celeba_landmarks(LANDMARK_FILE)
     for name, detection in found.items():
         assert np.abs(detection.points5 - stored[name]).max() < 0.1 * eye_to_mouth(stored[name])
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Sanity of a five-point set (issue 16)
+
+FRONTAL = np.array([(100, 100), (140, 100), (120, 125), (105, 150), (135, 150)], dtype=np.float64)
+
+
+def _rotate(points: np.ndarray, degrees: float) -> np.ndarray:
+    t = np.radians(degrees)
+    return points @ np.array([[np.cos(t), -np.sin(t)], [np.sin(t), np.cos(t)]]).T + 500
+
+
+@pytest.mark.parametrize("degrees", [0, 30, -45, 90, 150, 180, 270])
+def test_faces_in_any_rotation_are_plausible(degrees):
+    assert implausible_landmarks(_rotate(FRONTAL, degrees)) is None
+
+
+def test_every_bundled_example_is_plausible():
+    for name, points in read_celeba_landmarks(LANDMARK_FILE).items():
+        assert implausible_landmarks(points) is None, name
+
+
+def test_swapped_eye_columns_are_refused():
+    swapped = FRONTAL.copy()
+    swapped[[0, 1]] = swapped[[1, 0]]
+    assert "the eyes are swapped" in implausible_landmarks(swapped)
+    assert "the eyes are swapped" in implausible_landmarks(_rotate(swapped, 20))
+
+
+def test_mouth_above_the_eyes_is_refused():
+    upside = FRONTAL.copy()
+    upside[3:, 1] = 60
+    assert "the mouth is above the eyes" in implausible_landmarks(upside)
+
+
+def test_mouth_on_the_eye_line_is_refused_and_degenerate_sets_are_left_to_the_planner():
+    flat = FRONTAL.copy()
+    flat[3:] = [(160, 102), (170, 103)]
+    assert "on the line through the eyes" in implausible_landmarks(flat)
+    same = FRONTAL.copy()
+    same[1] = same[0]
+    assert implausible_landmarks(same) is None  # plan_crop raises "the eyes coincide"

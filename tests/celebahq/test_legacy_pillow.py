@@ -91,8 +91,8 @@ def slow_resize_pass(image: np.ndarray, out_width: int) -> np.ndarray:
     out = np.zeros((height, out_width, channels), dtype=np.uint8)
     for xx in range(out_width):
         center = F32((xx + 0.5) * float(scale))
-        xmin = max(int(math.floor(center - support)), 0)
-        xmax = min(int(math.ceil(center + support)), width)
+        xmin = max(math.floor(center - support), 0)
+        xmax = min(math.ceil(center + support), width)
         k = [lanczos(F32((float(F32(x) - center) + 0.5) * float(ss_inv))) * ss_inv for x in range(xmin, xmax)]
         total = F32(0.0)
         for w in k:

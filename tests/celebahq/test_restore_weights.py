@@ -59,7 +59,7 @@ def test_truncated_file(tmp_path):
 
 
 def test_config_and_tensors_must_fit(tmp_path):
-    path, payload = _weights(tmp_path, config={"channels": 16, "blocks": 1, "upsample_channels": 8})
+    path, _ = _weights(tmp_path, config={"channels": 16, "blocks": 1, "upsample_channels": 8})
     with pytest.raises(WeightFileError, match="do not fit the sr network"):
         load_restorer(path, "sr")
     path, _ = _weights(tmp_path, config={"channels": 10**6, "blocks": 2, "upsample_channels": 8})
