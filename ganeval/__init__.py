@@ -14,6 +14,7 @@ Package-level functions never share a name with a module (`import ganeval.swd` i
 
 from gancore.errors import SourceError, UserError
 from gancore.sources import ImageSource, ImageStream, open_source, register_source_opener
+
 from .evaluate import evaluate_all
 from .fid import compute_fid, compute_statistics
 from .frechet import frechet_distance

@@ -16,6 +16,7 @@ import torch
 from gancore.errors import UserError
 from gancore.runtime import resolve_device
 from gancore.sources import ImageStream, open_source
+
 from .frechet import FeatureStatistics
 from .inception import RESIZE_MODES, find_inception_weights, load_inception
 from .metric_utils import Batch, ImageSet, Needs, PassOptions, RowCollector, run_pass

@@ -18,6 +18,7 @@ import torch
 from gancore import distributed
 from gancore.errors import UserError
 from gancore.sources import ImageSource, ImageStream, open_source
+
 from .features import LazyExtractor, extract
 from .fid_files import (
     CACHE_ENV_VAR,

@@ -28,6 +28,7 @@ import torch
 from gancore.errors import UserError
 from gancore.runtime import CACHE_ENV_VAR, atomic_output, cache_root
 from gancore.sources import ArraySource, FolderSource, HDF5Source, ImageSource, ZipSource
+
 from .frechet import check_gaussian
 from .inception import FID_WEIGHTS_FILENAME
 

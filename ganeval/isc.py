@@ -15,9 +15,10 @@ import numpy as np
 import torch
 
 from gancore.errors import UserError
+from gancore.sources import ImageStream
+
 from .features import extract
 from .metric_utils import Batch, Needs, RowCollector
-from gancore.sources import ImageStream
 
 DEFAULT_NUM_IMAGES = 50000
 DEFAULT_SPLITS = 10

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from gancore.errors import UserError
+
 from .metric_utils import TwoSetFeatures, feature_pair
 
 DEFAULT_SUBSETS = 100

@@ -23,6 +23,7 @@ import torch
 from gancore.errors import UserError
 from gancore.runtime import resolve_device
 from gancore.sources import ImageSource, open_source, peek_shape
+
 from .features import LazyExtractor
 from .fid import FIDMetric
 from .isc import ISMetric

@@ -48,10 +48,11 @@ import torch
 import torch.nn.functional as F
 
 from gancore import distributed
-from . import native
-from gancore.errors import UserError, SourceError
+from gancore.errors import SourceError, UserError
 from gancore.runtime import resolve_device
 from gancore.sources import open_source, peek_shape
+
+from . import native
 from .metric_utils import Batch, ImageSet, Needs, PassOptions, run_pass
 
 FILTER_SIZE = 11

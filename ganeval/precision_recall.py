@@ -23,6 +23,7 @@ from dataclasses import dataclass
 import torch
 
 from gancore.errors import UserError
+
 from .metric_utils import TwoSetFeatures, feature_pair
 
 DEFAULT_K = 3

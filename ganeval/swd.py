@@ -34,6 +34,7 @@ from gancore import distributed
 from gancore.errors import UserError
 from gancore.runtime import exact_float32, progress_bar, resolve_device
 from gancore.sources import open_source, peek_shape
+
 from .metric_utils import Batch, ImageSet, Needs, PassOptions, run_pass
 
 PATCH_SIZE = 7
@@ -561,15 +562,15 @@ def swd_memory_bytes(num_images: int, height: int, width: int, baseline: bool = 
 __all__ = [
     "DescriptorSet",
     "SWDLevels",
+    "SWDMetric",
     "SWDResult",
+    "compute_swd",
     "laplacian_pyramid",
     "patch_descriptors",
     "pyr_down",
     "pyr_up",
     "pyramid_resolutions",
     "random_directions",
-    "SWDMetric",
-    "compute_swd",
     "sliced_wasserstein",
     "swd_memory_bytes",
 ]

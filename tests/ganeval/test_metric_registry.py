@@ -26,8 +26,8 @@ from ganeval.msssim import msssim_diversity
 from ganeval.swd import compute_swd
 
 ALL = ["swd", "msssim", "fid", "is", "kid", "pr"]
-SETTINGS = dict(seed=7, swd_images=16, msssim_pairs=8, fid_images=30, allow_singular=True, is_splits=3,
-                kid_subsets=5, kid_subset_size=10, progress=False)
+SETTINGS = {"seed": 7, "swd_images": 16, "msssim_pairs": 8, "fid_images": 30, "allow_singular": True,
+            "is_splits": 3, "kid_subsets": 5, "kid_subset_size": 10, "progress": False}
 
 
 @pytest.fixture(scope="module")
@@ -162,7 +162,7 @@ def test_same_name_and_size_weights_do_not_share_cached_statistics(image_sets, t
 
 
 def test_the_weights_hash_is_computed_once_per_file_version(tmp_path, monkeypatch):
-    import ganeval.fid_files as fid_files
+    from ganeval import fid_files
 
     path = tmp_path / "w.pth"
     path.write_bytes(b"a" * 1000)
