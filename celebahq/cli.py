@@ -402,7 +402,8 @@ def check_decoder_command(celeba):
     from .official import check_decoder
 
     check = check_decoder(celeba)
-    emit(f"{check.path}: md5 {check.md5}, libjpeg 8d gives {check.expected}; decoder: {check.decoder}")
+    emit(f"{check.path}: md5 {check.md5}, libjpeg 8d gives {check.expected}; decoder: {check.decoder}; "
+         f"chroma {check.subsampling}")
     if check.matches:
         emit("the decoder matches libjpeg 8d")
         return

@@ -507,6 +507,7 @@ class DecoderCheck:
     md5: str
     expected: str
     decoder: str  # the JPEG library Pillow uses here
+    subsampling: str  # the file's chroma subsampling: only subsampled chroma is upsampled differently by decoders
 
     @property
     def matches(self) -> bool:
@@ -515,15 +516,19 @@ class DecoderCheck:
 
 def check_decoder(celeba: str | os.PathLike) -> DecoderCheck:
     """Decode CelebA's 000001.jpg as the original did and compare with libjpeg 8d's md5."""
-    from PIL import features
+    from PIL import Image, JpegImagePlugin, features
 
     path = Path(celeba) / IMAGES_DIR / "000001.jpg"
     if not path.is_file():
         raise UserError(f"{path}: not found (give CelebA's folder, which holds {IMAGES_DIR}/)")
     try:
         pixels = decode_image(path)
-    except BadImage as error:
+        with Image.open(path) as image:
+            sampling = JpegImagePlugin.get_sampling(image) if image.format == "JPEG" else -1
+    except (BadImage, OSError) as error:
         raise UserError(f"{path}: unreadable ({error})") from None
     turbo = features.check_feature("libjpeg_turbo")
-    decoder = f"{'libjpeg-turbo' if turbo else 'libjpeg'} {features.version('jpg')} (through Pillow)"
-    return DecoderCheck(str(path), md5_hex(pixels), DECODER_MD5, decoder)
+    decoder = (f"libjpeg-turbo {features.version('libjpeg_turbo')} (libjpeg API {features.version('jpg')})" if turbo
+               else f"libjpeg {features.version('jpg')}") + " through Pillow"
+    subsampling = {0: "4:4:4", 1: "4:2:2", 2: "4:2:0"}.get(sampling, "unknown")
+    return DecoderCheck(str(path), md5_hex(pixels), DECODER_MD5, decoder, subsampling)
