@@ -84,7 +84,7 @@ class EqualizedConv2dDown(EqualizedConv2d):
         return F.conv2d(x, weight, self.bias, stride=2, padding=self.padding)
 
 
-class EqualizedConv2dUp(nn.Module):
+class EqualizedConv2dUp(EqualizedConv2d):
     """Nearest 2× upsampling then a k×k convolution as one stride-2 transposed convolution with the (k+1)² kernel
     `fused_kernel(w)` (the TF release's upscale2d_conv2d): [N, C_in, H, W] -> [N, C_out, 2H, 2W].
 
@@ -94,13 +94,8 @@ class EqualizedConv2dUp(nn.Module):
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, gain: float = math.sqrt(2),
                  use_wscale: bool = True):
-        super().__init__()
-        he_std = gain / math.sqrt(in_channels * kernel_size ** 2)
-        self.weight_gain = he_std if use_wscale else 1.0
-        self.weight = nn.Parameter(torch.randn(in_channels, out_channels, kernel_size, kernel_size)
-                                   * (1.0 if use_wscale else he_std))
-        self.bias = nn.Parameter(torch.zeros(out_channels))
-        self.padding = kernel_size // 2
+        super().__init__(in_channels, out_channels, kernel_size, gain, use_wscale)
+        self.weight = nn.Parameter(self.weight.detach().transpose(0, 1).contiguous())  # [C_in, C_out, k, k]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         weight = fused_kernel(self.weight * self.weight_gain)

@@ -13,14 +13,8 @@ import torch.nn.functional as F
 from progan.configs import resolve_config
 from progan.loss import WGANGP, original_gradient_norms
 from progan.networks import LRELU_SLOPE, DiscriminatorBlock, GeneratorBlock, build_networks, count_parameters
+from test_progan import one_thread  # noqa: F401  (autouse: one intra-op thread on the shared machine)
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 def _randomise_biases(module: torch.nn.Module) -> None:

@@ -23,16 +23,10 @@ from progan.configs import resolve_config
 from progan.schedule import check_gpu_split, gpu_splits, training_phase
 from progan.training_loop import find_checkpoint, resume_setup, training_loop
 from gancore.errors import UserError
+from test_progan import one_thread  # noqa: F401  (autouse: one intra-op thread on the shared machine)
 
 REPO = Path(__file__).resolve().parents[2]
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
 
 
 # ---------------------------------------------------------------------------------------------------------------
