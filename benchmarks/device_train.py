@@ -21,13 +21,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from train_speed import measure  # noqa: E402
+from train_speed import measure
 
-from gancore.runtime import resolve_device  # noqa: E402
-from progan.configs import resolve_config  # noqa: E402
+from gancore.runtime import resolve_device
+from progan.configs import resolve_config
 
 try:
-    from device_common import Row  # noqa: E402  (benchmarks/device_common.py, the device suite's row type)
+    from device_common import Row  # benchmarks/device_common.py: the device suite's row type
 except ImportError:
     @dataclass
     class Row:

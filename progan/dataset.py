@@ -16,11 +16,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from gancore.errors import UserError, SourceError
+from gancore.errors import SourceError, UserError
 from gancore.sources import BadImage, HDF5Source, ImageSource, open_source, peek_shape
 
 from .configs import is_power_of_two
-
 
 # gancore's messages end with advice for the metric commands ("... or pass --skip-bad"); training has no such
 # switch (a run must see the same images on every resume), so its errors end with this instead.

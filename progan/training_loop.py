@@ -27,6 +27,7 @@ import resource
 import signal
 import threading
 import time
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -107,8 +108,8 @@ def resume_setup(resume, overrides: list[str], data_path=None, run_dir=None, not
     try:
         values = json.loads(config_file.read_text())
         if not isinstance(values, dict):
-            raise ValueError("not a JSON object")
-    except (OSError, ValueError) as error:
+            raise TypeError("not a JSON object")
+    except (OSError, ValueError, TypeError) as error:
         state = load_checkpoint(checkpoint)
         values = {**state["config"], "data_path": state.get("data_path")}
         reason = "missing" if isinstance(error, FileNotFoundError) else f"unreadable ({error})"
@@ -131,7 +132,7 @@ class StopRequest:
         self.signal: int | None = None
         self._previous: dict[int, object] = {}
 
-    def __enter__(self) -> StopRequest:
+    def __enter__(self) -> typing.Self:
         if threading.current_thread() is threading.main_thread():
             for number in (signal.SIGTERM, signal.SIGINT):
                 self._previous[number] = signal.signal(number, self._handle)

@@ -9,12 +9,11 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from test_progan import one_thread  # noqa: F401  (autouse: one intra-op thread on the shared machine)
 
 from progan.configs import resolve_config
 from progan.loss import WGANGP, original_gradient_norms
 from progan.networks import LRELU_SLOPE, DiscriminatorBlock, GeneratorBlock, build_networks, count_parameters
-from test_progan import one_thread  # noqa: F401  (autouse: one intra-op thread on the shared machine)
-
 
 
 def _randomise_biases(module: torch.nn.Module) -> None:
@@ -52,7 +51,7 @@ def _tf_upscale2d_conv2d(x: np.ndarray, weight: np.ndarray) -> np.ndarray:
     (y, x) adds w · x[:, y, x] to the output window starting at (2y - 1, 2x - 1). x [in, H, W] -> [out, 2H, 2W]."""
     w = np.pad(weight, [[1, 1], [1, 1], [0, 0], [0, 0]])
     w = w[1:, 1:] + w[:-1, 1:] + w[1:, :-1] + w[:-1, :-1]              # [4, 4, out, in]
-    channels, height, width = x.shape
+    _, height, width = x.shape
     out = np.zeros((w.shape[2], 2 * height + 4, 2 * width + 4))       # 2 pixels of margin on every side
     for y in range(height):
         for x_ in range(width):
@@ -116,11 +115,15 @@ def _linear_discriminator(D, images: torch.Tensor, lod: float) -> torch.Tensor:
     return D.epilogue(x)
 
 
+def _upsample(images: torch.Tensor, factor: int) -> torch.Tensor:
+    return F.interpolate(images, scale_factor=factor, mode="nearest")
+
+
 @pytest.mark.parametrize("fused_scale", [False, True])
 def test_gradient_penalty_equals_the_original_full_resolution_one(fused_scale):
     torch.manual_seed(1)
     config = resolve_config("tiny", {"resolution": 32, "fused_scale": fused_scale})
-    G, D = build_networks(config)
+    D = build_networks(config)[1]
     _randomise_biases(D)
     loss = WGANGP(config)
     for lod in (0.0, 0.5, 1.0, 1.5, 2.0, 3.0):
@@ -129,8 +132,7 @@ def test_gradient_penalty_equals_the_original_full_resolution_one(fused_scale):
         reals, fakes = torch.randn(8, 3, size, size), torch.randn(8, 3, size, size)
         mixing = torch.rand(8, 1, 1, 1)
         # the original: reals and fakes nearest-upsampled to 32×32, the gradient taken on the full-size mix
-        up = lambda images: F.interpolate(images, scale_factor=factor, mode="nearest")  # noqa: E731
-        mixed_full = torch.lerp(up(reals), up(fakes), mixing).requires_grad_(True)
+        mixed_full = torch.lerp(_upsample(reals, factor), _upsample(fakes, factor), mixing).requires_grad_(True)
         scores_full = _linear_discriminator(D, mixed_full, lod)
         torch.testing.assert_close(scores_full, D(torch.lerp(reals, fakes, mixing), lod), rtol=1e-5, atol=1e-5)
         (gradient_full,) = torch.autograd.grad(scores_full.sum(), mixed_full)

@@ -16,14 +16,14 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from test_progan import one_thread  # noqa: F401  (autouse: one intra-op thread on the shared machine)
 
+from gancore.errors import UserError
 from progan.checkpoint import load_checkpoint
 from progan.cli import main as progan_main
 from progan.configs import resolve_config
 from progan.schedule import check_gpu_split, gpu_splits, training_phase
 from progan.training_loop import find_checkpoint, resume_setup, training_loop
-from gancore.errors import UserError
-from test_progan import one_thread  # noqa: F401  (autouse: one intra-op thread on the shared machine)
 
 REPO = Path(__file__).resolve().parents[2]
 
