@@ -29,7 +29,7 @@ import torch
 from PIL import Image
 
 from . import distributed
-from .errors import SourceError
+from .errors import SKIP_BAD_ADVICE, SourceError
 from .imagefiles import IMAGE_EXTENSIONS, list_image_files
 
 ARRAY_EXTENSIONS = (".npy", ".npz")
@@ -588,8 +588,7 @@ class ImageStream:
                 if bad and not self.skip_bad:
                     listed = "; ".join(f"{item.name}: {item.reason}" for item in bad[:5])
                     more = f" (and {len(bad) - 5} more in this batch)" if len(bad) > 5 else ""
-                    raise SourceError(f"bad image(s) in {self.source.path}: {listed}{more}. "
-                                      f"Fix or remove them, or pass --skip-bad to skip them")
+                    raise SourceError(f"bad image(s) in {self.source.path}: {listed}{more}", SKIP_BAD_ADVICE)
                 self.skipped.extend(bad)
                 while len(pending) >= self.batch_size:
                     batch, pending = pending[:self.batch_size], pending[self.batch_size:]
@@ -632,8 +631,7 @@ def peek_shape(source: ImageSource, skip_bad: bool = False) -> tuple[int, int]:
             sizes.setdefault(tuple(source.image_size(index)), []).append(index)
         except BadImage as error:
             if not skip_bad:
-                raise SourceError(f"bad image {source.item_name(index)}: {error}. "
-                                  f"Fix or remove it, or pass --skip-bad to skip it") from None
+                raise SourceError(f"bad image {source.item_name(index)}: {error}", SKIP_BAD_ADVICE) from None
     if not sizes:
         raise SourceError(f"{source.path}: no readable image among the first {min(len(source), SIZE_SAMPLE)} "
                           f"files")
@@ -644,5 +642,5 @@ def peek_shape(source: ImageSource, skip_bad: bool = False) -> tuple[int, int]:
         more = f" (and {len(odd) - 5} more)" if len(odd) > 5 else ""
         raise SourceError(f"mixed image sizes in {source.path}: {len(sizes[majority])} of "
                           f"{sum(map(len, sizes.values()))} sampled files are {majority[1]}x{majority[0]} (WxH), "
-                          f"these differ: {listed}{more}. Fix or remove them, or pass --skip-bad to skip them")
+                          f"these differ: {listed}{more}", SKIP_BAD_ADVICE)
     return majority

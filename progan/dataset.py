@@ -23,22 +23,19 @@ from .configs import is_power_of_two
 
 # gancore's messages end with advice for the metric commands ("... or pass --skip-bad"); training has no such
 # switch (a run must see the same images on every resume), so its errors end with this instead.
-GANCORE_ADVICE = "Fix or remove "
 TRAINING_ADVICE = ("progan train uses every image and has no --skip-bad: fix or remove the files named, or train on "
                    "a cleaned copy (e.g. `celebahq export --h5`)")
 
 
 @contextlib.contextmanager
 def training_advice():
-    """Re-raise a SourceError whose message ends with gancore's "--skip-bad" advice with TRAINING_ADVICE."""
+    """Re-raise a SourceError that carries gancore's "--skip-bad" advice with TRAINING_ADVICE instead."""
     try:
         yield
     except SourceError as error:
-        message = str(error)
-        cut = message.find(GANCORE_ADVICE)
-        if cut < 0:
+        if error.advice is None:
             raise
-        raise SourceError(message[:cut] + TRAINING_ADVICE) from None
+        raise error.with_advice(TRAINING_ADVICE) from None
 
 
 def box_downsample(images: torch.Tensor, resolution: int) -> torch.Tensor:
@@ -228,8 +225,8 @@ def _load_checked(source: ImageSource, index: int, resolution: int) -> np.ndarra
     try:
         image = source.load(index)
     except BadImage as error:
-        raise SourceError(f"bad image {source.item_name(index)}: {error}. {TRAINING_ADVICE}") from None
+        raise SourceError(f"bad image {source.item_name(index)}: {error}", TRAINING_ADVICE) from None
     if image.shape[:2] != (resolution, resolution):
         raise SourceError(f"{source.item_name(index)}: size {image.shape[1]}x{image.shape[0]} differs from the "
-                          f"other images' {resolution}x{resolution}. {TRAINING_ADVICE}")
+                          f"other images' {resolution}x{resolution}", TRAINING_ADVICE)
     return image
