@@ -41,6 +41,7 @@ from gancore.sources import BadImage, decode_image
 
 from .landmarks import read_celeba_landmarks
 from .manifest import ManifestWriter, latest_records, read_all_manifests, write_manifest
+from .processes import die_with_parent
 
 HEADER = ("idx", "orig_idx", "orig_file", "proc_md5", "final_md5")
 OFFICIAL_ROWS = 30000
@@ -355,10 +356,9 @@ def _pending(rows: list[DeltaRow], out: Path) -> list[DeltaRow]:
     return [row for row in rows if row.name not in done]
 
 
-def _executor(workers: int):
-    methods = multiprocessing.get_all_start_methods()
-    context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
-    return ProcessPoolExecutor(workers, mp_context=context)
+def _executor(workers: int) -> ProcessPoolExecutor:
+    """Worker processes that die with this one (even by SIGKILL) and leave Ctrl-C to it (celebahq.processes)."""
+    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=die_with_parent)
 
 
 def _run(tasks: list[RowTask], workers: int, on_result) -> None:
@@ -367,7 +367,8 @@ def _run(tasks: list[RowTask], workers: int, on_result) -> None:
         for task in tasks:
             on_result(process_row(task))
         return
-    with _executor(workers) as pool:
+    pool = _executor(workers)
+    try:
         queue, in_flight = list(reversed(tasks)), set()
         while queue or in_flight:
             while queue and len(in_flight) < 2 * workers:
@@ -375,6 +376,10 @@ def _run(tasks: list[RowTask], workers: int, on_result) -> None:
             finished, in_flight = wait(in_flight, return_when=FIRST_COMPLETED)
             for future in finished:
                 on_result(future.result())
+    except BaseException:  # an error or Ctrl-C: drop the queued rows instead of finishing them first
+        pool.shutdown(wait=False, cancel_futures=True)
+        raise
+    pool.shutdown()
 
 
 def _summary(rows: list[DeltaRow], out: Path) -> dict[str, dict]:

@@ -88,13 +88,13 @@ def _png_chw(out: Path, idx: int) -> np.ndarray:
 def test_build_reproduces_the_finals_bit_for_bit(release, tmp_path):
     deltas, finals = release
     out = tmp_path / "out"
-    report = build_official(EXAMPLE, deltas, out, _options(workers=2))
+    report = build_official(EXAMPLE, deltas, out, _options())  # worker processes: the kill test
     assert (report.rows, report.ok, report.exact, report.skipped) == (4, 4, 4, {})
     assert report.proc_mismatch == [] and report.final_mismatch == []
     for idx, final in finals.items():
         assert np.array_equal(_png_chw(out, idx), final)
     records = read_manifest(out)
-    assert [r["idx"] for r in records] == [0, 1, 2, 3]  # idx order, whatever order the workers finished in
+    assert [r["idx"] for r in records] == [0, 1, 2, 3]
     assert all(r["proc_md5_match"] and r["final_md5_match"] and r["legacy"] for r in records)
     assert records[1]["orig_file"] == "000002.jpg" and records[1]["output"] == "images/imgHQ00001.png"
     assert not (out / ".lock").exists() or "celebahq official" in (out / ".lock").read_text()
@@ -228,3 +228,42 @@ def test_check_decoder_reports_the_md5(tmp_path):
 def test_row_names():
     row = DeltaRow(12345, 7, "000008.jpg", "0" * 32, "f" * 32)
     assert (row.zip_name, row.member, row.output) == ("deltas12000.zip", "delta12345.dat", "images/imgHQ12345.png")
+
+
+def _children(pid: int) -> set[int]:
+    found = set()
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        found |= {int(c) for c in (task / "children").read_text().split()}
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux /proc")
+def test_killed_build_resumes_and_leaves_no_worker(tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    deltas = tmp_path / "deltas"
+    finals = make_release(deltas, SOURCES * 3)
+    out = tmp_path / "out"
+    code = (f"from celebahq.official import OfficialOptions, build_official; build_official({str(EXAMPLE)!r}, "
+            f"{str(deltas)!r}, {str(out)!r}, OfficialOptions(resolution={RESOLUTION}, workers=2, progress=False))")
+    process = subprocess.Popen([sys.executable, "-c", code])
+    deadline = time.monotonic() + 120
+    while len(read_manifest(out)) < 2 and time.monotonic() < deadline and process.poll() is None:
+        time.sleep(0.05)
+    workers = _children(process.pid)
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    time.sleep(1.0)
+    assert not [pid for pid in workers if Path(f"/proc/{pid}").exists()
+                and "Z" not in Path(f"/proc/{pid}/stat").read_text().split()[2]], "a worker outlived the build"
+
+    report = build_official(EXAMPLE, deltas, out, _options())
+    assert report.exact == 12 and report.already_done >= 2
+    assert [r["idx"] for r in read_manifest(out)] == list(range(12))  # idx order, not the workers' order
+    assert not list((out / "images").glob(".*"))
+    for idx, final in finals.items():
+        assert np.array_equal(_png_chw(out, idx), final)
