@@ -12,6 +12,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
+import cv2
 import matplotlib
 import numpy as np
 import pytest
@@ -323,3 +324,19 @@ def test_render_rejects_bad_input(astronaut):
     with pytest.raises(ValueError, match="eyes coincide"):
         render_torch([astronaut], [np.full((5, 2), 100.0)], device="cpu")
     assert render_torch([], [], device="cpu") == []
+
+
+def test_the_device_sr_stage_matches_the_host_stage():
+    """`--sr net` on the torch backend runs on the face tensor (no host round trip): the 4× network gives the
+    host stage's exact pixels, the 2× and 8× Lanczos around it agree to rounding."""
+    from celebahq.restore.infer import net_upscale, net_upscale_tensor, shipped_weights
+
+    if not shipped_weights("sr").is_file():
+        pytest.skip("no shipped SR weights in this checkout")
+    rng = np.random.default_rng(0)
+    face = cv2.GaussianBlur(rng.integers(0, 256, (24, 20, 3), dtype=np.uint8), (3, 3), 0)
+    x = torch.from_numpy(face).permute(2, 0, 1).float()
+    for factor, limit in ((1, 0), (4, 0), (2, 1), (8, 1)):
+        host = net_upscale(face, factor).astype(np.int16)
+        device = net_upscale_tensor(x, factor).permute(1, 2, 0).numpy().astype(np.int16)
+        assert device.shape == host.shape and np.abs(device - host).max() <= limit, factor
