@@ -228,6 +228,25 @@ def test_forward_shapes_and_unbiased_logits():
     assert (logits - network.fc(pool3)).abs().max() > 0.1  # the bias is not added
 
 
+@pytest.mark.parametrize("memory_format", [torch.channels_last, torch.contiguous_format])
+def test_inference_form_folds_batchnorm_without_changing_the_function(memory_format):
+    network = random_network(seed=11)
+    before = {key: value.clone() for key, value in network.state_dict().items()}
+    fast = network.for_inference(memory_format)
+    assert not any(isinstance(m, nn.BatchNorm2d) for m in fast.modules())
+    assert all(not p.requires_grad for p in fast.parameters())
+    assert fast.Conv2d_4a_3x3.conv.weight.is_contiguous(memory_format=memory_format)
+    assert all(torch.equal(value, network.state_dict()[key]) for key, value in before.items())  # a copy
+    x = torch.rand(3, 3, 75, 75, generator=torch.Generator().manual_seed(12)) * 2 - 1
+    with torch.no_grad():
+        expected = network.double().pool3(x.double())  # float64: the float32 rounding of both is measured
+        plain = network.float().pool3(x)
+        folded = fast.pool3(x.contiguous(memory_format=memory_format))
+    folded_error = float((folded.double() - expected).norm() / expected.norm())
+    plain_error = float((plain.double() - expected).norm() / expected.norm())
+    assert folded_error < 1e-5 and plain_error < 1e-5  # seen: ~1e-6 for both (94 float32 layers)
+
+
 # --------------------------------------------------------------------------------------------------------------
 # Loading and the extractor
 
@@ -284,7 +303,7 @@ class _Spy:
 def test_extractor_preprocessing_per_mode(mode, monkeypatch):
     extractor = InceptionFeatureExtractor(random_network(), resize=mode, device="cpu")
     spy = _Spy()
-    monkeypatch.setattr(extractor.network, "pool3", spy)
+    monkeypatch.setattr(extractor.inference_network, "pool3", spy)
     images = uint8_images(2, 33, 47, seed=7)
     u = images.float()
     expected = {"tf": (resize_tf1_bilinear(u) - 128) / 128,  # TF graph, torch-fidelity
@@ -299,7 +318,8 @@ def test_extractor_preprocessing_per_mode(mode, monkeypatch):
         assert torch.backends.cuda.matmul.allow_tf32 and torch.backends.cudnn.allow_tf32  # ... restored after
     finally:
         torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved
-    assert torch.equal(spy.inputs[0], expected)
+    assert torch.equal(spy.inputs[0], expected)  # the same values, in channels_last on the CPU
+    assert spy.inputs[0].is_contiguous(memory_format=torch.channels_last)
     torch.testing.assert_close(logits, pool3 @ extractor.network.fc.weight.T)
 
 
@@ -370,6 +390,7 @@ def scripted_extractor(module_type, seed: int, path):
 def test_torchscript_file_takes_the_torchscript_path(tmp_path):
     module, extractor = scripted_extractor(_TinyNvidiaLike, 8, tmp_path / "inception-2015-12-05.pt")
     assert extractor.is_torchscript and isinstance(extractor.network, torch.jit.ScriptModule)
+    assert extractor.inference_network is None  # not an Inception-v3: runs as the TorchScript it is
     assert extractor.logits_available
     images = uint8_images(2, 45, 45, seed=8)
     pool3, logits = extractor.features(images)
