@@ -351,6 +351,9 @@ def official_command(src, deltas, out, legacy, workers, limit, h5_path, zip_path
     """The official CelebA-HQ: OUT/images/imgHQ%05d.png from CelebA and NVIDIA's released deltas."""
     from .official import OFFICIAL_ROWS, OfficialOptions, build_official, export_official
 
+    for path in (h5_path, zip_path):
+        if path:
+            check_output_path(path)  # before hours of work, not after
     report = build_official(src, deltas, out, OfficialOptions(legacy=legacy, workers=workers, limit=limit,
                                                               progress=not quiet))
     written = export_official(out, report, h5_path, zip_path, progress=not quiet) if h5_path or zip_path else []

@@ -172,12 +172,14 @@ def decrypt_delta(token: bytes, jpeg_bytes: bytes, orig_file: str, resolution: i
     except InvalidToken:
         raise DeltaError(f"decryption failed (InvalidToken): {orig_file} is not the file the deltas were made "
                          "from") from None
-    try:
-        raw = bz2.decompress(compressed)
+    expected = 3 * resolution * resolution
+    try:  # at most one byte more than expected is ever inflated: a hostile delta cannot exhaust memory
+        raw = bz2.BZ2Decompressor().decompress(compressed, max_length=expected + 1)
     except (OSError, ValueError, EOFError) as error:
         raise DeltaError(f"delta damaged: bz2 data does not decompress ({error})") from None
-    if len(raw) != 3 * resolution * resolution:
-        raise DeltaError(f"delta has {len(raw)} bytes, expected 3×{resolution}×{resolution}")
+    if len(raw) != expected:
+        size = f"more than {expected}" if len(raw) > expected else str(len(raw))
+        raise DeltaError(f"delta has {size} bytes, expected 3×{resolution}×{resolution}")
     return np.frombuffer(raw, dtype=np.uint8).reshape(3, resolution, resolution)
 
 

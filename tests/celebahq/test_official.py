@@ -267,3 +267,20 @@ def test_killed_build_resumes_and_leaves_no_worker(tmp_path):
     assert not list((out / "images").glob(".*"))
     for idx, final in finals.items():
         assert np.array_equal(_png_chw(out, idx), final)
+
+
+def test_deltas_of_the_wrong_size_or_damaged_are_refused():
+    import bz2
+
+    from cryptography.fernet import Fernet
+
+    from celebahq.official import DeltaError, decrypt_delta, delta_key
+
+    jpeg, name = b"jpeg bytes", "000001.jpg"
+    fernet = Fernet(delta_key(jpeg, name))
+    big = fernet.encrypt(bz2.compress(bytes(3 * 8 * 8 * 1000)))  # inflates 1000x past a 8x8 delta
+    with pytest.raises(DeltaError, match="more than 192 bytes"):
+        decrypt_delta(big, jpeg, name, resolution=8)
+    with pytest.raises(DeltaError, match="bz2 data does not decompress"):
+        decrypt_delta(fernet.encrypt(b"not bz2"), jpeg, name, resolution=8)
+    assert decrypt_delta(fernet.encrypt(bz2.compress(bytes(192))), jpeg, name, resolution=8).shape == (3, 8, 8)
