@@ -342,8 +342,8 @@ def _torchscript_layers(network: nn.Module) -> nn.Module | None:
 def _converted_torchscript(network: nn.Module) -> FIDInceptionV3 | None:
     """NVIDIA's TorchScript as our network when it converts and computes the same pool3, else None.
 
-    The check runs both on one seeded 75×75 image (Inception's smallest input; every pooling quirk acts at
-    that size) and asks for agreement to 1e-4 relative (seen: ~1e-7; a different architecture is far off).
+    The check runs both on one seeded 299×299 input (NVIDIA's final pool is a fixed 8×8) and asks for
+    agreement to 1e-4 relative (seen: ~1e-7; a different architecture is far off). Costs two forward passes.
     """
     layers = _torchscript_layers(network)
     if layers is None:
@@ -355,10 +355,14 @@ def _converted_torchscript(network: nn.Module) -> FIDInceptionV3 | None:
         return None
     device = next(network.parameters()).device
     converted = converted.to(device).eval()
-    probe = torch.rand(1, 3, 75, 75, generator=torch.Generator().manual_seed(0)).to(device) * 2 - 1
-    with torch.no_grad(), exact_float32():
-        theirs = layers(probe).reshape(1, FEATURE_DIM).to(torch.float32)
-        ours = converted.pool3(probe)
+    probe = torch.rand(1, 3, INCEPTION_SIZE, INCEPTION_SIZE, generator=torch.Generator().manual_seed(0))
+    probe = probe.to(device) * 2 - 1
+    try:
+        with torch.no_grad(), exact_float32():
+            theirs = layers(probe).reshape(1, FEATURE_DIM).to(torch.float32)
+            ours = converted.pool3(probe)
+    except RuntimeError:  # not an Inception-v3 after all
+        return None
     agree = float((ours - theirs).norm()) <= 1e-4 * float(theirs.norm())
     return converted if agree else None
 
