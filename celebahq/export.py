@@ -30,7 +30,7 @@ from typing import Self
 import numpy as np
 
 from gancore.errors import UserError
-from gancore.locking import FolderLock, _pid_alive  # (lead: make it public)
+from gancore.locking import FolderLock, pid_alive
 from gancore.runtime import atomic_output, check_output_path, progress_bar
 from gancore.sources import ImageStream
 
@@ -87,7 +87,7 @@ def remove_stale_partials(target: Path) -> int:
     removed = 0
     for leftover in target.parent.glob(f".{target.name}.*.partial"):
         pid = leftover.name[len(target.name) + 2:].split(".")[0]
-        if not pid.isdigit() or not _pid_alive(int(pid)):
+        if not pid.isdigit() or not pid_alive(int(pid)):
             leftover.unlink(missing_ok=True)
             removed += 1
     return removed

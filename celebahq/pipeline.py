@@ -19,7 +19,7 @@ One writer per output folder (gancore.locking.FolderLock): `build`, `rank` and `
 Resumable: a source whose latest record says it is done for the pass at hand is not redone. `shard=(i, N)`
 processes every N-th source starting at i, each shard appending to its own manifest; a sharded `num_images`
 build scores only (the selection needs every shard's scores). Bad input is skipped with its reason. Child
-processes die with the build (celebahq/processes.py).
+processes die with the build (gancore/processes.py).
 """
 
 from __future__ import annotations
@@ -41,6 +41,7 @@ from gancore import distributed
 from gancore.errors import UserError
 from gancore.imagefiles import list_image_files
 from gancore.locking import FolderLock
+from gancore.processes import die_with_parent, writer_pool
 from gancore.runtime import atomic_output, check_output_path, progress_bar, resolve_device
 from gancore.sources import BadImage, decode_image
 
@@ -48,7 +49,7 @@ from .export import DatasetZip, HDF5Pyramid, prepare_target
 from .geometry import CropPlan, plan_crop
 from .landmarks import LandmarkDetector, read_celeba_landmarks
 from .manifest import ManifestWriter, latest_records, load_all_manifests
-from .processes import die_with_parent, encode_and_write, pixels_md5, writer_pool
+from .processes import encode_and_write, pixels_md5
 from .quality import quality_score
 from .rank import RANKING_NAME, RankReport
 from .render import DeviceUpscale, lanczos_upscale, render_pil, render_torch_tensor, shrink_and_crop

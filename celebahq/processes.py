@@ -1,53 +1,16 @@
-"""Helper processes that never outlive the build: decode workers and PNG writers.
-
-Every child the build starts calls `die_with_parent` first: on Linux `prctl(PR_SET_PDEATHSIG, SIGKILL)` makes
-the kernel kill it the moment its parent dies (even by SIGKILL, which no handler sees), and a parent that was
-already gone when the child started ends it at once. Children ignore SIGINT: Ctrl-C in a terminal reaches the
-whole process group, and only the main process should answer it (with one line), not every worker with a
-traceback. The writers are started with "spawn", so they are children of the build process itself (a
-forkserver would be their parent and itself outlive the build).
-"""
+"""The work the build's writer processes do (encode, write, hash); the processes themselves, which die with the
+build, come from `gancore.processes`."""
 
 from __future__ import annotations
 
-import ctypes
 import hashlib
-import multiprocessing
-import os
-import signal
-import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import numpy as np
 
 from gancore.imagefiles import encode_png
 from gancore.runtime import atomic_output
-
-PR_SET_PDEATHSIG = 1  # linux/prctl.h
-
-
-def die_with_parent(*_args) -> None:
-    """Make this child process end when its parent does, and leave Ctrl-C to the parent (any arguments are
-    ignored: usable as a DataLoader `worker_init_fn` or a pool `initializer`)."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    parent = os.getppid()
-    if sys.platform.startswith("linux"):
-        try:
-            libc = ctypes.CDLL(None, use_errno=True)
-            libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL, 0, 0, 0)
-        except (OSError, AttributeError):  # pragma: no cover - no prctl: the check below still runs
-            pass
-    if parent == 1:  # the parent died before the prctl took effect: we were re-parented to init
-        os._exit(1)
-
-
-def writer_pool(num_writers: int) -> ProcessPoolExecutor:
-    """`num_writers` processes that encode and write PNGs (zlib at 1024² costs ~0.09 s an image, more than a GPU
-    render; threads would contend for the GIL in Pillow's per-chunk loop), each dying with this process."""
-    return ProcessPoolExecutor(num_writers, mp_context=multiprocessing.get_context("spawn"),
-                               initializer=die_with_parent)
 
 
 def pixels_md5(image: np.ndarray) -> str:

@@ -48,7 +48,7 @@ class LockHolder:
             return None
 
 
-def _pid_alive(pid: int) -> bool:
+def pid_alive(pid: int) -> bool:
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
@@ -129,7 +129,7 @@ class FolderLock:
                 return False
         # no flock: a live pid on this host holds the folder
         return not (previous and previous.host == socket.gethostname() and previous.pid != os.getpid()
-                    and _pid_alive(previous.pid))
+                    and pid_alive(previous.pid))
 
     def release(self) -> None:
         if self._handle is None:

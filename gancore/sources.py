@@ -31,6 +31,7 @@ from PIL import Image
 from . import distributed
 from .errors import SKIP_BAD_ADVICE, SourceError
 from .imagefiles import IMAGE_EXTENSIONS, list_image_files
+from .processes import die_with_parent
 
 ARRAY_EXTENSIONS = (".npy", ".npz")
 HDF5_EXTENSIONS = (".h5", ".hdf5")
@@ -515,7 +516,7 @@ class ImageStream:
             return (dataset[i] for i in range(len(dataset)))
         return iter(torch.utils.data.DataLoader(dataset, batch_size=None, shuffle=False,
                                                 num_workers=self.num_workers, prefetch_factor=4,
-                                                collate_fn=_keep_as_is))
+                                                collate_fn=_keep_as_is, worker_init_fn=die_with_parent))
 
     def _check(self, index: int, image: np.ndarray | None, reason: str | None) -> str | None:
         if image is None:
