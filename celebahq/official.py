@@ -36,12 +36,12 @@ import numpy as np
 from gancore.errors import UserError
 from gancore.imagefiles import write_png
 from gancore.locking import FolderLock
+from gancore.processes import die_with_parent
 from gancore.runtime import atomic_output, progress_bar
 from gancore.sources import BadImage, decode_image
 
 from .landmarks import read_celeba_landmarks
 from .manifest import ManifestWriter, latest_records, read_all_manifests, write_manifest
-from .processes import die_with_parent
 
 HEADER = ("idx", "orig_idx", "orig_file", "proc_md5", "final_md5")
 OFFICIAL_ROWS = 30000
