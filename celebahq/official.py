@@ -149,6 +149,14 @@ def check_deltas(deltas: str | os.PathLike, rows: list[DeltaRow]) -> None:
 # Encryption (the release's scheme, through the `cryptography` package)
 
 
+def _require_cryptography() -> None:
+    try:
+        import cryptography.fernet  # noqa: F401
+    except ImportError:
+        raise UserError("the deltas are Fernet-encrypted: this needs the cryptography package "
+                        "(pip install cryptography)") from None
+
+
 def delta_key(jpeg_bytes: bytes, orig_file: str, iterations: int = PBKDF2_ITERATIONS) -> bytes:
     """The Fernet key of one row: urlsafe_b64(PBKDF2-HMAC-SHA256(jpeg bytes, salt = orig_file, 32 bytes))."""
     from cryptography.hazmat.primitives import hashes
@@ -396,6 +404,7 @@ def build_official(src: str | os.PathLike, deltas: str | os.PathLike, out: str |
                    options: OfficialOptions | None = None) -> OfficialReport:
     """Build (or resume) the official CelebA-HQ into `out` from CelebA (`src`) and the released deltas."""
     options = options or OfficialOptions()
+    _require_cryptography()
     src, deltas, out = Path(src), Path(deltas), Path(out)
     images_dir, landmark_file = _source_layout(src)
     rows = read_image_list(deltas / "image_list.txt")
