@@ -1,0 +1,35 @@
+"""The device suite runs end to end in its --smoke mode (tiny sizes on the CPU): rows, JSON and Markdown."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def test_device_suite_smoke_writes_its_table(tmp_path):
+    completed = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "device_suite.py"), "--smoke",
+                                "--device", "cpu", "--sections", "metrics", "--out", str(tmp_path)],
+                               capture_output=True, text=True, timeout=600)
+    assert completed.returncode == 0, completed.stderr[-2000:]
+    report = json.loads((tmp_path / "device_suite.json").read_text())
+    assert report["smoke"] and report["sections"]["metrics"]["status"] == "ok"
+    names = [row["name"] for row in report["rows"]]
+    assert any(name.startswith("SWD") for name in names) and any(name.startswith("FID features") for name in names)
+    assert any(name.startswith("MS-SSIM") for name in names)
+    assert all(row["value"] > 0 and row["section"] == "metrics" and row["device"] == "cpu" for row in report["rows"])
+    table = (tmp_path / "device_suite.md").read_text()
+    assert "| metrics | SWD 16 vs 16 images at 32² |" in table
+    assert not list(tmp_path.glob(".*.tmp"))  # written through temporary names, none left
+
+
+def test_device_suite_reports_a_missing_section_without_failing(tmp_path, monkeypatch):
+    sys.path.insert(0, str(ROOT / "benchmarks"))
+    import device_suite
+
+    monkeypatch.setattr(device_suite, "section_file", lambda name: tmp_path / "absent.py")
+    rows, status = device_suite.run_section("build", 1.0, {}, "cpu")
+    assert rows == [] and status["status"] == "absent"
