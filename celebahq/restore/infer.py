@@ -23,7 +23,7 @@ from gancore.imagefiles import list_image_files, write_png
 from gancore.runtime import check_output_path, progress_bar
 from gancore.sources import BadImage, decode_image, to_rgb_hwc
 
-from .models import build_model
+from .models import load_restorer
 
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 DEFAULT_TILE = {"cleanup": 512, "sr": 192}  # input pixels (a tile runs with its margins: ≤ 1.4× the work)
@@ -41,11 +41,6 @@ def default_device() -> torch.device:
     return torch.device("cuda" if usable else "cpu")
 
 
-def load_weights(path: str | os.PathLike) -> dict:
-    """A weight file written by celebahq.restore.train (tensors and plain types only)."""
-    return torch.load(path, map_location="cpu", weights_only=True)
-
-
 class Restorer:
     """One network ready to run: `restorer(image)` -> restored image (uint8 HWC RGB in, uint8 HWC RGB out)."""
 
@@ -53,13 +48,9 @@ class Restorer:
                  tile: int | None = None, margin: int | None = None, batch: int = 8):
         if kind not in DEFAULT_TILE:
             raise ValueError(f"unknown restorer {kind!r}: cleanup or sr")
-        payload = load_weights(weights or shipped_weights(kind))
-        if payload.get("kind") != kind:
-            raise ValueError(f"{weights}: weights for {payload.get('kind')!r}, not {kind!r}")
-        self.kind, self.info = kind, {k: v for k, v in payload.items() if k != "state_dict"}
+        model, self.info = load_restorer(weights or shipped_weights(kind), kind)  # checked; WeightFileError
+        self.kind = kind
         self.device = torch.device(device) if device is not None else default_device()
-        model = build_model(kind, payload["config"])
-        model.load_state_dict({k: v.float() for k, v in payload["state_dict"].items()})
         self.model = model.eval().to(self.device)
         self.scale = getattr(model, "SCALE", 1)
         self.align = model.ALIGN
