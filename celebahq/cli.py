@@ -59,11 +59,14 @@ def _shard(_ctx, _param, value: str | None):
 @click.option("--zip", "zip_path", type=click.Path(dir_okay=False), default=None,
               help="Also write the selection straight into this dataset zip (needs a selection).")
 @click.option("--png/--no-png", default=True, show_default=True, help="Write OUT/images/*.png.")
+@click.option("--accept-odd-landmarks", is_flag=True,
+              help="Render landmarks whose geometry cannot be a face's (eyes swapped, mouth above the eyes) instead "
+                   "of skipping them with the reason.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option("--quiet", is_flag=True)
 @user_errors
 def build_command(src, out, resolution, backend, sr, cleanup, downscale, batch_size, num_workers, num_writers, device,
-                  shard, limit, num_images, select_file, h5_path, zip_path, png, as_json, quiet):
+                  shard, limit, num_images, select_file, h5_path, zip_path, png, accept_odd_landmarks, as_json, quiet):
     """Crop, align and render the faces of SRC into OUT/images/*.png with OUT/manifest.jsonl and report.json."""
     from .pipeline import BuildOptions, build
 
@@ -72,7 +75,7 @@ def build_command(src, out, resolution, backend, sr, cleanup, downscale, batch_s
                            batch_size=batch_size, num_workers=num_workers, num_writers=num_writers,
                            device=device, shard=shard if shard != (0, 1) else None, limit=limit,
                            num_images=num_images, select=select_file, png=png, h5=h5_path, zip=zip_path,
-                           progress=not quiet)
+                           accept_odd_landmarks=accept_odd_landmarks, progress=not quiet)
     report = build(src, out, options)
     if as_json:
         emit(json.dumps(report.to_dict()))

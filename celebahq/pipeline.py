@@ -47,7 +47,7 @@ from gancore.sources import BadImage, decode_image
 
 from .export import DatasetZip, HDF5Pyramid, prepare_target
 from .geometry import CropPlan, plan_crop
-from .landmarks import LandmarkDetector, read_celeba_landmarks
+from .landmarks import LandmarkDetector, implausible_landmarks, read_celeba_landmarks
 from .manifest import ManifestWriter, latest_records, load_all_manifests
 from .processes import encode_and_write, pixels_md5
 from .quality import quality_score
@@ -95,6 +95,7 @@ class BuildOptions:
     png: bool = True  # write OUT/images/*.png
     h5: str | None = None  # also write the multi-resolution HDF5 of the selection here (needs a selection)
     zip: str | None = None  # also write a dataset zip of the selection here (needs a selection)
+    accept_odd_landmarks: bool = False  # render points whose geometry cannot be a face's (swapped eyes, …)
     progress: bool = True
 
     def resolved(self) -> BuildOptions:
@@ -278,6 +279,9 @@ class _Prepare(torch.utils.data.Dataset):
         if isinstance(found, Skipped):
             return found
         points, landmarks = found
+        odd = None if self.options.accept_odd_landmarks else implausible_landmarks(points)
+        if odd is not None:
+            return Skipped(item.name, f"{odd}; pass --accept-odd-landmarks to render it anyway")
         try:
             plan = plan_crop(points, (image.shape[1], image.shape[0]), self.options.resolution)
         except ValueError as error:

@@ -90,6 +90,23 @@ def test_same_stem_sources_are_both_kept(tmp_path):
     assert len(files) == 2 and files[0].read_bytes() != files[1].read_bytes()
 
 
+def test_swapped_eye_columns_are_skipped_unless_accepted(tmp_path):
+    src = tmp_path / "src"
+    (src / "img_celeba").mkdir(parents=True)
+    table = read_celeba_landmarks(MINI / "Anno" / "list_landmarks_celeba.txt")
+    shutil.copy(MINI / "img_celeba" / "000001.jpg", src / "img_celeba" / "000001.jpg")
+    write_celeba_landmarks(src / "Anno" / "list_landmarks_celeba.txt",
+                           {"000001.jpg": table["000001.jpg"][[1, 0, 2, 3, 4]]})  # left and right eye swapped
+    options = BuildOptions(resolution=64, num_workers=0, num_writers=1, device="cpu", backend="torch",
+                           progress=False)
+    report = build(src, tmp_path / "out", options)
+    assert report.ok == 0 and "eyes are swapped" in report.skipped["000001.jpg"]
+    assert "--accept-odd-landmarks" in report.skipped["000001.jpg"]
+    accepted = BuildOptions(resolution=64, num_workers=0, num_writers=1, device="cpu", backend="torch",
+                            progress=False, accept_odd_landmarks=True)
+    assert build(src, tmp_path / "out2", accepted).ok == 1
+
+
 def test_one_writer_per_folder_rank_during_a_build_is_refused(tmp_path):
     out = tmp_path / "out"
     process = subprocess.Popen(build_command(out, "--resolution", "64", "--limit", "6", "--batch-size", "1",
