@@ -16,6 +16,7 @@ import typing
 from dataclasses import dataclass, field
 
 from gancore.errors import UserError
+from ganeval.metric_main import parse_metric_names
 
 TF_TICK_KIMG = {4: 160, 8: 140, 16: 120, 32: 100, 64: 80, 128: 60, 256: 40, 512: 20, 1024: 10}
 
@@ -146,6 +147,8 @@ class TrainingConfig:
         if self.grid_size is not None and (len(self.grid_size) != 2 or not all(isinstance(v, int) and v >= 1
                                                                                 for v in self.grid_size)):
             raise UserError(f"grid_size = {self.grid_size}: give [columns, rows], both ≥ 1")
+        if self.metrics:
+            parse_metric_names(self.metrics)  # unknown names fail when the config is read, not at the first snapshot
 
 
 _RESOLUTION_DICTS = {"G_lr_dict": float, "D_lr_dict": float, "minibatch_dict": int, "max_minibatch_per_gpu": int,
