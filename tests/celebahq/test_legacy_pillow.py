@@ -261,8 +261,6 @@ PILLOW311_RENDER = {
 
 @pytest.mark.parametrize("name, resolution", list(PILLOW311_RENDER))
 def test_render_matches_pillow_311(name, resolution):
-    if resolution == 1024 and not os.environ.get("CELEBAHQ_LEGACY_1024"):
-        pytest.skip("~15-40 s on 2 CPU cores: set CELEBAHQ_LEGACY_1024=1")
     from celebahq.landmarks import read_celeba_landmarks
     from gancore.sources import decode_image
 
