@@ -13,8 +13,8 @@
 from __future__ import annotations
 
 import torch
-
 from device_common import Deadline, Row, SuiteContext, peak_memory_gib, photo_crops, timed
+
 from ganeval.inception import FIDInceptionV3, InceptionFeatureExtractor
 from ganeval.msssim import ms_ssim
 from ganeval.swd import compute_swd
@@ -63,7 +63,7 @@ def fid_feature_rows(context: SuiteContext, count: int, resolution: int, batch: 
         extractor.inference_network = extractor.inference_network.to(memory_format=memory_format)
         extractor.features(images[:batch], logits=False)  # warm-up: kernels chosen, memory allocated
 
-        def run():
+        def run(extractor=extractor):
             for start in range(0, count, batch):
                 extractor.features(images[start:start + batch], logits=False)
 

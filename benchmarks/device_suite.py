@@ -33,7 +33,6 @@ HERE = Path(__file__).resolve().parent
 sys.path[:0] = [str(HERE), str(HERE.parent)]
 
 import torch
-
 from device_common import DEVICE_ENV_VAR, SMOKE_ENV_VAR, Row
 
 # name -> seconds of the 480-second suite (an H100); smoke budgets are 1/30 of these
@@ -71,7 +70,7 @@ def run_section(name: str, budget: float, environment: dict, device: str) -> tup
         start = time.perf_counter()
         try:
             completed = subprocess.run(command, env=environment, capture_output=True, text=True,
-                                       timeout=limit)
+                                       timeout=limit, check=False)
             failure = None if completed.returncode == 0 else _last_line(completed.stderr)
         except subprocess.TimeoutExpired:  # subprocess.run kills the child
             failure = f"killed after {limit:.0f} s"
@@ -94,8 +93,8 @@ def _last_line(text: str) -> str:
 
 
 def machine(device: str) -> dict:
-    info = {"device": device, "torch": torch.__version__, "cuda": torch.version.cuda, "python": platform.python_version(),
-            "cpu_count": os.cpu_count(), "load_average": [round(v, 2) for v in os.getloadavg()],
+    info = {"device": device, "torch": torch.__version__, "cuda": torch.version.cuda,
+            "python": platform.python_version(), "cpu_count": os.cpu_count(), "load_average": [round(v, 2) for v in os.getloadavg()],
             "started": time.strftime("%Y-%m-%d %H:%M:%S")}
     if device.startswith("cuda"):
         info["gpu"] = torch.cuda.get_device_name(0)
@@ -104,8 +103,9 @@ def machine(device: str) -> dict:
 
 def markdown(report: dict) -> str:
     info = report["machine"]
-    lines = [f"Device suite on {info.get('gpu', info['device'])} (torch {info['torch']}, CUDA {info['cuda']}), "
-             f"{info['started']}, {report['seconds']:.0f} s{' (smoke)' if report['smoke'] else ''}", "",
+    title = (f"Device suite on {info.get('gpu', info['device'])} (torch {info['torch']}, CUDA {info['cuda']}), "
+             f"{info['started']}, {report['seconds']:.0f} s{' (smoke)' if report['smoke'] else ''}")
+    lines = [title, "",
              "| section | what | value | unit | seconds | note |", "|---|---|---:|---|---:|---|"]
     for row in report["rows"]:
         value = "–" if row["value"] != row["value"] else f"{row['value']:.4g}"  # NaN: no figure

@@ -35,7 +35,7 @@ import tempfile
 import time
 import warnings
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -58,6 +58,7 @@ class Run:
     resize: str  # ganeval's mode that reproduces the tool's preprocessing
     seconds: list[float]
     value: float
+    cpu_seconds: list[float]  # this process and its reaped children (decode workers), user + system
 
     @property
     def median(self) -> float:
@@ -191,30 +192,33 @@ def available_tools(requested: list[str], weights: Weights) -> dict[str, tuple[s
 # Timing
 
 
-def timed_quietly(function) -> tuple[float, float]:
-    """(value, seconds) with the tools' own progress output and warnings swallowed."""
+def cpu_time() -> float:
+    times = os.times()
+    return times.user + times.system + times.children_user + times.children_system
+
+
+def timed_quietly(function) -> tuple[float, float, float]:
+    """(value, wall seconds, CPU seconds) with the tools' own progress output and warnings swallowed."""
     with warnings.catch_warnings(), contextlib.redirect_stdout(io.StringIO()), \
             contextlib.redirect_stderr(io.StringIO()):
         warnings.simplefilter("ignore")
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), cpu_time()
         value = function()
-        return value, time.perf_counter() - start
+        return value, time.perf_counter() - start, cpu_time() - cpu_start
 
 
 def measure(folders, weights: Weights, tools: dict, args) -> list[Run]:
     """Interleaved rounds: every tool once per round, and ganeval with the resize mode of each ('tf' alone)."""
     modes = sorted({mode for mode, _ in tools.values()} or {"tf"})
-    runs = {f"ganeval --resize {mode}": Run(f"ganeval --resize {mode}", mode, [], float("nan")) for mode in modes}
-    runs.update({label: Run(label, mode, [], float("nan")) for label, (mode, _) in tools.items()})
+    calls = {f"ganeval --resize {mode}": (mode, lambda m=mode: run_ganeval(folders, weights, args, m))
+             for mode in modes}
+    calls.update({label: (mode, lambda r=run: r(folders, weights, args)) for label, (mode, run) in tools.items()})
+    runs = {label: Run(label, mode, [], float("nan"), []) for label, (mode, _) in calls.items()}
     for round_index in range(args.rounds):
-        for mode in modes:
-            value, seconds = timed_quietly(lambda: run_ganeval(folders, weights, args, mode))
-            runs[f"ganeval --resize {mode}"].seconds.append(seconds)
-            runs[f"ganeval --resize {mode}"].value = value
-        for label, (_, run) in tools.items():
-            value, seconds = timed_quietly(lambda: run(folders, weights, args))
+        for label, (_, call) in calls.items():
+            runs[label].value, seconds, cpu_seconds = timed_quietly(call)
             runs[label].seconds.append(seconds)
-            runs[label].value = value
+            runs[label].cpu_seconds.append(cpu_seconds)
         print(f"round {round_index + 1}/{args.rounds}: " + ", ".join(
             f"{label} {run.seconds[-1]:.1f} s" for label, run in runs.items()), file=sys.stderr)
     return list(runs.values())
@@ -226,7 +230,8 @@ def report(runs: list[Run], args, load: str) -> dict:
     rows = []
     for run in runs:
         row = {"tool": run.tool, "median_s": run.median, "images_per_s": images / run.median,
-               "seconds": run.seconds, "fid": run.value}
+               "cpu_s_per_image": float(np.median(run.cpu_seconds)) / images, "seconds": run.seconds,
+               "fid": run.value}
         if not run.tool.startswith("ganeval"):
             mine = ours[run.resize]
             row["ratio_vs_ganeval"] = run.median / mine.median  # > 1: ganeval faster
@@ -246,12 +251,12 @@ def print_table(result: dict) -> None:
     print(f"FID end to end, {result['images']} images ({result['size']}² PNG), {result['threads']} threads, "
           f"{result['workers']} decode workers, batch {result['batch_size']}, median of {result['rounds']}, "
           f"torch {result['torch']}, load {result['load_before']} -> {result['load_after']}")
-    print(f"{'tool':32s} {'s':>8s} {'img/s':>8s} {'ratio':>7s} {'FID':>12s} {'rel diff':>9s}")
+    print(f"{'tool':32s} {'s':>8s} {'img/s':>8s} {'CPU-s/img':>9s} {'ratio':>7s} {'FID':>12s} {'rel diff':>9s}")
     for row in result["rows"]:
         ratio = f"{row['ratio_vs_ganeval']:7.2f}" if "ratio_vs_ganeval" in row else " " * 7
         diff = f"{row['fid_relative_difference']:9.1e}" if "fid_relative_difference" in row else ""
-        print(f"{row['tool']:32s} {row['median_s']:8.1f} {row['images_per_s']:8.2f} {ratio} {row['fid']:12.6f} "
-              f"{diff}")
+        print(f"{row['tool']:32s} {row['median_s']:8.1f} {row['images_per_s']:8.2f} {row['cpu_s_per_image']:9.3f} "
+              f"{ratio} {row['fid']:12.6f} {diff}")
     print("ratio: the tool's seconds / ganeval's with the matching resize (> 1: ganeval is faster); rel diff: "
           "|FID - ganeval's| / ganeval's")
 

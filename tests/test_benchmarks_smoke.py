@@ -13,14 +13,15 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_device_suite_smoke_writes_its_table(tmp_path):
     completed = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "device_suite.py"), "--smoke",
                                 "--device", "cpu", "--sections", "metrics", "--out", str(tmp_path)],
-                               capture_output=True, text=True, timeout=600)
+                               capture_output=True, text=True, timeout=600, check=False)
     assert completed.returncode == 0, completed.stderr[-2000:]
     report = json.loads((tmp_path / "device_suite.json").read_text())
     assert report["smoke"] and report["sections"]["metrics"]["status"] == "ok"
     names = [row["name"] for row in report["rows"]]
-    assert any(name.startswith("SWD") for name in names) and any(name.startswith("FID features") for name in names)
-    assert any(name.startswith("MS-SSIM") for name in names)
-    assert all(row["value"] > 0 and row["section"] == "metrics" and row["device"] == "cpu" for row in report["rows"])
+    for prefix in ("SWD", "FID features", "MS-SSIM"):
+        assert any(name.startswith(prefix) for name in names), (prefix, names)
+    for row in report["rows"]:
+        assert row["value"] > 0 and row["section"] == "metrics" and row["device"] == "cpu", row
     table = (tmp_path / "device_suite.md").read_text()
     assert "| metrics | SWD 16 vs 16 images at 32² |" in table
     assert not list(tmp_path.glob(".*.tmp"))  # written through temporary names, none left
