@@ -43,6 +43,7 @@ sys.path.insert(0, str(ROOT))
 
 from celebahq.export import selected_images
 from celebahq.landmarks import read_celeba_landmarks, write_celeba_landmarks
+from gancore.processes import descendants
 
 MINI = ROOT / "examples" / "celeba_wild_mini"
 CELEBA_SOURCES, CELEBA_KEEP = 202_599, 30_000
@@ -83,29 +84,12 @@ class TreeMemory:
 
     def _run(self) -> None:
         while not self._stop.wait(0.2):
-            self.peak = max(self.peak, sum(_rss(pid) for pid in _tree(self.pid)))
+            self.peak = max(self.peak, sum(_rss(pid) for pid in {self.pid} | descendants(self.pid)))
 
     def stop(self) -> int:
         self._stop.set()
         self._thread.join()
         return self.peak
-
-
-def _tree(root: int) -> set[int]:
-    parents: dict[int, list[int]] = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            parents.setdefault(int(stat[stat.rindex(")") + 2:].split()[1]), []).append(int(entry.name))
-    found, frontier = {root}, [root]
-    while frontier:
-        children = [c for p in frontier for c in parents.get(p, [])]
-        found.update(children)
-        frontier = children
-    return found
 
 
 def _rss(pid: int) -> int:
@@ -153,7 +137,7 @@ def killed_runs(src: Path, out: Path, args, clean_seconds: float, rng: random.Ra
         helpers: set[int] = set()
         deadline = time.perf_counter() + moment
         while process.poll() is None and time.perf_counter() < deadline:
-            helpers |= _tree(process.pid) - {process.pid}
+            helpers |= descendants(process.pid)
             time.sleep(0.1)
         process.send_signal(signal.SIGKILL)
         process.wait()

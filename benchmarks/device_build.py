@@ -18,7 +18,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -26,18 +25,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from celebahq_scale import CELEBA_KEEP, CELEBA_SOURCES, ROOT, TreeMemory, make_synthetic_celeba
-
-try:
-    from device_common import Row  # benchmarks/device_common.py, the device suite's row type
-except ImportError:
-    @dataclass
-    class Row:
-        """One figure: name, value, unit and a note (what was measured, or why it was skipped)."""
-
-        name: str
-        value: float
-        unit: str
-        note: str = ""
+from device_common import Row  # the device suite's row type
 
 
 def _plan(budget_seconds: float) -> tuple[str, int, int, int]:

@@ -14,29 +14,17 @@ import argparse
 import math
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+from device_common import Row  # the device suite's row type
 from train_speed import measure
 
 from gancore.runtime import resolve_device
 from progan.configs import resolve_config
-
-try:
-    from device_common import Row  # benchmarks/device_common.py: the device suite's row type
-except ImportError:
-    @dataclass
-    class Row:
-        """One figure: name, value, unit and a note (what was measured, or why it was skipped)."""
-
-        name: str
-        value: float
-        unit: str
-        note: str = ""
 
 
 def _plan(device: torch.device) -> tuple[str, list[int], int, int]:

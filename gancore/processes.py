@@ -16,6 +16,7 @@ import os
 import signal
 import sys
 from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
@@ -40,3 +41,24 @@ def writer_pool(num_writers: int) -> ProcessPoolExecutor:
     costs ~0.09 s an image, more than a GPU render, and threads would contend for the GIL in Pillow's loop)."""
     return ProcessPoolExecutor(num_writers, mp_context=multiprocessing.get_context("spawn"),
                                initializer=die_with_parent)
+
+
+def descendants(pid: int) -> set[int]:
+    """Every live (not zombie) descendant of process `pid`, from Linux's /proc (an empty set elsewhere): what a
+    test or benchmark checks is gone after killing `pid`, or sums the memory of."""
+    parents: dict[int, set[int]] = {}
+    proc = Path("/proc")
+    for entry in proc.iterdir() if proc.is_dir() else ():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            state, parent = stat[stat.rindex(")") + 2:].split()[:2]
+            if state != "Z":
+                parents.setdefault(int(parent), set()).add(int(entry.name))
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = set().union(*(parents.get(p, set()) for p in frontier)) - found
+        found |= frontier
+    return found

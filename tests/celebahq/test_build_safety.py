@@ -20,6 +20,7 @@ from celebahq.export import selected_images
 from celebahq.landmarks import read_celeba_landmarks, write_celeba_landmarks
 from celebahq.manifest import latest_records, read_all_manifests
 from celebahq.pipeline import BuildOptions, build
+from gancore.processes import descendants
 
 MINI = Path(__file__).resolve().parents[2] / "examples" / "celeba_wild_mini"
 
@@ -40,25 +41,6 @@ def wait_for(condition, seconds: float = 120) -> None:
 def manifest_lines(out: Path) -> int:
     path = out / "manifest.jsonl"
     return path.read_text().count("\n") if path.is_file() else 0
-
-
-def children(pid: int) -> set[int]:
-    """Every live descendant of `pid` (from /proc)."""
-    parents = {}
-    for entry in Path("/proc").iterdir():
-        if entry.name.isdigit():
-            try:
-                stat = (entry / "stat").read_text()
-            except OSError:
-                continue
-            fields = stat[stat.rindex(")") + 2:].split()
-            if fields[0] != "Z":
-                parents.setdefault(int(fields[1]), set()).add(int(entry.name))
-    found, frontier = set(), {pid}
-    while frontier:
-        frontier = set().union(*(parents.get(p, set()) for p in frontier)) - found
-        found |= frontier
-    return found
 
 
 def alive(pids: set[int]) -> set[int]:
@@ -135,7 +117,7 @@ def test_children_die_with_a_killed_build_and_the_rerun_finishes(tmp_path):
                             "--writers", "2")
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     wait_for(lambda: manifest_lines(out) >= 1)
-    helpers = children(process.pid)
+    helpers = descendants(process.pid)
     assert len(helpers) >= 4  # 2 decode workers, 2 writers (and multiprocessing's resource tracker)
     process.send_signal(signal.SIGKILL)
     process.wait()
@@ -154,7 +136,7 @@ def test_ctrl_c_prints_one_line(tmp_path):
                                              "--workers", "2", "--writers", "1"),
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
     wait_for(lambda: manifest_lines(out) >= 1)
-    helpers = children(process.pid)
+    helpers = descendants(process.pid)
     os.killpg(process.pid, signal.SIGINT)  # what a terminal does: the whole process group
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 1 and stderr.strip().splitlines() == ["interrupted"], stderr

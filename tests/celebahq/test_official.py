@@ -230,13 +230,6 @@ def test_row_names():
     assert (row.zip_name, row.member, row.output) == ("deltas12000.zip", "delta12345.dat", "images/imgHQ12345.png")
 
 
-def _children(pid: int) -> set[int]:
-    found = set()
-    for task in Path(f"/proc/{pid}/task").iterdir():
-        found |= {int(c) for c in (task / "children").read_text().split()}
-    return found
-
-
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux /proc")
 def test_killed_build_resumes_and_leaves_no_worker(tmp_path):
     import os
@@ -254,7 +247,9 @@ def test_killed_build_resumes_and_leaves_no_worker(tmp_path):
     deadline = time.monotonic() + 120
     while len(read_manifest(out)) < 2 and time.monotonic() < deadline and process.poll() is None:
         time.sleep(0.05)
-    workers = _children(process.pid)
+    from gancore.processes import descendants
+
+    workers = descendants(process.pid)
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
     time.sleep(1.0)
