@@ -46,11 +46,11 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "tests" / "ganeval")]
 
 from test_msssim import ref_msssim
 
+from gancore.runtime import CACHE_ENV_VAR
 from ganeval import native
 from ganeval.fid import frechet_distance
 from ganeval.inception import FIDInceptionV3, InceptionFeatureExtractor, load_inception
 from ganeval.msssim import default_batch_size, ms_ssim
-from gancore.runtime import CACHE_ENV_VAR
 
 REFERENCE_CHUNK = 32  # pairs per ref_msssim call (bounds the FFT memory; the per-pair cost does not change)
 
