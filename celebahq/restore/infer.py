@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import functools
 import os
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -171,9 +172,19 @@ def photo_files(paths) -> list[Path]:
     return files
 
 
+def restored_names(relatives: list[Path]) -> dict[Path, Path]:
+    """Output path of each input (relative paths): the stem with ".png", or the whole name + ".png" where two
+    inputs in one folder share a stem."""
+    stems = Counter(path.with_suffix("") for path in relatives)
+    return {path: path.with_name(path.name + ".png") if stems[path.with_suffix("")] > 1
+            else path.with_suffix(".png") for path in relatives}
+
+
 def restore_folder(restorer: Restorer, in_dir: str | os.PathLike, out_dir: str | os.PathLike,
                    progress: bool = True) -> tuple[int, dict[str, str]]:
-    """Restore every image under in_dir into out_dir as PNG with the same relative path and stem.
+    """Restore every image under in_dir into out_dir as PNG with the same relative path and stem (`a/x.jpg`
+    -> `a/x.png`); sources that share a stem in one folder keep their extension instead (`face.jpg` and
+    `face.png` -> `face.jpg.png`, `face.png.png`), so no output overwrites another.
 
     Writes are atomic (temporary name, then rename); `out_dir` is checked writable before any work (UserError).
     Returns (images written, {unreadable file: reason}).
@@ -183,6 +194,7 @@ def restore_folder(restorer: Restorer, in_dir: str | os.PathLike, out_dir: str |
         raise UserError(f"{in_dir}: no such folder")
     check_output_path(out_dir, folder=True)
     files = list_image_files(in_dir)
+    targets = restored_names([path.relative_to(in_dir) for path in files])
     written, skipped = 0, {}
     with progress_bar(len(files), f"restore {restorer.kind}", progress) as bar:
         for path in files:
@@ -192,7 +204,7 @@ def restore_folder(restorer: Restorer, in_dir: str | os.PathLike, out_dir: str |
             except BadImage as error:
                 skipped[relative.as_posix()] = str(error)
             else:
-                target = (out_dir / relative).with_suffix(".png")
+                target = out_dir / targets[relative]
                 target.parent.mkdir(parents=True, exist_ok=True)
                 write_png(target, restorer(image))
                 written += 1

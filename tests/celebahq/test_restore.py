@@ -257,6 +257,19 @@ def test_cli_restore_writes_pngs_and_skips_bad_files(tmp_path, photo):
         assert not list((tmp_path / kind).rglob(".*partial"))
 
 
+def test_restore_keeps_sources_that_share_a_stem_apart(tmp_path, photo):
+    src = tmp_path / "in"
+    src.mkdir()
+    Image.fromarray(photo[:16, :16]).save(src / "face.jpg", quality=90)
+    Image.fromarray(photo[16:32, :16]).save(src / "face.png")
+    Image.fromarray(photo[:16, 16:32]).save(src / "other.jpg", quality=90)
+    result = CliRunner().invoke(main, ["restore", "cleanup", str(src), str(tmp_path / "out"), "--quiet",
+                                       "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["face.jpg.png", "face.png.png", "other.png"]
+    assert (tmp_path / "out" / "face.jpg.png").read_bytes() != (tmp_path / "out" / "face.png.png").read_bytes()
+
+
 def test_cli_train_resume_and_eval(tmp_path, photo):
     images = tmp_path / "train"
     images.mkdir()
