@@ -193,3 +193,20 @@ def test_interpolate_grid_and_frames(checkpoint, tmp_path):
 def test_crc_check_reads_every_member(checkpoint):
     with zipfile.ZipFile(checkpoint) as archive:
         assert archive.testzip() is None and len(archive.namelist()) > 10
+
+
+def test_a_fresh_process_opens_a_checkpoint_through_the_entry_point(checkpoint):
+    """gancore finds progan's ".pt" opener through the installed entry point, with progan never imported first,
+    as `ganeval swd run/network-snapshot.pt real/` does after `pip install`."""
+    import subprocess
+    import sys
+
+    code = ("import sys\n"
+            "from gancore.sources import open_source\n"
+            "assert 'progan' not in sys.modules\n"
+            f"source = open_source({str(checkpoint)!r})\n"
+            "print(type(source).__module__, type(source).__name__, source.shape)\n")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          env=dict(os.environ, PROGAN_SOURCE_IMAGES="8"))
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["progan.checkpoint", "GeneratorSource", "(16,", "16)"]
