@@ -28,7 +28,7 @@ from .features import LazyExtractor
 from .fid import FIDMetric
 from .isc import ISMetric
 from .kid import DEFAULT_SUBSET_SIZE, DEFAULT_SUBSETS, KIDMetric
-from .metric_utils import ImageSet, Metric, MetricResult, PassOptions, run_pass
+from .metric_utils import ImageSet, Metric, MetricResult, PassOptions, run_pass, share_feature_rows
 from .msssim import MIN_SIZE as MSSSIM_MIN_SIZE
 from .msssim import MSSSIMMetric
 from .precision_recall import DEFAULT_K, PRMetric
@@ -198,6 +198,7 @@ def compute_metrics(gen, real=None, metrics: str | Iterable[str] | None = None,
         if "real" in metric_spec(name).sets and real is None:
             raise UserError(f"{name} compares two sets: give a real image source too")
     built = [metric_spec(name).build(settings, context) for name in names]
+    share_feature_rows(built)  # KID and PR keep one copy of the same features
     lazy = LazyExtractor(extractor, inception, resize, device) if any(
         metric_spec(name).features for name in names) else None
     if batch_size is None:

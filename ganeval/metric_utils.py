@@ -245,14 +245,33 @@ class TwoSetFeatures:
         self.num_images = num_images
         self.needs = Needs({"gen": num_images, "real": num_images}, features=True)
         self.rows = {set_name: RowCollector(set_name, num_images) for set_name in ("gen", "real")}
+        self.owns_rows = True
+
+    def share_rows(self, other: TwoSetFeatures) -> None:
+        """Read `other`'s rows (the same features of the same images) instead of keeping a second copy."""
+        if other.num_images != self.num_images:
+            raise ValueError(f"{self.name} reads {self.num_images} images, {other.name} {other.num_images}")
+        self.rows, self.owns_rows = other.rows, False
 
     def add(self, batch: Batch) -> None:
-        if batch.set_name in self.rows:
+        if self.owns_rows and batch.set_name in self.rows:
             self.rows[batch.set_name].add(batch)
 
     def combine_ranks(self) -> None:
-        for rows in self.rows.values():
-            rows.combine_ranks()
+        if self.owns_rows:
+            for rows in self.rows.values():
+                rows.combine_ranks()
+
+
+def share_feature_rows(metrics: list) -> None:
+    """Let every `TwoSetFeatures` metric that reads as many images as an earlier one share that one's rows."""
+    first: dict[int, TwoSetFeatures] = {}
+    for metric in metrics:
+        if isinstance(metric, TwoSetFeatures):
+            if metric.num_images in first:
+                metric.share_rows(first[metric.num_images])
+            else:
+                first[metric.num_images] = metric
 
 
 def feature_pair(gen, real, device, what: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -270,4 +289,4 @@ def feature_pair(gen, real, device, what: str) -> tuple[torch.Tensor, torch.Tens
 
 __all__ = ["Batch", "ImageSet", "Metric", "MetricResult", "Needs", "PassOptions", "PassReport", "RowCollector",
            "TwoSetFeatures", "batch_features", "check_counts", "feature_pair", "gather_rows", "images_needed",
-           "run_pass"]
+           "run_pass", "share_feature_rows"]
