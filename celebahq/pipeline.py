@@ -3,9 +3,10 @@
 Flow per source image (paper Appendix C, original `create_celebahq`):
 
     decode (worker) -> landmarks (CelebA file or dlib, worker) -> plan (pure geometry, worker)
-    -> cleanup stage -> shrink + crop (worker) -> [super-resolution, padding, 4R bilinear, downscale] (batched
-    render on the device) -> quality score and md5 of the rendered pixels -> PNG encoded by a writer process
-    (temp + rename) and/or the HDF5 / zip exports -> one manifest line
+    -> cleanup stage + shrink + crop (worker; with the torch backend in the main process on the device instead)
+    -> [super-resolution, padding, 4R bilinear, downscale] (batched render on the device) -> quality score and md5
+    of the rendered pixels -> PNG encoded by a writer process (temp + rename) and/or the HDF5 / zip exports -> one
+    manifest line
 
 Two passes when a selection is asked (`num_images`: the best N by quality): pass 1 ("score") renders every source
 and records its landmarks, plan, score and md5 with status "scored", writing no image; pass 2 ("write")
@@ -53,13 +54,16 @@ from .processes import encode_and_write, pixels_md5
 from .quality import quality_score
 from .rank import RANKING_NAME, RankReport
 from .render import DeviceUpscale, lanczos_upscale, render_pil, render_torch_tensor, shrink_and_crop
-from .restore.infer import cleanup_image, net_upscale, net_upscale_tensor, shipped_weights
+from .restore.infer import cleanup_image, cleanup_tensor, net_upscale, net_upscale_tensor, shipped_weights
 from .selection import Pick, best_picks, output_name, read_selection
 
 LANDMARK_FILE = Path("Anno") / "list_landmarks_celeba.txt"
-# "net": the shipped restoration networks (celebahq.restore; loaded lazily, once per process, in the decode
-# workers for cleanup and in the main process for SR). "none"/"lanczos": the original release's stand-ins.
-CLEANUP_STAGES = {"none": None, "net": cleanup_image}
+# "net": the shipped restoration networks (celebahq.restore; loaded lazily, once per process). With the torch
+# backend both run in the main process on the device (the decode workers send the whole photo, which is cleaned up,
+# shrunk and cropped there: no host round trip on CUDA); with the pil backend the cleanup runs in the decode
+# workers on uint8 arrays. "none"/"lanczos": the original release's stand-ins.
+CLEANUP_STAGES = {"none": None, "net": cleanup_image}  # uint8 HWC arrays (the pil backend)
+CLEANUP_DEVICE_STAGES = {"none": None, "net": cleanup_tensor}  # [3, H, W] tensors on the device (torch)
 SR_STAGES = {"lanczos": lanczos_upscale, "net": net_upscale}  # uint8 HWC arrays (the pil backend)
 SR_DEVICE_STAGES = {"lanczos": None, "net": DeviceUpscale(net_upscale_tensor)}  # tensors on the device (torch)
 
@@ -113,6 +117,12 @@ class BuildOptions:
         options._check()
         return options
 
+    @property
+    def cleanup_on_device(self) -> bool:
+        """Whether the cleanup (and so the shrink and crop) runs in the main process on the device: the torch
+        backend with a cleanup stage. The workers then send the whole decoded photo."""
+        return self.backend == "torch" and self.cleanup != "none"
+
     def _check(self) -> None:
         for name, value, choices in (("backend", self.backend, ("torch", "pil")), ("sr", self.sr, SR_STAGES),
                                      ("cleanup", self.cleanup, CLEANUP_STAGES),
@@ -147,9 +157,10 @@ class Prepared:
     """A source ready to render (the worker's result): the cropped face and the plans."""
 
     source: str
-    pixels: np.ndarray  # uint8 HWC: the (cleaned) photo, shrunk and cropped to the plan's crop box
+    pixels: np.ndarray  # uint8 HWC, `render_plan`'s image: the (cleaned) photo shrunk and cropped to the plan's crop
+    # box, or the whole decoded photo when the cleanup runs on the device (BuildOptions.cleanup_on_device)
     plan: CropPlan  # for the whole photo (the manifest's quad and zoom)
-    render_plan: CropPlan  # for `pixels`
+    render_plan: CropPlan  # for `pixels`: plan.after_crop(), or `plan` itself for a whole photo
     landmarks: dict  # {"points": 5×2 source pixels, "landmark_source": "celeba" | "dlib", …}
     seconds: float  # worker time spent on it
 
@@ -286,6 +297,8 @@ class _Prepare(torch.utils.data.Dataset):
             plan = plan_crop(points, (image.shape[1], image.shape[0]), self.options.resolution)
         except ValueError as error:
             return Skipped(item.name, f"unusable landmarks ({error})")
+        if self.options.cleanup_on_device:  # the main process cleans up, shrinks and crops on the device
+            return Prepared(item.name, image, plan, plan, landmarks, 0.0)
         cleanup = CLEANUP_STAGES[self.options.cleanup]
         if cleanup is not None:
             image = cleanup(image)
@@ -332,11 +345,22 @@ def _render(batch: list[Prepared], options: BuildOptions) -> list[Rendered]:
                   for p in batch]
         tensors = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2)
     else:
-        tensors = render_torch_tensor([p.pixels for p in batch], [p.render_plan for p in batch], options.resolution,
-                                      SR_DEVICE_STAGES[options.sr], options.downscale, options.device)
+        tensors = render_torch_tensor(_device_inputs(batch, options), [p.render_plan for p in batch],
+                                      options.resolution, SR_DEVICE_STAGES[options.sr], options.downscale,
+                                      options.device)
         images = list(tensors.permute(0, 2, 3, 1).cpu().numpy())
     scores = quality_score(tensors).tolist() if options.resolution >= 64 else [None] * len(batch)
     return [Rendered(p, image, pixels_md5(image), score) for p, image, score in zip(batch, images, scores)]
+
+
+def _device_inputs(batch: list[Prepared], options: BuildOptions) -> list[np.ndarray | torch.Tensor]:
+    """What the torch render gets: the workers' crops, or (cleanup on the device) each whole photo moved to the
+    device once and cleaned up there, as a uint8 [3, H, W] tensor that the render shrinks and crops in place."""
+    cleanup = CLEANUP_DEVICE_STAGES[options.cleanup] if options.cleanup_on_device else None
+    if cleanup is None:
+        return [p.pixels for p in batch]
+    photos = (torch.from_numpy(np.require(p.pixels, requirements=("C", "W"))) for p in batch)
+    return [cleanup(photo.to(options.device).permute(2, 0, 1)) for photo in photos]
 
 
 def _record(rendered: Rendered, options: BuildOptions, status: str) -> dict:

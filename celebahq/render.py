@@ -1,8 +1,9 @@
 """Render a CelebA-HQ crop from a photo and a `CropPlan` (spec section 4.3 steps 4–8), two backends.
 
 * `render_pil`: the slow reference, step by step as the original with PIL, numpy and scipy.
-* `render_torch`: the fast path. The cheap per-image steps run per image (shrink with PIL on the host, crop by
-  slicing, then super-resolution and padding in torch on `device`); the expensive part, bilinear sampling at
+* `render_torch`: the fast path. The cheap per-image steps run per image (shrink with PIL on the host for host
+  arrays, or in torch for device tensors, e.g. a photo the cleanup network restored on the GPU; crop by slicing;
+  then super-resolution and padding in torch on `device`); the expensive part, bilinear sampling at
   4R × 4R and the downscale to R × R, runs on all images of the call as one batch. It emulates Pillow's arithmetic
   (QUAD pixel centres, truncation of the bilinear result to uint8, the two-pass Lanczos/box resampling with
   8-bit rounding between the passes), so the two backends agree to within rounding. Measured on real photographs
@@ -20,7 +21,11 @@ Pillow conventions the fast path reproduces (checked by the tests against the in
     pixel inside the image, returns 0 (black) for samples outside [0, W) × [0, H), and truncates to uint8.
   - `resize(LANCZOS | BOX)`: separable, horizontal pass first, each output's window = the filter support scaled
     by max(in/out, 1) and normalised to sum 1 (also where the image edge truncates it), uint8 rounding after each
-    pass.
+    pass. For the shrink by a non-integer ratio (`resize_pillow_torch`) also Pillow's 22-bit fixed-point weights
+    (upstream `libImaging/Resample.c`), so a pass equals Pillow's bit for bit. One caveat: the Pillow 13.0.0 wheel
+    on our CI machine sometimes runs the vertical pass first (tall images; its rule is not upstream's), which moves
+    a shrunk pixel by up to a few grey levels there; after the 4× sampling and downscale that follow, rendered
+    crops still agree to within the limits below (tests/celebahq/test_render.py).
 """
 
 from __future__ import annotations
@@ -52,7 +57,12 @@ _TRUNCATE_EPS = 1e-3
 # Shared helpers
 
 
-def _check_image(image: np.ndarray) -> np.ndarray:
+def _check_image(image: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
+    """A uint8 HWC RGB array, or a [3, H, W] tensor (uint8, or float with uint8 values), checked."""
+    if isinstance(image, torch.Tensor):
+        if image.ndim != 3 or image.shape[0] != 3 or min(image.shape[1:]) < 1:
+            raise ValueError(f"expected a [3, H, W] image tensor; got shape {tuple(image.shape)}")
+        return image
     image = np.asarray(image)
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
         raise ValueError(f"expected a uint8 HWC RGB image; got dtype {image.dtype}, shape {image.shape}")
@@ -61,8 +71,8 @@ def _check_image(image: np.ndarray) -> np.ndarray:
     return image
 
 
-def _plan_for(image: np.ndarray, plan_or_landmarks, resolution: int) -> CropPlan:
-    height, width = image.shape[:2]
+def _plan_for(image: np.ndarray | torch.Tensor, plan_or_landmarks, resolution: int) -> CropPlan:
+    height, width = image.shape[1:] if isinstance(image, torch.Tensor) else image.shape[:2]
     if isinstance(plan_or_landmarks, CropPlan):
         plan = plan_or_landmarks
         if tuple(plan.image_size) != (width, height):
@@ -267,6 +277,64 @@ def _resample_last_dim(x: torch.Tensor, factor: int, up: bool, filter_name: str)
     return out
 
 
+_PRECISION_BITS = 22  # Pillow's fixed-point weights for 8-bit images (32 - 8 - 2)
+
+
+def pillow_weights(n_in: int, n_out: int, filter_name: str = "lanczos") -> np.ndarray:
+    """Pillow's `precompute_coeffs` + `normalize_coeffs_8bpc` as a dense float64 matrix [n_in, n_out]: column o holds
+    output o's weights, each an integer (22-bit fixed point, i.e. the weight × 2²²), so that a pass over uint8 values
+    is exact in float64. Window: centre (o + 0.5)·in/out, support scaled by max(in/out, 1), taps that the image
+    edge cuts off are dropped and the rest normalised to sum 1 before the rounding to fixed point."""
+    support, fn = _FILTERS[filter_name]
+    scale = n_in / n_out
+    filter_scale = max(scale, 1.0)
+    reach = support * filter_scale
+    matrix = np.zeros((n_in, n_out))
+    for out in range(n_out):
+        centre = (out + 0.5) * scale
+        first = max(int(centre - reach + 0.5), 0)
+        stop = min(int(centre + reach + 0.5), n_in)
+        taps = fn((np.arange(first, stop) - centre + 0.5) / filter_scale)
+        total = taps.sum()
+        taps = taps / total if total != 0 else taps
+        matrix[first:stop, out] = np.trunc(taps * (1 << _PRECISION_BITS) + np.where(taps < 0, -0.5, 0.5))
+    return matrix
+
+
+def _pillow_pass(x: torch.Tensor, n_out: int, filter_name: str) -> torch.Tensor:
+    """One 8-bit Pillow pass along the last dimension of x [..., n] (uint8 values): [..., n_out], uint8 values."""
+    weights = torch.as_tensor(pillow_weights(x.shape[-1], n_out, filter_name), device=x.device)
+    sums = x.to(torch.float64) @ weights + (1 << (_PRECISION_BITS - 1))
+    return torch.floor(sums * (1.0 / (1 << _PRECISION_BITS))).clamp_(0.0, 255.0).to(x.dtype)
+
+
+def resize_pillow_torch(x: torch.Tensor, size: tuple[int, int], filter_name: str = "lanczos") -> torch.Tensor:
+    """`PIL.Image.resize(size, LANCZOS | BOX)` of uint8-valued images x [..., H, W] (float, any device) to
+    size = (width, height), any ratio: upstream Pillow's two 8-bit passes (horizontal first), each bit-exact
+    (float64 sums of fixed-point integers). Returns x's dtype with integer values 0–255 on x's device."""
+    if filter_name not in _FILTERS:
+        raise ValueError(f"unknown filter {filter_name!r}")
+    width, height = (int(v) for v in size)
+    if width < 1 or height < 1:
+        raise ValueError(f"resize to {size}: sides must be ≥ 1")
+    if width != x.shape[-1]:
+        x = _pillow_pass(x, width, filter_name)
+    if height != x.shape[-2]:
+        x = _pillow_pass(x.transpose(-1, -2), height, filter_name).transpose(-1, -2)
+    return x.contiguous()
+
+
+def shrink_and_crop_tensor(x: torch.Tensor, plan: CropPlan) -> tuple[torch.Tensor, CropPlan]:
+    """`shrink_and_crop` on the device: float [3, H, W] with uint8 values (the whole photo `plan` is for) ->
+    (float [3, h, w] on the same device, the plan for it)."""
+    if tuple(x.shape[1:]) != tuple(plan.image_size)[::-1]:
+        raise ValueError(f"the plan is for a {plan.image_size} image; got {tuple(x.shape)}")
+    if plan.shrink > 1:
+        x = resize_pillow_torch(x, plan.shrunk_size, "lanczos")
+    left, top, right, bottom = plan.crop
+    return x[:, top:bottom, left:right], plan.after_crop()
+
+
 def resize_torch(x: torch.Tensor, factor: int, up: bool, filter_name: str = "lanczos") -> torch.Tensor:
     """Pillow-exact (to rounding) integer-factor resize of uint8-valued float images [..., H, W]:
     horizontal pass, 8-bit rounding, vertical pass, 8-bit rounding. Returns float with integer values."""
@@ -394,15 +462,26 @@ def _sampling_grid(plan: CropPlan, canvas_hw: tuple[int, int], device: torch.dev
     return grid, inside
 
 
-def _prepare_torch(image: np.ndarray, plan: CropPlan, upscale: Upscale | DeviceUpscale | None,
-                   device: torch.device) -> torch.Tensor:
-    """Steps 4–7 for one image: float32 CHW tensor with uint8 values on `device`, the image that is rendered."""
+def _cropped_on_device(image: np.ndarray | torch.Tensor, plan: CropPlan, upscale: Upscale | DeviceUpscale | None,
+                       device: torch.device) -> torch.Tensor:
+    """Steps 4–5 (and a host upscale, which needs host pixels) for one image: float32 CHW on `device`."""
+    on_host = upscale is not None and not isinstance(upscale, DeviceUpscale) and plan.superres > 1
+    if isinstance(image, torch.Tensor):
+        x, _ = shrink_and_crop_tensor(image.to(device=device, dtype=torch.float32), plan)
+        if not on_host:
+            return x
+        image, plan = x.permute(1, 2, 0).to(torch.uint8).cpu().numpy(), plan.after_crop()
     img = _shrink_and_crop(image, plan)
-    on_host = upscale is not None and not isinstance(upscale, DeviceUpscale)
-    if plan.superres > 1 and on_host:
+    if on_host:
         img = _apply_upscale(upscale, img, plan.superres)
     pixels = np.require(img, requirements=("C", "W"))  # PIL's arrays are read-only; torch wants writable ones
-    x = torch.from_numpy(pixels).to(device).permute(2, 0, 1).to(torch.float32)
+    return torch.from_numpy(pixels).to(device).permute(2, 0, 1).to(torch.float32)
+
+
+def _prepare_torch(image: np.ndarray | torch.Tensor, plan: CropPlan, upscale: Upscale | DeviceUpscale | None,
+                   device: torch.device) -> torch.Tensor:
+    """Steps 4–7 for one image: float32 CHW tensor with uint8 values on `device`, the image that is rendered."""
+    x = _cropped_on_device(image, plan, upscale, device)
     if plan.superres > 1 and isinstance(upscale, DeviceUpscale):
         x = _apply_device_upscale(upscale, x, plan.superres)
     elif plan.superres > 1 and upscale is None:
@@ -430,7 +509,7 @@ def render_torch(
 
 
 def render_torch_tensor(
-    images: Sequence[np.ndarray],
+    images: Sequence[np.ndarray | torch.Tensor],
     plans_or_landmarks: Sequence,
     resolution: int = 1024,
     upscale: Upscale | DeviceUpscale | None = None,
@@ -440,7 +519,9 @@ def render_torch_tensor(
     """Fast render of a batch: uint8 RGB images [H, W, 3] + (CropPlan or CelebA 5 landmarks) each → uint8 tensor
     [N, 3, R, R] on `device` (stays there: a quality score or an encoder can use it without a copy).
 
-    Same arguments and result as `render_pil` (to rounding). upscale=None is PIL's Lanczos emulated in torch on
+    Same arguments and result as `render_pil` (to rounding). An image may also be a [3, H, W] tensor (uint8, or
+    float with uint8 values) on any device: its shrink (`resize_pillow_torch`) and crop then run on `device` too, so
+    a photo cleaned up on the GPU never visits the host. upscale=None is PIL's Lanczos emulated in torch on
     `device`; a plain callable runs on the host (uint8 HWC arrays); a `DeviceUpscale` runs on `device` (float CHW
     tensors: no host round trip). The 4R × 4R sampling and the downscale run on all images of the call as
     one batch on `device` (default: CUDA when available); each photo's pixels are independent of its batch.

@@ -120,6 +120,12 @@ def cleanup_image(image: np.ndarray, **kwargs) -> np.ndarray:
     return (Restorer("cleanup", **kwargs) if kwargs else shipped_restorer("cleanup"))(image)
 
 
+def cleanup_tensor(x: torch.Tensor) -> torch.Tensor:
+    """The build's `--cleanup net` stage on the device: [3, H, W] uint8 (or float with values 0–255) -> uint8
+    [3, H, W], the shipped network run where `x` lives (the pixels of `cleanup_image`, no host round trip)."""
+    return shipped_restorer("cleanup", str(x.device)).restore_tensor(x)
+
+
 def super_resolve(image: np.ndarray, **kwargs) -> np.ndarray:
     """4× super-resolution with the shipped weights (or Restorer kwargs): uint8 image -> uint8 HWC RGB, 4× the sides."""
     return (Restorer("sr", **kwargs) if kwargs else shipped_restorer("sr"))(image)
