@@ -32,7 +32,7 @@ def _plan(budget_seconds: float) -> tuple[str, int, int, int]:
     """(device, sources, resolution, workers) for this machine and budget."""
     cpus = os.cpu_count() or 1
     if torch.cuda.is_available():
-        sources = 600 if budget_seconds >= 240 else 240
+        sources = 400 if budget_seconds >= 180 else 240
         return "cuda", sources, 1024, min(16, cpus)
     return "cpu", 24, 128, min(4, cpus)
 

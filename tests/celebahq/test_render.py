@@ -347,6 +347,21 @@ def test_render_torch_cuda_matches_pil(astronaut, grace):
             assert mad <= MAD_LIMIT and p99 <= P99_LIMIT, (resolution, mad, p99)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_the_device_shrink_is_the_same_on_cuda(astronaut, grace):
+    """resize_pillow_torch is exact arithmetic (float64 sums of integers): CUDA equals the CPU bit for bit, and a
+    photo tensor on CUDA renders like on the CPU to rounding."""
+    for image, size in ((astronaut, (171, 171)), (grace, (170, 200)), (astronaut[:, 100:300], (40, 171))):
+        np.testing.assert_array_equal(as_hwc(resize_pillow_torch(as_chw(image).cuda(), size).cpu()),
+                                      as_hwc(resize_pillow_torch(as_chw(image), size)))
+    big = np.asarray(Image.fromarray(grace).resize((grace.shape[1] * 3, grace.shape[0] * 3)))
+    plan = plan_crop(GRACE_LANDMARKS * 3 + 1.0, (big.shape[1], big.shape[0]), 256)
+    assert plan.shrink > 1
+    on_cuda = render_torch_tensor([as_chw(big).cuda()], [plan], 256, device="cuda")[0].cpu()
+    mad, p99, _ = difference(as_hwc(on_cuda), render_pil(big, plan, 256))
+    assert mad <= MAD_LIMIT and p99 <= P99_LIMIT, (mad, p99)
+
+
 # --------------------------------------------------------------------------------------------------------------
 # Geometry seen in pixels: rendered landmarks land where the plan says, upright
 

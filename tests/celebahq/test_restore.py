@@ -237,7 +237,9 @@ def test_build_with_networks(backend, small_faces, tmp_path):
         assert 0 < np.abs(a - b).mean() < 12  # the networks change the picture, a little
 
 
-def test_the_torch_build_cleans_up_on_the_device(small_faces, tmp_path, monkeypatch):
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs CUDA"))])
+def test_the_torch_build_cleans_up_on_the_device(device, small_faces, tmp_path, monkeypatch):
     """With the torch backend the workers send the whole photo and the cleanup net runs in the main process on the
     build's device, on tensors (never the host-array stage); the crops equal the pil backend's to rounding."""
     from celebahq import pipeline
@@ -251,19 +253,21 @@ def test_the_torch_build_cleans_up_on_the_device(small_faces, tmp_path, monkeypa
         seen.append((type(x), x.device.type, tuple(x.shape)))
         return pipeline.cleanup_tensor(x)
 
-    common = dict(resolution=256, cleanup="net", sr="net", batch_size=2, num_workers=0, device="cpu", progress=False)
-    build(small_faces, tmp_path / "pil", BuildOptions(backend="pil", **common))
+    common = dict(resolution=256, cleanup="net", sr="net", batch_size=2, num_workers=0, progress=False)
+    build(small_faces, tmp_path / "pil", BuildOptions(backend="pil", device="cpu", **common))
     monkeypatch.setitem(pipeline.CLEANUP_STAGES, "net", host_stage)
     monkeypatch.setitem(pipeline.CLEANUP_DEVICE_STAGES, "net", device_stage)
-    assert build(small_faces, tmp_path / "torch", BuildOptions(backend="torch", **common)).ok == 2
-    assert len(seen) == 2 and all(kind is torch.Tensor and device == "cpu" for kind, device, _ in seen)
+    assert build(small_faces, tmp_path / "torch", BuildOptions(backend="torch", device=device, **common)).ok == 2
+    assert len(seen) == 2 and all(kind is torch.Tensor and where == device for kind, where, _ in seen)
     assert {shape[1:] for _, _, shape in seen} == {Image.open(small_faces / "img_celeba" / name).size[::-1]
                                                    for name in ("000006.jpg", "000007.jpg")}  # whole photos
     for record in latest_records(read_all_manifests(tmp_path / "torch")).values():
         output = record["output"]
         a = np.asarray(Image.open(tmp_path / "torch" / output), dtype=np.float64)
         b = np.asarray(Image.open(tmp_path / "pil" / output), dtype=np.float64)
-        assert np.abs(a - b).mean() < 0.5 and np.percentile(np.abs(a - b), 99) <= 4
+        # on CUDA the networks run in float16 (celebahq/restore/infer.py): the pictures agree less closely
+        assert np.abs(a - b).mean() < (0.5 if device == "cpu" else 3.0)
+        assert device != "cpu" or np.percentile(np.abs(a - b), 99) <= 4
 
 
 # --------------------------------------------------------------------------------------------------------------
