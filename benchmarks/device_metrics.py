@@ -107,6 +107,11 @@ def run(budget_seconds: float) -> list[Row]:
         if deadline.expired() and not context.smoke:  # a smoke run checks every step, however slow the CPU
             rows.append(Row(label, float("nan"), "", "skipped: the section's budget is spent"))
             continue
-        produced = measure(context)
+        try:
+            produced = measure(context)
+        except Exception as error:  # noqa: BLE001 - one failed figure must not cost the section's other rows
+            produced = Row(label, float("nan"), "", f"failed: {type(error).__name__}: {str(error)[:200]}")
+            if context.device.type == "cuda":
+                torch.cuda.empty_cache()
         rows.extend(produced if isinstance(produced, list) else [produced])
     return rows

@@ -66,6 +66,9 @@ NUM_SCALES = len(WEIGHTS)
 MIN_SIZE = 2 ** (NUM_SCALES - 1)  # 16: the fifth scale still has one pixel
 DEFAULT_NUM_PAIRS = 10000
 CPU_CHUNK_PIXELS = 32768  # image pixels × pairs per chunk on the CPU: 2 pairs at 128², 1 at 256², 8 at 64²
+# image pixels × pairs per chunk on a GPU: 512 pairs at 128², 8 at 1024²; a chunk's float64 working set is
+# ~5 GiB (all 10,000 pairs of the paper's 128² sample at once needed 47 GiB more than an H100 had free)
+GPU_CHUNK_PIXELS = 1 << 23
 CPU_TASK_PIXELS = 262144  # at most this many image pixels per CPU worker task (16 pairs, or planes, at 128²)
 DEFAULT_SEED = 1000
 
@@ -276,9 +279,10 @@ def ms_ssim_scales(a, b, dtype: torch.dtype = torch.float64, chunk_pixels: int |
     a, b: uint8 or float NCHW tensors (or numpy arrays) in [0, 255], one shape, min(H, W) ≥ 16. Computed on
     a's device (b is moved there) in `dtype`. float64 on a CPU uses the compiled kernel (ganeval.native, built
     on first use) unless `native` is False or it cannot be built; otherwise each scale runs in chunks of about
-    `chunk_pixels` image pixels (default: CPU_CHUNK_PIXELS on the CPU, where cache-sized chunks run faster; all
-    pairs at once on a GPU). On a multi-core CPU the work is shared out between one worker per core (see
-    _cpu_workers). The result does not depend on any of this beyond rounding (~1e-15).
+    `chunk_pixels` image pixels (default: CPU_CHUNK_PIXELS on the CPU, where cache-sized chunks run faster;
+    GPU_CHUNK_PIXELS on a GPU, which bounds the working set to a few GiB whatever the number of pairs). On a
+    multi-core CPU the work is shared out between one worker per core (see _cpu_workers). The result does not
+    depend on any of this beyond rounding (~1e-15).
     """
     x = _as_images(a)
     y = _as_images(b, x.device)
@@ -295,7 +299,7 @@ def ms_ssim_scales(a, b, dtype: torch.dtype = torch.float64, chunk_pixels: int |
     if kernel is not None:
         return _native_scales(kernel, x, y)
     if chunk_pixels is None:
-        chunk_pixels = CPU_CHUNK_PIXELS if on_cpu else len(x) * pixels
+        chunk_pixels = CPU_CHUNK_PIXELS if on_cpu else GPU_CHUNK_PIXELS
     per_task = _per_task(len(x), pixels) if on_cpu else len(x)
     tasks = [(x[i:i + per_task], y[i:i + per_task], dtype, chunk_pixels) for i in range(0, len(x), per_task)]
     with _cpu_workers(on_cpu and len(tasks) > 1) as run:

@@ -135,7 +135,8 @@ def net_upscale(image: np.ndarray, factor: int) -> np.ndarray:
     """The build's `--sr net` stage: uint8 HWC RGB -> uint8 HWC RGB `factor`× the sides.
 
     Factor 4 is the network alone; other factors are the network's 4× result resized with PIL Lanczos to the
-    requested size (factor 2: 4× then down 2×; factor 8: 4× then up 2×); factor 1 returns the image.
+    requested size (factor 2: 4× then down 2×; factor 8: 4× then up 2×; 16: 4× then up 4×, the plans of very
+    small faces); factor 1 returns the image.
     """
     if factor == 1:
         return image
@@ -160,9 +161,9 @@ def net_upscale_tensor(x: torch.Tensor, factor: int) -> torch.Tensor:
         return upscaled
     if factor == 2:
         return resize_torch(upscaled, 2, up=False, filter_name="lanczos")
-    if factor == 8:
-        return resize_torch(upscaled, 2, up=True, filter_name="lanczos")
-    raise ValueError(f"super-resolution factor {factor}: the network stage supports 1, 2, 4 and 8")
+    if factor % 4 == 0:  # 8, 16, … (tiny faces): Lanczos up from the network's 4×, as the host stage does
+        return resize_torch(upscaled, factor // 4, up=True, filter_name="lanczos")
+    raise ValueError(f"super-resolution factor {factor}: the network stage supports 1, 2 and multiples of 4")
 
 
 def photo_files(paths) -> list[Path]:

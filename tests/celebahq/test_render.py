@@ -355,10 +355,10 @@ def test_the_device_shrink_is_the_same_on_cuda(astronaut, grace):
         np.testing.assert_array_equal(as_hwc(resize_pillow_torch(as_chw(image).cuda(), size).cpu()),
                                       as_hwc(resize_pillow_torch(as_chw(image), size)))
     big = np.asarray(Image.fromarray(grace).resize((grace.shape[1] * 3, grace.shape[0] * 3)))
-    plan = plan_crop(GRACE_LANDMARKS * 3 + 1.0, (big.shape[1], big.shape[0]), 256)
+    plan = plan_crop(GRACE_LANDMARKS * 3 + 1.0, (big.shape[1], big.shape[0]), 64)
     assert plan.shrink > 1
-    on_cuda = render_torch_tensor([as_chw(big).cuda()], [plan], 256, device="cuda")[0].cpu()
-    mad, p99, _ = difference(as_hwc(on_cuda), render_pil(big, plan, 256))
+    on_cuda = render_torch_tensor([as_chw(big).cuda()], [plan], 64, device="cuda")[0].cpu()
+    mad, p99, _ = difference(as_hwc(on_cuda), render_pil(big, plan, 64))
     assert mad <= MAD_LIMIT and p99 <= P99_LIMIT, (mad, p99)
 
 
@@ -435,7 +435,8 @@ def test_render_rejects_bad_input(astronaut):
 
 def test_the_device_sr_stage_matches_the_host_stage():
     """`--sr net` on the torch backend runs on the face tensor (no host round trip): the 4× network gives the
-    host stage's exact pixels, the 2× and 8× Lanczos around it agree to rounding."""
+    host stage's exact pixels, the 2×, 8× and 16× Lanczos around it agree to rounding (16×: the tiny faces of
+    a real build, found on the H100)."""
     from celebahq.restore.infer import net_upscale, net_upscale_tensor, shipped_weights
 
     if not shipped_weights("sr").is_file():
@@ -443,7 +444,7 @@ def test_the_device_sr_stage_matches_the_host_stage():
     rng = np.random.default_rng(0)
     face = cv2.GaussianBlur(rng.integers(0, 256, (24, 20, 3), dtype=np.uint8), (3, 3), 0)
     x = torch.from_numpy(face).permute(2, 0, 1).float()
-    for factor, limit in ((1, 0), (4, 0), (2, 1), (8, 1)):
+    for factor, limit in ((1, 0), (4, 0), (2, 1), (8, 1), (16, 1)):
         host = net_upscale(face, factor).astype(np.int16)
         device = net_upscale_tensor(x, factor).permute(1, 2, 0).numpy().astype(np.int16)
         assert device.shape == host.shape and np.abs(device - host).max() <= limit, factor

@@ -194,7 +194,7 @@ def test_huge_image_runs_in_bounded_tiles(monkeypatch):
     assert max(shape[0] * shape[2] * shape[3] for shape in seen) <= 4 * side * side
 
 
-@pytest.mark.parametrize("factor", [1, 2, 4, 8])
+@pytest.mark.parametrize("factor", [1, 2, 4, 8, 16])
 def test_net_upscale_factors(factor, photo):
     image = photo[:20, :30]
     assert net_upscale(image, factor).shape == (20 * factor, 30 * factor, 3)
