@@ -75,18 +75,23 @@ def make_synthetic_celeba(folder: Path, count: int, seed: int = 0, no_landmarks:
 
 
 class TreeMemory:
-    """Peak resident memory (bytes) of a process and all its descendants, sampled from /proc every 0.2 s."""
+    """Peak memory (bytes) of a process and all its descendants, sampled from /proc every 0.2 s: `peak` sums their
+    RSS (pages shared between processes, e.g. the torch libraries of forked workers, count once per process) and
+    `peak_pss` their PSS (each shared page split between its sharers: what the tree takes from the machine)."""
 
     def __init__(self, pid: int):
-        self.pid, self.peak, self._stop = pid, 0, threading.Event()
+        self.pid, self.peak, self.peak_pss, self._stop = pid, 0, 0, threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
     def _run(self) -> None:
         while not self._stop.wait(0.2):
-            self.peak = max(self.peak, sum(_rss(pid) for pid in {self.pid} | descendants(self.pid)))
+            pids = {self.pid} | descendants(self.pid)
+            self.peak = max(self.peak, sum(_rss(pid) for pid in pids))
+            self.peak_pss = max(self.peak_pss, sum(_pss(pid) for pid in pids))
 
     def stop(self) -> int:
+        """Stop sampling; returns the peak RSS sum."""
         self._stop.set()
         self._thread.join()
         return self.peak
@@ -97,6 +102,17 @@ def _rss(pid: int) -> int:
         return int(Path(f"/proc/{pid}/statm").read_text().split()[1]) * os.sysconf("SC_PAGE_SIZE")
     except (OSError, IndexError, ValueError):
         return 0
+
+
+def _pss(pid: int) -> int:
+    """Proportional set size (bytes) from /proc/PID/smaps_rollup; 0 where the kernel has none."""
+    try:
+        for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+            if line.startswith("Pss:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, IndexError, ValueError):
+        pass
+    return 0
 
 
 def build_command(src: Path, out: Path, args) -> list[str]:

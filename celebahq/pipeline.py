@@ -43,7 +43,7 @@ from gancore.errors import UserError
 from gancore.imagefiles import list_image_files
 from gancore.locking import FolderLock
 from gancore.processes import die_with_parent, writer_pool
-from gancore.runtime import atomic_output, check_output_path, progress_bar, resolve_device
+from gancore.runtime import DeviceTimer, atomic_output, check_output_path, progress_bar, resolve_device
 from gancore.sources import BadImage, decode_image
 
 from .export import DatasetZip, HDF5Pyramid, prepare_target
@@ -190,8 +190,14 @@ class Rendered:
 @dataclass
 class StageSeconds:
     prepare: float = 0.0  # in the workers (thread time summed over them)
-    render: float = 0.0  # main process: render, score, md5
+    render: float = 0.0  # main process, wall: everything from a prepared batch to its host pixels and scores
     write: float = 0.0  # in the writers (summed over them)
+    # Parts of `render`, as the device spent them (gancore.runtime.DeviceTimer: CUDA events, or the wall clock):
+    cleanup: float = 0.0  # the cleanup net on the device (torch backend)
+    draw: float = 0.0  # the render proper: shrink/crop, super-resolution, padding, 4R sampling, downscale
+    sr: float = 0.0  # of which the super-resolution stage
+    score: float = 0.0  # the quality score
+    host: float = 0.0  # the copy to the host and the md5
 
 
 @dataclass
@@ -230,7 +236,7 @@ class BuildReport:
         """Seconds per stage, summed over the passes."""
         total = StageSeconds()
         for report in self.passes:
-            for name in ("prepare", "render", "write"):
+            for name in (f.name for f in dataclasses.fields(StageSeconds)):
                 setattr(total, name, getattr(total, name) + getattr(report.stage_seconds, name))
         return {name: round(value, 3) for name, value in asdict(total).items()}
 
@@ -337,20 +343,30 @@ def _prepared(items: list[SourceItem], table, options: BuildOptions) -> Iterator
 # Rendering
 
 
-def _render(batch: list[Prepared], options: BuildOptions) -> list[Rendered]:
-    """Render a batch on the device, score each face there, and bring the pixels to the host once."""
+def _render(batch: list[Prepared], options: BuildOptions, timer: DeviceTimer) -> list[Rendered]:
+    """Render a batch on the device, score each face there, and bring the pixels to the host once; `timer`
+    gets the device time of each part (StageSeconds)."""
     if options.backend == "pil":
-        upscale = SR_STAGES[options.sr]
-        images = [render_pil(p.pixels, p.render_plan, options.resolution, upscale, options.downscale)
-                  for p in batch]
-        tensors = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2)
+        with timer.span("draw"):
+            upscale = timer.wrap("sr", SR_STAGES[options.sr])
+            images = [render_pil(p.pixels, p.render_plan, options.resolution, upscale, options.downscale)
+                      for p in batch]
+            tensors = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2)
     else:
-        tensors = render_torch_tensor(_device_inputs(batch, options), [p.render_plan for p in batch],
-                                      options.resolution, SR_DEVICE_STAGES[options.sr], options.downscale,
-                                      options.device)
-        images = list(tensors.permute(0, 2, 3, 1).cpu().numpy())
-    scores = quality_score(tensors).tolist() if options.resolution >= 64 else [None] * len(batch)
-    return [Rendered(p, image, pixels_md5(image), score) for p, image, score in zip(batch, images, scores)]
+        with timer.span("cleanup"):
+            inputs = _device_inputs(batch, options)
+        upscale = SR_DEVICE_STAGES[options.sr]
+        upscale = upscale if upscale is None else DeviceUpscale(timer.wrap("sr", upscale.function))
+        with timer.span("draw"):
+            tensors = render_torch_tensor(inputs, [p.render_plan for p in batch], options.resolution, upscale,
+                                          options.downscale, options.device)
+    with timer.span("score"):
+        scores = quality_score(tensors) if options.resolution >= 64 else None
+    with timer.span("host"):
+        images = images if options.backend == "pil" else list(tensors.permute(0, 2, 3, 1).cpu().numpy())
+        scores = scores.tolist() if scores is not None else [None] * len(batch)
+        digests = [pixels_md5(image) for image in images]
+    return [Rendered(p, image, md5, score) for p, image, md5, score in zip(batch, images, digests, scores)]
 
 
 def _device_inputs(batch: list[Prepared], options: BuildOptions) -> list[np.ndarray | torch.Tensor]:
@@ -383,10 +399,11 @@ def _run_pass(report: PassReport, items: list[SourceItem], table, options: Build
     report.sources = len(items)
     started = time.perf_counter()
     batch: list[Prepared] = []
+    timer = DeviceTimer(options.device)
 
     def flush() -> None:
         render_started = time.perf_counter()
-        rendered = _render(batch, options)
+        rendered = _render(batch, options, timer)
         report.stage_seconds.render += time.perf_counter() - render_started
         report.rendered += len(rendered)
         handle(rendered)
@@ -406,6 +423,8 @@ def _run_pass(report: PassReport, items: list[SourceItem], table, options: Build
                 flush()
         if batch:
             flush()
+    for name, seconds in timer.collect().items():
+        setattr(report.stage_seconds, name, seconds)
     report.wall_seconds = time.perf_counter() - started
 
 

@@ -6,8 +6,10 @@ from __future__ import annotations
 import contextlib
 import os
 import sys
+import time
 import uuid
-from collections.abc import Iterator
+from collections import defaultdict
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import torch
@@ -105,3 +107,45 @@ def check_output_path(path: str | os.PathLike, folder: bool = False) -> Path:
         raise UserError(f"cannot write in {target}: {error.strerror or error}") from None
     probe.unlink(missing_ok=True)
     return path
+
+
+class DeviceTimer:
+    """Seconds spent in named spans of work on a device, measured without stalling it.
+
+    On CUDA each span is a pair of events on the current stream (what the device spent from the span's first
+    launch to its last, launch gaps included), read by `collect()` once the work is done (e.g. after the copy of
+    the results to the host); elsewhere the host's wall clock. Spans may nest (the outer one includes the inner).
+    """
+
+    def __init__(self, device: str | torch.device):
+        self.cuda = torch.device(device).type == "cuda"
+        self.totals: dict[str, float] = defaultdict(float)
+        self._pending: list[tuple[str, torch.cuda.Event, torch.cuda.Event]] = []
+
+    @contextlib.contextmanager
+    def span(self, name: str) -> Iterator[None]:
+        if not self.cuda:
+            started = time.perf_counter()
+            yield
+            self.totals[name] += time.perf_counter() - started
+            return
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        yield
+        end.record()
+        self._pending.append((name, start, end))
+
+    def wrap(self, name: str, function: Callable) -> Callable:
+        """`function`, each call timed as a span `name`."""
+        def timed(*args, **kwargs):
+            with self.span(name):
+                return function(*args, **kwargs)
+        return timed
+
+    def collect(self) -> dict[str, float]:
+        """Seconds per span name so far (waits for the spans' work to finish)."""
+        for name, start, end in self._pending:
+            end.synchronize()
+            self.totals[name] += start.elapsed_time(end) / 1000.0
+        self._pending.clear()
+        return dict(self.totals)

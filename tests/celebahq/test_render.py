@@ -437,14 +437,14 @@ def test_the_device_sr_stage_matches_the_host_stage():
     """`--sr net` on the torch backend runs on the face tensor (no host round trip): the 4× network gives the
     host stage's exact pixels, the 2×, 8× and 16× Lanczos around it agree to rounding (16×: the tiny faces of
     a real build, found on the H100)."""
-    from celebahq.restore.infer import net_upscale, net_upscale_tensor, shipped_weights
+    from celebahq.restore.infer import default_device, net_upscale, net_upscale_tensor, shipped_weights
 
     if not shipped_weights("sr").is_file():
         pytest.skip("no shipped SR weights in this checkout")
     rng = np.random.default_rng(0)
     face = cv2.GaussianBlur(rng.integers(0, 256, (24, 20, 3), dtype=np.uint8), (3, 3), 0)
-    x = torch.from_numpy(face).permute(2, 0, 1).float()
+    x = torch.from_numpy(face).permute(2, 0, 1).float().to(default_device())  # where the host stage runs its net
     for factor, limit in ((1, 0), (4, 0), (2, 1), (8, 1), (16, 1)):
         host = net_upscale(face, factor).astype(np.int16)
-        device = net_upscale_tensor(x, factor).permute(1, 2, 0).numpy().astype(np.int16)
+        device = net_upscale_tensor(x, factor).permute(1, 2, 0).cpu().numpy().astype(np.int16)
         assert device.shape == host.shape and np.abs(device - host).max() <= limit, factor

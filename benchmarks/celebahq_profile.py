@@ -1,0 +1,66 @@
+"""Where a `celebahq build` spends its time: the build of a small synthetic CelebA under torch.profiler.
+
+    python benchmarks/celebahq_profile.py [--sources 48] [--resolution 1024] [--device cuda] [--rows 25]
+
+Builds `--sources` synthetic sources (benchmarks/celebahq_scale.py's generator) in this process with the default
+stages for the device (on CUDA: the torch backend and both networks), scores them all and writes the best 15%,
+and prints the operators that took the most device time and the most host time (torch.profiler's tables), the
+main process's Python functions by own time (cProfile), then the build's own stage split (StageSeconds). Meant for one run on a GPU machine; on a CPU it checks that it runs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import pstats
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+from torch.profiler import ProfilerActivity, profile
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
+
+from celebahq_scale import make_synthetic_celeba  # noqa: E402
+
+from celebahq.pipeline import BuildOptions, build  # noqa: E402
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--sources", type=int, default=48)
+    parser.add_argument("--resolution", type=int, default=1024)
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--workers", type=int, default=4)
+    parser.add_argument("--rows", type=int, default=25)
+    args = parser.parse_args(argv)
+    cuda = args.device.startswith("cuda")
+    with tempfile.TemporaryDirectory(prefix="celebahq_profile_") as work:
+        src = make_synthetic_celeba(Path(work) / "celeba", args.sources)
+        options = BuildOptions(resolution=args.resolution, device=args.device, num_workers=args.workers,
+                               num_images=max(args.sources * 15 // 100, 1), progress=False)
+        build(src, Path(work) / "warm", BuildOptions(**{**options.__dict__, "limit": 4, "num_images": 1}))
+        activities = [ProfilerActivity.CPU] + ([ProfilerActivity.CUDA] if cuda else [])
+        started = time.perf_counter()
+        python_profile = cProfile.Profile()
+        with profile(activities=activities) as profiler:
+            python_profile.enable()
+            report = build(src, Path(work) / "out", options)
+            python_profile.disable()
+        wall = time.perf_counter() - started
+    averages = profiler.key_averages()
+    if cuda:
+        print(averages.table(sort_by="self_cuda_time_total", row_limit=args.rows, max_name_column_width=60))
+    print(averages.table(sort_by="self_cpu_time_total", row_limit=args.rows, max_name_column_width=60))
+    pstats.Stats(python_profile).sort_stats("tottime").print_stats(args.rows)
+    print(f"{args.sources} sources at {args.resolution}² on {args.device} in {wall:.1f} s (profiled)")
+    for one in report.passes:
+        per = {k: round(1e3 * v / max(one.sources, 1), 1) for k, v in one.stage_seconds.__dict__.items() if v}
+        print(f"  {one.name}: {one.sources} sources, {one.sources_per_second:.2f}/s, ms/source {per}")
+
+
+if __name__ == "__main__":
+    main()
