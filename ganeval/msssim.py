@@ -66,8 +66,9 @@ NUM_SCALES = len(WEIGHTS)
 MIN_SIZE = 2 ** (NUM_SCALES - 1)  # 16: the fifth scale still has one pixel
 DEFAULT_NUM_PAIRS = 10000
 CPU_CHUNK_PIXELS = 32768  # image pixels × pairs per chunk on the CPU: 2 pairs at 128², 1 at 256², 8 at 64²
-# image pixels × pairs per chunk on a GPU: 512 pairs at 128², 8 at 1024²; a chunk's float64 working set is
-# ~5 GiB (all 10,000 pairs of the paper's 128² sample at once needed 47 GiB more than an H100 had free)
+# image pixels × pairs per chunk on a GPU: 512 pairs at 128², 8 at 1024²; a chunk's float64 working set is a few
+# GiB (all 10,000 pairs of the paper's 128² sample at once needed 47 GiB more than an H100 had free; chunking each
+# scale alone still kept every pair's next-scale moments: 19 GiB for 500 pairs at 1024²)
 GPU_CHUNK_PIXELS = 1 << 23
 CPU_TASK_PIXELS = 262144  # at most this many image pixels per CPU worker task (16 pairs, or planes, at 128²)
 DEFAULT_SEED = 1000
@@ -300,7 +301,8 @@ def ms_ssim_scales(a, b, dtype: torch.dtype = torch.float64, chunk_pixels: int |
         return _native_scales(kernel, x, y)
     if chunk_pixels is None:
         chunk_pixels = CPU_CHUNK_PIXELS if on_cpu else GPU_CHUNK_PIXELS
-    per_task = _per_task(len(x), pixels) if on_cpu else len(x)
+    # a GPU task holds ≤ chunk_pixels image pixels through all scales (its next-scale moments included)
+    per_task = _per_task(len(x), pixels) if on_cpu else max(1, chunk_pixels // pixels)
     tasks = [(x[i:i + per_task], y[i:i + per_task], dtype, chunk_pixels) for i in range(0, len(x), per_task)]
     with _cpu_workers(on_cpu and len(tasks) > 1) as run:
         parts = run(_pair_scales, tasks)
