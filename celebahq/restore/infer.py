@@ -5,7 +5,7 @@ surrounding context on every side where the image has them (at an image edge the
 the whole image); only the tile's own part of the output is kept. With a margin larger than what the network's
 output effectively depends on, the tiled result equals the whole-image one to within a grey level and there is no
 seam (tests/celebahq/test_restore.py checks both). Memory is bounded by the batch of windows, whatever the image
-size. Windows of one shape are batched.
+size. Windows of one shape are batched (on CUDA always `batch` of them, blanks filling a short batch).
 
 Window shapes are kept to a few: every window starts at a multiple of `BUCKET` pixels and spans tile + 2·margin
 pixels, except one that ends at the image's far edge (shifted inward to keep its full context) and the single
@@ -69,6 +69,10 @@ class Restorer:
         self.tile = _round_up(tile or DEFAULT_TILE[kind], self.bucket)
         self.margin = _round_up(DEFAULT_MARGIN[kind] if margin is None else margin, self.bucket)
         self.batch = batch
+        # On CUDA every network call gets exactly `batch` windows (a short batch is filled with blank windows):
+        # cuDNN then plans once per window shape, not per shape and count. The networks treat samples
+        # independently, so a window's output does not depend on its neighbours; on a CPU the blanks would cost.
+        self.fixed_batch = self.device.type == "cuda"
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
         """uint8 HW, HW1, HW3 or HW4 (RGBA: alpha dropped) -> uint8 HWC RGB (×4 the size for SR)."""
@@ -108,12 +112,14 @@ class Restorer:
             pad_rows, pad_cols = shape[0] - (r1 - r0), shape[1] - (c1 - c0)
             regions.append(F.pad(region, (0, pad_cols, 0, pad_rows), mode="replicate") if pad_rows or pad_cols
                            else region)
+        if self.fixed_batch and len(regions) < self.batch:
+            regions += [torch.zeros_like(regions[0])] * (self.batch - len(regions))
         x = torch.stack(regions).to(self.device).div_(255.0)
         with torch.autocast("cuda", dtype=torch.float16, enabled=self.device.type == "cuda"):
             y = self.model(x)
         y = y.float().mul_(255.0).round_().clamp_(0, 255).to(torch.uint8).to(out.device)
         s = self.scale
-        for restored, ((top, bottom, r0, _), (left, right, c0, _)) in zip(y, windows):
+        for restored, ((top, bottom, r0, _), (left, right, c0, _)) in zip(y, windows):  # blanks: zip stops
             oy, ox = (top - r0) * s, (left - c0) * s
             out[:, top * s:bottom * s, left * s:right * s] = \
                 restored[:, oy:oy + (bottom - top) * s, ox:ox + (right - left) * s]

@@ -89,6 +89,9 @@ def test_deterministic_and_batch_independent(kind, restorers, photo):
                                                       image.shape[1] * restorers[kind].scale, 3)
     assert np.array_equal(first, Restorer(kind, device="cpu", tile=tile, batch=8)(image))
     assert np.array_equal(first, Restorer(kind, device="cpu", tile=tile, batch=1)(image))
+    fixed = Restorer(kind, device="cpu", tile=tile, batch=8)
+    fixed.fixed_batch = True  # CUDA's mode: every call gets 8 windows, blanks filling short batches
+    assert np.array_equal(first, fixed(image))
 
 
 @pytest.mark.parametrize("kind", KINDS)
