@@ -363,7 +363,8 @@ def _render(batch: list[Prepared], options: BuildOptions, timer: DeviceTimer) ->
     with timer.span("score"):
         scores = quality_score(tensors) if options.resolution >= 64 else None
     with timer.span("host"):
-        images = images if options.backend == "pil" else list(tensors.permute(0, 2, 3, 1).cpu().numpy())
+        # HWC made contiguous on the device: the host gets C-ordered images (no strided copy for the md5)
+        images = images if options.backend == "pil" else list(tensors.permute(0, 2, 3, 1).contiguous().cpu().numpy())
         scores = scores.tolist() if scores is not None else [None] * len(batch)
         digests = [pixels_md5(image) for image in images]
     return [Rendered(p, image, md5, score) for p, image, md5, score in zip(batch, images, digests, scores)]

@@ -15,7 +15,7 @@ from gancore.runtime import atomic_output
 
 def pixels_md5(image: np.ndarray) -> str:
     """md5 of the uint8 HWC RGB pixels (C order): the manifest's `md5`, independent of the PNG encoding."""
-    return hashlib.md5(np.ascontiguousarray(image).tobytes()).hexdigest()
+    return hashlib.md5(np.ascontiguousarray(image).data).hexdigest()  # no copy of a C-ordered array
 
 
 def encode_and_write(image: np.ndarray, path: str | None, keep_bytes: bool) -> tuple[bytes | None, float]:
