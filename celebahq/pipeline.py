@@ -488,21 +488,30 @@ class _Writer:
 def build(src: str | os.PathLike, out: str | os.PathLike, options: BuildOptions | None = None) -> BuildReport:
     """Build (or resume) CelebA-HQ-style crops of the face photos in `src` into `out`; returns the report.
 
-    Holds `out`'s writer lock throughout (UserError when another process writes there)."""
+    Holds `out`'s writer lock throughout (UserError when another process writes there): exclusively, or for a
+    shard of a sharded build (`shard`, torchrun ranks) shared with the other shards plus the shard's own lock."""
     options = (options or BuildOptions()).resolved()
     out = check_output_path(out, folder=True)
     for target in (options.h5, options.zip):
         if target:
             prepare_target(target)
-    with FolderLock(out, "celebahq build"):
+    with ExitStack() as locks:
+        index, count = options.shard
+        if count == 1:
+            locks.enter_context(FolderLock(out, "celebahq build"))
+        else:
+            command = f"celebahq build --shard {index}/{count}"
+            locks.enter_context(FolderLock(out, command, shared=True))
+            locks.enter_context(FolderLock(out, command, name=f".lock-shard-{index}-of-{count}"))
         return _build_locked(Path(src), out, options)
 
 
 def _build_locked(src: Path, out: Path, options: BuildOptions) -> BuildReport:
     started = time.perf_counter()
     shard_index, shard_count = options.shard
-    for leftover in out.rglob(".*.partial"):  # temporaries of a killed run (only we write here: we hold the lock)
-        leftover.unlink(missing_ok=True)
+    if shard_count == 1:  # temporaries of a killed run (only we write here); shards leave them to an unsharded run
+        for leftover in out.rglob(".*.partial"):
+            leftover.unlink(missing_ok=True)
     items, table = discover_sources(src)
     items = items[:options.limit] if options.limit else items
     picks = _read_picks(options, items)

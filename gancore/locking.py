@@ -5,6 +5,10 @@ holding one JSON line that says who holds it: pid, host, start time (UTC, ISO 86
 writer gets a `UserError` naming the holder. A lock file left by a dead process (flock free, old contents) is
 taken over with a note on stderr. Where flock is unavailable (Windows), the pid in the file decides: a live pid
 on this host holds the folder.
+
+Cooperating writers share it: `FolderLock(folder, command, shared=True)` (the shards of one build, e.g. torchrun
+ranks, each writing its own manifest and sources) may be held by several processes at once, never together with
+an exclusive holder; a shard also takes its own exclusive lock file (`name`), so one shard runs once.
 """
 
 from __future__ import annotations
@@ -58,6 +62,10 @@ def pid_alive(pid: int) -> bool:
     return True
 
 
+def _alive_here(holder: LockHolder) -> bool:
+    return holder.host == socket.gethostname() and pid_alive(holder.pid)
+
+
 class FolderLock:
     """Context manager: hold `folder`'s writer lock (the folder is created if missing).
 
@@ -65,10 +73,12 @@ class FolderLock:
     receives the note when a stale lock of a dead process is taken over (default: stderr).
     """
 
-    def __init__(self, folder: str | os.PathLike, command: str, notify=None):
+    def __init__(self, folder: str | os.PathLike, command: str, notify=None, shared: bool = False,
+                 name: str = LOCK_NAME):
         self.folder = Path(folder)
-        self.path = self.folder / LOCK_NAME
+        self.path = self.folder / name
         self.command = command
+        self.shared = shared
         self.notify = notify or (lambda line: print(line, file=sys.stderr))
         self._handle = None
 
@@ -87,7 +97,7 @@ class FolderLock:
             handle.close()
         else:  # pragma: no cover - would need a hundred releases in a row
             raise UserError(f"{self.folder}: could not take the writer lock {self.path}")
-        if previous is not None and previous.pid != os.getpid():
+        if previous is not None and previous.pid != os.getpid() and not _alive_here(previous):
             self.notify(f"note: {self.folder}: took over the stale lock of {previous.describe()}, which is no "
                         f"longer running")
         me = LockHolder(os.getpid(), socket.gethostname(),
@@ -123,23 +133,33 @@ class FolderLock:
     def _try_lock(self, handle, previous: LockHolder | None) -> bool:
         if fcntl is not None:
             try:
-                fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+                fcntl.flock(handle.fileno(), (fcntl.LOCK_SH if self.shared else fcntl.LOCK_EX) | fcntl.LOCK_NB)
                 return True
             except OSError:
                 return False
-        # no flock: a live pid on this host holds the folder
-        return not (previous and previous.host == socket.gethostname() and previous.pid != os.getpid()
-                    and pid_alive(previous.pid))
+        # no flock: a live pid on this host holds the folder (shared holders cannot be told apart: they wait)
+        return not (previous and previous.pid != os.getpid() and _alive_here(previous))
 
     def release(self) -> None:
         if self._handle is None:
             return
-        try:
-            self.path.unlink(missing_ok=True)  # while still holding the lock: no one reads a half-released file
-        except OSError:
-            pass
+        if self._sole_holder():
+            try:
+                self.path.unlink(missing_ok=True)  # while still holding the lock: no one reads a half-released file
+            except OSError:
+                pass
         self._handle.close()  # closing drops the flock
         self._handle = None
+
+    def _sole_holder(self) -> bool:
+        """Whether no other process holds the lock (a shared holder tries to become the exclusive one)."""
+        if not self.shared or fcntl is None:
+            return True
+        try:
+            fcntl.flock(self._handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return True
+        except OSError:  # other shards still hold it: they remove the file when the last one leaves
+            return False
 
     def __enter__(self) -> FolderLock:
         return self.acquire()

@@ -122,6 +122,25 @@ def test_cli_build_export_and_errors(tmp_path):
     assert runner.invoke(main, ["build", "--src", str(MINI), "--out", "o", "--shard", "3/2"]).exit_code == 2
 
 
+def test_torchrun_ranks_build_into_one_folder_at_once(tmp_path):
+    """2 processes (torchrun, gloo, CPU) write their shards into one folder together (they share its lock); the
+    images are those of one process, and no lock file is left."""
+    import os
+
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone", "-m",
+               "celebahq.cli", "build", "--src", str(MINI), "--out", str(tmp_path / "two"), "--resolution", "64",
+               "--device", "cpu", "--backend", "torch", "--batch-size", "4", "--workers", "0", "--quiet"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300,
+                            env=dict(os.environ, OMP_NUM_THREADS="1"))
+    assert result.returncode == 0, result.stderr[-2000:]
+    one = build(MINI, tmp_path / "one", options())
+    assert one.ok == 15 and sorted(p.name for p in (tmp_path / "two").glob("manifest-*")) == [
+        "manifest-0-of-2.jsonl", "manifest-1-of-2.jsonl"]
+    for image in (tmp_path / "one" / "images").iterdir():
+        assert (tmp_path / "two" / "images" / image.name).read_bytes() == image.read_bytes()
+    assert not list((tmp_path / "two").glob(".lock*"))
+
+
 @pytest.mark.parametrize("shard_count", [2])
 def test_shards_cover_the_sources_once(tmp_path, shard_count):
     for index in range(shard_count):

@@ -170,6 +170,32 @@ def test_second_writer_is_refused_and_lock_released(tmp_path):
     FolderLock(tmp_path / "out", "again").acquire().release()
 
 
+def test_shards_share_the_folder_lock_and_exclude_other_writers(tmp_path):
+    """The shards of one build (torchrun ranks) hold the folder lock together; `rank`, `export` or an unsharded
+    build are refused while any shard writes, and shards are refused while one of those does. flock locks belong
+    to open files, so two handles in this process contend like two processes."""
+    out = tmp_path / "out"
+    notes = []
+    first = FolderLock(out, "celebahq build --shard 0/2", shared=True).acquire()
+    second = FolderLock(out, "celebahq build --shard 1/2", shared=True, notify=notes.append).acquire()
+    assert notes == []  # the other shard is alive: nothing was taken over
+    with pytest.raises(UserError, match=r"is being written by `celebahq build --shard"):
+        FolderLock(out, "celebahq rank").acquire()
+    first.release()
+    assert (out / ".lock").exists()  # the other shard still writes
+    with pytest.raises(UserError, match="is being written by"):
+        FolderLock(out, "celebahq export").acquire()
+    second.release()
+    assert not (out / ".lock").exists()  # the last shard out removes it
+    with FolderLock(out, "celebahq rank"):
+        with pytest.raises(UserError, match="is being written by `celebahq rank`"):
+            FolderLock(out, "celebahq build --shard 0/2", shared=True).acquire()
+    shard = FolderLock(out, "celebahq build --shard 0/2", name=".lock-shard-0-of-2").acquire()
+    with pytest.raises(UserError, match="--shard 0/2"):  # one process per shard
+        FolderLock(out, "celebahq build --shard 0/2", name=".lock-shard-0-of-2").acquire()
+    shard.release()
+
+
 def test_lock_of_a_killed_process_is_taken_over(tmp_path):
     code = ("import os; from gancore.locking import FolderLock\n"
             f"FolderLock({str(tmp_path)!r}, 'celebahq build').acquire(); os.kill(os.getpid(), 9)\n")
