@@ -24,9 +24,9 @@ from torch.profiler import ProfilerActivity, profile
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
 
-from celebahq_scale import make_synthetic_celeba  # noqa: E402
+from celebahq_scale import make_synthetic_celeba
 
-from celebahq.pipeline import BuildOptions, build  # noqa: E402
+from celebahq.pipeline import BuildOptions, build
 
 
 def main(argv=None) -> None:

@@ -142,6 +142,9 @@ class BuildOptions:
             raise UserError("give --num-images or --select, not both")
         if (self.h5 or self.zip) and self.num_images is None and self.select is None:
             raise UserError("--h5/--zip in a build need a selection: --num-images N or --select FILE")
+        if (self.h5 or self.zip) and self.shard[1] > 1:
+            raise UserError("--h5/--zip cannot be written by the shards of a build (each holds part of the "
+                            "images): build, then run `celebahq export OUT --h5 FILE` (or --zip)")
         if not (self.png or self.h5 or self.zip):
             raise UserError("--no-png needs --h5 or --zip: nothing would be written")
 
@@ -515,6 +518,7 @@ def _build_locked(src: Path, out: Path, options: BuildOptions) -> BuildReport:
     items, table = discover_sources(src)
     items = items[:options.limit] if options.limit else items
     picks = _read_picks(options, items)
+    every_source = [item.name for item in items]
     items = items[shard_index::shard_count]
     summary = load_all_manifests(out)
     latest = latest_records(summary.records)
@@ -524,13 +528,14 @@ def _build_locked(src: Path, out: Path, options: BuildOptions) -> BuildReport:
     with ManifestWriter(out, manifest_name) as manifest:
         if options.num_images is not None:
             _score_pass(items, table, options, out, latest, manifest, report)
-            latest = latest_records(load_all_manifests(out).records)
-            if shard_count > 1:
-                report.ranking = {"deferred": f"a sharded build scores only: once every shard has finished, run "
-                                              f"the same build without --shard to write the best "
-                                              f"{options.num_images}"}
-            else:
-                picks = best_picks([latest[i.name] for i in items if i.name in latest], options.num_images)
+            if shard_count > 1 and not _shards_in_step(options):
+                report.ranking = {"deferred": f"shards started one by one (--shard without torchrun) score only: "
+                                              f"once every shard has finished, run the same build without --shard "
+                                              f"to write the best {options.num_images}"}
+            else:  # torchrun ranks wait for each other, then each writes its share of the same best N
+                distributed.barrier()
+                latest = latest_records(load_all_manifests(out).records)
+                picks = best_picks([latest[name] for name in every_source if name in latest], options.num_images)
         if "deferred" not in report.ranking:
             mine = {item.name for item in items}
             mine_picked = None if picks is None else [p for p in picks if p.source in mine]
@@ -541,6 +546,11 @@ def _build_locked(src: Path, out: Path, options: BuildOptions) -> BuildReport:
     with atomic_output(out / report_name) as temporary:
         temporary.write_text(json.dumps(report.to_dict(), indent=1))
     return report
+
+
+def _shards_in_step(options: BuildOptions) -> bool:
+    """Whether this shard is a torchrun rank of a build whose ranks are the shards (they can wait for each other)."""
+    return distributed.is_distributed() and options.shard == (distributed.rank(), distributed.world_size())
 
 
 def _read_picks(options: BuildOptions, items: list[SourceItem]) -> list[Pick] | None:

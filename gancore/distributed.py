@@ -76,6 +76,12 @@ def all_reduce_sum(tensor: torch.Tensor) -> torch.Tensor:
     return work.to(tensor.device)
 
 
+def barrier() -> None:
+    """Wait until every rank gets here (a no-op alone); works on gloo and NCCL alike."""
+    if is_distributed():
+        all_reduce_sum(torch.zeros(1))
+
+
 def is_main_process() -> bool:
     return rank() == 0
 

@@ -19,6 +19,7 @@ from celebahq.cli import main
 from celebahq.landmarks import read_celeba_landmarks, write_celeba_landmarks
 from celebahq.manifest import latest_records, read_all_manifests
 from celebahq.pipeline import BuildOptions, build
+from gancore.errors import UserError
 
 MINI = Path(__file__).resolve().parents[2] / "examples" / "celeba_wild_mini"
 
@@ -123,22 +124,35 @@ def test_cli_build_export_and_errors(tmp_path):
 
 
 def test_torchrun_ranks_build_into_one_folder_at_once(tmp_path):
-    """2 processes (torchrun, gloo, CPU) write their shards into one folder together (they share its lock); the
-    images are those of one process, and no lock file is left."""
+    """2 processes (torchrun, gloo, CPU) build into one folder together (they share its lock): each scores its
+    shard, they wait for each other, and each writes its share of the same best N. The images, their ranks and the
+    ranking equal one process's; no lock file is left."""
     import os
 
     command = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--standalone", "-m",
                "celebahq.cli", "build", "--src", str(MINI), "--out", str(tmp_path / "two"), "--resolution", "64",
-               "--device", "cpu", "--backend", "torch", "--batch-size", "4", "--workers", "0", "--quiet"]
-    result = subprocess.run(command, capture_output=True, text=True, timeout=300,
+               "--device", "cpu", "--backend", "torch", "--batch-size", "4", "--workers", "0", "--num-images", "5",
+               "--quiet"]
+    result = subprocess.run(command, capture_output=True, text=True, timeout=300, check=False,
                             env=dict(os.environ, OMP_NUM_THREADS="1"))
     assert result.returncode == 0, result.stderr[-2000:]
-    one = build(MINI, tmp_path / "one", options())
-    assert one.ok == 15 and sorted(p.name for p in (tmp_path / "two").glob("manifest-*")) == [
+    one = build(MINI, tmp_path / "one", options(num_images=5))
+    assert one.ok == 5 and sorted(p.name for p in (tmp_path / "two").glob("manifest-*")) == [
         "manifest-0-of-2.jsonl", "manifest-1-of-2.jsonl"]
-    for image in (tmp_path / "one" / "images").iterdir():
-        assert (tmp_path / "two" / "images" / image.name).read_bytes() == image.read_bytes()
+    written = sorted(p.name for p in (tmp_path / "two" / "images").iterdir())
+    assert written == sorted(p.name for p in (tmp_path / "one" / "images").iterdir())
+    for name in written:
+        assert (tmp_path / "two" / "images" / name).read_bytes() == (tmp_path / "one" / "images" / name).read_bytes()
+    ranks = {r["source"]: r["rank"] for r in latest_records(read_all_manifests(tmp_path / "two")).values()
+             if r.get("selected")}
+    assert ranks == {r["source"]: r["rank"] for r in latest_records(read_all_manifests(tmp_path / "one")).values()
+                     if r.get("selected")}
     assert not list((tmp_path / "two").glob(".lock*"))
+
+
+def test_shards_cannot_write_the_exports(tmp_path):
+    with pytest.raises(UserError, match="cannot be written by the shards"):
+        options(num_images=3, shard=(0, 2), h5=str(tmp_path / "x.h5")).resolved()
 
 
 @pytest.mark.parametrize("shard_count", [2])

@@ -291,7 +291,7 @@ def test_the_torch_build_cleans_up_on_the_device(device, small_faces, tmp_path, 
         seen.append((type(x), x.device.type, tuple(x.shape)))
         return pipeline.cleanup_tensor(x)
 
-    common = dict(resolution=256, cleanup="net", sr="net", batch_size=2, num_workers=0, progress=False)
+    common = {"resolution": 256, "cleanup": "net", "sr": "net", "batch_size": 2, "num_workers": 0, "progress": False}
     build(small_faces, tmp_path / "pil", BuildOptions(backend="pil", device="cpu", **common))
     monkeypatch.setitem(pipeline.CLEANUP_STAGES, "net", host_stage)
     monkeypatch.setitem(pipeline.CLEANUP_DEVICE_STAGES, "net", device_stage)

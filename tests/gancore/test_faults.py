@@ -187,9 +187,8 @@ def test_shards_share_the_folder_lock_and_exclude_other_writers(tmp_path):
         FolderLock(out, "celebahq export").acquire()
     second.release()
     assert not (out / ".lock").exists()  # the last shard out removes it
-    with FolderLock(out, "celebahq rank"):
-        with pytest.raises(UserError, match="is being written by `celebahq rank`"):
-            FolderLock(out, "celebahq build --shard 0/2", shared=True).acquire()
+    with FolderLock(out, "celebahq rank"), pytest.raises(UserError, match="is being written by `celebahq rank`"):
+        FolderLock(out, "celebahq build --shard 0/2", shared=True).acquire()
     shard = FolderLock(out, "celebahq build --shard 0/2", name=".lock-shard-0-of-2").acquire()
     with pytest.raises(UserError, match="--shard 0/2"):  # one process per shard
         FolderLock(out, "celebahq build --shard 0/2", name=".lock-shard-0-of-2").acquire()
