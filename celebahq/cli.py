@@ -70,7 +70,7 @@ def build_command(src, out, resolution, backend, sr, cleanup, downscale, batch_s
     """Crop, align and render the faces of SRC into OUT/images/*.png with OUT/manifest.jsonl and report.json."""
     from .pipeline import BuildOptions, build
 
-    start_distributed(device)
+    start_distributed(device, share_gpus=True)  # ranks only wait for each other: several may share a GPU
     options = BuildOptions(resolution=resolution, backend=backend, sr=sr, cleanup=cleanup, downscale=downscale,
                            batch_size=batch_size, num_workers=num_workers, num_writers=num_writers,
                            device=device, shard=shard if shard != (0, 1) else None, limit=limit,

@@ -104,7 +104,7 @@ class BuildOptions:
 
     def resolved(self) -> BuildOptions:
         """A copy with every default filled in and every value checked (UserError for a bad one)."""
-        device = resolve_device(self.device)
+        device = resolve_device(self.device, share_gpus=True)  # torchrun: more ranks than GPUs take turns
         default_cleanup, default_sr = default_stages(str(device))
         cpus = os.cpu_count() or 1
         shard = self.shard or ((distributed.rank(), distributed.world_size()) if distributed.is_distributed()

@@ -48,9 +48,10 @@ def describe_os_error(error: OSError) -> str:
     return reason
 
 
-def start_distributed(device: str | None) -> None:
-    """The CLIs' explicit start of the torchrun process group (a no-op outside torchrun)."""
-    distributed.start_from_environment(resolve_device(device))
+def start_distributed(device: str | None, share_gpus: bool = False) -> None:
+    """The CLIs' explicit start of the torchrun process group (a no-op outside torchrun); `share_gpus`: see
+    `distributed.start_from_environment`."""
+    distributed.start_from_environment(resolve_device(device, share_gpus), share_gpus)
 
 
 def format_table(columns: list[str], rows: list[tuple[str, list[float]]], precision: int = 3) -> str:

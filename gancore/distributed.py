@@ -36,28 +36,34 @@ def launched_by_torchrun() -> bool:
         raise UserError(f"WORLD_SIZE={os.environ['WORLD_SIZE']!r} is not an integer") from None
 
 
-def local_device(device: torch.device) -> torch.device:
+def local_device(device: torch.device, share_gpus: bool = False) -> torch.device:
     """Under torchrun, an index-less 'cuda' means this rank's GPU, cuda:LOCAL_RANK; any other device is kept.
+    `share_gpus`: more ranks than GPUs take turns on them, cuda:(LOCAL_RANK mod the GPU count).
 
     Pure: reads the environment, changes nothing."""
     if device.type == "cuda" and device.index is None and launched_by_torchrun():
-        return torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+        if share_gpus and torch.cuda.device_count() > 0:
+            local_rank %= torch.cuda.device_count()
+        return torch.device("cuda", local_rank)
     return device
 
 
-def start_from_environment(device: torch.device) -> torch.device:
+def start_from_environment(device: torch.device, share_gpus: bool = False) -> torch.device:
     """Join the process group when launched by torchrun (WORLD_SIZE > 1); return this rank's device.
 
     Called explicitly by each entry point (the CLIs, a user's script), never by library helpers. With CUDA, rank r
-    uses cuda:LOCAL_RANK (NCCL); on the CPU the group uses gloo. Outside torchrun it returns `device` unchanged.
+    uses cuda:LOCAL_RANK (NCCL); on the CPU the group uses gloo. `share_gpus` (a job whose ranks only wait for
+    each other, like `celebahq build`): several ranks may share a GPU (`local_device`), and the group uses gloo,
+    which, unlike NCCL, allows that. Outside torchrun it returns `device` unchanged.
     """
     if not launched_by_torchrun():
         return device
-    device = local_device(device)
+    device = local_device(device, share_gpus)
     if device.type == "cuda":
         torch.cuda.set_device(device)
     if not (dist.is_available() and dist.is_initialized()):
-        dist.init_process_group(backend="nccl" if device.type == "cuda" else "gloo")
+        dist.init_process_group(backend="nccl" if device.type == "cuda" and not share_gpus else "gloo")
     return device
 
 

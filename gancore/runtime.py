@@ -19,13 +19,13 @@ from . import distributed
 from .errors import UserError
 
 
-def resolve_device(device: str | torch.device | None = None) -> torch.device:
+def resolve_device(device: str | torch.device | None = None, share_gpus: bool = False) -> torch.device:
     """'auto'/None -> CUDA when available, else CPU; anything else is passed to torch.device and checked.
 
-    Under torchrun an index-less 'cuda' is this rank's GPU (LOCAL_RANK). No side effects: the process group is
-    started by the entry point (`distributed.start_from_environment`).
+    Under torchrun an index-less 'cuda' is this rank's GPU (LOCAL_RANK; `share_gpus`: modulo the GPU count). No side
+    effects: the process group is started by the entry point (`distributed.start_from_environment`).
     """
-    return distributed.local_device(_checked_device(device))
+    return distributed.local_device(_checked_device(device), share_gpus)
 
 
 def _checked_device(device: str | torch.device | None) -> torch.device:
