@@ -2,9 +2,11 @@
 
 On a GPU: a synthetic CelebA (benchmarks/celebahq_scale.py's generator) built at 1024² with the default stages
 (the restoration networks when installed), `--num-images` = 15% of the sources as CelebA-HQ keeps, min(16, CPUs)
-decode workers, in a child process: sources/s of the score pass and the write pass, the peak RSS of the whole
-process tree, and the projection for CelebA (202,599 sources -> 30,000 written) at those rates; the goal is
-< 1 h with peak RSS < 8 GB. On a CPU (smoke mode): the same rows for 24 sources -> 4 at 128².
+decode workers, in a child process: sources/s of the score pass and the write pass, the peak memory of the whole
+process tree (PSS and summed RSS), and the projection for CelebA (202,599 sources -> 30,000 written) at those
+rates; the goal is < 1 h with peak memory < 8 GB. Then, if the budget allows, the same build as 4 torchrun ranks
+sharing the GPU (the workers split between them). On a CPU (smoke mode): the same rows for 24 sources -> 3 at
+128², and 2 ranks.
 
     python benchmarks/device_build.py [--budget 240]          # prints the rows
 """
@@ -18,6 +20,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -37,44 +40,88 @@ def _plan(budget_seconds: float) -> tuple[str, int, int, int]:
     return "cpu", 24, 128, min(4, cpus)
 
 
+@dataclass
+class BuildRun:
+    """One timed `celebahq build` (a process, or torchrun's tree): its reports (one per rank) and memory."""
+
+    reports: list[dict]
+    wall: float
+    peak_rss: int
+    peak_pss: int
+
+
+def _timed_build(command: list[str], out: Path, timeout: float) -> BuildRun | str:
+    """Run a build command; its BuildRun, or why there is none."""
+    started = time.perf_counter()
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT,
+                               env=dict(os.environ, OMP_NUM_THREADS="1"))
+    memory = TreeMemory(process.pid)
+    try:
+        _, stderr = process.communicate(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        process.kill()
+        process.communicate()
+        memory.stop()
+        return "did not finish within the budget"
+    peak = memory.stop()
+    if process.returncode != 0:
+        return f"failed: {stderr.strip()[-300:]}"
+    reports = [json.loads(path.read_text()) for path in sorted(out.glob("report*.json"))]
+    return BuildRun(reports, time.perf_counter() - started, peak, memory.peak_pss)
+
+
+def _pass_rate(run: BuildRun, index: int) -> float:
+    """Sources/s of pass `index` over all ranks: their sources over the slowest rank's wall time."""
+    passes = [report["passes"][index] for report in run.reports]
+    slowest = max(one["wall_seconds"] for one in passes)
+    return sum(one["sources"] for one in passes) / slowest if slowest > 0 else 0.0
+
+
 def run(budget_seconds: float) -> list[Row]:
-    """Rows: score-pass and write-pass sources/s, projected hours for CelebA, peak RSS (GiB) of the build."""
+    """Rows: score-pass and write-pass sources/s, projected hours for CelebA, peak memory of the build; on a GPU
+    also the same build as 4 torchrun ranks sharing the GPU (2 on a CPU smoke run), if the budget allows."""
+    deadline = time.perf_counter() + budget_seconds
     device, sources, resolution, workers = _plan(budget_seconds)
     keep = max(sources * 15 // 100, 1)
     label = torch.cuda.get_device_name() if device == "cuda" else "CPU smoke mode"
+    rows = []
     with tempfile.TemporaryDirectory(prefix="device_build_") as work:
         src = make_synthetic_celeba(Path(work) / "celeba", sources)
-        command = [sys.executable, "-m", "celebahq.cli", "build", "--src", str(src), "--out", str(Path(work) / "out"),
-                   "--resolution", str(resolution), "--num-images", str(keep), "--device", device, "--workers",
-                   str(workers), "--quiet", "--json"]
-        started = time.perf_counter()
-        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
-        memory = TreeMemory(process.pid)
-        try:
-            stdout, stderr = process.communicate(timeout=max(budget_seconds - 30, 30))
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.communicate()
-            memory.stop()
-            return [Row("celebahq build", float("nan"), "", f"{label}: did not finish within the budget")]
-        peak = memory.stop()
-        wall = time.perf_counter() - started
-    if process.returncode != 0:
-        return [Row("celebahq build", float("nan"), "", f"{label}: failed: {stderr.strip()[-300:]}")]
-    report = json.loads(stdout)
-    score, write = report["passes"]
-    stages = "cleanup {cleanup}, sr {sr}, backend {backend}".format(**report["options"])
-    note = f"{label}, {sources} synthetic sources -> {keep} at {resolution}², {workers} workers, {stages}"
-    score_rate, write_rate = score["sources_per_second"], write["sources_per_second"]
-    hours = (CELEBA_SOURCES / score_rate + CELEBA_KEEP / write_rate) / 3600 if score_rate and write_rate else None
+        for ranks in (1, 4 if device == "cuda" else 2):
+            left = deadline - time.perf_counter()
+            if ranks > 1 and left < 60 and device == "cuda":  # a CPU smoke run checks every step, however slow
+                rows.append(Row(f"celebahq build, {ranks} ranks on one device", float("nan"), "",
+                                "skipped: the section's budget is spent"))
+                continue
+            out = Path(work) / f"out{ranks}"
+            launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
+                        str(ranks)] if ranks > 1 else [sys.executable]
+            command = [*launcher, "-m", "celebahq.cli", "build", "--src", str(src), "--out", str(out),
+                       "--resolution", str(resolution), "--num-images", str(keep), "--device", device,
+                       "--workers", str(max(workers // ranks, 1)), "--quiet"]
+            result = _timed_build(command, out, max(left - 15, 30))
+            rows += _rows(result, ranks, f"{label}, {sources} synthetic sources -> {keep} at {resolution}², "
+                                         f"{workers} workers in all")
+    return rows
+
+
+def _rows(result: BuildRun | str, ranks: int, note: str) -> list[Row]:
+    name = "celebahq build" if ranks == 1 else f"celebahq build, {ranks} ranks on one device"
+    if isinstance(result, str):
+        return [Row(name, float("nan"), "", f"{note}: {result}")]
+    options = result.reports[0]["options"]
+    note += ", cleanup {cleanup}, sr {sr}, backend {backend}".format(**options)
+    score, write = (_pass_rate(result, index) for index in (0, 1))
+    hours = (CELEBA_SOURCES / score + CELEBA_KEEP / write) / 3600 if score and write else float("nan")
+    detail = "; ".join(_per_source(report["passes"][0]) for report in result.reports[:1])
     return [
-        Row("celebahq build: score pass", score_rate, "sources/s", note + f"; {_per_source(score)}"),
-        Row("celebahq build: write pass", write_rate, "sources/s", note + f"; {_per_source(write)}"),
-        Row("celebahq build: projected CelebA 202,599 -> 30,000", hours if hours else float("nan"), "h",
-            f"at the two pass rates above; wall of this run {wall:.0f} s incl. start-up"),
-        Row("celebahq build: peak PSS (process tree)", memory.peak_pss / 2**30, "GiB",
+        Row(f"{name}: score pass", score, "sources/s", f"{note}; rank 0 {detail}"),
+        Row(f"{name}: write pass", write, "sources/s", f"{note}; rank 0 {_per_source(result.reports[0]['passes'][1])}"),
+        Row(f"{name}: projected CelebA 202,599 -> 30,000", hours, "h",
+            f"at the two pass rates above; wall of this run {result.wall:.0f} s incl. start-up"),
+        Row(f"{name}: peak PSS (process tree)", result.peak_pss / 2**30, "GiB",
             "sampled every 0.2 s; goal < 8 GB; shared pages split between the processes that share them"),
-        Row("celebahq build: peak RSS sum (process tree)", peak / 2**30, "GiB",
+        Row(f"{name}: peak RSS sum (process tree)", result.peak_rss / 2**30, "GiB",
             "sampled every 0.2 s; counts the pages forked workers share once per process"),
     ]
 

@@ -53,6 +53,7 @@ def run_section_here(name: str, budget: float, rows_path: Path) -> None:
     """In the child process: import the section module, run it, write its rows as JSON."""
     spec = importlib.util.spec_from_file_location(f"device_{name}", section_file(name))
     module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses in a section look their module up there
     spec.loader.exec_module(module)
     rows = module.run(budget)
     rows_path.write_text(json.dumps([asdict(row) for row in rows], default=str))
