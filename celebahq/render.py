@@ -289,15 +289,19 @@ def pillow_weights(n_in: int, n_out: int, filter_name: str = "lanczos") -> np.nd
     scale = n_in / n_out
     filter_scale = max(scale, 1.0)
     reach = support * filter_scale
+    centre = (np.arange(n_out) + 0.5) * scale  # all outputs at once: [n_out] windows of ≤ `width` taps
+X
+    stop = np.minimum((centre + reach + 0.5).astype(np.int64), n_in)
+    width = int((stop - first).max())
+    inputs = first[:, None] + np.arange(width)
+    inside = inputs < stop[:, None]
+    taps = np.where(inside, fn((inputs - centre[:, None] + 0.5) / filter_scale), 0.0)
+    total = taps.sum(axis=1, keepdims=True)
+    taps = np.divide(taps, total, out=taps.copy(), where=total != 0)
+    fixed = np.trunc(taps * (1 << _PRECISION_BITS) + np.where(taps < 0, -0.5, 0.5))
     matrix = np.zeros((n_in, n_out))
-    for out in range(n_out):
-        centre = (out + 0.5) * scale
-        first = max(int(centre - reach + 0.5), 0)
-        stop = min(int(centre + reach + 0.5), n_in)
-        taps = fn((np.arange(first, stop) - centre + 0.5) / filter_scale)
-        total = taps.sum()
-        taps = taps / total if total != 0 else taps
-        matrix[first:stop, out] = np.trunc(taps * (1 << _PRECISION_BITS) + np.where(taps < 0, -0.5, 0.5))
+    outputs = np.broadcast_to(np.arange(n_out)[:, None], inputs.shape)
+    matrix[inputs[inside], outputs[inside]] = fixed[inside]
     return matrix
 
 
