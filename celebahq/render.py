@@ -290,7 +290,7 @@ def pillow_weights(n_in: int, n_out: int, filter_name: str = "lanczos") -> np.nd
     filter_scale = max(scale, 1.0)
     reach = support * filter_scale
     centre = (np.arange(n_out) + 0.5) * scale  # all outputs at once: [n_out] windows of ≤ `width` taps
-X
+    first = np.maximum((centre - reach + 0.5).astype(np.int64), 0)  # astype truncates toward 0, as C's (int)
     stop = np.minimum((centre + reach + 0.5).astype(np.int64), n_in)
     width = int((stop - first).max())
     inputs = first[:, None] + np.arange(width)
