@@ -5,7 +5,7 @@ surrounding context on every side where the image has them (at an image edge the
 the whole image); only the tile's own part of the output is kept. With a margin larger than what the network's
 output effectively depends on, the tiled result equals the whole-image one to within a grey level and there is no
 seam (tests/celebahq/test_restore.py checks both). Memory is bounded by the batch of windows, whatever the image
-size. Windows of one shape are batched (on CUDA always `batch` of them, blanks filling a short batch).
+size. Windows of one shape are batched (on CUDA in powers of two, blanks filling a short batch).
 
 Window shapes are kept to a few: every window starts at a multiple of `BUCKET` pixels and spans tile + 2·margin
 pixels, except one that ends at the image's far edge (shifted inward to keep its full context) and the single
@@ -69,9 +69,10 @@ class Restorer:
         self.tile = _round_up(tile or DEFAULT_TILE[kind], self.bucket)
         self.margin = _round_up(DEFAULT_MARGIN[kind] if margin is None else margin, self.bucket)
         self.batch = batch
-        # On CUDA every network call gets exactly `batch` windows (a short batch is filled with blank windows):
-        # cuDNN then plans once per window shape, not per shape and count. The networks treat samples
-        # independently, so a window's output does not depend on its neighbours; on a CPU the blanks would cost.
+        # On CUDA a network call gets a power of two of windows (≤ `batch`; blank windows fill a short one): cuDNN
+        # then plans each window shape for a few counts only, and a photo with one window does not pay for eight.
+        # The networks treat samples independently, so a window's output does not depend on its neighbours; on a
+        # CPU the blanks would only cost.
         self.fixed_batch = self.device.type == "cuda"
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
@@ -112,8 +113,9 @@ class Restorer:
             pad_rows, pad_cols = shape[0] - (r1 - r0), shape[1] - (c1 - c0)
             regions.append(F.pad(region, (0, pad_cols, 0, pad_rows), mode="replicate") if pad_rows or pad_cols
                            else region)
-        if self.fixed_batch and len(regions) < self.batch:
-            regions += [torch.zeros_like(regions[0])] * (self.batch - len(regions))
+        if self.fixed_batch:
+            count = min(1 << (len(regions) - 1).bit_length(), max(self.batch, len(regions)))
+            regions += [torch.zeros_like(regions[0])] * (count - len(regions))
         x = torch.stack(regions).to(self.device).div_(255.0)
         with torch.autocast("cuda", dtype=torch.float16, enabled=self.device.type == "cuda"):
             y = self.model(x)

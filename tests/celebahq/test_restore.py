@@ -90,8 +90,12 @@ def test_deterministic_and_batch_independent(kind, restorers, photo):
     assert np.array_equal(first, Restorer(kind, device="cpu", tile=tile, batch=8)(image))
     assert np.array_equal(first, Restorer(kind, device="cpu", tile=tile, batch=1)(image))
     fixed = Restorer(kind, device="cpu", tile=tile, batch=8)
-    fixed.fixed_batch = True  # CUDA's mode: every call gets 8 windows, blanks filling short batches
+    fixed.fixed_batch = True  # CUDA's mode: calls get 1, 2, 4 or 8 windows, blanks filling short batches
+    seen = []
+    model = fixed.model
+    fixed.model = lambda x: seen.append(x.shape[0]) or model(x)
     assert np.array_equal(first, fixed(image))
+    assert seen and all(count in (1, 2, 4, 8) for count in seen)
 
 
 @pytest.mark.parametrize("kind", KINDS)
