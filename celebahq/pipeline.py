@@ -415,6 +415,7 @@ def _run_pass(report: PassReport, items: list[SourceItem], table, options: Build
     def flush() -> None:
         render_started = time.perf_counter()
         rendered = _render(batch, options, timer)
+        timer.collect()  # the batch's device work is done (its pixels are on the host): fold its events in
         report.stage_seconds.render += time.perf_counter() - render_started
         report.rendered += len(rendered)
         handle(rendered)

@@ -143,7 +143,8 @@ class DeviceTimer:
         return timed
 
     def collect(self) -> dict[str, float]:
-        """Seconds per span name so far (waits for the spans' work to finish)."""
+        """Seconds per span name so far (waits for the spans' work to finish). Call it now and then (e.g. after each
+        batch's results reached the host): each pending span holds two CUDA events until then."""
         for name, start, end in self._pending:
             end.synchronize()
             self.totals[name] += start.elapsed_time(end) / 1000.0
