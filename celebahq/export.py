@@ -25,7 +25,7 @@ import zipfile
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Self
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -35,6 +35,9 @@ from gancore.runtime import atomic_output, check_output_path, progress_bar
 from gancore.sources import ImageStream
 
 from .manifest import latest_records, load_all_manifests
+
+if TYPE_CHECKING:  # typing.Self is Python ≥ 3.11; we support 3.10
+    from typing import Self
 
 
 @dataclass

@@ -23,9 +23,12 @@ import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Self
+from typing import TYPE_CHECKING
 
 from gancore.runtime import atomic_output
+
+if TYPE_CHECKING:  # typing.Self is Python ≥ 3.11; we support 3.10
+    from typing import Self
 
 MANIFEST_NAME = "manifest.jsonl"
 

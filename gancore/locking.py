@@ -20,8 +20,12 @@ import socket
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from .errors import UserError
+
+if TYPE_CHECKING:  # typing.Self is Python ≥ 3.11; we support 3.10
+    from typing import Self
 
 try:
     import fcntl
@@ -112,7 +116,7 @@ class FolderLock:
     def _open_and_lock(self):
         try:
             self.folder.mkdir(parents=True, exist_ok=True)
-            handle = open(self.path, "a+")
+            handle = open(self.path, "a+")  # noqa: SIM115 - held open while the lock is held
         except OSError as error:
             raise UserError(f"cannot write in {self.folder}: {error.strerror}") from None
         handle.seek(0)
@@ -161,7 +165,7 @@ class FolderLock:
         except OSError:  # other shards still hold it: they remove the file when the last one leaves
             return False
 
-    def __enter__(self) -> FolderLock:
+    def __enter__(self) -> Self:
         return self.acquire()
 
     def __exit__(self, *exc) -> None:

@@ -296,7 +296,7 @@ def _hdf5_resolutions(path: str) -> dict[int, str]:
     import h5py
 
     with h5py.File(path, "r") as file:
-        names = [name for name in file.keys() if isinstance(file.get(name, getlink=False), h5py.Dataset)]
+        names = [name for name in file if isinstance(file.get(name, getlink=False), h5py.Dataset)]
     found = {}
     for name in names:
         if name.startswith("data") and "x" in name[4:]:

@@ -58,7 +58,8 @@ def read_only_folder(tmp_path: Path) -> Path:
     if os.geteuid() != 0:
         target.chmod(0o555)
         return target
-    done = subprocess.run(["mount", "--bind", "-o", "ro", str(target), str(target)], capture_output=True)
+    done = subprocess.run(["mount", "--bind", "-o", "ro", str(target), str(target)], capture_output=True,
+                          check=False)
     if done.returncode != 0:
         pytest.skip(f"cannot make a read-only mount here: {done.stderr.decode().strip()}")
     return target
@@ -69,7 +70,7 @@ def read_only(tmp_path):
     target = read_only_folder(tmp_path)
     yield target
     if os.geteuid() == 0:
-        subprocess.run(["umount", str(target)], capture_output=True)
+        subprocess.run(["umount", str(target)], capture_output=True, check=False)
 
 
 @pytest.fixture
@@ -77,8 +78,9 @@ def tiny_disk(tmp_path):
     """A 64 kB tmpfs (root only), so that writes meet a full disk."""
     target = tmp_path / "tiny"
     target.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(target)], capture_output=True)
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(target)], capture_output=True,
+                          check=False)
     if done.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
     yield target
-    subprocess.run(["umount", str(target)], capture_output=True)
+    subprocess.run(["umount", str(target)], capture_output=True, check=False)

@@ -11,8 +11,8 @@ import pytest
 from click.testing import CliRunner
 from conftest import EXAMPLES, write_images
 
-from ganeval.cli import main
 from gancore.sources import select_indices
+from ganeval.cli import main
 
 
 @pytest.fixture()

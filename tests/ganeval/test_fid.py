@@ -22,7 +22,8 @@ import torch.nn.functional as F
 from conftest import write_images
 from torch import nn
 
-from gancore.errors import UserError, SourceError
+from gancore.errors import SourceError, UserError
+from gancore.sources import open_source
 from ganeval.features import extract
 from ganeval.fid import compute_fid as fid
 from ganeval.fid import compute_statistics
@@ -37,7 +38,6 @@ from ganeval.fid_files import (
 )
 from ganeval.frechet import FeatureStatistics, frechet_distance, trace_sqrt_product
 from ganeval.inception import WEIGHTS_ENV_VAR, FIDInceptionV3
-from gancore.sources import open_source
 
 
 @pytest.fixture(autouse=True)

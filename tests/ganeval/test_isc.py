@@ -10,7 +10,7 @@ from scipy.special import softmax
 from scipy.stats import entropy
 from test_fid import TinyExtractor, random_images, random_weights_file
 
-from gancore.errors import UserError, SourceError
+from gancore.errors import SourceError, UserError
 from ganeval.isc import inception_score, inception_score_source
 
 

@@ -9,7 +9,7 @@ from conftest import write_images
 from PIL import Image, ImageFilter
 from scipy.signal import fftconvolve
 
-from gancore.errors import UserError, SourceError
+from gancore.errors import SourceError, UserError
 from ganeval.msssim import (
     MSSSIMDiversity,
     default_batch_size,

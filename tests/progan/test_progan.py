@@ -12,7 +12,7 @@ import torch
 from click.testing import CliRunner
 from conftest import EXAMPLES, write_images
 
-from gancore.errors import UserError, SourceError
+from gancore.errors import SourceError, UserError
 from gancore.sources import open_source
 from progan.checkpoint import load_checkpoint, smooth_latents
 from progan.cli import main as progan_main
