@@ -113,10 +113,10 @@ def _rows(result: BuildRun | str, ranks: int, note: str) -> list[Row]:
     note += ", cleanup {cleanup}, sr {sr}, backend {backend}".format(**options)
     score, write = (_pass_rate(result, index) for index in (0, 1))
     hours = (CELEBA_SOURCES / score + CELEBA_KEEP / write) / 3600 if score and write else float("nan")
-    detail = "; ".join(_per_source(report["passes"][0]) for report in result.reports[:1])
+    first_rank = result.reports[0]["passes"]
     return [
-        Row(f"{name}: score pass", score, "sources/s", f"{note}; rank 0 {detail}"),
-        Row(f"{name}: write pass", write, "sources/s", f"{note}; rank 0 {_per_source(result.reports[0]['passes'][1])}"),
+        Row(f"{name}: score pass", score, "sources/s", f"{note}; rank 0 {_per_source(first_rank[0])}"),
+        Row(f"{name}: write pass", write, "sources/s", f"{note}; rank 0 {_per_source(first_rank[1])}"),
         Row(f"{name}: projected CelebA 202,599 -> 30,000", hours, "h",
             f"at the two pass rates above; wall of this run {result.wall:.0f} s incl. start-up"),
         Row(f"{name}: peak PSS (process tree)", result.peak_pss / 2**30, "GiB",

@@ -42,8 +42,9 @@ from gancore.sources import BadImage, decode_image
 
 from .landmarks import read_celeba_landmarks
 from .manifest import ManifestWriter, latest_records, read_all_manifests, write_manifest
+from .selection import OFFICIAL_COLUMNS as HEADER
+from .selection import hq_name
 
-HEADER = ("idx", "orig_idx", "orig_file", "proc_md5", "final_md5")
 OFFICIAL_ROWS = 30000
 OFFICIAL_RESOLUTION = 1024
 PBKDF2_ITERATIONS = 100_000
@@ -78,7 +79,7 @@ class DeltaRow:
 
     @property
     def name(self) -> str:
-        return f"imgHQ{self.idx:05d}"
+        return hq_name(self.idx)
 
     @property
     def output(self) -> str:

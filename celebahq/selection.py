@@ -35,6 +35,11 @@ class Pick:
     output: str
 
 
+def hq_name(idx: int) -> str:
+    """CelebA-HQ's name for image number `idx` (0-based): imgHQ00000 … imgHQ29999."""
+    return f"imgHQ{idx:05d}"
+
+
 def output_name(source: str) -> str:
     """The output file (relative to OUT) of a source key: `images/<source>.png`, extension kept."""
     return f"images/{source}.png"
@@ -88,7 +93,7 @@ def _official(path: Path, lines: list[str]) -> list[Pick]:
             raise UserError(f"--select {path}: line {number} is not '{' '.join(header)}': {line[:80]!r}") from None
         if idx < 0:
             raise UserError(f"--select {path}: line {number}: negative idx {idx}")
-        picks.append(Pick(source, idx + 1, f"images/imgHQ{idx:05d}.png"))
+        picks.append(Pick(source, idx + 1, f"images/{hq_name(idx)}.png"))
     if len({pick.rank for pick in picks}) != len(picks):
         raise UserError(f"--select {path}: an idx is listed more than once")
     return sorted(picks, key=lambda pick: pick.rank)
