@@ -24,7 +24,7 @@ Pillow conventions the fast path reproduces (checked by the tests against the in
     pass. For the shrink by a non-integer ratio (`resize_pillow_torch`) also Pillow's 22-bit fixed-point weights
     (upstream `libImaging/Resample.c`), so a pass equals Pillow's bit for bit. One caveat: the Pillow 13.0.0 wheel
     on our CI machine sometimes runs the vertical pass first (tall images; its rule is not upstream's), which moves
-    a shrunk pixel by up to a few grey levels there; after the 4× sampling and downscale that follow, rendered
+    a shrunk pixel by up to 14 grey levels there (mean ≤ 0.24; benchmarks/pillow_shrink.py); after the 4× sampling and downscale that follow, rendered
     crops still agree to within the limits below (tests/celebahq/test_render.py).
 """
 
