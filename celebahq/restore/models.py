@@ -70,16 +70,19 @@ class CleanupNet(nn.Module):
         self.tail = _zero_(_conv(w1, 12))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x: float [N, 3, H, W] in [0, 1] -> the cleaned image, same shape (not clamped)."""
+        """x: float [N, 3, H, W] in [0, 1] -> the cleaned image, same shape and dtype (not clamped).
+
+        The layers run in the parameters' dtype (float16 after `.half()`), the input skip in x's: a half model on
+        float32 input computes what autocast does with the float32 model, without casting the weights per call."""
         height, width = x.shape[-2:]
         pad_h, pad_w = -height % self.ALIGN, -width % self.ALIGN
         padded = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate") if pad_h or pad_w else x
-        level1 = self.head(F.pixel_unshuffle(padded, 2))
+        level1 = self.head(F.pixel_unshuffle(padded, 2).to(self.tail.weight.dtype))
         level2 = self.down2(level1)
         level3 = self.down3(level2)
         level2 = self.decode2(self.up3(level3) + level2)
         level1 = self.decode1(self.up2(level2) + level1)
-        out = padded + F.pixel_shuffle(self.tail(level1), 2)
+        out = padded + F.pixel_shuffle(self.tail(level1), 2).to(padded.dtype)
         return out[..., :height, :width]
 
 
@@ -104,11 +107,12 @@ class SRNet(nn.Module):
         self.tail = _zero_(_conv(upsample_channels, 3))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """x: float [N, 3, h, w] in [0, 1] -> float [N, 3, 4h, 4w] (not clamped)."""
-        features = self.head(x)
+        """x: float [N, 3, h, w] in [0, 1] -> [N, 3, 4h, 4w] of x's dtype (not clamped). Layers run in the
+        parameters' dtype, the bicubic base in x's (see CleanupNet.forward)."""
+        features = self.head(x.to(self.tail.weight.dtype))
         features = features + self.body(features)
         base = F.interpolate(x, scale_factor=self.SCALE, mode="bicubic", align_corners=False)
-        return base + self.tail(self.upsample(features))
+        return base + self.tail(self.upsample(features)).to(base.dtype)
 
 
 KINDS = {"cleanup": CleanupNet, "sr": SRNet}

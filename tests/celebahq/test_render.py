@@ -211,8 +211,13 @@ def test_gaussian_blur_torch_matches_scipy(real_photos):
     image = real_photos[3][:40, :50].astype(np.float32)
     for sigma in (0.7, 3.0, 17.0):  # 17: the window is longer than the image (periodic mirror)
         expected = scipy.ndimage.gaussian_filter(image, [sigma, sigma, 0])
-        got = gaussian_blur_torch(torch.from_numpy(image).permute(2, 0, 1), sigma).permute(1, 2, 0).numpy()
-        np.testing.assert_allclose(got, expected, atol=1e-3)
+        for use_opencv in (True, False):  # the CPU's OpenCV filter; the FFT sums every other device uses
+            got = gaussian_blur_torch(torch.from_numpy(image).permute(2, 0, 1), sigma, use_opencv)
+            np.testing.assert_allclose(got.permute(1, 2, 0).numpy(), expected, atol=1e-3)
+    big = real_photos[0][:300, :280].astype(np.float32)  # ~120 taps over rows of ~400: the blur the render does
+    expected = scipy.ndimage.gaussian_filter(big, [15.0, 15.0, 0])
+    got = gaussian_blur_torch(torch.from_numpy(big).permute(2, 0, 1), 15.0, use_opencv=False)
+    np.testing.assert_allclose(got.permute(1, 2, 0).numpy(), expected, atol=2e-4)
 
 
 @pytest.mark.parametrize("pad", [(5, 7, 9, 3), (60, 0, 100, 45), (0, 0, 0, 0), (30, 30, 30, 30)])

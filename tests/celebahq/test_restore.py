@@ -99,6 +99,28 @@ def test_deterministic_and_batch_independent(kind, restorers, photo):
 
 
 @pytest.mark.parametrize("kind", KINDS)
+def test_half_layers_compute_what_autocast_does(kind, photo):
+    """CUDA's mode (float16 layers, float32 input skips; here on the CPU) == the float32 model under autocast,
+    bit for bit, and within a grey level of float32."""
+    image = photo[:150, :170] if kind == "cleanup" else photo[:40, :60]
+    tile = 96 if kind == "cleanup" else 32
+    half = Restorer(kind, device="cpu", tile=tile, half=True)
+    assert next(half.model.parameters()).dtype == torch.float16
+    autocast = Restorer(kind, device="cpu", tile=tile)
+    model = autocast.model
+
+    def under_autocast(x):
+        with torch.autocast("cpu", dtype=torch.float16):
+            return model(x)
+
+    autocast.model = under_autocast
+    got = half(image)
+    np.testing.assert_array_equal(got, autocast(image))
+    full = Restorer(kind, device="cpu", tile=tile)(image)
+    assert np.abs(got.astype(np.int16) - full).max() <= 1
+
+
+@pytest.mark.parametrize("kind", KINDS)
 @pytest.mark.parametrize("weights", ["shipped", "random"])
 def test_tiled_equals_whole_image_without_seams(kind, weights, random_weights, photo):
     path = shipped_weights(kind) if weights == "shipped" else random_weights[kind]
