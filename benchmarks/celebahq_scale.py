@@ -81,6 +81,7 @@ class TreeMemory:
 
     def __init__(self, pid: int):
         self.pid, self.peak, self.peak_pss, self._stop = pid, 0, 0, threading.Event()
+        self.peak_pss_split: list[int] = []  # each process's PSS at the PSS peak, largest first
         self._thread = threading.Thread(target=self._run, daemon=True)
         self._thread.start()
 
@@ -88,7 +89,9 @@ class TreeMemory:
         while not self._stop.wait(0.2):
             pids = {self.pid} | descendants(self.pid)
             self.peak = max(self.peak, sum(_rss(pid) for pid in pids))
-            self.peak_pss = max(self.peak_pss, sum(_pss(pid) for pid in pids))
+            split = sorted((_pss(pid) for pid in pids), reverse=True)
+            if sum(split) > self.peak_pss:
+                self.peak_pss, self.peak_pss_split = sum(split), split
 
     def stop(self) -> int:
         """Stop sampling; returns the peak RSS sum."""

@@ -49,6 +49,7 @@ class BuildRun:
     wall: float
     peak_rss: int
     peak_pss: int
+    peak_pss_split: list[int]  # each process's PSS at that peak, largest first
 
 
 def _timed_build(command: list[str], out: Path, timeout: float) -> BuildRun | str:
@@ -68,7 +69,7 @@ def _timed_build(command: list[str], out: Path, timeout: float) -> BuildRun | st
     if process.returncode != 0:
         return f"failed: {stderr.strip()[-300:]}"
     reports = [json.loads(path.read_text()) for path in sorted(out.glob("report*.json"))]
-    return BuildRun(reports, time.perf_counter() - started, peak, memory.peak_pss)
+    return BuildRun(reports, time.perf_counter() - started, peak, memory.peak_pss, memory.peak_pss_split)
 
 
 def _pass_rate(run: BuildRun, index: int) -> float:
@@ -121,7 +122,9 @@ def _rows(result: BuildRun | str, ranks: int, note: str) -> list[Row]:
         Row(f"{name}: projected CelebA 202,599 -> 30,000", hours, "h",
             f"at the two pass rates above; wall of this run {result.wall:.0f} s incl. start-up"),
         Row(f"{name}: peak PSS (process tree)", result.peak_pss / 2**30, "GiB",
-            "sampled every 0.2 s; goal < 8 GB; shared pages split between the processes that share them"),
+            "sampled every 0.2 s; goal < 8 GB; shared pages split between the processes that share them; at the "
+            f"peak {len(result.peak_pss_split)} processes, the largest (GiB) "
+            + ", ".join(f"{pss / 2**30:.2f}" for pss in result.peak_pss_split[:5])),
         Row(f"{name}: peak RSS sum (process tree)", result.peak_rss / 2**30, "GiB",
             "sampled every 0.2 s; counts the pages forked workers share once per process"),
     ]

@@ -4,8 +4,9 @@
 
 Over a synthetic CelebA (benchmarks/celebahq_scale.py's generator), for every usable source: the cleanup net's
 windows on the whole photo and, where the plan needs super-resolution, the SR net's windows on the face crop.
-Counts distinct (windows per call, height, width) for the tiling in celebahq/restore/infer.py (bucketed windows,
-power-of-two calls on CUDA) and, as the baseline, for the tiling it replaced (tiles clipped at the image edges,
+Counts distinct (windows per call, height, width) for the tiling in celebahq/restore/infer.py with its CPU and its
+CUDA defaults (`Tiling`: bucketed windows; on CUDA bigger tiles, coarser padded sides, power-of-two calls) and, as
+the baseline, for the tiling it replaced (tiles clipped at the image edges,
 the cleanup net's sides padded to 8, calls of as many same-shape tiles as there were, up to the batch). Prints the
 counts after every quarter of the sources: a bounded count stops growing. No network runs; seconds.
 """
@@ -26,13 +27,14 @@ from celebahq_scale import make_synthetic_celeba
 
 from celebahq.geometry import plan_crop
 from celebahq.pipeline import discover_sources
-from celebahq.restore.infer import BUCKET, DEFAULT_MARGIN, DEFAULT_TILE, _round_up, _windows
+from celebahq.restore.infer import DEFAULT_MARGIN, DEFAULT_TILE, Tiling, _round_up
+from celebahq.restore.models import KINDS
 
-ALIGN = {"cleanup": 8, "sr": 1}  # the networks' own side alignment (models.ALIGN)
+ALIGN = {kind: model.ALIGN for kind, model in KINDS.items()}  # the networks' own side alignment
 
 
 def calls(groups: dict[tuple[int, int], int], batch: int, power_of_two: bool) -> set[tuple[int, int, int]]:
-    """(windows per call, height, width) of the calls that run `groups` {shape: window count}."""
+    """(windows per call, height, width) of the calls that run `groups` {shape: window count} (the old tiling)."""
     shapes = set()
     for (height, width), count in groups.items():
         for start in range(0, count, batch):
@@ -41,14 +43,10 @@ def calls(groups: dict[tuple[int, int], int], batch: int, power_of_two: bool) ->
     return shapes
 
 
-def current(height: int, width: int, kind: str, batch: int) -> set[tuple[int, int, int]]:
-    tile, margin = DEFAULT_TILE[kind], DEFAULT_MARGIN[kind]
-    groups: dict[tuple[int, int], int] = {}
-    for rows in _windows(height, tile, margin, BUCKET):
-        for cols in _windows(width, tile, margin, BUCKET):
-            shape = (_round_up(rows[3] - rows[2], BUCKET), _round_up(cols[3] - cols[2], BUCKET))
-            groups[shape] = groups.get(shape, 0) + 1
-    return calls(groups, batch, power_of_two=True)
+def current(height: int, width: int, tiling: Tiling) -> set[tuple[int, int, int]]:
+    """(network batch, height, width) of the calls infer.Restorer makes for an H×W image with `tiling`."""
+    return {(network_batch, *shape) for shape, windows in tiling.windows_by_shape(height, width).items()
+            for _, network_batch in tiling.call_sizes(len(windows))}
 
 
 def previous(height: int, width: int, kind: str, batch: int) -> set[tuple[int, int, int]]:
@@ -69,10 +67,14 @@ def main(argv=None) -> None:
     parser.add_argument("--resolution", type=int, default=1024)
     parser.add_argument("--batch", type=int, default=8)
     args = parser.parse_args(argv)
-    seen = {(scheme, kind): set() for scheme in ("previous", "current") for kind in ("cleanup", "sr")}
+    schemes = ("previous", "cpu", "cuda")
+    tilings = {(device, kind): Tiling.for_network(kind, ALIGN[kind], device == "cuda", batch=args.batch)
+               for device in ("cpu", "cuda") for kind in ("cleanup", "sr")}
+    seen = {(scheme, kind): set() for scheme in schemes for kind in ("cleanup", "sr")}
     with tempfile.TemporaryDirectory(prefix="restore_shapes_") as work:
         items, table = discover_sources(make_synthetic_celeba(Path(work) / "celeba", args.sources))
-        print(f"{'sources':>8} {'cleanup before':>15} {'cleanup now':>12} {'sr before':>10} {'sr now':>7}")
+        print(f"{'sources':>8} " + " ".join(f"{kind + ' ' + scheme:>15}" for kind in ("cleanup", "sr")
+                                             for scheme in schemes))
         for number, item in enumerate(items, start=1):
             points = table.get(Path(item.name).name)
             width, height = Image.open(item.path).size
@@ -86,10 +88,11 @@ def main(argv=None) -> None:
                 regions += [("sr", bottom - top, right - left)] if plan.superres > 1 else []
                 for kind, rows, cols in regions:
                     seen["previous", kind] |= previous(rows, cols, kind, args.batch)
-                    seen["current", kind] |= current(rows, cols, kind, args.batch)
+                    for device in ("cpu", "cuda"):
+                        seen[device, kind] |= current(rows, cols, tilings[device, kind])
             if number % max(len(items) // 4, 1) == 0 or number == len(items):
-                counts = [len(seen[scheme, kind]) for kind in ("cleanup", "sr") for scheme in ("previous", "current")]
-                print(f"{number:>8} {counts[0]:>15} {counts[1]:>12} {counts[2]:>10} {counts[3]:>7}")
+                print(f"{number:>8} " + " ".join(f"{len(seen[scheme, kind]):>15}" for kind in ("cleanup", "sr")
+                                                 for scheme in schemes))
 
 
 if __name__ == "__main__":

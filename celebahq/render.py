@@ -203,13 +203,16 @@ def _default_device() -> torch.device:
 
 @contextmanager
 def _exact_float32():
-    """Disable TF32 in cuDNN convolutions (on by default): it would cost up to ~0.3 grey levels per pass."""
-    old = torch.backends.cudnn.allow_tf32
+    """Disable TF32 in cuDNN convolutions (on by default) and in float32 matrix products (off by default, on after
+    `torch.set_float32_matmul_precision("high")`): it would cost up to ~0.3 grey levels per pass."""
+    old, old_matmul = torch.backends.cudnn.allow_tf32, torch.get_float32_matmul_precision()
     torch.backends.cudnn.allow_tf32 = False
+    torch.set_float32_matmul_precision("highest")
     try:
         yield
     finally:
         torch.backends.cudnn.allow_tf32 = old
+        torch.set_float32_matmul_precision(old_matmul)
 
 
 def _lanczos(x: np.ndarray) -> np.ndarray:
@@ -240,8 +243,10 @@ def _conv_rows(x: torch.Tensor, weight: torch.Tensor, pad_left: int, pad_right: 
     return out / norm
 
 
-def _resample_last_dim(x: torch.Tensor, factor: int, up: bool, filter_name: str) -> torch.Tensor:
-    """PIL's resample along the last dimension of x [..., n], by an integer factor, float in and out (no rounding)."""
+def _resample_last_dim(x: torch.Tensor, factor: int, up: bool, filter_name: str, dense: bool = False) -> torch.Tensor:
+    """PIL's resample along the last dimension of x [..., n], by an integer factor, float in and out (no rounding).
+
+    dense=True computes the same sums as one matrix product (`_band_matrix`) instead of a strided convolution."""
     support, fn = _FILTERS[filter_name]
     shape = x.shape
     rows = x.reshape(-1, shape[-1])
@@ -256,25 +261,42 @@ def _resample_last_dim(x: torch.Tensor, factor: int, up: bool, filter_name: str)
         hi = np.floor(centres + support + 0.5)[:, None]
         weight = np.where((k >= lo) & (k < hi), fn(k + 0.5 - centres[:, None]), 0.0)
         weight = torch.as_tensor(weight, dtype=x.dtype, device=x.device)
+        if dense:
+            return (rows @ _band_matrix(n, n * factor, weight, k_min, 1)).reshape(*shape[:-1], n * factor)
         out = _conv_rows(rows, weight, -k_min, k_max, 1)  # [M, f, n]
-        out = out.transpose(1, 2).reshape(*shape[:-1], n * factor)
-    else:
-        if n % factor:
-            raise ValueError(f"downscale by {factor} needs a multiple of {factor}; got {n}")
-        # output o has centre f·o + f/2; taps f·o + j with weight filter((j + 0.5 - f/2) / f).
-        scaled = support * factor
-        j0 = int(np.floor(factor / 2 - scaled + 0.5))
-        j1 = int(np.floor(factor / 2 + scaled + 0.5))
-        j = np.arange(j0, j1)
-        weight = torch.as_tensor(fn((j + 0.5 - factor / 2) / factor)[None], dtype=x.dtype, device=x.device)
-        if j0 > 0:
-            raise AssertionError("filter window does not start at or before its output")
-        n_out = n // factor
-        pad_left = -j0
-        pad_right = max(factor * (n_out - 1) + (j1 - j0) - n - pad_left, 0)
-        out = _conv_rows(rows, weight, pad_left, pad_right, factor)[:, 0, :n_out]
-        out = out.reshape(*shape[:-1], n_out)
-    return out
+        return out.transpose(1, 2).reshape(*shape[:-1], n * factor)
+    if n % factor:
+        raise ValueError(f"downscale by {factor} needs a multiple of {factor}; got {n}")
+    # output o has centre f·o + f/2; taps f·o + j with weight filter((j + 0.5 - f/2) / f).
+    scaled = support * factor
+    j0 = int(np.floor(factor / 2 - scaled + 0.5))
+    j1 = int(np.floor(factor / 2 + scaled + 0.5))
+    j = np.arange(j0, j1)
+    weight = torch.as_tensor(fn((j + 0.5 - factor / 2) / factor)[None], dtype=x.dtype, device=x.device)
+    if j0 > 0:
+        raise AssertionError("filter window does not start at or before its output")
+    n_out = n // factor
+    if dense:
+        return (rows @ _band_matrix(n, n_out, weight, j0, factor)).reshape(*shape[:-1], n_out)
+    pad_left = -j0
+    pad_right = max(factor * (n_out - 1) + (j1 - j0) - n - pad_left, 0)
+    out = _conv_rows(rows, weight, pad_left, pad_right, factor)[:, 0, :n_out]
+    return out.reshape(*shape[:-1], n_out)
+
+
+def _band_matrix(n: int, n_out: int, weight: torch.Tensor, first: int, step: int) -> torch.Tensor:
+    """[n, n_out] on weight's device: output o = P·i + p (P = weight's rows, the phases) has taps at inputs
+    step·i + first + k with weights weight[p, k] (taps outside 0 … n−1 dropped), each column normalised by the weight
+    inside the row: `_conv_rows`' sums (zero padding, PIL's edge rule) as a matrix, built on the device."""
+    phases, taps = weight.shape
+    per_phase = n_out // phases
+    offset = -first  # ≥ 0: padded row r + offset is input r
+    rows = max(n + offset, step * (per_phase - 1) + taps)
+    padded = torch.zeros((rows, n_out), dtype=weight.dtype, device=weight.device)
+    for p in range(phases):  # element (step·i + k, P·i + p) of the padded matrix, for all i and k at once
+        padded.as_strided((per_phase, taps), (step * n_out + phases, n_out), p).copy_(weight[p])
+    band = padded[offset:offset + n]
+    return band / band.sum(dim=0, keepdim=True)
 
 
 _PRECISION_BITS = 22  # Pillow's fixed-point weights for 8-bit images (32 - 8 - 2)
@@ -339,16 +361,22 @@ def shrink_and_crop_tensor(x: torch.Tensor, plan: CropPlan) -> tuple[torch.Tenso
     return x[:, top:bottom, left:right], plan.after_crop()
 
 
-def resize_torch(x: torch.Tensor, factor: int, up: bool, filter_name: str = "lanczos") -> torch.Tensor:
+def resize_torch(x: torch.Tensor, factor: int, up: bool, filter_name: str = "lanczos",
+                 varied_shapes: bool = False) -> torch.Tensor:
     """Pillow-exact (to rounding) integer-factor resize of uint8-valued float images [..., H, W]:
-    horizontal pass, 8-bit rounding, vertical pass, 8-bit rounding. Returns float with integer values."""
+    horizontal pass, 8-bit rounding, vertical pass, 8-bit rounding. Returns float with integer values.
+
+    varied_shapes=True (a photo's own size, new for nearly every call): off the CPU each pass is one matrix product
+    instead of a convolution, for which cuDNN would build a plan per new shape (~2 ms of host time each, measured
+    on an H200); the same sums to float rounding, more arithmetic, which a GPU does at full rate."""
     if filter_name not in _FILTERS:
         raise ValueError(f"unknown filter {filter_name!r}")
     if factor == 1:
         return x
+    dense = varied_shapes and x.device.type != "cpu"
     with _exact_float32():
-        x = _round_clip(_resample_last_dim(x, factor, up, filter_name))
-        x = _round_clip(_resample_last_dim(x.transpose(-1, -2), factor, up, filter_name)).transpose(-1, -2)
+        x = _round_clip(_resample_last_dim(x, factor, up, filter_name, dense))
+        x = _round_clip(_resample_last_dim(x.transpose(-1, -2), factor, up, filter_name, dense)).transpose(-1, -2)
     return x.contiguous()
 
 
@@ -368,38 +396,27 @@ def _symmetric_index(index: torch.Tensor, n: int) -> torch.Tensor:
     return torch.where(m < n, m, period - 1 - m)
 
 
-def _fast_fft_length(length: int) -> int:
-    """The smallest n ≥ length whose prime factors are 2, 3, 5 and 7 (FFT libraries' fast sizes)."""
-    n = length
-    while True:
-        m = n
-        for p in (2, 3, 5, 7):
-            while m % p == 0:
-                m //= p
-        if m == 1:
-            return n
-        n += 1
+def _correlate_rows(rows: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
+    """'valid' correlation of every row of [M, L] with a 1-D kernel [K] → float32 [M, L - K + 1] (no TF32).
 
-
-def _correlate_rows_fft(rows: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
-    """'valid' correlation of every row of [M, L] with a 1-D kernel [K] → float32 [M, L - K + 1], by FFT in float64
-    (float32 on MPS, which has no float64): sums to ~1e-12 of their size, closer to scipy's float64 sums than a
-    float32 convolution, and on a GPU far fewer operations than direct sums over the blur's 100–300 taps.
-
-    Circular convolution with the flipped kernel over n ≥ L points: outputs K−1 … L−1 never wrap."""
+    One matrix product with the banded [L, L − K + 1] matrix whose column i holds the kernel at rows i … i + K − 1:
+    float32 sums as a convolution's, but cuBLAS has no per-shape planning (cuDNN builds a plan for every new
+    shape, ~0.5 ms of host time, and cuFFT ~25 ms: measured on an H200, where the blur's row lengths vary with
+    every photo), and a GPU does the extra multiplications by zero at its full rate."""
     taps, length = kernel.shape[-1], rows.shape[-1]
-    dtype = torch.float32 if rows.device.type == "mps" else torch.float64
-    n = _fast_fft_length(length)
-    spectrum = torch.fft.rfft(rows.to(dtype), n) * torch.fft.rfft(kernel.to(dtype).flip(0), n)
-    return torch.fft.irfft(spectrum, n)[..., taps - 1:length].to(torch.float32)
+    n_out = length - taps + 1
+    band = torch.zeros((length, n_out), dtype=torch.float32, device=rows.device)
+    band.as_strided((n_out, taps), (n_out + 1, n_out)).copy_(kernel.to(torch.float32))  # band[i + k, i] = w[k]
+    with _exact_float32():
+        return rows.to(torch.float32) @ band
 
 
 def gaussian_blur_torch(img: torch.Tensor, sigma: float, use_opencv: bool = True) -> torch.Tensor:
     """scipy.ndimage.gaussian_filter(img, [σ, σ, 0]) (mode 'reflect', truncate 4) of a CHW float tensor.
 
     On the CPU this hands the work to OpenCV's separable filter (same kernel, same mirror mode, several times faster
-    than torch for kernels of ~100 taps; `use_opencv=False` turns it off); elsewhere two 1-D correlations by FFT
-    (float64 sums, float32 stored between the passes as scipy does)."""
+    than torch for kernels of ~100 taps; `use_opencv=False` turns it off); elsewhere two 1-D correlations, each one
+    matrix product (float32 sums and storage, as scipy stores between its passes)."""
     if sigma <= 0:
         return img.clone()
     radius = int(4.0 * sigma + 0.5)
@@ -414,9 +431,9 @@ def gaussian_blur_torch(img: torch.Tensor, sigma: float, use_opencv: bool = True
     cols = _symmetric_index(torch.arange(-radius, width + radius, device=img.device), width)
     # scipy filters axis 0 (H) first, storing float32 in between
     out = img[:, rows].transpose(1, 2).reshape(channels * width, -1)
-    out = _correlate_rows_fft(out, kernel).reshape(channels, width, height).transpose(1, 2)
+    out = _correlate_rows(out, kernel).reshape(channels, width, height).transpose(1, 2)
     out = out[:, :, cols].reshape(channels * height, -1)
-    return _correlate_rows_fft(out, kernel).reshape(channels, height, width)
+    return _correlate_rows(out, kernel).reshape(channels, height, width)
 
 
 def _gaussian_blur_opencv(img: torch.Tensor, kernel: np.ndarray) -> torch.Tensor:
@@ -516,7 +533,7 @@ def _prepare_torch(image: np.ndarray | torch.Tensor, plan: CropPlan, upscale: Up
     if plan.superres > 1 and isinstance(upscale, DeviceUpscale):
         x = _apply_device_upscale(upscale, x, plan.superres)
     elif plan.superres > 1 and upscale is None:
-        x = resize_torch(x, plan.superres, up=True, filter_name="lanczos")
+        x = resize_torch(x, plan.superres, up=True, filter_name="lanczos", varied_shapes=True)
     if plan.padded:
         x = torch.round(pad_with_blur_torch(x, plan.pad, plan.blur_sigma)).clamp_(0.0, 255.0)
     if tuple(x.shape[1:]) != plan.padded_size[::-1]:

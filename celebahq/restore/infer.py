@@ -9,8 +9,10 @@ size. Windows of one shape are batched (on CUDA in powers of two, blanks filling
 
 Window shapes are kept to a few: every window starts at a multiple of `BUCKET` pixels and spans tile + 2·margin
 pixels, except one that ends at the image's far edge (shifted inward to keep its full context) and the single
-window of an image smaller than that; a window ending at the image's bottom or right edge is replicate-padded there
-to a multiple of `BUCKET` (the same padding a whole-image run gets, so tiled and whole agree). On CUDA this matters:
+window of an image smaller than that; a window is replicate-padded at its bottom and right to a multiple of
+`size_bucket` pixels (`BUCKET` on CPU, coarser on CUDA), by at least `margin` pixels where it ends at the image's
+edge (the same padding a whole-image run gets, so tiled and whole agree, and the edge's pixels do not depend on the
+bucket: CPU and CUDA agree). On CUDA this matters:
 cuDNN builds an execution plan for every new input shape (~0.4 ms of host time per convolution, measured on an
 H100 where it left the GPU idle 94% of a build), and a fixed set of shapes lets it reuse them. On CUDA the
 networks' layers run in float16 (weights converted once, channels_last) with float32 input skips, the arithmetic of
@@ -23,6 +25,7 @@ import functools
 import math
 import os
 from collections import Counter
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -42,6 +45,10 @@ DEFAULT_TILE = {"cleanup": 512, "sr": 192}  # input pixels (a tile runs with its
 # On CUDA memory is plenty and every network call costs host time: bigger tiles, fewer windows (a typical face's
 # SR input, 300–500 px, is one window instead of four to nine; less margin work too)
 DEFAULT_TILE_CUDA = {"cleanup": 1024, "sr": 384}
+# On CUDA window sides are padded to multiples of these (input pixels): a single-window photo or face then takes
+# one of ≤ 81 (cleanup) or 49 (SR) shapes instead of one per size, so cuDNN's plans are reused from the first few
+# hundred photos on (~20% more network arithmetic on average, which the GPU has to spare)
+SIZE_BUCKET_CUDA = {"cleanup": 128, "sr": 64}
 DEFAULT_MARGIN = {"cleanup": 48, "sr": 16}  # input pixels of context around each tile
 BUCKET = 16  # window starts and padded window sides are multiples of this many input pixels
 
@@ -57,11 +64,65 @@ def default_device() -> torch.device:
     return torch.device("cuda" if usable else "cpu")
 
 
+@dataclass(frozen=True)
+class Tiling:
+    """How a network runs over an image: tiles of `tile` input pixels with `margin` pixels of context, windows
+    starting at multiples of `bucket`, their sides padded to multiples of `size_bucket`, ≤ `batch` windows of one
+    shape per call; `fixed_batch` (CUDA): a call gets a power of two of windows, blanks filling a short one."""
+
+    tile: int
+    margin: int
+    bucket: int
+    size_bucket: int
+    batch: int
+    fixed_batch: bool
+
+    @classmethod
+    def for_network(cls, kind: str, align: int, on_cuda: bool, tile: int | None = None, margin: int | None = None,
+                    batch: int = 8, size_bucket: int | None = None) -> Tiling:
+        """The defaults of network `kind` (shift-equivariant for multiples of `align`) on CUDA or a CPU."""
+        bucket = math.lcm(BUCKET, align)  # the cleanup net is shift-equivariant for multiples of 8
+        return cls(
+            tile=_round_up(tile or (DEFAULT_TILE_CUDA if on_cuda else DEFAULT_TILE)[kind], bucket),
+            margin=_round_up(DEFAULT_MARGIN[kind] if margin is None else margin, bucket),
+            bucket=bucket,
+            size_bucket=math.lcm(bucket, size_bucket or (SIZE_BUCKET_CUDA[kind] if on_cuda else bucket)),
+            batch=batch,
+            fixed_batch=on_cuda,
+        )
+
+    def windows_by_shape(self, height: int, width: int) -> dict[tuple[int, int], list]:
+        """The (rows, cols) windows of an H×W image (see `_windows`), grouped by the padded shape they run at."""
+        groups: dict[tuple[int, int], list] = {}
+        for rows in _windows(height, self.tile, self.margin, self.bucket):
+            for cols in _windows(width, self.tile, self.margin, self.bucket):
+                groups.setdefault((self.padded_side(rows, height), self.padded_side(cols, width)), []).append(
+                    (rows, cols))
+        return groups
+
+    def padded_side(self, window: tuple[int, int, int, int], length: int) -> int:
+        """The side a window runs at: a multiple of `size_bucket`, and for a window that ends at the image's far
+        edge at least `margin` pixels of replicated edge beyond it, so that edge's pixels never depend on how much
+        padding the bucket adds (the network's reach is within the margin, as for tiles)."""
+        size = window[3] - window[2]
+        return _round_up(size + (self.margin if window[3] == length else 0), self.size_bucket)
+
+    def call_sizes(self, count: int) -> list[tuple[int, int]]:
+        """(windows, network batch) of the calls that run `count` windows of one shape."""
+        sizes = []
+        for start in range(0, count, self.batch):
+            windows = min(self.batch, count - start)
+            sizes.append((windows, min(1 << (windows - 1).bit_length(), max(self.batch, windows))
+                          if self.fixed_batch else windows))
+        return sizes
+
+
 class Restorer:
     """One network ready to run: `restorer(image)` -> restored image (uint8 HWC RGB in, uint8 HWC RGB out)."""
 
     def __init__(self, kind: str, weights: str | os.PathLike | None = None, device: torch.device | str | None = None,
-                 tile: int | None = None, margin: int | None = None, batch: int = 8, half: bool | None = None):
+                 tile: int | None = None, margin: int | None = None, batch: int = 8, half: bool | None = None,
+                 size_bucket: int | None = None):
         if kind not in DEFAULT_TILE:
             raise ValueError(f"unknown restorer {kind!r}: cleanup or sr")
         model, self.info = load_restorer(weights or shipped_weights(kind), kind)  # checked; WeightFileError
@@ -74,15 +135,11 @@ class Restorer:
         model = model.eval().half() if self.half else model.eval()
         self.model = model.to(self.device, memory_format=torch.channels_last if on_cuda else torch.preserve_format)
         self.scale = getattr(model, "SCALE", 1)
-        self.bucket = math.lcm(BUCKET, model.ALIGN)  # the cleanup net is shift-equivariant for multiples of 8
-        self.tile = _round_up(tile or (DEFAULT_TILE_CUDA if on_cuda else DEFAULT_TILE)[kind], self.bucket)
-        self.margin = _round_up(DEFAULT_MARGIN[kind] if margin is None else margin, self.bucket)
-        self.batch = batch
-        # On CUDA a network call gets a power of two of windows (≤ `batch`; blank windows fill a short one): cuDNN
+        # On CUDA a network call gets a power of two of windows (≤ `batch`; blank windows fill a short batch): cuDNN
         # then plans each window shape for a few counts only, and a photo with one window does not pay for eight.
         # The networks treat samples independently, so a window's output does not depend on its neighbours; on a
         # CPU the blanks would only cost.
-        self.fixed_batch = on_cuda
+        self.tiling = Tiling.for_network(kind, model.ALIGN, on_cuda, tile, margin, batch, size_bucket)
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
         """uint8 HW, HW1, HW3 or HW4 (RGBA: alpha dropped) -> uint8 HWC RGB (×4 the size for SR)."""
@@ -102,29 +159,25 @@ class Restorer:
             raise ValueError(f"expected a [3, H, W] image tensor; got shape {tuple(x.shape)}")
         height, width = x.shape[1:]
         out = torch.empty((3, height * self.scale, width * self.scale), dtype=torch.uint8, device=x.device)
-        groups: dict[tuple[int, int], list] = {}
-        for rows in _windows(height, self.tile, self.margin, self.bucket):
-            for cols in _windows(width, self.tile, self.margin, self.bucket):
-                shape = (_round_up(rows[3] - rows[2], self.bucket), _round_up(cols[3] - cols[2], self.bucket))
-                groups.setdefault(shape, []).append((rows, cols))
-        for shape, windows in groups.items():
-            for start in range(0, len(windows), self.batch):
-                self._run(x, shape, windows[start:start + self.batch], out)
+        for shape, windows in self.tiling.windows_by_shape(height, width).items():
+            start = 0
+            for count, network_batch in self.tiling.call_sizes(len(windows)):
+                self._run(x, shape, windows[start:start + count], network_batch, out)
+                start += count
         return out
 
     @torch.no_grad()
-    def _run(self, image: torch.Tensor, shape: tuple[int, int], windows: list, out: torch.Tensor) -> None:
-        """Run one batch of windows of `image` [3, H, W], each replicate-padded at its bottom/right to `shape`,
-        and store each tile's own part in `out`."""
+    def _run(self, image: torch.Tensor, shape: tuple[int, int], windows: list, network_batch: int,
+             out: torch.Tensor) -> None:
+        """Run one batch of windows of `image` [3, H, W], each replicate-padded at its bottom/right to `shape`
+        (blank windows filling the batch up to `network_batch`), and store each tile's own part in `out`."""
         regions = []
         for (_, _, r0, r1), (_, _, c0, c1) in windows:
             region = image[:, r0:r1, c0:c1].float()
             pad_rows, pad_cols = shape[0] - (r1 - r0), shape[1] - (c1 - c0)
             regions.append(F.pad(region, (0, pad_cols, 0, pad_rows), mode="replicate") if pad_rows or pad_cols
                            else region)
-        if self.fixed_batch:
-            count = min(1 << (len(regions) - 1).bit_length(), max(self.batch, len(regions)))
-            regions += [torch.zeros_like(regions[0])] * (count - len(regions))
+        regions += [torch.zeros_like(regions[0])] * (network_batch - len(regions))
         x = torch.stack(regions).to(self.device).div_(255.0)  # float32: the networks' input skips stay float32
         y = self.model(x)
         y = y.float().mul_(255.0).round_().clamp_(0, 255).to(torch.uint8).to(out.device)
@@ -214,9 +267,9 @@ def net_upscale_tensor(x: torch.Tensor, factor: int) -> torch.Tensor:
     if factor == 4:
         return upscaled
     if factor == 2:
-        return resize_torch(upscaled, 2, up=False, filter_name="lanczos")
+        return resize_torch(upscaled, 2, up=False, filter_name="lanczos", varied_shapes=True)
     if factor % 4 == 0:  # 8, 16, … (tiny faces): Lanczos up from the network's 4×, as the host stage does
-        return resize_torch(upscaled, factor // 4, up=True, filter_name="lanczos")
+        return resize_torch(upscaled, factor // 4, up=True, filter_name="lanczos", varied_shapes=True)
     raise ValueError(f"super-resolution factor {factor}: the network stage supports 1, 2 and multiples of 4")
 
 

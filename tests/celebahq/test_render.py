@@ -23,6 +23,8 @@ from skimage import data
 
 from celebahq.geometry import plan_crop, source_to_output
 from celebahq.render import (
+    _resample_last_dim,
+    _round_clip,
     gaussian_blur_torch,
     lanczos_upscale,
     pad_with_blur,
@@ -111,6 +113,10 @@ def test_resize_torch_matches_pillow(astronaut, real_photos, factor, up, filter_
         assert got.shape == expected.shape
         d = np.abs(got.astype(np.int16) - expected)
         assert d.max() <= 1 and (d > 0).mean() < 1e-3, (d.max(), (d > 0).mean())
+        # the matrix form a GPU uses for per-photo sizes (resize_torch(varied_shapes=True) off the CPU)
+        dense = _round_clip(_resample_last_dim(x, factor, up, filter_name, dense=True))
+        dense = _round_clip(_resample_last_dim(dense.transpose(-1, -2), factor, up, filter_name, dense=True))
+        assert np.abs(dense.transpose(-1, -2).permute(1, 2, 0).numpy() - got).max() <= 1
 
 
 def slow_pillow_pass(image: np.ndarray, n_out: int) -> np.ndarray:
@@ -217,7 +223,7 @@ def test_gaussian_blur_torch_matches_scipy(real_photos):
     big = real_photos[0][:300, :280].astype(np.float32)  # ~120 taps over rows of ~400: the blur the render does
     expected = scipy.ndimage.gaussian_filter(big, [15.0, 15.0, 0])
     got = gaussian_blur_torch(torch.from_numpy(big).permute(2, 0, 1), 15.0, use_opencv=False)
-    np.testing.assert_allclose(got.permute(1, 2, 0).numpy(), expected, atol=2e-4)
+    np.testing.assert_allclose(got.permute(1, 2, 0).numpy(), expected, atol=1e-3)
 
 
 @pytest.mark.parametrize("pad", [(5, 7, 9, 3), (60, 0, 100, 45), (0, 0, 0, 0), (30, 30, 30, 30)])

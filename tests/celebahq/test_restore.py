@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import shutil
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -18,7 +19,7 @@ from celebahq.manifest import latest_records, read_all_manifests
 from celebahq.pipeline import BuildOptions, build
 from celebahq.restore.degrade import SR_SCALE, bicubic_upscale, downscale, jpeg_roundtrip
 from celebahq.restore.eval import psnr
-from celebahq.restore.infer import Restorer, net_upscale, shipped_weights
+from celebahq.restore.infer import SIZE_BUCKET_CUDA, Restorer, net_upscale, shipped_weights
 from celebahq.restore.models import build_model, gflops_per_megapixel, warm_start
 from celebahq.restore.train import weights_payload
 
@@ -90,7 +91,7 @@ def test_deterministic_and_batch_independent(kind, restorers, photo):
     assert np.array_equal(first, Restorer(kind, device="cpu", tile=tile, batch=8)(image))
     assert np.array_equal(first, Restorer(kind, device="cpu", tile=tile, batch=1)(image))
     fixed = Restorer(kind, device="cpu", tile=tile, batch=8)
-    fixed.fixed_batch = True  # CUDA's mode: calls get 1, 2, 4 or 8 windows, blanks filling short batches
+    fixed.tiling = replace(fixed.tiling, fixed_batch=True)  # CUDA's: calls of 1, 2, 4 or 8 windows (blanks fill)
     seen = []
     model = fixed.model
     fixed.model = lambda x: seen.append(x.shape[0]) or model(x)
@@ -129,6 +130,10 @@ def test_tiled_equals_whole_image_without_seams(kind, weights, random_weights, p
     whole = Restorer(kind, path, device="cpu", tile=4096)(image).astype(np.int16)
     tiled = Restorer(kind, path, device="cpu", tile=tile)(image).astype(np.int16)
     assert np.abs(tiled - whole).max() <= 1
+    # CUDA's coarse padding of window sides (more replicated edge, never other pixels) agrees to the same ±1
+    coarse = Restorer(kind, path, device="cpu", tile=tile, size_bucket=SIZE_BUCKET_CUDA[kind])
+    assert coarse.tiling.size_bucket == SIZE_BUCKET_CUDA[kind]
+    assert np.abs(coarse(image).astype(np.int16) - whole).max() <= 1
     # no seam: the step between neighbours across a tile border is the whole image's step, to the same ±1
     scale = SR_SCALE if kind == "sr" else 1
     borders = np.arange(tile, image.shape[1], tile) * scale
@@ -219,14 +224,16 @@ def test_huge_image_runs_in_bounded_tiles(monkeypatch):
     image[::97, ::89] = 200
     out = restorer(image)
     assert np.array_equal(out, image)
-    side = restorer.tile + 2 * restorer.margin + restorer.bucket  # the far-edge window may be a bucket longer
+    tiling = restorer.tiling  # the far-edge window: up to a bucket longer, and a margin of replicated edge
+    side = tiling.tile + 3 * tiling.margin + tiling.bucket
     assert max(shape[0] * shape[2] * shape[3] for shape in seen) <= 4 * side * side
 
 
 def test_window_shapes_are_few_whatever_the_photo_size(monkeypatch):
     """cuDNN plans one execution per input shape (on an H100 that cost ~0.4 ms of host time per convolution and
     left the GPU idle): over photos of 40 different sizes the networks see at most 4 window shapes for the large
-    ones, and sides that are multiples of the bucket for the small ones; each window sees ≥ margin of context."""
+    ones, and sides that are multiples of the bucket for the small ones; each window sees ≥ margin of context
+    (a window at the far edge: a margin of replicated edge)."""
     from celebahq.restore.infer import BUCKET, _windows
 
     restorer = Restorer("cleanup", device="cpu")
@@ -238,23 +245,24 @@ def test_window_shapes_are_few_whatever_the_photo_size(monkeypatch):
 
     monkeypatch.setattr(restorer, "model", identity)
     generator = np.random.default_rng(3)
-    span = restorer.tile + 2 * restorer.margin
+    span = restorer.tiling.tile + 2 * restorer.tiling.margin
     for _ in range(40):
         height, width = generator.integers(span + 1, 3 * span, size=2)
         image = generator.integers(0, 256, (height, width, 3), dtype=np.uint8)
         assert np.array_equal(restorer(image), image)
-    assert len(shapes) <= 4 and shapes <= {(a, b) for a in (span, span + BUCKET) for b in (span, span + BUCKET)}
+    sides = (span, span + restorer.tiling.margin, span + restorer.tiling.margin + BUCKET)
+    assert len(shapes) <= 9 and shapes <= {(a, b) for a in sides for b in sides}
     shapes.clear()
     for side in (37, 150, 333):
         restorer(np.zeros((side, 200, 3), np.uint8))
     assert all(h % BUCKET == 0 and w % BUCKET == 0 for h, w in shapes)
     for length in (700, 1000, 1217, 3000):
-        windows = _windows(length, restorer.tile, restorer.margin, BUCKET)
+        windows = _windows(length, restorer.tiling.tile, restorer.tiling.margin, BUCKET)
         assert windows[0][0] == 0 and windows[-1][1] == length
         for (own_start, own_stop, first, last), following in zip(windows, windows[1:] + [None]):
             assert first % BUCKET == 0 and first <= own_start < own_stop <= last <= length
-            assert own_start - first >= restorer.margin or first == 0
-            assert last - own_stop >= restorer.margin or last == length
+            assert own_start - first >= restorer.tiling.margin or first == 0
+            assert last - own_stop >= restorer.tiling.margin or last == length
             assert following is None or following[0] == own_stop
 
 
