@@ -9,7 +9,7 @@ ranks sharing the GPU (the workers split between them). 1,200 sources when the b
 call shapes (which cuDNN plans once each) level off after a few hundred sources, as they do early in a real build. On a CPU (smoke mode): the same rows for 24 sources -> 3 at
 128², and 2 ranks.
 
-    python benchmarks/device_build.py [--budget 240]          # prints the rows
+    python benchmarks/device_build.py [--budget 240] [--sources N] [--ranks 1,2]   # prints the rows
 """
 
 from __future__ import annotations
@@ -32,13 +32,13 @@ from celebahq_scale import CELEBA_KEEP, CELEBA_SOURCES, ROOT, TreeMemory, make_s
 from device_common import Row  # the device suite's row type
 
 
-def _plan(budget_seconds: float) -> tuple[str, int, int, int]:
-    """(device, sources, resolution, workers) for this machine and budget."""
+def _plan(budget_seconds: float, sources: int | None = None) -> tuple[str, int, int, int]:
+    """(device, sources, resolution, workers) for this machine and budget (`sources` overrides the count)."""
     cpus = os.cpu_count() or 1
     if torch.cuda.is_available():
-        sources = 1200 if budget_seconds >= 240 else 400 if budget_seconds >= 180 else 240
-        return "cuda", sources, 1024, min(16, cpus)
-    return "cpu", 24, 128, min(4, cpus)
+        default = 1200 if budget_seconds >= 240 else 400 if budget_seconds >= 180 else 240
+        return "cuda", sources or default, 1024, min(16, cpus)
+    return "cpu", sources or 24, 128, min(4, cpus)
 
 
 @dataclass
@@ -79,32 +79,38 @@ def _pass_rate(run: BuildRun, index: int) -> float:
     return sum(one["sources"] for one in passes) / slowest if slowest > 0 else 0.0
 
 
-def run(budget_seconds: float) -> list[Row]:
+def run(budget_seconds: float, sources: int | None = None, ranks: tuple[int, ...] | None = None) -> list[Row]:
     """Rows: score-pass and write-pass sources/s, projected hours for CelebA, peak memory of the build; on a GPU
     also the same build as 2 and 4 torchrun ranks sharing the GPU (2 on a CPU smoke run), if the budget allows."""
+    return list(rows_as_measured(budget_seconds, sources, ranks))
+
+
+def rows_as_measured(budget_seconds: float, sources: int | None = None, ranks: tuple[int, ...] | None = None):
+    """`run`'s rows, yielded after each build (a caller can print them before the next one starts)."""
     deadline = time.perf_counter() + budget_seconds
-    device, sources, resolution, workers = _plan(budget_seconds)
+    device, sources, resolution, workers = _plan(budget_seconds, sources)
+    writers = min(8, workers)
     keep = max(sources * 15 // 100, 1)
     label = torch.cuda.get_device_name() if device == "cuda" else "CPU smoke mode"
-    rows = []
     with tempfile.TemporaryDirectory(prefix="device_build_") as work:
         src = make_synthetic_celeba(Path(work) / "celeba", sources)
-        for ranks in (1, 2, 4) if device == "cuda" else (1, 2):
+        for count in ranks or ((1, 2, 4) if device == "cuda" else (1, 2)):
             left = deadline - time.perf_counter()
-            if ranks > 1 and left < 60 and device == "cuda":  # a CPU smoke run checks every step, however slow
-                rows.append(Row(f"celebahq build, {ranks} ranks on one device", float("nan"), "",
-                                "skipped: the section's budget is spent"))
+            if count > 1 and left < 60 and device == "cuda":  # a CPU smoke run checks every step, however slow
+                yield Row(f"celebahq build, {count} ranks on one device", float("nan"), "",
+                          "skipped: the section's budget is spent")
                 continue
-            out = Path(work) / f"out{ranks}"
+            out = Path(work) / f"out{count}"
             launcher = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
-                        str(ranks)] if ranks > 1 else [sys.executable]
+                        str(count)] if count > 1 else [sys.executable]
+            # the machine's decode workers and PNG writers split between the ranks (each rank would start its own)
             command = [*launcher, "-m", "celebahq.cli", "build", "--src", str(src), "--out", str(out),
                        "--resolution", str(resolution), "--num-images", str(keep), "--device", device,
-                       "--workers", str(max(workers // ranks, 1)), "--quiet"]
+                       "--workers", str(max(workers // count, 1)), "--writers", str(max(writers // count, 1)),
+                       "--quiet"]
             result = _timed_build(command, out, max(left - 15, 30))
-            rows += _rows(result, ranks, f"{label}, {sources} synthetic sources -> {keep} at {resolution}², "
-                                         f"{workers} workers in all")
-    return rows
+            yield from _rows(result, count, f"{label}, {sources} synthetic sources -> {keep} at {resolution}², "
+                                            f"{workers} workers and {writers} writers in all")
 
 
 def _rows(result: BuildRun | str, ranks: int, note: str) -> list[Row]:
@@ -141,9 +147,12 @@ def _per_source(report: dict) -> str:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--budget", type=float, default=240)
+    parser.add_argument("--sources", type=int, help="synthetic sources (default: by device and budget)")
+    parser.add_argument("--ranks", type=lambda text: tuple(int(v) for v in text.split(",")),
+                        help="comma-separated rank counts to measure (default: 1,2,4 on a GPU, 1,2 on a CPU)")
     args = parser.parse_args()
-    for row in run(args.budget):
-        print(f"{row.name:<55} {row.value:>10.3f} {row.unit:<10} {row.note}")
+    for row in rows_as_measured(args.budget, args.sources, args.ranks):
+        print(f"{row.name:<55} {row.value:>10.3f} {row.unit:<10} {row.note}", flush=True)
 
 
 if __name__ == "__main__":
