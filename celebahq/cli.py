@@ -7,7 +7,7 @@ import json
 import click
 
 from gancore.cli import emit, start_distributed, user_errors
-from gancore.runtime import check_output_path
+from gancore.outputs import check_output_path
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

@@ -31,7 +31,8 @@ import numpy as np
 
 from gancore.errors import UserError
 from gancore.locking import FolderLock, pid_alive
-from gancore.runtime import atomic_output, check_output_path, progress_bar
+from gancore.outputs import atomic_output, check_output_path
+from gancore.runtime import progress_bar
 from gancore.sources import ImageStream
 
 from .manifest import latest_records, load_all_manifests

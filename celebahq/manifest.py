@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from gancore.runtime import atomic_output
+from gancore.outputs import atomic_output
 
 if TYPE_CHECKING:  # typing.Self is Python ≥ 3.11; we support 3.10
     from typing import Self

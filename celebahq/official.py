@@ -23,7 +23,6 @@ import base64
 import bz2
 import hashlib
 import json
-import multiprocessing
 import os
 import time
 import zipfile
@@ -36,8 +35,9 @@ import numpy as np
 from gancore.errors import UserError
 from gancore.imagefiles import write_png
 from gancore.locking import FolderLock
-from gancore.processes import die_with_parent
-from gancore.runtime import atomic_output, progress_bar
+from gancore.outputs import atomic_output
+from gancore.processes import helper_pool
+from gancore.runtime import progress_bar
 from gancore.sources import BadImage, decode_image
 
 from .landmarks import read_celeba_landmarks
@@ -368,8 +368,8 @@ def _pending(rows: list[DeltaRow], out: Path) -> list[DeltaRow]:
 
 
 def _executor(workers: int) -> ProcessPoolExecutor:
-    """Worker processes that die with this one (even by SIGKILL) and leave Ctrl-C to it (celebahq.processes)."""
-    return ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn"), initializer=die_with_parent)
+    """Worker processes that die with this one (even by SIGKILL) and leave Ctrl-C to it (gancore.processes)."""
+    return helper_pool(workers)
 
 
 def _run(tasks: list[RowTask], workers: int, on_result) -> None:

@@ -43,8 +43,9 @@ from gancore import distributed
 from gancore.errors import UserError
 from gancore.imagefiles import list_image_files
 from gancore.locking import FolderLock
-from gancore.processes import die_with_parent, writer_pool
-from gancore.runtime import DeviceTimer, atomic_output, check_output_path, progress_bar, resolve_device
+from gancore.outputs import atomic_output, check_output_path
+from gancore.processes import die_with_parent, helper_pool
+from gancore.runtime import DeviceTimer, progress_bar, resolve_device
 from gancore.sources import BadImage, decode_image
 
 from .export import DatasetZip, HDF5Pyramid, prepare_target
@@ -451,7 +452,7 @@ class _Writer:
     def __init__(self, out: Path, options: BuildOptions, count: int, stack: ExitStack):
         self.out, self.options = out, options
         encode = options.png or options.zip
-        self.pool = stack.enter_context(writer_pool(options.num_writers)) if encode else None
+        self.pool = stack.enter_context(helper_pool(options.num_writers)) if encode else None
         self.h5 = stack.enter_context(HDF5Pyramid(options.h5, count, options.resolution)) if options.h5 else None
         self.zip = stack.enter_context(DatasetZip(options.zip)) if options.zip else None
         self.in_flight: list[tuple[Future, dict, Pick]] = []

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 
 from gancore.imagefiles import encode_png
-from gancore.runtime import atomic_output
+from gancore.outputs import atomic_output
 
 
 def pixels_md5(image: np.ndarray) -> str:

@@ -27,7 +27,7 @@ from PIL import Image, ImageDraw
 
 from gancore.errors import UserError
 from gancore.locking import FolderLock
-from gancore.runtime import atomic_output, check_output_path
+from gancore.outputs import atomic_output, check_output_path
 from gancore.sources import BadImage, FileListSource, decode_image
 
 from .manifest import MANIFEST_NAME, ManifestSummary, latest_records, load_all_manifests, write_manifest

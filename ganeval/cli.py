@@ -8,7 +8,7 @@ import click
 
 from gancore import distributed
 from gancore.cli import emit, format_table, report_skipped, source_options, start_distributed, user_errors
-from gancore.runtime import check_output_path
+from gancore.outputs import check_output_path
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})

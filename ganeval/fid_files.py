@@ -26,7 +26,8 @@ import numpy as np
 import torch
 
 from gancore.errors import UserError
-from gancore.runtime import CACHE_ENV_VAR, atomic_output, cache_root
+from gancore.outputs import atomic_output
+from gancore.runtime import CACHE_ENV_VAR, cache_root
 from gancore.sources import ArraySource, FolderSource, HDF5Source, ImageSource, ZipSource
 
 from .frechet import check_gaussian

@@ -25,7 +25,8 @@ import tempfile
 import threading
 from pathlib import Path
 
-from gancore.runtime import atomic_output, cache_root
+from gancore.outputs import atomic_output
+from gancore.runtime import cache_root
 
 SOURCE_DIR = Path(__file__).resolve().parent / "_native"
 NATIVE_ENV_VAR = "GANEVAL_NATIVE"

@@ -19,7 +19,8 @@ import torch
 import torch.nn.functional as F
 
 from gancore.errors import SourceError, UserError
-from gancore.runtime import atomic_output, resolve_device
+from gancore.outputs import atomic_output
+from gancore.runtime import resolve_device
 from gancore.sources import ImageSource, register_source_opener
 
 from .configs import TrainingConfig

@@ -94,7 +94,8 @@ def generate_command(checkpoint, num, out_dir, seed, resolution, device):
     """Write NUM images of CHECKPOINT's EMA generator as OUT/000000.png … (each PNG written atomically)."""
     from gancore.imagefiles import write_png
     from gancore.locking import FolderLock
-    from gancore.runtime import check_output_path, resolve_device
+    from gancore.outputs import check_output_path
+    from gancore.runtime import resolve_device
 
     from .checkpoint import (
         GeneratorSource,
@@ -131,7 +132,8 @@ def interpolate_command(checkpoint, out_path, frames, sigma, seed, columns, devi
     renormalised to the hypersphere."""
     from gancore.imagefiles import write_png
     from gancore.locking import FolderLock
-    from gancore.runtime import check_output_path, resolve_device
+    from gancore.outputs import check_output_path
+    from gancore.runtime import resolve_device
 
     from .checkpoint import generator_from_checkpoint, images_to_uint8, load_checkpoint, smooth_latents
     from .training_loop import save_grid
@@ -165,7 +167,7 @@ def import_command(pickle_path, out_path):
       progan generate celebahq-1024.pt --num 16 --out samples
       PROGAN_SOURCE_IMAGES=50000 ganeval fid celebahq-1024.pt celebahq-1024.h5
     """
-    from gancore.runtime import check_output_path
+    from gancore.outputs import check_output_path
 
     from .checkpoint import CHECKPOINT_SUFFIX
     from .tf_import import import_pickle

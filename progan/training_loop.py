@@ -40,7 +40,8 @@ from gancore import distributed
 from gancore.errors import UserError
 from gancore.imagefiles import write_png
 from gancore.locking import FolderLock
-from gancore.runtime import atomic_output, resolve_device
+from gancore.outputs import atomic_output
+from gancore.runtime import resolve_device
 
 from .checkpoint import GeneratorSource, images_to_uint8, load_checkpoint, save_checkpoint
 from .configs import TrainingConfig

@@ -35,7 +35,8 @@ from PIL import Image
 
 from gancore.errors import UserError
 from gancore.imagefiles import list_image_files, write_png
-from gancore.runtime import check_output_path, progress_bar
+from gancore.outputs import check_output_path
+from gancore.runtime import progress_bar
 from gancore.sources import BadImage, decode_image, to_rgb_hwc
 
 from .models import load_restorer

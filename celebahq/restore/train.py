@@ -24,7 +24,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from gancore.errors import UserError
-from gancore.runtime import atomic_output, progress_bar, resolve_device
+from gancore.outputs import atomic_output
+from gancore.runtime import progress_bar, resolve_device
 from gancore.sources import BadImage, decode_image
 
 from .degrade import SR_SCALE, bicubic_upscale, downscale, jpeg_roundtrip

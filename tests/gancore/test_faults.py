@@ -21,7 +21,7 @@ from gancore.cli import user_errors
 from gancore.errors import SourceError, UserError
 from gancore.imagefiles import list_image_files, write_png
 from gancore.locking import FolderLock
-from gancore.runtime import check_output_path
+from gancore.outputs import check_output_path
 from gancore.sources import MAX_PIXELS_ENV_VAR, BadImage, ImageStream, decode_image, open_source, peek_shape
 
 
