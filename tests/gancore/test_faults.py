@@ -204,3 +204,24 @@ def test_lock_of_a_killed_process_is_taken_over(tmp_path):
     with FolderLock(tmp_path, "celebahq export", notify=notes.append):
         pass
     assert len(notes) == 1 and "took over the stale lock of `celebahq build`" in notes[0]
+
+
+def test_helper_pool_children_do_not_import_the_main_module(tmp_path):
+    """A spawned child normally re-imports the parent's __main__ (for a CLI: torch and all); helper_pool's do not,
+    and they still run tasks of importable modules."""
+    marker = tmp_path / "imported-by"
+    script = tmp_path / "entry.py"
+    script.write_text(
+        "import os, pathlib\n"
+        f"pathlib.Path({str(marker)!r}).open('a').write(__name__ + ' ' + str(os.getpid()) + '\\n')\n"
+        "if __name__ == '__main__':\n"
+        "    from gancore.processes import helper_pool\n"
+        "    with helper_pool(2) as pool:\n"
+        "        pids = {pool.submit(os.getpid).result() for _ in range(4)}\n"
+        "    print(len(pids - {os.getpid()}) > 0)\n")
+    completed = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=120,
+                               cwd=tmp_path, env=dict(os.environ, PYTHONPATH=str(Path(__file__).parents[2])),
+                               check=False)
+    assert completed.returncode == 0, completed.stderr
+    assert completed.stdout.strip() == "True"  # the tasks ran in other processes
+    assert marker.read_text().split()[0::2] == ["__main__"]  # only the parent ran the entry module
