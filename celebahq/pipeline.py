@@ -45,7 +45,7 @@ from gancore.imagefiles import list_image_files
 from gancore.locking import FolderLock
 from gancore.outputs import atomic_output, check_output_path
 from gancore.processes import die_with_parent, helper_pool
-from gancore.runtime import DeviceTimer, progress_bar, resolve_device
+from gancore.runtime import DeviceTimer, host_to_device, progress_bar, resolve_device
 from gancore.sources import BadImage, decode_image
 
 from .export import DatasetZip, HDF5Pyramid, prepare_target
@@ -381,8 +381,8 @@ def _device_inputs(batch: list[Prepared], options: BuildOptions) -> list[np.ndar
     cleanup = CLEANUP_DEVICE_STAGES[options.cleanup] if options.cleanup_on_device else None
     if cleanup is None:
         return [p.pixels for p in batch]
-    photos = (torch.from_numpy(np.require(p.pixels, requirements=("C", "W"))) for p in batch)
-    return [cleanup(photo.to(options.device).permute(2, 0, 1)) for photo in photos]
+    photos = (host_to_device(np.require(p.pixels, requirements=("C", "W")), options.device) for p in batch)
+    return [cleanup(photo.permute(2, 0, 1)) for photo in photos]
 
 
 @functools.lru_cache(maxsize=1)

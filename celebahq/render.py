@@ -42,6 +42,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from celebahq.geometry import CropPlan, plan_crop, quad_coefficients
+from gancore.runtime import host_to_device
 
 Upscale = Callable[[np.ndarray, int], np.ndarray]
 
@@ -260,7 +261,7 @@ def _resample_last_dim(x: torch.Tensor, factor: int, up: bool, filter_name: str,
         lo = np.floor(centres - support + 0.5)[:, None]
         hi = np.floor(centres + support + 0.5)[:, None]
         weight = np.where((k >= lo) & (k < hi), fn(k + 0.5 - centres[:, None]), 0.0)
-        weight = torch.as_tensor(weight, dtype=x.dtype, device=x.device)
+        weight = host_to_device(weight, x.device, x.dtype)
         if dense:
             return (rows @ _band_matrix(n, n * factor, weight, k_min, 1)).reshape(*shape[:-1], n * factor)
         out = _conv_rows(rows, weight, -k_min, k_max, 1)  # [M, f, n]
@@ -272,7 +273,7 @@ def _resample_last_dim(x: torch.Tensor, factor: int, up: bool, filter_name: str,
     j0 = int(np.floor(factor / 2 - scaled + 0.5))
     j1 = int(np.floor(factor / 2 + scaled + 0.5))
     j = np.arange(j0, j1)
-    weight = torch.as_tensor(fn((j + 0.5 - factor / 2) / factor)[None], dtype=x.dtype, device=x.device)
+    weight = host_to_device(fn((j + 0.5 - factor / 2) / factor)[None], x.device, x.dtype)
     if j0 > 0:
         raise AssertionError("filter window does not start at or before its output")
     n_out = n // factor
@@ -329,7 +330,7 @@ def pillow_weights(n_in: int, n_out: int, filter_name: str = "lanczos") -> np.nd
 
 def _pillow_pass(x: torch.Tensor, n_out: int, filter_name: str) -> torch.Tensor:
     """One 8-bit Pillow pass along the last dimension of x [..., n] (uint8 values): [..., n_out], uint8 values."""
-    weights = torch.as_tensor(pillow_weights(x.shape[-1], n_out, filter_name), device=x.device)
+    weights = host_to_device(pillow_weights(x.shape[-1], n_out, filter_name), x.device)
     sums = x.to(torch.float64) @ weights + (1 << (_PRECISION_BITS - 1))
     return torch.floor(sums * (1.0 / (1 << _PRECISION_BITS))).clamp_(0.0, 255.0).to(x.dtype)
 
@@ -426,7 +427,7 @@ def gaussian_blur_torch(img: torch.Tensor, sigma: float, use_opencv: bool = True
     channels, height, width = img.shape
     if use_opencv and img.device.type == "cpu" and img.dtype == torch.float32 and channels <= 4:
         return _gaussian_blur_opencv(img, kernel)
-    kernel = torch.as_tensor(kernel, device=img.device)
+    kernel = host_to_device(kernel, img.device)
     rows = _symmetric_index(torch.arange(-radius, height + radius, device=img.device), height)
     cols = _symmetric_index(torch.arange(-radius, width + radius, device=img.device), width)
     # scipy filters axis 0 (H) first, storing float32 in between
@@ -523,7 +524,7 @@ def _cropped_on_device(image: np.ndarray | torch.Tensor, plan: CropPlan, upscale
     if on_host:
         img = _apply_upscale(upscale, img, plan.superres)
     pixels = np.require(img, requirements=("C", "W"))  # PIL's arrays are read-only; torch wants writable ones
-    return torch.from_numpy(pixels).to(device).permute(2, 0, 1).to(torch.float32)
+    return host_to_device(pixels, device).permute(2, 0, 1).to(torch.float32)
 
 
 def _prepare_torch(image: np.ndarray | torch.Tensor, plan: CropPlan, upscale: Upscale | DeviceUpscale | None,

@@ -72,6 +72,21 @@ def cache_root() -> Path:
     return (Path(xdg).expanduser() if xdg else Path.home() / ".cache") / "ganeval"
 
 
+def host_to_device(array, device: torch.device | str, dtype: torch.dtype | None = None) -> torch.Tensor:
+    """A host array (numpy, or a CPU tensor) as a tensor on `device`, without stalling the device's queue.
+
+    On CUDA the data is staged in pinned memory (torch's caching host allocator) and copied asynchronously: a copy
+    from ordinary (pageable) memory first waits for all GPU work queued before it, so a render that moved a few
+    filter weights per photo that way made the host wait for the GPU several times per photo instead of queueing
+    ahead. Elsewhere a plain copy (on the CPU, without `dtype`, the tensor may share the array's memory). `dtype`
+    converts on the host first."""
+    tensor = torch.as_tensor(array, dtype=dtype)
+    device = torch.device(device)
+    if device.type != "cuda":
+        return tensor.to(device)
+    return tensor.pin_memory().to(device, non_blocking=True)
+
+
 class DeviceTimer:
     """Seconds spent in named spans of work on a device, measured without stalling it.
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import numpy as np
+import pytest
 import torch
 
 from gancore import distributed
+from gancore.runtime import host_to_device
 
 
 def test_ranks_take_their_gpu_or_share_fewer(monkeypatch):
@@ -35,3 +38,17 @@ def test_device_timer_sums_nested_spans_on_the_cpu():
     with timer.span("outer"):
         pass
     assert timer.collect()["outer"] >= first["outer"]  # totals accumulate over collects
+
+
+@pytest.mark.parametrize("device", ["cpu", pytest.param("cuda", marks=pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="needs CUDA"))])
+def test_host_to_device_copies_and_converts(device):
+    """host_to_device: the array's values on the device (on CUDA through pinned memory, asynchronously; the copy
+    must be complete before the host array is reused), converted to `dtype` when given."""
+    array = np.arange(12, dtype=np.float64).reshape(3, 4) / 7
+    got = host_to_device(array, device, torch.float32)
+    assert got.device.type == device and got.dtype == torch.float32
+    array[:] = -1  # the staging copy is the tensor's, not the array's
+    np.testing.assert_array_equal(got.cpu().numpy(), (np.arange(12).reshape(3, 4) / 7).astype(np.float32))
+    photo = np.random.default_rng(0).integers(0, 256, (50, 40, 3), dtype=np.uint8)
+    assert torch.equal(host_to_device(photo, device).cpu(), torch.from_numpy(photo))
