@@ -574,8 +574,8 @@ def render_torch_tensor(
     `device`; a plain callable runs on the host (uint8 HWC arrays); a `DeviceUpscale` runs on `device` (float CHW
     tensors: no host round trip). The 4R × 4R sampling and the downscale run on all images of the call as
     one batch on `device` (default: CUDA when available); each photo's pixels are independent of its batch.
-    Memory grows with the batch: about (4R)² · 24 bytes plus its prepared image · 12 bytes per image; measured peak 4.75 GiB for 8 photos at R = 1024.
-    Speed on one H100 at R = 1024: 5 ms per unpadded photo, ~10 ms per photo averaged over a mixed batch of 8.
+    Memory grows with the batch: about (4R)² · 24 bytes plus its prepared image · 12 bytes per image (measured
+    peak 4.75 GiB for 8 photos at R = 1024). Speed: docs/celebahq.md, "On one GPU" (the build's draw stage).
     """
     _check_downscale(downscale)
     if len(images) != len(plans_or_landmarks):
