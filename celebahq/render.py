@@ -572,10 +572,11 @@ def render_torch_tensor(
     float with uint8 values) on any device: its shrink (`resize_pillow_torch`) and crop then run on `device` too, so
     a photo cleaned up on the GPU never visits the host. upscale=None is PIL's Lanczos emulated in torch on
     `device`; a plain callable runs on the host (uint8 HWC arrays); a `DeviceUpscale` runs on `device` (float CHW
-    tensors: no host round trip). The 4R × 4R sampling and the downscale run on all images of the call as
-    one batch on `device` (default: CUDA when available); each photo's pixels are independent of its batch.
-    Memory grows with the batch: about (4R)² · 24 bytes plus its prepared image · 12 bytes per image (measured
-    peak 4.75 GiB for 8 photos at R = 1024). Speed: docs/celebahq.md, "On one GPU" (the build's draw stage).
+    tensors: no host round trip). Everything runs on `device` (default: CUDA when available), one image at a
+    time, so each photo's pixels are independent of its batch and memory holds one 4R × 4R canvas: 8 photos at
+    R = 1024 on the CPU peak at 1.6–1.7 GiB RSS (10.4–10.5 GiB when a batch's canvases were held together; the
+    same bytes out; `benchmarks/render_memory.py`).
+    Speed: docs/celebahq.md, "On one GPU" (the build's draw stage).
     """
     _check_downscale(downscale)
     if len(images) != len(plans_or_landmarks):
@@ -587,15 +588,20 @@ def render_torch_tensor(
     plans = [_plan_for(image, p, resolution) for image, p in zip(images, plans_or_landmarks)]
     if len({plan.resolution for plan in plans}) != 1:
         raise ValueError("all plans of one call must share the output resolution")
-    prepared = [_prepare_torch(image, plan, upscale, device) for image, plan in zip(images, plans)]
+    # One image at a time from its photo to its output (a 4R × 4R canvas is plenty of work for a GPU and 200 MB at
+    # R = 1024): memory holds one canvas, not the batch's, and a photo's pixels cannot depend on its batch.
+    side = plans[0].resolution  # a CropPlan given instead of landmarks carries its own
+    out = torch.empty((len(images), 3, side, side), dtype=torch.uint8, device=device)
+    for index, (image, plan) in enumerate(zip(images, plans)):
+        out[index] = _draw(_prepare_torch(image, plan, upscale, device), plan, downscale)[0]
+    return out
 
-    # Each image is sampled on its own canvas (one grid_sample per image: 4R × 4R samples are plenty of work
-    # for a GPU), so a photo's pixels do not depend on which other photos share its batch.
-    sampled = []
-    for x, plan in zip(prepared, plans):
-        grid, mask = _sampling_grid(plan, (x.shape[1], x.shape[2]), device)
-        one = F.grid_sample(x[None], grid[None], mode="bilinear", padding_mode="border", align_corners=False)
-        sampled.append(torch.floor(one + _TRUNCATE_EPS) * mask[None, None])  # PIL truncates to uint8
-    del prepared
-    sampled = torch.cat(sampled)
-    return resize_torch(sampled, 4, up=False, filter_name=downscale).to(torch.uint8)
+
+def _draw(x: torch.Tensor, plan: CropPlan, downscale: str) -> torch.Tensor:
+    """Steps 8–9 on one prepared image x (float32 [3, H, W], uint8 values): the 4R × 4R bilinear sample of the
+    quad (PIL's QUAD transform) truncated to uint8 values, then the 4× downscale -> float [1, 3, R, R]."""
+    grid, mask = _sampling_grid(plan, (x.shape[1], x.shape[2]), x.device)
+    canvas = F.grid_sample(x[None], grid[None], mode="bilinear", padding_mode="border", align_corners=False)
+    del grid
+    canvas.add_(_TRUNCATE_EPS).floor_().mul_(mask)  # PIL truncates to uint8 (in place: one 4R × 4R buffer)
+    return resize_torch(canvas, 4, up=False, filter_name=downscale)
