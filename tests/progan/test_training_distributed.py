@@ -33,6 +33,13 @@ def _stats(run: Path) -> list[dict]:
     return [json.loads(line) for line in (run / "stats.jsonl").read_text().splitlines()]
 
 
+def _failure(completed: subprocess.CompletedProcess) -> str:
+    """A failed run's stderr for the assertion message: its start too (a rank's own last words come before
+    torchrun's long summary, which alone fills a plain tail)."""
+    text = completed.stderr
+    return text if len(text) <= 6000 else f"{text[:3000]}\n[…]\n{text[-3000:]}"
+
+
 def _progan(*arguments: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1",
            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
@@ -53,9 +60,9 @@ def test_two_processes_equal_one_through_a_fade_in_and_a_resume(tmp_path):
     run = tmp_path / "two"
     first = _progan("train", "--config", "tiny", "--data", str(data), "--out", str(run), "--gpus", "2",
                     "--device", "cpu", *settings, "--kimg", "0.256")                 # tick 1: 4x4
-    assert first.returncode == 0, first.stderr[-3000:]
+    assert first.returncode == 0, _failure(first)
     second = _progan("train", "--resume", str(run), "--gpus", "2", "--device", "cpu", "--kimg", "0.512")  # fade
-    assert second.returncode == 0, second.stderr[-3000:]
+    assert second.returncode == 0, _failure(second)
     one, two = _stats(tmp_path / "one"), _stats(run)
     assert [row["tick"] for row in two] == [row["tick"] for row in one] == [1, 2]
     assert one[0]["lod"] == 1 and 0 < one[1]["lod"] < 0.1              # tick 2 ends at the end of the fade-in
