@@ -4,9 +4,9 @@ Flow per source image (paper Appendix C, original `create_celebahq`):
 
     decode (worker) -> landmarks (CelebA file or dlib, worker) -> plan (pure geometry, worker)
     -> cleanup stage + shrink + crop (worker; with the torch backend in the main process on the device instead)
-    -> [super-resolution, padding, 4R bilinear, downscale] (batched render on the device) -> quality score and md5
-    of the rendered pixels -> PNG encoded by a writer process (temp + rename) and/or the HDF5 / zip exports -> one
-    manifest line
+    -> [super-resolution, padding, 4R bilinear, downscale] (render on the device, a batch per call) -> quality
+    score and md5 of the rendered pixels -> PNG encoded by a writer process (temp + rename) and/or the HDF5 / zip
+    exports -> one manifest line
 
 Two passes when a selection is asked (`num_images`: the best N by quality): pass 1 ("score") renders every source
 and records its landmarks, plan, score and md5 with status "scored", writing no image; pass 2 ("write")

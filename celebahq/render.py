@@ -3,8 +3,8 @@
 * `render_pil`: the slow reference, step by step as the original with PIL, numpy and scipy.
 * `render_torch`: the fast path. The cheap per-image steps run per image (shrink with PIL on the host for host
   arrays, or in torch for device tensors, e.g. a photo the cleanup network restored on the GPU; crop by slicing;
-  then super-resolution and padding in torch on `device`); the expensive part, bilinear sampling at
-  4R × 4R and the downscale to R × R, runs on all images of the call as one batch. It emulates Pillow's arithmetic
+  then super-resolution and padding in torch on `device`); then the bilinear sampling at 4R × 4R and the
+  downscale to R × R, one image at a time (a 4R canvas is 200 MB at R = 1024). It emulates Pillow's arithmetic
   (QUAD pixel centres, truncation of the bilinear result to uint8, the two-pass Lanczos/box resampling with
   8-bit rounding between the passes), so the two backends agree to within rounding. Measured on real photographs
   (astronaut, Grace Hopper, rotated, padded, shrunk, super-resolved, the bundled crops), R = 128 … 1024, CPU and
@@ -287,10 +287,12 @@ def _resample_last_dim(x: torch.Tensor, factor: int, up: bool, filter_name: str,
     return out.reshape(*shape[:-1], n_out)
 
 
-def _band_matrix(n: int, n_out: int, weight: torch.Tensor, first: int, step: int) -> torch.Tensor:
+def _band_matrix(n: int, n_out: int, weight: torch.Tensor, first: int, step: int,
+                 normalise: bool = True) -> torch.Tensor:
     """[n, n_out] on weight's device: output o = P·i + p (P = weight's rows, the phases) has taps at inputs
     step·i + first + k with weights weight[p, k] (taps outside 0 … n−1 dropped), each column normalised by the weight
-    inside the row: `_conv_rows`' sums (zero padding, PIL's edge rule) as a matrix, built on the device."""
+    inside the row (`normalise`): `_conv_rows`' sums (zero padding, PIL's edge rule) as a matrix, built on the
+    device."""
     phases, taps = weight.shape
     per_phase = n_out // phases
     offset = -first  # ≥ 0: padded row r + offset is input r
@@ -299,7 +301,7 @@ def _band_matrix(n: int, n_out: int, weight: torch.Tensor, first: int, step: int
     for p in range(phases):  # element (step·i + k, P·i + p) of the padded matrix, for all i and k at once
         padded.as_strided((per_phase, taps), (step * n_out + phases, n_out), p).copy_(weight[p])
     band = padded[offset:offset + n]
-    return band / band.sum(dim=0, keepdim=True)
+    return band / band.sum(dim=0, keepdim=True) if normalise else band
 
 
 _PRECISION_BITS = 22  # Pillow's fixed-point weights for 8-bit images (32 - 8 - 2)
@@ -406,10 +408,8 @@ def _correlate_rows(rows: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
     float32 sums as a convolution's, but cuBLAS has no per-shape planning (cuDNN builds a plan for every new
     shape, ~0.5 ms of host time, and cuFFT ~25 ms: measured on an H200, where the blur's row lengths vary with
     every photo), and a GPU does the extra multiplications by zero at its full rate."""
-    taps, length = kernel.shape[-1], rows.shape[-1]
-    n_out = length - taps + 1
-    band = torch.zeros((length, n_out), dtype=torch.float32, device=rows.device)
-    band.as_strided((n_out, taps), (n_out + 1, n_out)).copy_(kernel.to(torch.float32))  # band[i + k, i] = w[k]
+    length = rows.shape[-1]
+    band = _band_matrix(length, length - kernel.shape[-1] + 1, kernel.to(torch.float32)[None], 0, 1, normalise=False)
     with _exact_float32():
         return rows.to(torch.float32) @ band
 
