@@ -8,7 +8,8 @@ Counts distinct (windows per call, height, width) for the tiling in celebahq/res
 CUDA defaults (`Tiling`: bucketed windows; on CUDA bigger tiles, coarser padded sides, power-of-two calls) and, as
 the baseline, for the tiling it replaced (tiles clipped at the image edges,
 the cleanup net's sides padded to 8, calls of as many same-shape tiles as there were, up to the batch). Prints the
-counts after every quarter of the sources: a bounded count stops growing. No network runs; seconds.
+counts after every quarter of the sources: a bounded count stops growing; then the pixels each tiling runs
+through the network per image pixel. No network runs; seconds.
 """
 
 from __future__ import annotations
@@ -49,6 +50,12 @@ def current(height: int, width: int, tiling: Tiling) -> set[tuple[int, int, int]
             for _, network_batch in tiling.call_sizes(len(windows))}
 
 
+def network_pixels(height: int, width: int, tiling: Tiling) -> int:
+    """Pixels the network processes for an H×W image with `tiling` (windows with margins and padding, blanks)."""
+    return sum(network_batch * shape[0] * shape[1] for shape, windows in tiling.windows_by_shape(height, width).items()
+               for _, network_batch in tiling.call_sizes(len(windows)))
+
+
 def previous(height: int, width: int, kind: str, batch: int) -> set[tuple[int, int, int]]:
     tile, margin, align = DEFAULT_TILE[kind], DEFAULT_MARGIN[kind], ALIGN[kind]
     groups: dict[tuple[int, int], int] = {}
@@ -71,6 +78,8 @@ def main(argv=None) -> None:
     tilings = {(device, kind): Tiling.for_network(kind, ALIGN[kind], device == "cuda", batch=args.batch)
                for device in ("cpu", "cuda") for kind in ("cleanup", "sr")}
     seen = {(scheme, kind): set() for scheme in schemes for kind in ("cleanup", "sr")}
+    work_done = dict.fromkeys(tilings, 0)
+    image_pixels = {"cleanup": 0, "sr": 0}
     with tempfile.TemporaryDirectory(prefix="restore_shapes_") as work:
         items, table = discover_sources(make_synthetic_celeba(Path(work) / "celeba", args.sources))
         print(f"{'sources':>8} " + " ".join(f"{kind + ' ' + scheme:>15}" for kind in ("cleanup", "sr")
@@ -88,11 +97,15 @@ def main(argv=None) -> None:
                 regions += [("sr", bottom - top, right - left)] if plan.superres > 1 else []
                 for kind, rows, cols in regions:
                     seen["previous", kind] |= previous(rows, cols, kind, args.batch)
+                    image_pixels[kind] += rows * cols
                     for device in ("cpu", "cuda"):
                         seen[device, kind] |= current(rows, cols, tilings[device, kind])
+                        work_done[device, kind] += network_pixels(rows, cols, tilings[device, kind])
             if number % max(len(items) // 4, 1) == 0 or number == len(items):
                 print(f"{number:>8} " + " ".join(f"{len(seen[scheme, kind]):>15}" for kind in ("cleanup", "sr")
                                                  for scheme in schemes))
+    print("network pixels per image pixel (margins, padding, blank windows): " + ", ".join(
+        f"{kind} {device} {work_done[device, kind] / max(image_pixels[kind], 1):.2f}" for device, kind in work_done))
 
 
 if __name__ == "__main__":

@@ -172,8 +172,8 @@ class Prepared:
     def __reduce__(self):
         """Pickled (from a decode worker to the main process) with the pixels as a torch tensor, which the
         DataLoader's queue passes through shared memory instead of copying the bytes through a pipe: the main
-        process received a 0.33 MP photo in 0.7–1.2 ms instead of 1.7–2.7, a 3 MP one in 2.1–5.3 ms instead of
-        9.8–19.5 (3 runs on this 2-core machine); the main process bounds a GPU build."""
+        process (which bounds a GPU build) receives a 3 MP photo in 3–4 ms instead of 16–21
+        (benchmarks/process_overheads.py, 2-core CPU; no difference at 0.33 MP)."""
         fields = {entry.name: getattr(self, entry.name) for entry in dataclasses.fields(self)}
         fields["pixels"] = torch.from_numpy(np.require(self.pixels, requirements=("C", "W")))
         return _prepared_from_pickle, (fields,)

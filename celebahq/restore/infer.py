@@ -48,8 +48,8 @@ DEFAULT_TILE = {"cleanup": 512, "sr": 192}  # input pixels (a tile runs with its
 DEFAULT_TILE_CUDA = {"cleanup": 1024, "sr": 384}
 # On CUDA window sides are padded to multiples of these (input pixels): a single-window photo or face then takes
 # one of ≤ 100 (cleanup) or 49 (SR) shapes instead of one per size, so cuDNN's plans are reused from the first few
-# hundred photos on. Network pixels per image pixel over 400 synthetic sources (margins, padding, blank windows):
-# cleanup 1.98 and SR 2.12 with these settings, 2.04 and 1.92 with the CPU's
+# hundred photos on. Network pixels per image pixel (margins, padding, blank windows; 400 synthetic sources,
+# benchmarks/restore_shapes.py): cleanup 1.98 and SR 2.12 with these settings, 2.04 and 1.92 with the CPU's
 SIZE_BUCKET_CUDA = {"cleanup": 128, "sr": 64}
 DEFAULT_MARGIN = {"cleanup": 48, "sr": 16}  # input pixels of context around each tile
 BUCKET = 16  # window starts and padded window sides are multiples of this many input pixels
