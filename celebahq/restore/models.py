@@ -34,6 +34,55 @@ class _ResidualBlock(nn.Module):
         return x + self.body(x)
 
 
+def is_channels_last(x: torch.Tensor) -> bool:
+    """Whether a 4-d tensor is stored channels_last (NHWC) and not also plain contiguous (NCHW)."""
+    return x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous()
+
+
+def pixel_shuffle_as(x: torch.Tensor, factor: int, dtype: torch.dtype, channels_last: bool) -> torch.Tensor:
+    """F.pixel_shuffle's values in one copy, cast to `dtype` and stored NHWC or NCHW as asked:
+    [N, C·f², H, W] (any layout) -> [N, C, f·H, f·W].
+
+    F.pixel_shuffle returns NCHW whatever its input (on CUDA a copy through a generic reshape), and a cast or the
+    next channels_last convolution copies the result again; this writes the result once, in its final layout."""
+    n, channels, height, width = x.shape
+    out_channels = channels // factor ** 2
+    source = x.unflatten(1, (out_channels, factor, factor))  # [N, C, i, j, H, W]: a view, whatever x's strides
+    if channels_last:
+        out = x.new_empty((n, height * factor, width * factor, out_channels), dtype=dtype)
+        out.view(n, height, factor, width, factor, out_channels).copy_(source.permute(0, 4, 2, 5, 3, 1))
+        return out.permute(0, 3, 1, 2)
+    out = x.new_empty((n, out_channels, height * factor, width * factor), dtype=dtype)
+    out.view(n, out_channels, height, factor, width, factor).copy_(source.permute(0, 1, 4, 2, 5, 3))
+    return out
+
+
+def pixel_unshuffle_as(x: torch.Tensor, factor: int, dtype: torch.dtype, channels_last: bool) -> torch.Tensor:
+    """F.pixel_unshuffle's values in one copy, cast to `dtype` and stored NHWC or NCHW as asked:
+    [N, C, f·H, f·W] (any layout) -> [N, C·f², H, W]."""
+    n, channels, height, width = x.shape
+    height, width = height // factor, width // factor
+    source = x.unflatten(3, (width, factor)).unflatten(2, (height, factor))  # [N, C, H, i, W, j]
+    if channels_last:
+        out = x.new_empty((n, height, width, channels * factor ** 2), dtype=dtype)
+        out.view(n, height, width, channels, factor, factor).copy_(source.permute(0, 2, 4, 1, 3, 5))
+        return out.permute(0, 3, 1, 2)
+    out = x.new_empty((n, channels * factor ** 2, height, width), dtype=dtype)
+    out.view(n, channels, factor, factor, height, width).copy_(source.permute(0, 1, 3, 5, 2, 4))
+    return out
+
+
+class _PixelShuffle(nn.Module):
+    """nn.PixelShuffle whose output keeps its input's layout (channels_last stays channels_last: one copy)."""
+
+    def __init__(self, factor: int):
+        super().__init__()
+        self.factor = factor
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return pixel_shuffle_as(x, self.factor, x.dtype, is_channels_last(x))
+
+
 def _zero_(layer: nn.Conv2d) -> nn.Conv2d:
     nn.init.zeros_(layer.weight)
     nn.init.zeros_(layer.bias)
@@ -63,9 +112,9 @@ class CleanupNet(nn.Module):
         self.head = nn.Sequential(_conv(12, w1), nn.ReLU(inplace=True), *residual(w1, b1))
         self.down2 = nn.Sequential(_conv(w1, w2, stride=2), nn.ReLU(inplace=True), *residual(w2, b2))
         self.down3 = nn.Sequential(_conv(w2, w3, stride=2), nn.ReLU(inplace=True), *residual(w3, b3))
-        self.up3 = nn.Sequential(_conv(w3, 4 * w2), nn.PixelShuffle(2))
+        self.up3 = nn.Sequential(_conv(w3, 4 * w2), _PixelShuffle(2))
         self.decode2 = nn.Sequential(*residual(w2, b2))
-        self.up2 = nn.Sequential(_conv(w2, 4 * w1), nn.PixelShuffle(2))
+        self.up2 = nn.Sequential(_conv(w2, 4 * w1), _PixelShuffle(2))
         self.decode1 = nn.Sequential(*residual(w1, b1))
         self.tail = _zero_(_conv(w1, 12))
 
@@ -77,12 +126,13 @@ class CleanupNet(nn.Module):
         height, width = x.shape[-2:]
         pad_h, pad_w = -height % self.ALIGN, -width % self.ALIGN
         padded = F.pad(x, (0, pad_w, 0, pad_h), mode="replicate") if pad_h or pad_w else x
-        level1 = self.head(F.pixel_unshuffle(padded, 2).to(self.tail.weight.dtype))
+        weight = self.tail.weight  # the layers' dtype and layout (channels_last on CUDA)
+        level1 = self.head(pixel_unshuffle_as(padded, 2, weight.dtype, is_channels_last(weight)))
         level2 = self.down2(level1)
         level3 = self.down3(level2)
         level2 = self.decode2(self.up3(level3) + level2)
         level1 = self.decode1(self.up2(level2) + level1)
-        out = padded + F.pixel_shuffle(self.tail(level1), 2).to(padded.dtype)
+        out = pixel_shuffle_as(self.tail(level1), 2, padded.dtype, channels_last=False).add_(padded)
         return out[..., :height, :width]
 
 
@@ -102,17 +152,19 @@ class SRNet(nn.Module):
         self.head = _conv(3, channels)
         self.body = nn.Sequential(*[_ResidualBlock(channels) for _ in range(blocks)], _conv(channels, channels))
         self.upsample = nn.Sequential(
-            _conv(channels, 4 * upsample_channels), nn.PixelShuffle(2), nn.ReLU(inplace=True),
-            _conv(upsample_channels, 4 * upsample_channels), nn.PixelShuffle(2), nn.ReLU(inplace=True))
+            _conv(channels, 4 * upsample_channels), _PixelShuffle(2), nn.ReLU(inplace=True),
+            _conv(upsample_channels, 4 * upsample_channels), _PixelShuffle(2), nn.ReLU(inplace=True))
         self.tail = _zero_(_conv(upsample_channels, 3))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """x: float [N, 3, h, w] in [0, 1] -> [N, 3, 4h, 4w] of x's dtype (not clamped). Layers run in the
         parameters' dtype, the bicubic base in x's (see CleanupNet.forward)."""
-        features = self.head(x.to(self.tail.weight.dtype))
+        weight = self.tail.weight  # the layers' dtype and layout (channels_last on CUDA)
+        layout = torch.channels_last if is_channels_last(weight) else torch.contiguous_format
+        features = self.head(x.to(dtype=weight.dtype, memory_format=layout))
         features = features + self.body(features)
         base = F.interpolate(x, scale_factor=self.SCALE, mode="bicubic", align_corners=False)
-        return base + self.tail(self.upsample(features)).to(base.dtype)
+        return base.add_(self.tail(self.upsample(features)))  # float16 correction added in base's float32
 
 
 KINDS = {"cleanup": CleanupNet, "sr": SRNet}

@@ -20,7 +20,15 @@ from celebahq.pipeline import BuildOptions, build
 from celebahq.restore.degrade import SR_SCALE, bicubic_upscale, downscale, jpeg_roundtrip
 from celebahq.restore.eval import psnr
 from celebahq.restore.infer import SIZE_BUCKET_CUDA, Restorer, net_upscale, shipped_weights
-from celebahq.restore.models import build_model, gflops_per_megapixel, warm_start
+from celebahq.restore.models import (
+    build_model,
+    gflops_per_megapixel,
+    is_channels_last,
+    load_restorer,
+    pixel_shuffle_as,
+    pixel_unshuffle_as,
+    warm_start,
+)
 from celebahq.restore.train import weights_payload
 
 MINI = Path(__file__).resolve().parents[2] / "examples" / "celeba_wild_mini"
@@ -119,6 +127,42 @@ def test_half_layers_compute_what_autocast_does(kind, photo):
     np.testing.assert_array_equal(got, autocast(image))
     full = Restorer(kind, device="cpu", tile=tile)(image)
     assert np.abs(got.astype(np.int16) - full).max() <= 1
+
+
+@pytest.mark.parametrize("source_layout", [torch.contiguous_format, torch.channels_last])
+@pytest.mark.parametrize("channels_last", [False, True])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float16])
+def test_pixel_shuffles_in_one_copy_equal_torchs(source_layout, channels_last, dtype):
+    """pixel_(un)shuffle_as == F.pixel_(un)shuffle then a cast, value for value, stored in the layout asked for."""
+    x = torch.randn(2, 12, 5, 7).to(memory_format=source_layout)
+    shuffled = pixel_shuffle_as(x, 2, dtype, channels_last)
+    assert torch.equal(shuffled, torch.nn.functional.pixel_shuffle(x, 2).to(dtype))
+    assert shuffled.dtype == dtype and is_channels_last(shuffled) == channels_last and (
+        channels_last or shuffled.is_contiguous())
+    image = torch.randn(2, 3, 10, 14).to(memory_format=source_layout)
+    unshuffled = pixel_unshuffle_as(image, 2, dtype, channels_last)
+    assert torch.equal(unshuffled, torch.nn.functional.pixel_unshuffle(image, 2).to(dtype))
+    assert is_channels_last(unshuffled) == channels_last and (channels_last or unshuffled.is_contiguous())
+    assert torch.equal(pixel_shuffle_as(unshuffled, 2, dtype, False), image.to(dtype))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+def test_channels_last_networks_feed_every_convolution_channels_last(kind):
+    """CUDA's layout (float16, channels_last; here on the CPU): every convolution gets a channels_last input (no
+    layout conversion in front of it: F.pixel_shuffle returns NCHW on CUDA, and the float32 NCHW input needs one
+    copy, not two), the output is float32 NCHW and equals the NCHW network's to float16 rounding."""
+    nchw = load_restorer(shipped_weights(kind), kind)[0].half()
+    nhwc = load_restorer(shipped_weights(kind), kind)[0].half().to(memory_format=torch.channels_last)
+    layouts = []
+    for module in nhwc.modules():
+        if isinstance(module, torch.nn.Conv2d):
+            module.register_forward_pre_hook(lambda _, inputs: layouts.append(is_channels_last(inputs[0])))
+    x = torch.rand(2, 3, 40, 48)
+    with torch.no_grad():
+        expected, got = nchw(x), nhwc(x)
+    assert layouts and all(layouts), f"{layouts.count(False)} of {len(layouts)} convolutions got an NCHW input"
+    assert got.dtype == torch.float32 and got.is_contiguous() and got.shape == expected.shape
+    torch.testing.assert_close(got, expected, rtol=0, atol=2e-3)
 
 
 @pytest.mark.parametrize("kind", KINDS)
