@@ -9,6 +9,8 @@ import math
 
 import torch
 
+from gancore.distributed import all_reduce_sum, world_size
+
 from .configs import TrainingConfig
 
 
@@ -55,7 +57,10 @@ class WGANGP:
 
 class LSGAN:
     """D: (D(x) - 1)² + D(G(z))²; G: (D(G(z)) - 1)². Multiplicative Gaussian noise at the input of every conv
-    of D with std coef · max(0, d̂ - lim)^exp, d̂ ← 0.1 · mean D(x) + 0.9 · d̂ (Appendix B)."""
+    of D with std coef · max(0, d̂ - lim)^exp, d̂ ← 0.1 · mean D(x) + 0.9 · d̂ (Appendix B).
+
+    Under torchrun the mean is over the global minibatch (every rank's equal share averaged), so all ranks keep
+    one d̂ and one noise level, those of a single process with the whole minibatch."""
 
     def __init__(self, config: TrainingConfig):
         self.config = config
@@ -70,7 +75,8 @@ class LSGAN:
         D.noise_std = self.noise_std
         real_scores, fake_scores = D(reals, lod).float(), D(fakes, lod).float()
         decay = self.config.lsgan_output_decay
-        self.output_average = (1 - decay) * float(real_scores.mean()) + decay * self.output_average
+        real_mean = float(all_reduce_sum(real_scores.detach().mean())) / world_size()
+        self.output_average = (1 - decay) * real_mean + decay * self.output_average
         loss = (real_scores - 1).square().mean() + fake_scores.square().mean()
         return loss, {"D_real": real_scores.mean(), "D_fake": fake_scores.mean(),
                       "lsgan_noise": torch.tensor(D.noise_std)}
