@@ -42,8 +42,7 @@ from gancore.sources import BadImage, decode_image
 
 from .landmarks import read_celeba_landmarks
 from .manifest import ManifestWriter, latest_records, read_all_manifests, write_manifest
-from .selection import OFFICIAL_COLUMNS as HEADER
-from .selection import hq_name
+from .selection import ImageListRow, parse_image_list
 
 OFFICIAL_ROWS = 30000
 OFFICIAL_RESOLUTION = 1024
@@ -58,78 +57,29 @@ IMAGES_DIR = "img_celeba"
 # The release's files
 
 
-@dataclass(frozen=True)
-class DeltaRow:
-    """One row of image_list.txt: CelebA-HQ image `idx` comes from CelebA file `orig_file`, landmark row
-    `orig_idx`; md5s (hex) of the pre-delta and final uint8 CHW bytes."""
-
-    idx: int
-    orig_idx: int
-    orig_file: str
-    proc_md5: str
-    final_md5: str
-
-    @property
-    def zip_name(self) -> str:
-        return f"deltas{self.idx - self.idx % 1000:05d}.zip"
-
-    @property
-    def member(self) -> str:
-        return f"delta{self.idx:05d}.dat"
-
-    @property
-    def name(self) -> str:
-        return hq_name(self.idx)
-
-    @property
-    def output(self) -> str:
-        return f"images/{self.name}.png"
-
-
-def _parse_row(fields: list[str], where: str) -> DeltaRow:
-    if len(fields) != len(HEADER):
-        raise UserError(f"{where}: expected {len(HEADER)} fields ({' '.join(HEADER)}), found {len(fields)}")
-    try:
-        idx, orig_idx = int(fields[0]), int(fields[1])
-    except ValueError:
-        raise UserError(f"{where}: idx and orig_idx must be integers, found {fields[0]!r} {fields[1]!r}") from None
-    for column, value in zip(HEADER[3:], fields[3:]):
-        if len(value) != 32 or any(c not in "0123456789abcdef" for c in value.lower()):
-            raise UserError(f"{where}: {column} {value!r} is not an md5 (32 hex digits)")
-    if not fields[2].isascii() or "/" in fields[2] or fields[2].startswith("."):
-        raise UserError(f"{where}: orig_file {fields[2]!r} is not a plain CelebA file name")
-    return DeltaRow(idx, orig_idx, fields[2], fields[3].lower(), fields[4].lower())
-
-
-def read_image_list(path: str | os.PathLike) -> list[DeltaRow]:
-    """Parse the release's image_list.txt; row i must have idx i (the original indexes its columns by idx)."""
+def read_image_list(path: str | os.PathLike) -> list[ImageListRow]:
+    """The release's image_list.txt (`selection.parse_image_list`), row i with idx i (the original indexes its
+    columns by idx)."""
     path = Path(path)
     try:
-        lines = path.read_text(encoding="ascii").splitlines()
+        text = path.read_text(encoding="ascii")
     except FileNotFoundError:
         raise UserError(f"{path}: not found (the deltas folder holds image_list.txt and deltas*.zip)") from None
     except UnicodeDecodeError as error:
         raise UserError(f"{path}: not a text file ({error.reason} at byte {error.start})") from None
-    if not lines or tuple(lines[0].split()) != HEADER:
-        raise UserError(f"{path}, line 1: expected the header {' '.join(HEADER)!r}")
-    rows = []
-    for number, line in enumerate(lines[1:], start=2):
-        if not line.strip():
-            continue
-        row = _parse_row(line.split(), f"{path}, line {number}")
-        if row.idx != len(rows):
-            raise UserError(f"{path}, line {number}: idx {row.idx}, expected {len(rows)} (rows in idx order)")
-        rows.append(row)
+    except OSError as error:
+        raise UserError(f"{path}: cannot read ({error.strerror or error})") from None
+    rows = parse_image_list(text, str(path), in_order=True)
     if not rows:
         raise UserError(f"{path}: no rows after the header")
     return rows
 
 
-def check_deltas(deltas: str | os.PathLike, rows: list[DeltaRow]) -> None:
+def check_deltas(deltas: str | os.PathLike, rows: list[ImageListRow]) -> None:
     """Before any work: every zip the rows need opens and holds its members; UserError naming the first that
     does not (a missing or truncated zip, a missing member)."""
     deltas = Path(deltas)
-    needed: dict[str, list[DeltaRow]] = {}
+    needed: dict[str, list[ImageListRow]] = {}
     for row in rows:
         needed.setdefault(row.zip_name, []).append(row)
     for zip_name, members in needed.items():
@@ -228,7 +178,7 @@ def pre_delta_image(photo: np.ndarray, landmarks: np.ndarray, legacy: bool = Tru
 class RowTask:
     """What a worker needs for one row (picklable)."""
 
-    row: DeltaRow
+    row: ImageListRow
     photo: Path
     landmarks: np.ndarray | None  # float32 [5, 2], None when the landmark row is unusable
     landmark_problem: str | None
@@ -340,7 +290,7 @@ def _source_layout(src: Path) -> tuple[Path, Path]:
     return images, landmarks
 
 
-def _landmarks_for(rows: list[DeltaRow], landmark_file: Path) -> dict[int, tuple[np.ndarray | None, str | None]]:
+def _landmarks_for(rows: list[ImageListRow], landmark_file: Path) -> dict[int, tuple[np.ndarray | None, str | None]]:
     """{idx: (float32 [5, 2], None) or (None, reason)}: landmark row `orig_idx` of CelebA's file, in file order as
     the original reads it; its file name must be `orig_file`."""
     entries = list(read_celeba_landmarks(landmark_file).items())
@@ -357,7 +307,7 @@ def _landmarks_for(rows: list[DeltaRow], landmark_file: Path) -> dict[int, tuple
     return found
 
 
-def _pending(rows: list[DeltaRow], out: Path) -> list[DeltaRow]:
+def _pending(rows: list[ImageListRow], out: Path) -> list[ImageListRow]:
     """Rows without a finished image (skipped rows are tried again); temporaries of a killed run are removed."""
     for leftover in (out / "images").glob(".*.partial"):
         leftover.unlink(missing_ok=True)
@@ -393,7 +343,7 @@ def _run(tasks: list[RowTask], workers: int, on_result) -> None:
     pool.shutdown()
 
 
-def _summary(rows: list[DeltaRow], out: Path) -> dict[str, dict]:
+def _summary(rows: list[ImageListRow], out: Path) -> dict[str, dict]:
     """The latest record of each asked row, and the manifest rewritten in idx order (export follows it)."""
     latest = latest_records(read_all_manifests(out))
     ordered = sorted(latest.values(), key=lambda record: record.get("idx", -1))
@@ -433,7 +383,7 @@ def build_official(src: str | os.PathLike, deltas: str | os.PathLike, out: str |
     return report
 
 
-def _report(rows: list[DeltaRow], latest: dict[str, dict], processed: int, elapsed: float,
+def _report(rows: list[ImageListRow], latest: dict[str, dict], processed: int, elapsed: float,
             legacy: bool) -> OfficialReport:
     ok = [latest[row.name] for row in rows if latest.get(row.name, {}).get("status") == "ok"]
     return OfficialReport(

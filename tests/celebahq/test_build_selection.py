@@ -68,6 +68,10 @@ def small_celeba(tmp_path: Path, count: int) -> Path:
     return src
 
 
+HEADER = "idx orig_idx orig_file proc_md5 final_md5"
+MD5S = "0123456789abcdef0123456789abcdef fedcba9876543210fedcba9876543210"
+
+
 def test_select_with_the_official_image_list_writes_exactly_those_sources(tmp_path):
     src = small_celeba(tmp_path, 5)
     image_list = tmp_path / "image_list.txt"
@@ -103,9 +107,12 @@ def test_selection_errors_are_one_line(tmp_path):
     listing.write_text("000001.jpg\nmissing.jpg\n")
     missing = runner.invoke(main, ["build", "--src", str(src), "--out", str(tmp_path / "o"), "--select", str(listing)])
     assert missing.exit_code == 2 and "1 listed sources are not in the source folder (e.g. missing.jpg)" in missing.stderr
-    listing.write_text("idx orig_idx orig_file\n0 1\n")
-    bad = runner.invoke(main, ["build", "--src", str(src), "--out", str(tmp_path / "o"), "--select", str(listing)])
-    assert bad.exit_code == 2 and "line 2" in bad.stderr
+    for text, where in (("idx orig_idx orig_file\n0 1 000001.jpg\n", "line 1: expected the header"),
+                        (f"# CelebA-HQ\n{HEADER}\n\n0 1\n", "line 4: expected 5 fields"),
+                        (f"{HEADER}\n0 0 000001.jpg {MD5S}\n0 1 000002.jpg {MD5S}\n", "line 3: idx 0 is listed twice")):
+        listing.write_text(text)
+        bad = runner.invoke(main, ["build", "--src", str(src), "--out", str(tmp_path / "o"), "--select", str(listing)])
+        assert bad.exit_code == 2 and where in bad.stderr and bad.stderr.count("\n") == 1, (text, bad.stderr)
     both = runner.invoke(main, ["build", "--src", str(src), "--out", str(tmp_path / "o"), "--num-images", "1",
                                 "--select", str(listing)])
     assert both.exit_code == 2 and "not both" in both.stderr

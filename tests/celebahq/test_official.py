@@ -21,7 +21,6 @@ from celebahq.cli import main
 from celebahq.landmarks import read_celeba_landmarks
 from celebahq.manifest import read_manifest
 from celebahq.official import (
-    DeltaRow,
     OfficialOptions,
     build_official,
     check_deltas,
@@ -31,6 +30,7 @@ from celebahq.official import (
     read_image_list,
     verify_official,
 )
+from celebahq.selection import ImageListRow
 from gancore.errors import UserError
 from gancore.sources import decode_image
 
@@ -226,7 +226,7 @@ def test_check_decoder_reports_the_md5(tmp_path):
 
 
 def test_row_names():
-    row = DeltaRow(12345, 7, "000008.jpg", "0" * 32, "f" * 32)
+    row = ImageListRow(12345, 7, "000008.jpg", "0" * 32, "f" * 32)
     assert (row.zip_name, row.member, row.output) == ("deltas12000.zip", "delta12345.dat", "images/imgHQ12345.png")
 
 
