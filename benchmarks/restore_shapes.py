@@ -5,9 +5,9 @@
 Over a synthetic CelebA (benchmarks/celebahq_scale.py's generator), for every usable source: the cleanup net's
 windows on the whole photo and, where the plan needs super-resolution, the SR net's windows on the face crop.
 Counts distinct (windows per call, height, width) for the tiling in celebahq/restore/infer.py with its CPU and its
-CUDA defaults (`Tiling`: bucketed windows; on CUDA bigger tiles, coarser padded sides, power-of-two calls) and, as
-the baseline, for the tiling it replaced (tiles clipped at the image edges,
-the cleanup net's sides padded to 8, calls of as many same-shape tiles as there were, up to the batch). Prints the
+CUDA defaults (`Tiling`: near-equal tiles, bucketed windows; on CUDA bigger tiles, coarser padded sides,
+power-of-two calls) and, as the baseline, for the tiling before bucketed windows (tiles clipped at the image edges, the
+cleanup net's sides padded to 8, calls of as many same-shape tiles as there were, up to the batch). Prints the
 counts after every quarter of the sources: a bounded count stops growing; then the pixels each tiling runs
 through the network per image pixel. No network runs; seconds.
 """
@@ -46,14 +46,13 @@ def calls(groups: dict[tuple[int, int], int], batch: int, power_of_two: bool) ->
 
 def current(height: int, width: int, tiling: Tiling) -> set[tuple[int, int, int]]:
     """(network batch, height, width) of the calls infer.Restorer makes for an H×W image with `tiling`."""
-    return {(network_batch, *shape) for shape, windows in tiling.windows_by_shape(height, width).items()
-            for _, network_batch in tiling.call_sizes(len(windows))}
+    return {(count, *shape) for shape, windows in tiling.windows_by_shape(height, width).items()
+            for count in tiling.call_sizes(len(windows))}
 
 
 def network_pixels(height: int, width: int, tiling: Tiling) -> int:
-    """Pixels the network processes for an H×W image with `tiling` (windows with margins and padding, blanks)."""
-    return sum(network_batch * shape[0] * shape[1] for shape, windows in tiling.windows_by_shape(height, width).items()
-               for _, network_batch in tiling.call_sizes(len(windows)))
+    """Pixels the network processes for an H×W image with `tiling` (windows with margins and padding)."""
+    return sum(len(windows) * shape[0] * shape[1] for shape, windows in tiling.windows_by_shape(height, width).items())
 
 
 def previous(height: int, width: int, kind: str, batch: int) -> set[tuple[int, int, int]]:
@@ -104,7 +103,7 @@ def main(argv=None) -> None:
             if number % max(len(items) // 4, 1) == 0 or number == len(items):
                 print(f"{number:>8} " + " ".join(f"{len(seen[scheme, kind]):>15}" for kind in ("cleanup", "sr")
                                                  for scheme in schemes))
-    print("network pixels per image pixel (margins, padding, blank windows): " + ", ".join(
+    print("network pixels per image pixel (margins, padding): " + ", ".join(
         f"{kind} {device} {work_done[device, kind] / max(image_pixels[kind], 1):.2f}" for device, kind in work_done))
 
 

@@ -1,20 +1,20 @@
 """Running the restoration networks on whole photographs of any size: tiled, batched, deterministic.
 
-Images are cut into tiles of `tile` × `tile` input pixels, each run inside a window with at least `margin` pixels of
-surrounding context on every side where the image has them (at an image edge the network sees the same edge as on
-the whole image); only the tile's own part of the output is kept. With a margin larger than what the network's
-output effectively depends on, the tiled result equals the whole-image one to within a grey level and there is no
-seam (tests/celebahq/test_restore.py checks both). Memory is bounded by the batch of windows, whatever the image
-size. Windows of one shape are batched (on CUDA in powers of two, blanks filling a short batch).
+Images are cut into tiles of at most about `tile` × `tile` input pixels (a side of n·tile or less is split into n
+near-equal tiles), each run inside a window with at least `margin` pixels of surrounding context on every side
+where the image has them (at an image edge the network sees the same edge as on the whole image); only the tile's
+own part of the output is kept. With a margin larger than what the network's output effectively depends on, the
+tiled result equals the whole-image one to within a grey level and there is no seam (tests/celebahq/test_restore.py
+checks both). Memory is bounded by the batch of windows, whatever the image size. Windows of one shape are batched
+(on CUDA in calls of a power of two of them).
 
-Window shapes are kept to a few: every window starts at a multiple of `BUCKET` pixels and spans tile + 2·margin
-pixels, except one that ends at the image's far edge (shifted inward to keep its full context) and the single
-window of an image smaller than that; a window is replicate-padded at its bottom and right to a multiple of
-`size_bucket` pixels (`BUCKET` on CPU, coarser on CUDA), by at least `margin` pixels where it ends at the image's
-edge (the same padding a whole-image run gets, so tiled and whole agree, and the edge's pixels do not depend on the
-bucket: CPU and CUDA agree). On CUDA this matters:
-cuDNN builds an execution plan for every new input shape (~0.4 ms of host time per convolution, measured on an
-H100 where it left the GPU idle 94% of a build), and a fixed set of shapes lets it reuse them. On CUDA the
+Window shapes are bounded: every window starts at a multiple of `BUCKET` pixels and is replicate-padded at its
+bottom and right to a multiple of `size_bucket` pixels (`BUCKET` on CPU, coarser on CUDA), by at least `margin`
+pixels where it ends at the image's edge (the same padding a whole-image run gets, so tiled and whole agree, and
+the edge's pixels do not depend on the bucket: CPU and CUDA agree). On CUDA this matters: cuDNN builds an
+execution plan for every new input shape (~0.4 ms of host time per convolution, measured on an H100 where exact
+window sides, new for nearly every photo, left the GPU idle 94% of a build), and a bounded set of shapes lets it
+reuse them.On CUDA the
 networks' layers run in float16 (weights converted once, channels_last) with float32 input skips, the arithmetic of
 autocast; on CPU in float32.
 """
@@ -22,6 +22,7 @@ autocast; on CPU in float32.
 from __future__ import annotations
 
 import functools
+import itertools
 import math
 import os
 from collections import Counter
@@ -44,13 +45,15 @@ from .models import load_restorer
 WEIGHTS_DIR = Path(__file__).parent / "weights"
 DEFAULT_TILE = {"cleanup": 512, "sr": 192}  # input pixels (a tile runs with its margins: ≤ 1.4× the work)
 # On CUDA memory is plenty and every network call costs host time: bigger tiles, fewer windows (a typical face's
-# SR input, 300–500 px, is one window instead of four to nine; less margin work too)
-DEFAULT_TILE_CUDA = {"cleanup": 1024, "sr": 384}
-# On CUDA window sides are padded to multiples of these (input pixels): a single-window photo or face then takes
-# one of ≤ 100 (cleanup) or 49 (SR) shapes instead of one per size, so cuDNN's plans are reused from the first few
-# hundred photos on. Network pixels per image pixel (margins, padding, blank windows; 400 synthetic sources,
-# benchmarks/restore_shapes.py): cleanup 1.98 and SR 2.12 with these settings, 2.04 and 1.92 with the CPU's
-SIZE_BUCKET_CUDA = {"cleanup": 128, "sr": 64}
+# SR input, 150–550 px, is one window; a photo up to 2,144 px a side too), less margin work
+DEFAULT_TILE_CUDA = {"cleanup": 2048, "sr": 512}
+# On CUDA window sides are padded to multiples of these (input pixels), so the shapes cuDNN plans for are bounded
+# (sides ≤ tile + 3 margins + a bucket): ~150 (cleanup) and ~210 (SR) after 1,000 photos, each planned once
+# (~0.4 ms per convolution, once per shape and batch size), where exact sides gave every photo new ones.
+# Network pixels per image pixel (margins, padding; benchmarks/restore_shapes.py, 1,000 synthetic sources):
+# cleanup 1.19, SR 1.20 with these settings; with tiles 1024/384, sides in 128/64 steps and a far-edge window
+# shifted inward over its neighbour, as until 2026-11-26: 2.00 and 2.10
+SIZE_BUCKET_CUDA = {"cleanup": 64, "sr": 32}
 DEFAULT_MARGIN = {"cleanup": 48, "sr": 16}  # input pixels of context around each tile
 BUCKET = 16  # window starts and padded window sides are multiples of this many input pixels
 
@@ -70,7 +73,7 @@ def default_device() -> torch.device:
 class Tiling:
     """How a network runs over an image: tiles of `tile` input pixels with `margin` pixels of context, windows
     starting at multiples of `bucket`, their sides padded to multiples of `size_bucket`, ≤ `batch` windows of one
-    shape per call; `fixed_batch` (CUDA): a call gets a power of two of windows, blanks filling a short one."""
+    shape per call; `fixed_batch` (CUDA): each call gets a power of two of windows."""
 
     tile: int
     margin: int
@@ -109,13 +112,16 @@ class Tiling:
         size = window[3] - window[2]
         return _round_up(size + (self.margin if window[3] == length else 0), self.size_bucket)
 
-    def call_sizes(self, count: int) -> list[tuple[int, int]]:
-        """(windows, network batch) of the calls that run `count` windows of one shape."""
+    def call_sizes(self, count: int) -> list[int]:
+        """The windows of each call that runs `count` windows of one shape: ≤ `batch` each; with `fixed_batch` each
+        a power of two (5 windows: 4 + 1), so cuDNN plans a shape for a few batch sizes and no call computes
+        blank windows."""
         sizes = []
-        for start in range(0, count, self.batch):
-            windows = min(self.batch, count - start)
-            sizes.append((windows, min(1 << (windows - 1).bit_length(), max(self.batch, windows))
-                          if self.fixed_batch else windows))
+        while count:
+            size = min(self.batch, count)
+            size = 1 << (size.bit_length() - 1) if self.fixed_batch else size
+            sizes.append(size)
+            count -= size
         return sizes
 
 
@@ -137,10 +143,9 @@ class Restorer:
         model = model.eval().half() if self.half else model.eval()
         self.model = model.to(self.device, memory_format=torch.channels_last if on_cuda else torch.preserve_format)
         self.scale = getattr(model, "SCALE", 1)
-        # On CUDA a network call gets a power of two of windows (≤ `batch`; blank windows fill a short batch): cuDNN
-        # then plans each window shape for a few counts only, and a photo with one window does not pay for eight.
-        # The networks treat samples independently, so a window's output does not depend on its neighbours; on a
-        # CPU the blanks would only cost.
+        # On CUDA a network call gets a power of two of windows (≤ `batch`): cuDNN then plans each window shape for
+        # a few counts only. The networks treat samples independently, so a window's output does not depend on the
+        # others of its call.
         self.tiling = Tiling.for_network(kind, model.ALIGN, on_cuda, tile, margin, batch, size_bucket)
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
@@ -163,28 +168,26 @@ class Restorer:
         out = torch.empty((3, height * self.scale, width * self.scale), dtype=torch.uint8, device=x.device)
         for shape, windows in self.tiling.windows_by_shape(height, width).items():
             start = 0
-            for count, network_batch in self.tiling.call_sizes(len(windows)):
-                self._run(x, shape, windows[start:start + count], network_batch, out)
+            for count in self.tiling.call_sizes(len(windows)):
+                self._run(x, shape, windows[start:start + count], out)
                 start += count
         return out
 
     @torch.no_grad()
-    def _run(self, image: torch.Tensor, shape: tuple[int, int], windows: list, network_batch: int,
-             out: torch.Tensor) -> None:
-        """Run one batch of windows of `image` [3, H, W], each replicate-padded at its bottom/right to `shape`
-        (blank windows filling the batch up to `network_batch`), and store each tile's own part in `out`."""
+    def _run(self, image: torch.Tensor, shape: tuple[int, int], windows: list, out: torch.Tensor) -> None:
+        """Run one batch of windows of `image` [3, H, W], each replicate-padded at its bottom/right to `shape`, and
+        store each tile's own part in `out`."""
         regions = []
         for (_, _, r0, r1), (_, _, c0, c1) in windows:
             region = image[:, r0:r1, c0:c1].float()
             pad_rows, pad_cols = shape[0] - (r1 - r0), shape[1] - (c1 - c0)
             regions.append(F.pad(region, (0, pad_cols, 0, pad_rows), mode="replicate") if pad_rows or pad_cols
                            else region)
-        regions += [torch.zeros_like(regions[0])] * (network_batch - len(regions))
         x = torch.stack(regions).to(self.device).div_(255.0)  # float32: the networks' input skips stay float32
         y = self.model(x)
         y = y.float().mul_(255.0).round_().clamp_(0, 255).to(torch.uint8).to(out.device)
         s = self.scale
-        for restored, ((top, bottom, r0, _), (left, right, c0, _)) in zip(y, windows):  # blanks: zip stops
+        for restored, ((top, bottom, r0, _), (left, right, c0, _)) in zip(y, windows):
             oy, ox = (top - r0) * s, (left - c0) * s
             out[:, top * s:bottom * s, left * s:right * s] = \
                 restored[:, oy:oy + (bottom - top) * s, ox:ox + (right - left) * s]
@@ -193,25 +196,19 @@ class Restorer:
 def _windows(length: int, tile: int, margin: int, bucket: int) -> list[tuple[int, int, int, int]]:
     """The tiles along one side of `length` pixels: (own start, own stop, window start, window stop).
 
-    Own parts are [k·tile, (k+1)·tile) ∩ [0, length). Each window holds its tile with ≥ `margin` pixels of context
-    where the image has them and spans tile + 2·margin pixels, except the one at the far edge, which is shifted
-    inward (its start the multiple of `bucket` at or below length − span, its size span … span + bucket − 1) and,
-    when the image is no longer than span, the single window [0, length). `tile` and `margin` are multiples of
-    `bucket`, so every window starts at one.
+    A side no longer than tile + 2·margin is one window, [0, length). A longer one is cut into n = ⌈length / tile⌉
+    own parts of near-equal size, their boundaries at multiples of `bucket`; each window holds its own part with
+    `margin` pixels of context on each side where the image has them (window start = own start − margin, a multiple
+    of `bucket` since `margin` is one; stop = own stop + margin, or the image's end). Near-equal parts leave no
+    sliver: a side of 1.2 tiles is two windows of 0.6 tile + margins, not a full tile and a far-edge window shifted
+    inward over most of it (network pixels per image pixel on CUDA: benchmarks/restore_shapes.py).
     """
-    span = tile + 2 * margin
-    if length <= span:
+    if length <= tile + 2 * margin:
         return [(0, length, 0, length)]
-    windows = []
-    for start in range(0, length, tile):
-        if start - margin < 0:
-            first, last = 0, span
-        elif start + tile + margin > length:
-            first, last = (length - span) // bucket * bucket, length
-        else:
-            first, last = start - margin, start + tile + margin
-        windows.append((start, min(start + tile, length), first, last))
-    return windows
+    parts = -(-length // tile)
+    bounds = sorted({round(k * length / parts / bucket) * bucket for k in range(parts)} | {length})
+    return [(start, stop, max(start - margin, 0), min(stop + margin, length))
+            for start, stop in itertools.pairwise(bounds)]
 
 
 def _round_up(value: int, multiple: int) -> int:

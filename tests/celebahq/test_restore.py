@@ -273,41 +273,56 @@ def test_huge_image_runs_in_bounded_tiles(monkeypatch):
     assert max(shape[0] * shape[2] * shape[3] for shape in seen) <= 4 * side * side
 
 
-def test_window_shapes_are_few_whatever_the_photo_size(monkeypatch):
+@pytest.mark.parametrize("kind", KINDS)
+def test_window_shapes_are_bounded_whatever_the_photo_size(monkeypatch, kind):
     """cuDNN plans one execution per input shape (on an H100 that cost ~0.4 ms of host time per convolution and
-    left the GPU idle): over photos of 40 different sizes the networks see at most 4 window shapes for the large
-    ones, and sides that are multiples of the bucket for the small ones; each window sees ≥ margin of context
-    (a window at the far edge: a margin of replicated edge)."""
-    from celebahq.restore.infer import BUCKET, _windows
-
-    restorer = Restorer("cleanup", device="cpu")
-    shapes = set()
+    left the GPU idle when every photo brought new shapes): with CUDA's tiling (run here on the CPU), over photos of
+    40 sizes up to 3 tiles a side, every window side is a multiple of the size bucket and at most tile + bucket +
+    3 margins rounded up to it, so the shapes are a bounded set; calls hold a power of two of windows."""
+    restorer = Restorer(kind, device="cpu", tile=96 if kind == "cleanup" else 48,
+                        size_bucket=SIZE_BUCKET_CUDA[kind] // 2)
+    restorer.tiling = replace(restorer.tiling, fixed_batch=True)
+    tiling = restorer.tiling
+    calls = []
 
     def identity(x):
-        shapes.add(tuple(x.shape[-2:]))
-        return x
+        calls.append(tuple(x.shape))
+        return x if kind == "cleanup" else x.repeat_interleave(4, -2).repeat_interleave(4, -1)
 
     monkeypatch.setattr(restorer, "model", identity)
     generator = np.random.default_rng(3)
-    span = restorer.tiling.tile + 2 * restorer.tiling.margin
     for _ in range(40):
-        height, width = generator.integers(span + 1, 3 * span, size=2)
+        height, width = generator.integers(1, 3 * tiling.tile, size=2)
         image = generator.integers(0, 256, (height, width, 3), dtype=np.uint8)
-        assert np.array_equal(restorer(image), image)
-    sides = (span, span + restorer.tiling.margin, span + restorer.tiling.margin + BUCKET)
-    assert len(shapes) <= 9 and shapes <= {(a, b) for a in sides for b in sides}
-    shapes.clear()
-    for side in (37, 150, 333):
-        restorer(np.zeros((side, 200, 3), np.uint8))
-    assert all(h % BUCKET == 0 and w % BUCKET == 0 for h, w in shapes)
-    for length in (700, 1000, 1217, 3000):
-        windows = _windows(length, restorer.tiling.tile, restorer.tiling.margin, BUCKET)
+        expected = image if kind == "cleanup" else image.repeat(4, 0).repeat(4, 1)
+        assert np.array_equal(restorer(image), expected)
+    largest = -(-(tiling.tile + tiling.bucket + 3 * tiling.margin) // tiling.size_bucket) * tiling.size_bucket
+    assert all(side % tiling.size_bucket == 0 and side <= largest for call in calls for side in call[-2:])
+    assert all(call[0] in (1, 2, 4, 8) for call in calls)
+    assert len({call[-2:] for call in calls}) <= (largest // tiling.size_bucket) ** 2
+
+
+@pytest.mark.parametrize("tile, margin", [(96, 48), (192, 16), (512, 16)])
+def test_windows_split_a_side_evenly(tile, margin):
+    """A side longer than tile + 2 margins is cut into ⌈length / tile⌉ near-equal tiles, each with ≥ margin of
+    context where the image has it, windows starting at multiples of the bucket; the windows overlap by their
+    margins only (no window shifted back over its neighbour)."""
+    from celebahq.restore.infer import BUCKET, _windows
+
+    for length in range(1, 4 * tile):
+        windows = _windows(length, tile, margin, BUCKET)
         assert windows[0][0] == 0 and windows[-1][1] == length
+        if length <= tile + 2 * margin:
+            assert windows == [(0, length, 0, length)]
+            continue
+        assert len(windows) == -(-length // tile)
         for (own_start, own_stop, first, last), following in zip(windows, windows[1:] + [None]):
             assert first % BUCKET == 0 and first <= own_start < own_stop <= last <= length
-            assert own_start - first >= restorer.tiling.margin or first == 0
-            assert last - own_stop >= restorer.tiling.margin or last == length
+            assert own_stop - own_start <= tile + BUCKET
+            assert own_start - first >= margin or first == 0
+            assert last - own_stop >= margin or last == length
             assert following is None or following[0] == own_stop
+        assert sum(last - first for _, _, first, last in windows) <= length + 2 * margin * (len(windows) - 1)
 
 
 @pytest.mark.parametrize("factor", [1, 2, 4, 8, 16])
