@@ -249,7 +249,8 @@ def _conv_rows(x: torch.Tensor, weight: torch.Tensor, pad_left: int, pad_right: 
 def _resample_last_dim(x: torch.Tensor, factor: int, up: bool, filter_name: str, dense: bool = False) -> torch.Tensor:
     """PIL's resample along the last dimension of x [..., n], by an integer factor, float in and out (no rounding).
 
-    dense=True computes the same sums as one matrix product (`_band_matrix`) instead of a strided convolution."""
+    dense=True computes the same sums as batched matrix products over blocks of the row (`_banded_rows`) instead
+    of a strided convolution."""
     support, fn = _FILTERS[filter_name]
     shape = x.shape
     rows = x.reshape(-1, shape[-1])
@@ -265,7 +266,7 @@ def _resample_last_dim(x: torch.Tensor, factor: int, up: bool, filter_name: str,
         weight = np.where((k >= lo) & (k < hi), fn(k + 0.5 - centres[:, None]), 0.0)
         weight = host_to_device(weight, x.device, x.dtype)
         if dense:
-            return (rows @ _band_matrix(n, n * factor, weight, k_min, 1)).reshape(*shape[:-1], n * factor)
+            return _normalised_banded_rows(rows, weight, k_min, 1, n * factor).reshape(*shape[:-1], n * factor)
         out = _conv_rows(rows, weight, -k_min, k_max, 1)  # [M, f, n]
         return out.transpose(1, 2).reshape(*shape[:-1], n * factor)
     if n % factor:
@@ -280,19 +281,50 @@ def _resample_last_dim(x: torch.Tensor, factor: int, up: bool, filter_name: str,
         raise AssertionError("filter window does not start at or before its output")
     n_out = n // factor
     if dense:
-        return (rows @ _band_matrix(n, n_out, weight, j0, factor)).reshape(*shape[:-1], n_out)
+        return _normalised_banded_rows(rows, weight, j0, factor, n_out).reshape(*shape[:-1], n_out)
     pad_left = -j0
     pad_right = max(factor * (n_out - 1) + (j1 - j0) - n - pad_left, 0)
     out = _conv_rows(rows, weight, pad_left, pad_right, factor)[:, 0, :n_out]
     return out.reshape(*shape[:-1], n_out)
 
 
-def _band_matrix(n: int, n_out: int, weight: torch.Tensor, first: int, step: int,
-                 normalise: bool = True) -> torch.Tensor:
+_BAND_BLOCK = 256  # positions per block of `_banded_rows`: ≥ the taps, so the zeros multiplied are a fraction
+
+
+def _banded_rows(rows: torch.Tensor, weight: torch.Tensor, first: int, step: int, n_out: int) -> torch.Tensor:
+    """rows [M, n] -> [M, n_out]: output o = P·i + p (P = weight's rows, the phases) is Σ_k rows[step·i + first + k]
+    · weight[p, k], inputs outside 0 … n−1 counting as zero (a zero-padded strided correlation, `_conv_rows`' sums
+    before its normalisation).
+
+    Computed as one batched matrix product: the row cut into blocks of `_BAND_BLOCK` positions i (overlapping
+    views), each block times the same banded [span, P·block] matrix. cuBLAS has no per-shape planning (cuDNN plans
+    every new shape, ~0.5 ms of host time: the rows' lengths change with every photo), and a block's band holds
+    ~taps / span zeros where an [n, n_out] matrix would multiply n − taps zeros per output (the padding blur of a
+    2,500-pixel face: ~230 GFLOP per photo that way, measured by benchmarks/render_flops.py)."""
+    phases, taps = weight.shape
+    positions = -(-n_out // phases)
+    block = min(_BAND_BLOCK, positions)
+    blocks = -(-positions // block)
+    span = step * (block - 1) + taps
+    length = step * block * (blocks - 1) + span  # the zero-padded row the blocks cover, from input index `first`
+    padded = F.pad(rows, (-first, length + first - rows.shape[-1]))  # a negative pad crops
+    band = _band_matrix(span, phases * block, weight, 0, step)
+    with _exact_float32():
+        out = padded.unfold(-1, span, step * block) @ band  # [M, blocks, P·block]
+    return out.reshape(rows.shape[0], -1)[:, :n_out]
+
+
+def _normalised_banded_rows(rows: torch.Tensor, weight: torch.Tensor, first: int, step: int,
+                            n_out: int) -> torch.Tensor:
+    """`_banded_rows` divided by the weight that lies inside the row (PIL's edge rule, as `_conv_rows`)."""
+    inside = _banded_rows(torch.ones((1, rows.shape[-1]), dtype=rows.dtype, device=rows.device), weight, first,
+                          step, n_out)
+    return _banded_rows(rows, weight, first, step, n_out).div_(inside)
+
+
+def _band_matrix(n: int, n_out: int, weight: torch.Tensor, first: int, step: int) -> torch.Tensor:
     """[n, n_out] on weight's device: output o = P·i + p (P = weight's rows, the phases) has taps at inputs
-    step·i + first + k with weights weight[p, k] (taps outside 0 … n−1 dropped), each column normalised by the weight
-    inside the row (`normalise`): `_conv_rows`' sums (zero padding, PIL's edge rule) as a matrix, built on the
-    device."""
+    step·i + first + k with weights weight[p, k] (taps outside 0 … n−1 dropped), built on the device."""
     phases, taps = weight.shape
     per_phase = n_out // phases
     offset = -first  # ≥ 0: padded row r + offset is input r
@@ -300,8 +332,7 @@ def _band_matrix(n: int, n_out: int, weight: torch.Tensor, first: int, step: int
     padded = torch.zeros((rows, n_out), dtype=weight.dtype, device=weight.device)
     for p in range(phases):  # element (step·i + k, P·i + p) of the padded matrix, for all i and k at once
         padded.as_strided((per_phase, taps), (step * n_out + phases, n_out), p).copy_(weight[p])
-    band = padded[offset:offset + n]
-    return band / band.sum(dim=0, keepdim=True) if normalise else band
+    return padded[offset:offset + n]
 
 
 _PRECISION_BITS = 22  # Pillow's fixed-point weights for 8-bit images (32 - 8 - 2)
@@ -402,16 +433,12 @@ def _symmetric_index(index: torch.Tensor, n: int) -> torch.Tensor:
 
 
 def _correlate_rows(rows: torch.Tensor, kernel: torch.Tensor) -> torch.Tensor:
-    """'valid' correlation of every row of [M, L] with a 1-D kernel [K] → float32 [M, L - K + 1] (no TF32).
-
-    One matrix product with the banded [L, L − K + 1] matrix whose column i holds the kernel at rows i … i + K − 1:
-    float32 sums as a convolution's, but cuBLAS has no per-shape planning (cuDNN builds a plan for every new
-    shape, ~0.5 ms of host time, and cuFFT ~25 ms: measured on an H200, where the blur's row lengths vary with
-    every photo), and a GPU does the extra multiplications by zero at its full rate."""
+    """'valid' correlation of every row of [M, L] with a 1-D kernel [K] → float32 [M, L - K + 1] (no TF32), as
+    batched matrix products over blocks of the rows (`_banded_rows`): float32 sums as a convolution's, without
+    cuDNN's planning for every new shape (~0.5 ms of host time; cuFFT's ~25 ms: measured on an H200, where the
+    blur's row lengths vary with every photo)."""
     length = rows.shape[-1]
-    band = _band_matrix(length, length - kernel.shape[-1] + 1, kernel.to(torch.float32)[None], 0, 1, normalise=False)
-    with _exact_float32():
-        return rows.to(torch.float32) @ band
+    return _banded_rows(rows.to(torch.float32), kernel.to(torch.float32)[None], 0, 1, length - kernel.shape[-1] + 1)
 
 
 def gaussian_blur_torch(img: torch.Tensor, sigma: float, use_opencv: bool = True) -> torch.Tensor:

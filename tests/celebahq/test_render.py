@@ -23,6 +23,7 @@ from skimage import data
 
 from celebahq.geometry import plan_crop, source_to_output
 from celebahq.render import (
+    _banded_rows,
     _resample_last_dim,
     _round_clip,
     gaussian_blur_torch,
@@ -117,6 +118,26 @@ def test_resize_torch_matches_pillow(astronaut, real_photos, factor, up, filter_
         dense = _round_clip(_resample_last_dim(x, factor, up, filter_name, dense=True))
         dense = _round_clip(_resample_last_dim(dense.transpose(-1, -2), factor, up, filter_name, dense=True))
         assert np.abs(dense.transpose(-1, -2).permute(1, 2, 0).numpy() - got).max() <= 1
+
+
+@pytest.mark.parametrize("n, phases, taps, first, step, n_out", [
+    (1000, 1, 81, 0, 1, 920),     # the padding blur: 'valid' correlation, blocks of 256 with a ragged last one
+    (300, 4, 8, -3, 1, 1200),     # Lanczos up 4: four phases
+    (1001, 1, 24, -10, 4, 250),   # Lanczos down 4: stride 4
+    (5, 2, 7, -3, 1, 10),         # a row shorter than the taps: one block, inputs outside the row are zeros
+])
+def test_banded_rows_sum_each_outputs_taps(n, phases, taps, first, step, n_out):
+    """_banded_rows (blocks of the row times one banded matrix) == the sums written out tap by tap."""
+    generator = torch.Generator().manual_seed(n)
+    rows = torch.rand(3, n, dtype=torch.float64, generator=generator)
+    weight = torch.rand(phases, taps, dtype=torch.float64, generator=generator)
+    expected = torch.zeros(3, n_out, dtype=torch.float64)
+    for o in range(n_out):
+        i, p = divmod(o, phases)
+        for k in range(taps):
+            if 0 <= step * i + first + k < n:
+                expected[:, o] += rows[:, step * i + first + k] * weight[p, k]
+    torch.testing.assert_close(_banded_rows(rows, weight, first, step, n_out), expected, rtol=1e-12, atol=1e-12)
 
 
 def slow_pillow_pass(image: np.ndarray, n_out: int) -> np.ndarray:
