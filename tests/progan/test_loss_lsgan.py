@@ -56,7 +56,7 @@ def test_lsgan_losses_running_average_and_noise_follow_appendix_b():
         previous_noise = 0.2 * max(0.0, average - 0.5) ** 2
     assert previous_noise > 0  # d̂ passed the limit: the test saw the noise switch on
     G_value, _ = LSGAN(CONFIG).G_loss(D, fakes, 0.0)
-    assert float(G_value) == pytest.approx(float((fake_scores - 1).square().mean()))
+    assert float(G_value.detach()) == pytest.approx(float((fake_scores - 1).square().mean()))
 
 
 def _rank_main(rank: int, init_file: str, results) -> None:
