@@ -74,7 +74,7 @@ def test_lsgan_ranks_share_one_running_average(tmp_path):
     two halves' D(x) means differ, so a per-rank d̂ would not be)."""
     reals, fakes = _batches()
     alone = _losses_and_averages(LSGAN(CONFIG), _ScoreByMean(), reals, fakes)
-    halves = [float(_ScoreByMean()(reals[i:i + 4], 0.0).mean()) for i in (0, 4)]
+    halves = [float(_ScoreByMean()(reals[i:i + 4], 0.0).mean().detach()) for i in (0, 4)]
     assert abs(halves[0] - halves[1]) > 0.01
     results = mp.Manager().dict()
     mp.start_processes(_rank_main, args=(str(tmp_path / "rendezvous"), results), nprocs=2, start_method="spawn")
