@@ -500,18 +500,22 @@ def pad_with_blur_torch(img: torch.Tensor, pad: Sequence[int], blur_sigma: float
     _, height, width = img.shape
     rows = _reflect_index(torch.arange(-top, height + bottom, device=img.device), height)
     cols = _reflect_index(torch.arange(-left, width + right, device=img.device), width)
-    img = img[:, rows][:, :, cols]
+    img = img[:, rows[:, None], cols[None, :]]  # one gather
     _, height, width = img.shape
-    x = torch.arange(width, device=img.device, dtype=torch.float32)[None]
-    y = torch.arange(height, device=img.device, dtype=torch.float32)[:, None]
-    mask = torch.full((height, width), float("inf"), device=img.device)
-    for term, p in ((x, left), (y, top), (width - 1 - x, right), (height - 1 - y, bottom)):
-        if p > 0:
-            mask = torch.minimum(mask, term / p)
-    mask = 1.0 - mask
-    img = img + (gaussian_blur_torch(img, blur_sigma) - img) * torch.clamp(mask * 3.0 + 1.0, 0.0, 1.0)
+    # 1 − the smallest of the four distance ratios: the two of each axis along that axis, then one [H, W] minimum
+    nearest = []
+    for length, before, after in ((height, top, bottom), (width, left, right)):
+        position = torch.arange(length, device=img.device, dtype=torch.float32)
+        ratio = torch.full((length,), float("inf"), device=img.device)
+        for term, p in ((position, before), (length - 1 - position, after)):
+            if p > 0:
+                ratio = torch.minimum(ratio, term / p)
+        nearest.append(ratio)
+    mask = torch.minimum(nearest[0][:, None], nearest[1][None, :]).neg_().add_(1.0)
+    # img + (blur − img)·clamp(3·mask + 1), then img + (median − img)·clamp(mask): in place, the same sums
+    img = gaussian_blur_torch(img, blur_sigma).sub_(img).mul_(mask.mul(3.0).add_(1.0).clamp_(0.0, 1.0)).add_(img)
     median = _median(img.reshape(img.shape[0], -1))
-    return img + (median[:, None, None] - img) * torch.clamp(mask, 0.0, 1.0)
+    return (median[:, None, None] - img).mul_(mask.clamp_(0.0, 1.0)).add_(img)
 
 
 def _sampling_grid(plan: CropPlan, canvas_hw: tuple[int, int], device: torch.device) -> tuple[torch.Tensor, ...]:
