@@ -47,13 +47,14 @@ DEFAULT_TILE = {"cleanup": 512, "sr": 192}  # input pixels (a tile runs with its
 # On CUDA memory is plenty and every network call costs host time: bigger tiles, fewer windows (a typical face's
 # SR input, 150–550 px, is one window; a photo up to 2,144 px a side too), less margin work
 DEFAULT_TILE_CUDA = {"cleanup": 2048, "sr": 512}
-# On CUDA window sides are padded to multiples of these (input pixels), so the shapes cuDNN plans for are bounded
-# (sides ≤ tile + 3 margins + a bucket): ~150 (cleanup) and ~210 (SR) after 1,000 photos, each planned once
-# (~0.4 ms per convolution, once per shape and batch size), where exact sides gave every photo new ones.
-# Network pixels per image pixel (margins, padding; benchmarks/restore_shapes.py, 1,000 synthetic sources):
-# cleanup 1.19, SR 1.20 with these settings; with tiles 1024/384, sides in 128/64 steps and a far-edge window
-# shifted inward over its neighbour, as until 2026-11-26: 2.00 and 2.10
-SIZE_BUCKET_CUDA = {"cleanup": 64, "sr": 32}
+# On CUDA window sides are padded to multiples of these (input pixels), so the shapes cuDNN plans for are few
+# (sides ≤ tile + 3 margins + a bucket): 82 (cleanup) and 88 (SR) after 2,000 photos, each planned once (~0.4 ms
+# per convolution, once per shape and batch size), where exact sides gave every photo new ones. Network pixels
+# per image pixel (margins, padding; benchmarks/restore_shapes.py, 2,000 synthetic sources): cleanup 1.27, SR 1.30;
+# 1.18 and 1.20 with steps of 64 / 32 pixels, for 183 / 234 shapes (planning then costs a few ms per source in the
+# first thousand); 2.00 and 2.10 with tiles 1024/384 and a far-edge window shifted back over its neighbour, as
+# until 2026-11-26
+SIZE_BUCKET_CUDA = {"cleanup": 128, "sr": 64}
 DEFAULT_MARGIN = {"cleanup": 48, "sr": 16}  # input pixels of context around each tile
 BUCKET = 16  # window starts and padded window sides are multiples of this many input pixels
 
