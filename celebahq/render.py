@@ -288,7 +288,7 @@ def _resample_last_dim(x: torch.Tensor, factor: int, up: bool, filter_name: str,
     return out.reshape(*shape[:-1], n_out)
 
 
-_BAND_BLOCK = 256  # positions per block of `_banded_rows`: ≥ the taps, so the zeros multiplied are a fraction
+_BAND_BLOCK = 256  # positions per block of `_banded_rows`: an output multiplies step·(block − 1) + taps inputs
 
 
 def _banded_rows(rows: torch.Tensor, weight: torch.Tensor, first: int, step: int, n_out: int) -> torch.Tensor:
@@ -299,8 +299,8 @@ def _banded_rows(rows: torch.Tensor, weight: torch.Tensor, first: int, step: int
     Computed as one batched matrix product: the row cut into blocks of `_BAND_BLOCK` positions i (overlapping
     views), each block times the same banded [span, P·block] matrix. cuBLAS has no per-shape planning (cuDNN plans
     every new shape, ~0.5 ms of host time: the rows' lengths change with every photo), and a block's band holds
-    ~taps / span zeros where an [n, n_out] matrix would multiply n − taps zeros per output (the padding blur of a
-    2,500-pixel face: ~230 GFLOP per photo that way, measured by benchmarks/render_flops.py)."""
+    span − taps zeros per column where an [n, n_out] matrix would multiply n − taps per output (the padding blur:
+    230 GFLOP per source that way, 40 in blocks; counted by benchmarks/render_flops.py)."""
     phases, taps = weight.shape
     positions = -(-n_out // phases)
     block = min(_BAND_BLOCK, positions)
