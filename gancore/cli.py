@@ -21,7 +21,8 @@ def emit(message: str = "", err: bool = False) -> None:
 
 
 def user_errors(command):
-    """Turn UserError and OSError (and Ctrl-C) into one line on stderr and exit status 2 (1 for an interrupt)."""
+    """Turn UserError and OSError (and Ctrl-C) into one line on stderr and exit status 2 (1 for an interrupt); under
+    torchrun also a collective's failure because another rank stopped or died (`distributed.peer_failure`)."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
@@ -36,6 +37,12 @@ def user_errors(command):
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
             sys.exit(1)
+        except RuntimeError as error:
+            reason = distributed.peer_failure(error)
+            if reason is None:
+                raise
+            click.echo(f"error: rank {distributed.rank()} lost the other ranks ({reason})", err=True)
+            sys.exit(2)
 
     return wrapper
 

@@ -88,6 +88,18 @@ def barrier() -> None:
         all_reduce_sum(torch.zeros(1))
 
 
+def peer_failure(error: BaseException) -> str | None:
+    """Why a collective failed, when `error` is its failure because another rank stopped or died (torch's DistError
+    family; gloo's connection errors, plain RuntimeErrors): the first sentence of the reason, without the source
+    location; None for any other error, or outside torchrun."""
+    if not is_distributed() or not isinstance(error, RuntimeError):
+        return None
+    text = " ".join(str(error).split())
+    if not (isinstance(error, dist.DistError) or ("gloo" in text and "peer" in text)):
+        return None
+    return text.split("] ", 1)[-1].split(". ", 1)[0]
+
+
 def is_main_process() -> bool:
     return rank() == 0
 

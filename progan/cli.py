@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
+import signal
 import sys
+import time
+import typing
 from pathlib import Path
 
 import click
@@ -64,7 +68,7 @@ def train_command(config_name, data_path, run_dir, kimg, gpus, resume, overrides
     if config.resolution is not None:  # refused here, before any process starts (else once the data is known)
         check_gpu_split(config, processes, config_name if resume is None else "the resumed run's config")
     if gpus > 1 and world == 1:
-        _relaunch_under_torchrun(gpus)
+        _relaunch_under_torchrun(gpus, Path(run_dir))
     start_distributed(device)
     state = training_loop(config, data_path, run_dir, resume=resume, device=device,
                           log=lambda line: emit(line, err=True))
@@ -74,11 +78,34 @@ def train_command(config_name, data_path, run_dir, kimg, gpus, resume, overrides
         emit(f"done: {state.cur_nimg / 1000:.1f} kimg in {state.tick} ticks -> {run_dir}")
 
 
-def _relaunch_under_torchrun(gpus: int) -> None:
+def _relaunch_under_torchrun(gpus: int, run_dir: Path) -> typing.NoReturn:
+    """Run this command again as `gpus` ranks under torchrun, in this process (the launcher), and exit with their
+    outcome instead of torchrun's tracebacks: 0 when every rank ended well, also after a SIGTERM or Ctrl-C, which
+    torchrun forwards to the ranks (each finishes its round; rank 0 writes the interrupted checkpoint and says how
+    to resume) and waits 30 s for; the failing rank's own status when one failed (its `error:` line is above it);
+    a UserError (exit 2) when a rank was killed by a signal; 1 and one line when the run was stopped before it
+    could checkpoint."""
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import main as torchrun
 
-    arguments = [arg for arg in sys.argv[1:]]
-    sys.exit(torchrun([f"--nproc_per_node={gpus}", "--standalone", "-m", "progan.cli", *arguments]))
+    for name in list(logging.root.manager.loggerDict):  # torchrun's log lines would repeat the ranks' own
+        if name.startswith("torch.distributed"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
+    started = time.time()
+    try:
+        torchrun([f"--nproc_per_node={gpus}", "--standalone", "-m", "progan.cli", *sys.argv[1:]])
+    except ChildFailedError as failed:
+        rank, failure = failed.get_first_failure()
+        if failure.exitcode < 0:
+            raise UserError(f"rank {rank} was killed by {signal.Signals(-failure.exitcode).name}") from None
+        sys.exit(failure.exitcode)
+    except SignalException as stopped:
+        if not any(path.stat().st_mtime >= started for path in run_dir.glob("interrupted-*.pt")):
+            emit(f"interrupted by {signal.Signals(stopped.sigval).name} before the ranks wrote a checkpoint",
+                 err=True)
+            sys.exit(1)
+    sys.exit(0)
 
 
 @main.command("generate")

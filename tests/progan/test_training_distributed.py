@@ -9,14 +9,17 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
+from gancore.processes import descendants
 from progan.checkpoint import load_checkpoint
 from progan.configs import resolve_config
 from progan.training_loop import find_checkpoint, training_loop
@@ -75,3 +78,87 @@ def test_two_processes_equal_one_through_a_fade_in_and_a_resume(tmp_path):
     for key in ("G", "D", "G_ema"):
         for name, value in final_one[key].items():
             torch.testing.assert_close(final_two[key][name], value, rtol=1e-5, atol=1e-5, msg=f"{key}.{name}")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# `progan train --gpus N`: the launcher's exit, never torchrun's traceback
+
+
+def _launch(arguments: list[str], run: Path, data: Path) -> subprocess.Popen:
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
+    return subprocess.Popen([sys.executable, "-m", "progan.cli", "train", "--config", "tiny", "--data", str(data),
+                             "--out", str(run), "--gpus", "2", "--device", "cpu", "--set", "metric_swd_images=0",
+                             "--set", "tensorboard=false", *arguments], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
+
+
+def _wait_for(condition, seconds: float = 120.0) -> None:
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "timed out"
+        time.sleep(0.2)
+
+
+@pytest.fixture(scope="module")
+def images_8x8(tmp_path_factory) -> Path:
+    data = tmp_path_factory.mktemp("data") / "images.npy"
+    np.save(data, np.random.default_rng(0).integers(0, 256, (256, 8, 8, 3), dtype=np.uint8))
+    return data
+
+
+def test_a_failing_rank_leaves_its_error_line_and_status(tmp_path, images_8x8):
+    """Both ranks refuse the data (8×8 images for a 16×16 config): their `error:` lines, exit 2, no traceback."""
+    launcher = _launch(["--set", "resolution=16", "--kimg", "1"], tmp_path / "run", images_8x8)
+    out, err = launcher.communicate(timeout=300)
+    assert launcher.returncode == 2, err
+    assert err.strip() and all(line.startswith("error: ") for line in err.strip().splitlines()), err
+    assert "Traceback" not in err + out
+
+
+def test_sigterm_to_the_launcher_checkpoints_and_exits_0(tmp_path, images_8x8):
+    """SIGTERM to `progan train --gpus 2` (what a scheduler sends): torchrun forwards it, rank 0 writes the
+    interrupted checkpoint, the launcher exits 0 with no traceback and no process left."""
+    run = tmp_path / "run"
+    launcher = _launch(["--set", "resolution=8", "--kimg", "50"], run, images_8x8)
+    _wait_for(lambda: (run / "stats.jsonl").is_file() or launcher.poll() is not None)
+    ranks = descendants(launcher.pid)
+    launcher.send_signal(signal.SIGTERM)
+    out, err = launcher.communicate(timeout=120)
+    assert launcher.returncode == 0, err
+    assert "Traceback" not in err + out and "resume with: progan train --resume" in out
+    assert len(list(run.glob("interrupted-*.pt"))) == 1
+    _wait_for(lambda: not (descendants(launcher.pid) | {pid for pid in ranks if Path(f"/proc/{pid}").exists()}),
+              seconds=10)
+
+
+def test_a_killed_rank_is_one_error_line(tmp_path, images_8x8):
+    """A rank killed by SIGKILL (the out-of-memory killer's way): the launcher's `error: rank … was killed by
+    SIGKILL`, exit 2; the other rank, whose collective fails, its own one line, not a traceback."""
+    run = tmp_path / "run"
+    launcher = _launch(["--set", "resolution=8", "--kimg", "50"], run, images_8x8)
+    _wait_for(lambda: (run / "stats.jsonl").is_file() or launcher.poll() is not None)
+    ranks = [pid for pid in descendants(launcher.pid) if b"progan.cli" in Path(f"/proc/{pid}/cmdline").read_bytes()]
+    assert ranks
+    environment = dict(entry.split(b"=", 1) for entry in Path(f"/proc/{ranks[0]}/environ").read_bytes().split(b"\0")
+                       if b"=" in entry)
+    os.kill(ranks[0], signal.SIGKILL)
+    out, err = launcher.communicate(timeout=120)
+    assert launcher.returncode == 2, err
+    assert "Traceback" not in err + out
+    lines = [line for line in err.splitlines() if not line.startswith("tick ")]
+    killed = int(environment[b"RANK"])
+    assert lines[-1] == f"error: rank {killed} was killed by SIGKILL", err
+    assert all(line.startswith(f"error: rank {1 - killed} lost the other ranks (") for line in lines[:-1]), err
+
+
+def test_sigterm_before_training_is_one_line(tmp_path, images_8x8):
+    """SIGTERM while the ranks still start: nothing to checkpoint, one line, exit 1 (as an interrupt)."""
+    run = tmp_path / "run"
+    launcher = _launch(["--set", "resolution=8", "--kimg", "50"], run, images_8x8)
+    _wait_for(lambda: len(descendants(launcher.pid)) >= 2 or launcher.poll() is not None)
+    launcher.send_signal(signal.SIGTERM)
+    _, err = launcher.communicate(timeout=120)
+    assert launcher.returncode == 1, err
+    assert err.strip().splitlines() == ["interrupted by SIGTERM before the ranks wrote a checkpoint"], err
+    assert not list(run.glob("interrupted-*.pt"))
