@@ -216,7 +216,7 @@ class StageSeconds:
     draw: float = 0.0  # the render proper: shrink/crop, super-resolution, padding, 4R sampling, downscale
     sr: float = 0.0  # of which the super-resolution stage
     score: float = 0.0  # the quality score
-    host: float = 0.0  # the copy to the host and the md5
+    host: float = 0.0  # queueing the copy to the host (the md5s follow in `render`, beside the next batch)
 
 
 @dataclass
@@ -362,15 +362,26 @@ def _prepared(items: list[SourceItem], table, options: BuildOptions) -> Iterator
 # Rendering
 
 
-def _render(batch: list[Prepared], options: BuildOptions, timer: DeviceTimer) -> list[Rendered]:
-    """Render a batch on the device, score each face there, and bring the pixels to the host once; `timer`
-    gets the device time of each part (StageSeconds)."""
+@dataclass
+class _InFlight:
+    """A rendered batch on its way to the host: its device work is queued, and its pixels and scores land in host
+    memory once `ready` fires (CUDA: pinned buffers filled by asynchronous copies; elsewhere already there)."""
+
+    batch: list[Prepared]
+    images: np.ndarray | torch.Tensor  # uint8 [N, R, R, 3] on the host
+    scores: torch.Tensor | None  # float64 [N] on the host (None below 64²: no quality score)
+    ready: torch.cuda.Event | None
+
+
+def _render(batch: list[Prepared], options: BuildOptions, timer: DeviceTimer) -> _InFlight:
+    """Queue a batch's render on the device, score each face there, and start the copy of the pixels and scores
+    to the host (`_landed` waits for it); `timer` gets the device time of each part (StageSeconds)."""
     if options.backend == "pil":
         with timer.span("draw"):
             upscale = timer.wrap("sr", SR_STAGES[options.sr])
-            images = [render_pil(p.pixels, p.render_plan, options.resolution, upscale, options.downscale)
-                      for p in batch]
-            tensors = torch.from_numpy(np.stack(images)).permute(0, 3, 1, 2)
+            images = np.stack([render_pil(p.pixels, p.render_plan, options.resolution, upscale, options.downscale)
+                               for p in batch])
+            tensors = torch.from_numpy(images).permute(0, 3, 1, 2)
     else:
         with timer.span("cleanup"):
             inputs = _device_inputs(batch, options)
@@ -382,11 +393,38 @@ def _render(batch: list[Prepared], options: BuildOptions, timer: DeviceTimer) ->
     with timer.span("score"):
         scores = quality_score(tensors) if options.resolution >= 64 else None
     with timer.span("host"):
+        if options.backend == "pil":
+            return _InFlight(batch, images, scores, None)
         # HWC made contiguous on the device: the host gets C-ordered images (no strided copy for the md5)
-        images = images if options.backend == "pil" else list(tensors.permute(0, 2, 3, 1).contiguous().cpu().numpy())
-        scores = scores.tolist() if scores is not None else [None] * len(batch)
-        digests = list(_hashing_threads().map(pixels_md5, images))  # hashlib releases the GIL: in parallel
-    return [Rendered(p, image, md5, score) for p, image, md5, score in zip(batch, images, digests, scores)]
+        (images, scores), ready = _copy_to_host(tensors.permute(0, 2, 3, 1).contiguous(), scores)
+        return _InFlight(batch, images, scores, ready)
+
+
+def _copy_to_host(*tensors: torch.Tensor | None) -> tuple[list[torch.Tensor | None], torch.cuda.Event | None]:
+    """Host copies of device tensors (None stays None) and the event after which they hold the data: on CUDA
+    pinned buffers filled asynchronously, so the host can queue the next batch while these travel; elsewhere
+    plain copies (or the tensors themselves), no event."""
+    if not any(t is not None and t.is_cuda for t in tensors):
+        return [t if t is None else t.cpu() for t in tensors], None
+    copies = []
+    for tensor in tensors:
+        if tensor is not None:
+            host = torch.empty(tensor.shape, dtype=tensor.dtype, pin_memory=True)
+            tensor = host.copy_(tensor, non_blocking=True)
+        copies.append(tensor)
+    ready = torch.cuda.Event()
+    ready.record()
+    return copies, ready
+
+
+def _landed(flight: _InFlight) -> list[Rendered]:
+    """The batch's rendered faces once its copies reached the host, with the md5 of each image."""
+    if flight.ready is not None:
+        flight.ready.synchronize()
+    images = list(flight.images if isinstance(flight.images, np.ndarray) else flight.images.numpy())
+    scores = flight.scores.tolist() if flight.scores is not None else [None] * len(flight.batch)
+    digests = list(_hashing_threads().map(pixels_md5, images))  # hashlib releases the GIL: in parallel
+    return [Rendered(p, image, md5, score) for p, image, md5, score in zip(flight.batch, images, digests, scores)]
 
 
 def _device_inputs(batch: list[Prepared], options: BuildOptions) -> list[np.ndarray | torch.Tensor]:
@@ -426,15 +464,25 @@ def _run_pass(report: PassReport, items: list[SourceItem], table, options: Build
     started = time.perf_counter()
     batch: list[Prepared] = []
     timer = DeviceTimer(options.device)
+    in_flight: list[_InFlight] = []  # at most one: the batch the device is rendering while the host lands its
+    # predecessor (md5, manifest, writers), so neither waits for the other between batches
+
+    def land() -> None:
+        landed_started = time.perf_counter()
+        rendered = _landed(in_flight.pop())
+        timer.collect(wait=False)  # fold in the spans whose device work is done
+        report.stage_seconds.render += time.perf_counter() - landed_started
+        report.rendered += len(rendered)
+        handle(rendered)
 
     def flush() -> None:
         render_started = time.perf_counter()
-        rendered = _render(batch, options, timer)
-        timer.collect()  # the batch's device work is done (its pixels are on the host): fold its events in
+        launched = _render(list(batch), options, timer)
         report.stage_seconds.render += time.perf_counter() - render_started
-        report.rendered += len(rendered)
-        handle(rendered)
         batch.clear()
+        if in_flight:
+            land()
+        in_flight.append(launched)
 
     with progress_bar(len(items), f"celebahq build ({report.name})", options.progress) as bar:
         for result in _prepared(items, table, options):
@@ -450,6 +498,8 @@ def _run_pass(report: PassReport, items: list[SourceItem], table, options: Build
                 flush()
         if batch:
             flush()
+        if in_flight:
+            land()
     for name, seconds in timer.collect().items():
         setattr(report.stage_seconds, name, seconds)
     report.wall_seconds = time.perf_counter() - started

@@ -120,11 +120,15 @@ class DeviceTimer:
                 return function(*args, **kwargs)
         return timed
 
-    def collect(self) -> dict[str, float]:
-        """Seconds per span name so far (waits for the spans' work to finish). Call it now and then (e.g. after each
-        batch's results reached the host): each pending span holds two CUDA events until then."""
-        for name, start, end in self._pending:
+    def collect(self, wait: bool = True) -> dict[str, float]:
+        """Seconds per span name so far: every span's (waiting for their work to finish), or with `wait=False`
+        those of the spans whose work is done (earlier ones first; the rest stay pending). Call it now and then
+        (e.g. after each batch's results reached the host): each pending span holds two CUDA events until then."""
+        while self._pending:
+            name, start, end = self._pending[0]
+            if not wait and not end.query():
+                break
             end.synchronize()
             self.totals[name] += start.elapsed_time(end) / 1000.0
-        self._pending.clear()
+            self._pending.pop(0)
         return dict(self.totals)
