@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gancore.errors import UserError
+from gancore.errors import UserError, read_text_file
 from gancore.sources import IMAGE_EXTENSIONS, BadImage, decode_image, to_rgb_hwc
 
 __all__ = [
@@ -72,14 +72,7 @@ def read_celeba_landmarks(path: str | os.PathLike) -> dict[str, np.ndarray]:
     rows raises `LandmarkError` naming the file and the line.
     """
     path = Path(path)
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise LandmarkError(f"{path}: landmark file not found") from None
-    except UnicodeDecodeError as error:
-        raise LandmarkError(f"{path}: not a text file ({error.reason} at byte {error.start})") from None
-    except OSError as error:
-        raise LandmarkError(f"{path}: cannot read the landmark file ({error.strerror or error})") from None
+    text = read_text_file(path, "utf-8-sig", "landmark file", error=LandmarkError)
 
     lines = [(number, line.split()) for number, line in enumerate(text.splitlines(), start=1) if line.strip()]
     if len(lines) < 2:

@@ -32,7 +32,7 @@ from pathlib import Path
 
 import numpy as np
 
-from gancore.errors import UserError
+from gancore.errors import UserError, read_text_file
 from gancore.imagefiles import write_png
 from gancore.locking import FolderLock
 from gancore.outputs import atomic_output
@@ -61,14 +61,7 @@ def read_image_list(path: str | os.PathLike) -> list[ImageListRow]:
     """The release's image_list.txt (`selection.parse_image_list`), row i with idx i (the original indexes its
     columns by idx)."""
     path = Path(path)
-    try:
-        text = path.read_text(encoding="ascii")
-    except FileNotFoundError:
-        raise UserError(f"{path}: not found (the deltas folder holds image_list.txt and deltas*.zip)") from None
-    except UnicodeDecodeError as error:
-        raise UserError(f"{path}: not a text file ({error.reason} at byte {error.start})") from None
-    except OSError as error:
-        raise UserError(f"{path}: cannot read ({error.strerror or error})") from None
+    text = read_text_file(path, "ascii", "image list", " (the deltas folder holds image_list.txt and deltas*.zip)")
     rows = parse_image_list(text, str(path), in_order=True)
     if not rows:
         raise UserError(f"{path}: no rows after the header")

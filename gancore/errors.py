@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
+
 
 class UserError(Exception):
     """A problem with the user's input or environment that has a clear, one-paragraph explanation."""
@@ -22,3 +25,18 @@ class SourceError(UserError):
 
 
 SKIP_BAD_ADVICE = "Fix or remove them, or pass --skip-bad to skip them"
+
+
+def read_text_file(path: str | os.PathLike, encoding: str, what: str = "file", missing: str = "",
+                   error: type[UserError] = UserError) -> str:
+    """The text of `path`, or `error` in one line for a missing file ('PATH: WHAT not found' + `missing`, a hint), a
+    binary one and any other read failure."""
+    path = Path(path)
+    try:
+        return path.read_text(encoding=encoding)
+    except FileNotFoundError:
+        raise error(f"{path}: {what} not found{missing}") from None
+    except UnicodeDecodeError as failure:
+        raise error(f"{path}: not a text file ({failure.reason} at byte {failure.start})") from None
+    except OSError as failure:
+        raise error(f"{path}: cannot read the {what} ({failure.strerror or failure})") from None
