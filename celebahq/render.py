@@ -30,6 +30,7 @@ Pillow conventions the fast path reproduces (checked by the tests against the in
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -251,10 +252,33 @@ def _resample_last_dim(x: torch.Tensor, factor: int, up: bool, filter_name: str,
 
     dense=True computes the same sums as batched matrix products over blocks of the row (`_banded_rows`) instead
     of a strided convolution."""
-    support, fn = _FILTERS[filter_name]
     shape = x.shape
     rows = x.reshape(-1, shape[-1])
     n = shape[-1]
+    weight, first = _resample_taps(factor, up, filter_name, x.dtype, x.device)
+    taps = weight.shape[1]
+    if up:
+        if dense:
+            return _normalised_banded_rows(rows, weight, first, 1, n * factor).reshape(*shape[:-1], n * factor)
+        out = _conv_rows(rows, weight, -first, first + taps - 1, 1)  # [M, f, n]
+        return out.transpose(1, 2).reshape(*shape[:-1], n * factor)
+    if n % factor:
+        raise ValueError(f"downscale by {factor} needs a multiple of {factor}; got {n}")
+    n_out = n // factor
+    if dense:
+        return _normalised_banded_rows(rows, weight, first, factor, n_out).reshape(*shape[:-1], n_out)
+    pad_right = max(factor * (n_out - 1) + taps - n + first, 0)
+    out = _conv_rows(rows, weight, -first, pad_right, factor)[:, 0, :n_out]
+    return out.reshape(*shape[:-1], n_out)
+
+
+@functools.lru_cache(maxsize=64)
+def _resample_taps(factor: int, up: bool, filter_name: str, dtype: torch.dtype,
+                   device: torch.device) -> tuple[torch.Tensor, int]:
+    """PIL's integer-factor resample as taps on `device` (made once per process): (weights [P, K], first) where
+    output o = P·i + p (P = factor phases up, 1 down) sums inputs step·i + first + k with weight [p, k], step 1 up
+    and `factor` down (before the normalisation by the weight inside the row)."""
+    support, fn = _FILTERS[filter_name]
     if up:
         # output o = f·i + p has centre i + (p + 0.5)/f; taps i + k with weight filter(k + 0.5 - (p + 0.5)/f).
         centres = (np.arange(factor) + 0.5) / factor
@@ -263,29 +287,16 @@ def _resample_last_dim(x: torch.Tensor, factor: int, up: bool, filter_name: str,
         k = np.arange(k_min, k_max + 1)
         lo = np.floor(centres - support + 0.5)[:, None]
         hi = np.floor(centres + support + 0.5)[:, None]
-        weight = np.where((k >= lo) & (k < hi), fn(k + 0.5 - centres[:, None]), 0.0)
-        weight = host_to_device(weight, x.device, x.dtype)
-        if dense:
-            return _normalised_banded_rows(rows, weight, k_min, 1, n * factor).reshape(*shape[:-1], n * factor)
-        out = _conv_rows(rows, weight, -k_min, k_max, 1)  # [M, f, n]
-        return out.transpose(1, 2).reshape(*shape[:-1], n * factor)
-    if n % factor:
-        raise ValueError(f"downscale by {factor} needs a multiple of {factor}; got {n}")
-    # output o has centre f·o + f/2; taps f·o + j with weight filter((j + 0.5 - f/2) / f).
-    scaled = support * factor
-    j0 = int(np.floor(factor / 2 - scaled + 0.5))
-    j1 = int(np.floor(factor / 2 + scaled + 0.5))
-    j = np.arange(j0, j1)
-    weight = host_to_device(fn((j + 0.5 - factor / 2) / factor)[None], x.device, x.dtype)
-    if j0 > 0:
-        raise AssertionError("filter window does not start at or before its output")
-    n_out = n // factor
-    if dense:
-        return _normalised_banded_rows(rows, weight, j0, factor, n_out).reshape(*shape[:-1], n_out)
-    pad_left = -j0
-    pad_right = max(factor * (n_out - 1) + (j1 - j0) - n - pad_left, 0)
-    out = _conv_rows(rows, weight, pad_left, pad_right, factor)[:, 0, :n_out]
-    return out.reshape(*shape[:-1], n_out)
+        weight, first = np.where((k >= lo) & (k < hi), fn(k + 0.5 - centres[:, None]), 0.0), k_min
+    else:
+        # output o has centre f·o + f/2; taps f·o + j with weight filter((j + 0.5 - f/2) / f).
+        scaled = support * factor
+        first = int(np.floor(factor / 2 - scaled + 0.5))
+        j = np.arange(first, int(np.floor(factor / 2 + scaled + 0.5)))
+        weight = fn((j + 0.5 - factor / 2) / factor)[None]
+        if first > 0:
+            raise AssertionError("filter window does not start at or before its output")
+    return host_to_device(weight, device, dtype), first
 
 
 _BAND_BLOCK = 256  # positions per block of `_banded_rows`: an output multiplies step·(block − 1) + taps inputs
