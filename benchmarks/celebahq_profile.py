@@ -60,9 +60,13 @@ def main(argv=None) -> None:
         print(averages.table(sort_by="self_cuda_time_total", row_limit=args.rows, max_name_column_width=60))
     print(averages.table(sort_by="self_cpu_time_total", row_limit=args.rows, max_name_column_width=60))
     pstats.Stats(python_profile).sort_stats("tottime").print_stats(args.rows)
-    rendered = sum(one.sources for one in report.passes)
+    rendered = max(sum(one.sources for one in report.passes), 1)
     print(f"{args.sources} sources at {args.resolution}² on {args.device} in {wall:.1f} s (profiled); "
-          f"{sum(event.count for event in averages) / max(rendered, 1):.0f} operator calls per rendered source")
+          f"{sum(event.count for event in averages) / rendered:.0f} operator calls per rendered source")
+    if cuda:  # the device's own time: is it the bound (near 100%) or waiting for the host?
+        kernels = sum(getattr(event, "self_device_time_total", 0.0) for event in averages) / 1e6
+        print(f"GPU busy {kernels:.1f} s of the {wall:.1f} s ({100 * kernels / wall:.0f}%): "
+              f"{1e3 * kernels / rendered:.1f} ms of device time per rendered source")
     for one in report.passes:
         per = {k: round(1e3 * v / max(one.sources, 1), 1) for k, v in one.stage_seconds.__dict__.items() if v}
         print(f"  {one.name}: {one.sources} sources, {one.sources_per_second:.2f}/s, ms/source {per}")
