@@ -24,9 +24,10 @@ PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
 
 def die_with_parent(*_args) -> None:
-    """Make this child process end when its parent does, and leave Ctrl-C to the parent (any arguments are
-    ignored: usable as a DataLoader `worker_init_fn` or a pool `initializer`)."""
+    """Make this child process end when its parent does, and leave Ctrl-C to the parent, silently (any arguments
+    are ignored: usable as a DataLoader `worker_init_fn` or a pool `initializer`)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
+    sys.excepthook = quiet_when_the_parent_left
     parent = os.getppid()
     if sys.platform.startswith("linux"):
         try:
@@ -36,6 +37,16 @@ def die_with_parent(*_args) -> None:
             pass
     if parent == 1 or os.getppid() != parent:  # the parent died before the prctl took effect: re-parented
         os._exit(1)
+
+
+def quiet_when_the_parent_left(kind: type[BaseException], error: BaseException, trace) -> None:
+    """A helper's hook for errors nothing caught: a broken connection to the parent (EOFError, ConnectionError)
+    means the parent stopped (Ctrl-C, a kill) in the middle of an exchange, e.g. while multiprocessing's
+    resource-sharer thread handed it a shared tensor's file descriptor: nothing to report, the parent says what
+    happened. Anything else is printed as usual."""
+    if issubclass(kind, (EOFError, ConnectionError)):
+        return
+    sys.__excepthook__(kind, error, trace)
 
 
 def helper_pool(count: int) -> ProcessPoolExecutor:
