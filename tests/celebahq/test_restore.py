@@ -325,6 +325,20 @@ def test_windows_split_a_side_evenly(tile, margin):
         assert sum(last - first for _, _, first, last in windows) <= length + 2 * margin * (len(windows) - 1)
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+@pytest.mark.parametrize("kind", KINDS)
+def test_cuda_restorer_matches_the_cpu(kind, photo):
+    """CUDA's mode (float16 layers, channels_last, CUDA's tiling: one window, then several) against the float32
+    whole image on the CPU: float16 rounding only (a layout or tiling error would show as garbage)."""
+    image = photo[:200, :232] if kind == "cleanup" else photo[:64, :96]
+    whole = Restorer(kind, device="cpu", tile=4096)(image).astype(np.int16)
+    for tile in (None, 96 if kind == "cleanup" else 32):
+        restorer = Restorer(kind, device="cuda", tile=tile)
+        assert restorer.half and is_channels_last(restorer.model.tail.weight)
+        difference = np.abs(restorer(image).astype(np.int16) - whole)
+        assert difference.max() <= 4 and difference.mean() <= 0.25, (tile, difference.max(), difference.mean())
+
+
 @pytest.mark.parametrize("factor", [1, 2, 4, 8, 16])
 def test_net_upscale_factors(factor, photo):
     image = photo[:20, :30]
