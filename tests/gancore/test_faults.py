@@ -229,7 +229,8 @@ def test_helper_pool_children_do_not_import_the_main_module(tmp_path):
 
 def test_a_helper_is_silent_when_its_parent_left_mid_exchange(capsys):
     """A helper's uncaught connection errors (its parent stopped while, e.g., the resource-sharer thread handed it
-    a shared tensor: seen once in 40 Ctrl-Cs of a build) print nothing; any other error its usual traceback."""
+    a shared tensor: 4 of 60 Ctrl-Cs of a build printed such a traceback before, `benchmarks/ctrl_c_stress.py`)
+    print nothing; any other error its usual traceback."""
     from gancore.processes import quiet_when_the_parent_left
 
     for error in (EOFError(), ConnectionResetError(104, "Connection reset by peer"), BrokenPipeError()):
