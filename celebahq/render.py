@@ -319,7 +319,7 @@ def _banded_rows(rows: torch.Tensor, weight: torch.Tensor, first: int, step: int
     span = step * (block - 1) + taps
     length = step * block * (blocks - 1) + span  # the zero-padded row the blocks cover, from input index `first`
     padded = F.pad(rows, (-first, length + first - rows.shape[-1]))  # a negative pad crops
-    band = _band_matrix(span, phases * block, weight, 0, step)
+    band = _band_matrix(span, phases * block, weight, step)
     with _exact_float32():
         out = padded.unfold(-1, span, step * block) @ band  # [M, blocks, P·block]
     return out.reshape(rows.shape[0], -1)[:, :n_out]
@@ -333,17 +333,15 @@ def _normalised_banded_rows(rows: torch.Tensor, weight: torch.Tensor, first: int
     return _banded_rows(rows, weight, first, step, n_out).div_(inside)
 
 
-def _band_matrix(n: int, n_out: int, weight: torch.Tensor, first: int, step: int) -> torch.Tensor:
+def _band_matrix(n: int, n_out: int, weight: torch.Tensor, step: int) -> torch.Tensor:
     """[n, n_out] on weight's device: output o = P·i + p (P = weight's rows, the phases) has taps at inputs
-    step·i + first + k with weights weight[p, k] (taps outside 0 … n−1 dropped), built on the device."""
+    step·i + k with weights weight[p, k] (taps past n − 1 dropped), built on the device."""
     phases, taps = weight.shape
     per_phase = n_out // phases
-    offset = -first  # ≥ 0: padded row r + offset is input r
-    rows = max(n + offset, step * (per_phase - 1) + taps)
-    padded = torch.zeros((rows, n_out), dtype=weight.dtype, device=weight.device)
+    padded = torch.zeros((max(n, step * (per_phase - 1) + taps), n_out), dtype=weight.dtype, device=weight.device)
     for p in range(phases):  # element (step·i + k, P·i + p) of the padded matrix, for all i and k at once
         padded.as_strided((per_phase, taps), (step * n_out + phases, n_out), p).copy_(weight[p])
-    return padded[offset:offset + n]
+    return padded[:n]
 
 
 _PRECISION_BITS = 22  # Pillow's fixed-point weights for 8-bit images (32 - 8 - 2)
@@ -413,9 +411,9 @@ def resize_torch(x: torch.Tensor, factor: int, up: bool, filter_name: str = "lan
     """Pillow-exact (to rounding) integer-factor resize of uint8-valued float images [..., H, W]:
     horizontal pass, 8-bit rounding, vertical pass, 8-bit rounding. Returns float with integer values.
 
-    varied_shapes=True (a photo's own size, new for nearly every call): off the CPU each pass is one matrix product
-    instead of a convolution, for which cuDNN would build a plan per new shape (~2 ms of host time each, measured
-    on an H200); the same sums to float rounding, more arithmetic, which a GPU does at full rate."""
+    varied_shapes=True (a photo's own size, new for nearly every call): off the CPU each pass is a batched matrix
+    product over blocks of the rows (`_banded_rows`) instead of a convolution, for which cuDNN would build a plan
+    per new shape (~2 ms of host time each, measured on an H200); the same sums to float rounding."""
     if filter_name not in _FILTERS:
         raise ValueError(f"unknown filter {filter_name!r}")
     if factor == 1:
@@ -456,8 +454,8 @@ def gaussian_blur_torch(img: torch.Tensor, sigma: float, use_opencv: bool = True
     """scipy.ndimage.gaussian_filter(img, [σ, σ, 0]) (mode 'reflect', truncate 4) of a CHW float tensor.
 
     On the CPU this hands the work to OpenCV's separable filter (same kernel, same mirror mode, several times faster
-    than torch for kernels of ~100 taps; `use_opencv=False` turns it off); elsewhere two 1-D correlations, each one
-    matrix product (float32 sums and storage, as scipy stores between its passes)."""
+    than torch for kernels of ~100 taps; `use_opencv=False` turns it off); elsewhere two 1-D correlations
+    (`_correlate_rows`: float32 sums and storage, as scipy stores between its passes)."""
     if sigma <= 0:
         return img.clone()
     radius = int(4.0 * sigma + 0.5)

@@ -14,7 +14,7 @@ pixels where it ends at the image's edge (the same padding a whole-image run get
 the edge's pixels do not depend on the bucket: CPU and CUDA agree). On CUDA this matters: cuDNN builds an
 execution plan for every new input shape (~0.4 ms of host time per convolution, measured on an H100 where exact
 window sides, new for nearly every photo, left the GPU idle 94% of a build), and a bounded set of shapes lets it
-reuse them.On CUDA the
+reuse them. On CUDA the
 networks' layers run in float16 (weights converted once, channels_last) with float32 input skips, the arithmetic of
 autocast; on CPU in float32.
 """
