@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 from click.testing import CliRunner
 from PIL import Image
+from process_pause import resume, stop_when
 
 from celebahq.cli import main
 from celebahq.export import selected_images
@@ -93,9 +94,9 @@ def test_one_writer_per_folder_rank_during_a_build_is_refused(tmp_path):
     out = tmp_path / "out"
     process = subprocess.Popen(build_command(out, "--resolution", "64", "--limit", "6", "--batch-size", "1",
                                              "--workers", "0", "--writers", "1"),
-                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+                               stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
-        wait_for(lambda: (out / ".lock").is_file() and manifest_lines(out) >= 1)
+        stop_when(process, lambda: (out / ".lock").is_file() and manifest_lines(out) >= 1)  # stopped mid-build
         runner = CliRunner()
         ranked = runner.invoke(main, ["rank", str(out), "--workers", "0", "--quiet"])
         assert ranked.exit_code == 2 and "being written by `celebahq build`" in ranked.stderr
@@ -105,6 +106,7 @@ def test_one_writer_per_folder_rank_during_a_build_is_refused(tmp_path):
         exported = runner.invoke(main, ["export", str(out), "--zip", str(tmp_path / "x.zip"), "--quiet"])
         assert exported.exit_code == 2 and not (tmp_path / "x.zip").exists()
     finally:
+        resume(process)
         assert process.wait(timeout=300) == 0, process.stderr.read()
     records = latest_records(read_all_manifests(out))
     assert len(records) == 6 and all(r["status"] == "ok" for r in records.values())  # nothing lost
@@ -115,13 +117,14 @@ def test_children_die_with_a_killed_build_and_the_rerun_finishes(tmp_path):
     out = tmp_path / "out"
     command = build_command(out, "--resolution", "64", "--limit", "8", "--batch-size", "1", "--workers", "2",
                             "--writers", "2")
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     # 2 decode workers and the writers: the pool starts a writer only when none is idle, so how many exist when
     # the first image is recorded depends on timing (one run saw 3 of them); wait for the workers and one more
-    wait_for(lambda: manifest_lines(out) >= 1 and len(descendants(process.pid)) >= 3)
+    stop_when(process, lambda: manifest_lines(out) >= 1 and len(descendants(process.pid)) >= 3)
     helpers = descendants(process.pid)
     process.send_signal(signal.SIGKILL)
     process.wait()
+    resume(process)  # the helpers go on, as after a real kill: nothing but the build's death may end them
     deadline = time.time() + 5
     while alive(helpers) and time.time() < deadline:
         time.sleep(0.05)
@@ -136,9 +139,10 @@ def test_ctrl_c_prints_one_line(tmp_path):
     process = subprocess.Popen(build_command(out, "--resolution", "64", "--limit", "8", "--batch-size", "1",
                                              "--workers", "2", "--writers", "1"),
                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True)
-    wait_for(lambda: manifest_lines(out) >= 1)
+    stop_when(process, lambda: manifest_lines(out) >= 1)
     helpers = descendants(process.pid)
     os.killpg(process.pid, signal.SIGINT)  # what a terminal does: the whole process group
+    resume(process)
     _, stderr = process.communicate(timeout=60)
     assert process.returncode == 1 and stderr.strip().splitlines() == ["interrupted"], stderr
     wait_for(lambda: not alive(helpers), 5)

@@ -9,13 +9,19 @@ small test resolution (the release is 1024²; only the Python API has the knob).
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
 import zipfile
 from pathlib import Path
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
+from process_pause import resume, stop_when
 
 from celebahq.cli import main
 from celebahq.landmarks import read_celeba_landmarks
@@ -32,6 +38,7 @@ from celebahq.official import (
 )
 from celebahq.selection import ImageListRow
 from gancore.errors import UserError
+from gancore.processes import descendants
 from gancore.sources import decode_image
 
 EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "celeba_wild_mini"
@@ -232,26 +239,18 @@ def test_row_names():
 
 @pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="needs Linux /proc")
 def test_killed_build_resumes_and_leaves_no_worker(tmp_path):
-    import os
-    import signal
-    import subprocess
-    import sys
-    import time
-
     deltas = tmp_path / "deltas"
     finals = make_release(deltas, SOURCES * 3)
     out = tmp_path / "out"
     code = (f"from celebahq.official import OfficialOptions, build_official; build_official({str(EXAMPLE)!r}, "
             f"{str(deltas)!r}, {str(out)!r}, OfficialOptions(resolution={RESOLUTION}, workers=2, progress=False))")
-    process = subprocess.Popen([sys.executable, "-c", code])
-    deadline = time.monotonic() + 120
-    while len(read_manifest(out)) < 2 and time.monotonic() < deadline and process.poll() is None:
-        time.sleep(0.05)
-    from gancore.processes import descendants
-
+    process = subprocess.Popen([sys.executable, "-c", code], start_new_session=True)
+    stop_when(process, lambda: len(read_manifest(out)) >= 2)
     workers = descendants(process.pid)
+    assert workers, "the build had no workers to outlive it"
     os.kill(process.pid, signal.SIGKILL)
     process.wait()
+    resume(process)
     time.sleep(1.0)
     assert not [pid for pid in workers if Path(f"/proc/{pid}").exists()
                 and "Z" not in Path(f"/proc/{pid}/stat").read_text().split()[2]], "a worker outlived the build"

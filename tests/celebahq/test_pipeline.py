@@ -7,13 +7,13 @@ import shutil
 import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
 from PIL import Image
+from process_pause import resume, stop_when
 
 from celebahq.cli import main
 from celebahq.landmarks import read_celeba_landmarks, write_celeba_landmarks
@@ -89,13 +89,12 @@ def test_a_killed_build_resumes_to_the_same_result(tmp_path):
     command = [sys.executable, "-m", "celebahq.cli", "build", "--src", str(MINI), "--out", str(tmp_path / "killed"),
                "--resolution", "128", "--batch-size", "1", "--workers", "0", "--device", "cpu", "--backend", "torch",
                "--quiet"]
-    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     manifest = tmp_path / "killed" / "manifest.jsonl"
-    deadline = time.time() + 120
-    while time.time() < deadline and (not manifest.is_file() or manifest.read_text().count("\n") < 3):
-        time.sleep(0.05)
+    stop_when(process, lambda: manifest.is_file() and manifest.read_text().count("\n") >= 3)
     process.send_signal(signal.SIGKILL)
     process.wait()
+    resume(process)
     assert len(latest_records(read_all_manifests(tmp_path / "killed"))) < 15
     resumed = subprocess.run(command, check=False, capture_output=True, text=True, timeout=300)
     assert resumed.returncode == 0, resumed.stderr
