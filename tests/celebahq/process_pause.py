@@ -13,7 +13,8 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable
-from pathlib import Path
+
+from gancore.processes import process_state
 
 
 def stop_when(process: subprocess.Popen, condition: Callable[[], bool], seconds: float = 120) -> None:
@@ -52,12 +53,8 @@ def _stopped_soon(pid: int, seconds: float = 0.5) -> bool:
     """
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
-        try:
-            stat = Path(f"/proc/{pid}/stat").read_text()
-        except OSError:
-            return False
-        state = stat[stat.rindex(")") + 2]
-        if state in "TtZX":
-            return state in "Tt"
+        state = process_state(pid)
+        if state is None or state in "TtZX":
+            return state is not None and state in "Tt"
         time.sleep(0.001)
     return False

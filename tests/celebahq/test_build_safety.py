@@ -21,7 +21,7 @@ from celebahq.export import selected_images
 from celebahq.landmarks import read_celeba_landmarks, write_celeba_landmarks
 from celebahq.manifest import latest_records, read_all_manifests
 from celebahq.pipeline import BuildOptions, build
-from gancore.processes import descendants
+from gancore.processes import descendants, process_state
 
 MINI = Path(__file__).resolve().parents[2] / "examples" / "celeba_wild_mini"
 
@@ -45,15 +45,7 @@ def manifest_lines(out: Path) -> int:
 
 
 def alive(pids: set[int]) -> set[int]:
-    left = set()
-    for pid in pids:
-        try:
-            state = Path(f"/proc/{pid}/stat").read_text()
-        except OSError:
-            continue
-        if state[state.rindex(")") + 2] != "Z":
-            left.add(pid)
-    return left
+    return {pid for pid in pids if process_state(pid) not in (None, "Z")}
 
 
 def test_same_stem_sources_are_both_kept(tmp_path):

@@ -241,3 +241,31 @@ def test_a_helper_is_silent_when_its_parent_left_mid_exchange(capsys):
     except ValueError as error:
         quiet_when_the_parent_left(ValueError, error, error.__traceback__)
     assert "ValueError: a real bug" in capsys.readouterr().err
+
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="needs Linux /proc")
+def test_process_state_and_descendants_follow_a_child(tmp_path):
+    """`process_state` reads the kernel's letter (a command name with spaces and parentheses does not confuse it),
+    `descendants` finds a live child and drops it once it is a zombie; a reaped child has no state."""
+    import signal
+    import time
+
+    from gancore.processes import descendants, process_state
+
+    python = tmp_path / "a) (b c"  # the command name /proc/PID/stat shows in parentheses: the executable's
+    python.symlink_to(sys.executable)
+    child = subprocess.Popen([str(python), "-c", "import time; time.sleep(60)"])
+    try:
+        assert process_state(os.getpid()) == "R" and child.pid in descendants(os.getpid())
+        os.kill(child.pid, signal.SIGSTOP)
+        deadline = time.monotonic() + 10
+        while process_state(child.pid) != "T":
+            assert time.monotonic() < deadline, process_state(child.pid)
+        child.kill()
+        os.waitid(os.P_PID, child.pid, os.WEXITED | os.WNOWAIT)  # dead, not yet reaped: a zombie
+        assert process_state(child.pid) == "Z" and child.pid not in descendants(os.getpid())
+    finally:
+        child.kill()
+        child.wait()
+    assert process_state(child.pid) is None
