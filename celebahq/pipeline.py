@@ -465,25 +465,27 @@ def _run_pass(report: PassReport, items: list[SourceItem], table, options: Build
     started = time.perf_counter()
     batch: list[Prepared] = []
     timer = DeviceTimer(options.device)
-    in_flight: list[_InFlight] = []  # at most one: the batch the device is rendering while the host lands its
-    # predecessor (md5, manifest, writers), so neither waits for the other between batches
+    in_flight: _InFlight | None = None  # the batch the device renders while the host lands its predecessor (md5,
+    # manifest, writers), so neither waits for the other between batches
 
     def land() -> None:
+        nonlocal in_flight
         landed_started = time.perf_counter()
-        rendered = _landed(in_flight.pop())
+        rendered, in_flight = _landed(in_flight), None
         timer.collect(wait=False)  # fold in the spans whose device work is done
         report.stage_seconds.render += time.perf_counter() - landed_started
         report.rendered += len(rendered)
         handle(rendered)
 
     def flush() -> None:
+        nonlocal in_flight
         render_started = time.perf_counter()
         launched = _render(list(batch), options, timer)
         report.stage_seconds.render += time.perf_counter() - render_started
         batch.clear()
-        if in_flight:
+        if in_flight is not None:
             land()
-        in_flight.append(launched)
+        in_flight = launched
 
     with progress_bar(len(items), f"celebahq build ({report.name})", options.progress) as bar:
         for result in _prepared(items, table, options):
@@ -499,7 +501,7 @@ def _run_pass(report: PassReport, items: list[SourceItem], table, options: Build
                 flush()
         if batch:
             flush()
-        if in_flight:
+        if in_flight is not None:
             land()
     for name, seconds in timer.collect().items():
         setattr(report.stage_seconds, name, seconds)
