@@ -1,7 +1,7 @@
 """Catch a running build at a chosen moment: stop its process group, look, act, let it go on.
 
-Polling a condition while a build runs can miss it: the bundled set's write pass at 64² takes about a tenth of a
-second (a CI run timed out waiting for the first manifest line of a build that had already finished). Looking only
+Polling a condition while a build runs can miss it: a 6-source build of the bundled set at 64² writes its images in
+about a third of a second (a CI run timed out waiting for the first manifest line of a build that had finished). Looking only
 while the whole group is stopped (SIGSTOP) makes "the build is still running and has written this much" a fact at
 the moment the test acts on it, however slow or fast the machine.
 """
