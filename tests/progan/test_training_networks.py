@@ -145,4 +145,5 @@ def test_gradient_penalty_equals_the_original_full_resolution_one(fused_scale):
         expected_penalty = (10.0 * (expected_norms - 1.0).square()).mean()
         torch.testing.assert_close(stats["gradient_penalty"], expected_penalty, rtol=1e-5, atol=0)
         if factor > 1:  # the working-resolution norm is f times the original's
-            assert gradient.flatten(1).norm(dim=1).mean() == pytest.approx(factor * expected_norms.mean(), rel=1e-4)
+            assert gradient.flatten(1).norm(dim=1).mean().item() == pytest.approx(
+                factor * expected_norms.mean().item(), rel=1e-4)
