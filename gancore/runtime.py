@@ -54,8 +54,9 @@ def exact_float32():
 
 
 def progress_bar(total: int | None, description: str, enabled: bool = True, unit: str = "img"):
-    """A tqdm bar on stderr (rank 0 only under torchrun); a silent no-op bar when disabled."""
-    enabled = enabled and distributed.is_main_process()
+    """A tqdm bar on stderr (rank 0 only under torchrun); a silent no-op bar when disabled or when there is
+    nothing to count (`total` 0: no empty bar is drawn)."""
+    enabled = enabled and total != 0 and distributed.is_main_process()
     return tqdm(total=total, desc=description, unit=unit, disable=not enabled, file=sys.stderr,
                 dynamic_ncols=True, leave=False)
 
