@@ -17,8 +17,8 @@ import functools
 import hashlib
 import os
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Iterator
 
 import numpy as np
 
@@ -104,7 +104,7 @@ def _c_stderr_lines() -> Iterator[list[str]]:
             lines.extend(line.strip() for line in sink.read().decode("ascii", "replace").splitlines() if line.strip())
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def decoder_problem(decoder: str) -> str | None:
     """None when `decoder` works here; else why not. libjpeg 8d must decode PROBE_JPEG to PROBE_MD5_8D."""
     if decoder != LIBJPEG_8D:
