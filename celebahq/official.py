@@ -501,6 +501,10 @@ def export_official(out: str | os.PathLike, report: OfficialReport, h5_path=None
 # Checks of a finished folder and of the JPEG decoder
 
 
+#: verify's decoder for a PNG whose row has no finished manifest line (a later run of another decoder skipped it)
+UNFINISHED = "unknown (no finished manifest line)"
+
+
 @dataclass
 class VerifyReport:
     """`celebahq verify`: rows whose PNG's CHW bytes have the release's final md5, differ, or are missing; the
@@ -552,7 +556,8 @@ def verify_official(out: str | os.PathLike, deltas: str | os.PathLike, limit: in
         report.exact += md5 == row.final_md5
         if md5 != row.final_md5:
             report.mismatched.append(row.idx)
-        present.append(latest.get(row.name, {"decoder": "unknown (no manifest line)"}))
+        record = latest.get(row.name, {})
+        present.append(record if record.get("status") == "ok" else {"decoder": UNFINISHED})
         verdicts.append(md5 == row.final_md5)
     report.by_decoder = _counts_by_decoder(present, verdicts)
     return report

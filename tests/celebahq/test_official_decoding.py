@@ -28,7 +28,7 @@ from celebahq import decoding
 from celebahq.cli import main
 from celebahq.landmarks import read_celeba_landmarks
 from celebahq.manifest import read_manifest
-from celebahq.official import build_official, delta_key, verify_official
+from celebahq.official import UNFINISHED, build_official, delta_key, verify_official
 from gancore.sources import BadImage
 
 # (example photo, size W×H, JPEG quality, Pillow subsampling: 0 = 4:4:4, 1 = 4:2:2, 2 = 4:2:0)
@@ -235,13 +235,19 @@ def test_a_damaged_delta_member_is_the_deltas_fault(release_small, tmp_path, tok
 
 
 def test_a_photo_that_does_not_derive_the_key_is_the_photos_fault(release_small, tmp_path):
+    out = tmp_path / "out"
+    build_official(EXAMPLE, release_small, out, _options(decoder="pillow"))  # a finished build of another decoder
     src = tmp_path / "celeba"
     shutil.copytree(EXAMPLE, src)
     with Image.open(src / "img_celeba" / "000002.jpg") as photo:
         photo.save(src / "img_celeba" / "000002.jpg", "JPEG", quality=70)  # the same photo, other bytes
-    report = build_official(src, release_small, tmp_path / "out", _options())
+    report = build_official(src, release_small, out, _options())
     assert report.skipped == {"imgHQ00001": "decryption failed (InvalidToken): 000002.jpg is not the file the "
                                             "deltas were made from"}
+    # the row's PNG of the Pillow build is still there, but no manifest line vouches for it
+    counts = verify_official(out, release_small, workers=0, progress=False).to_dict()["by_decoder"]
+    assert counts == {"libjpeg-8d": {"rows": 3, "proc_match": 3, "final_match": 3},
+                      UNFINISHED: {"rows": 1, "proc_match": 0, "final_match": 0}}
 
 
 @pytest.fixture(scope="module")
