@@ -253,12 +253,12 @@ def _delta_of(task: RowTask, jpeg: bytes, pre: np.ndarray) -> np.ndarray:
         return decrypt_delta(_read_delta(task), jpeg, task.row.orig_file, task.resolution)
     except DamagedDelta as error:
         raise DeltaError(f"{where}: {error}") from None
-    except WrongKey as error:
+    except WrongKey:
         if md5_hex(pre) != task.row.proc_md5:
             raise
         raise DeltaError(f"{where}: it does not decrypt (InvalidToken) under the key of {task.row.orig_file}, "
                          "whose pre-delta image matches proc_md5 (or the JPEG's bytes were changed without its "
-                         f"pixels): {error}") from None
+                         "pixels)") from None
 
 
 def process_row(task: RowTask) -> RowResult:

@@ -232,6 +232,7 @@ def test_a_damaged_delta_member_is_the_deltas_fault(release_small, tmp_path, tok
     assert list(report.skipped) == ["imgHQ00001"] and report.ok == 3
     message = report.skipped["imgHQ00001"]
     assert message.startswith("deltas00000.zip: member delta00001.dat is damaged: ") and reason in message
+    assert "is not the file the deltas were made from" not in message
 
 
 def test_a_photo_that_does_not_derive_the_key_is_the_photos_fault(release_small, tmp_path):
