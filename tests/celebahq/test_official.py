@@ -3,7 +3,8 @@
 `make_release` writes deltas in the release's exact format (PBKDF2-HMAC-SHA256 keyed by the JPEG bytes, Fernet,
 bz2, uint8 CHW, zips `deltas%05d.zip` of members `delta%05d.dat`, image_list.txt with both md5s): "official"
 final images are made up from the pre-delta images of the legacy renderer (a tone curve and seeded noise), at a
-small test resolution (the release is 1024²; only the Python API has the knob).
+small test resolution (the release is 1024²; only the Python API has the knob). The photos are decoded for the
+release as NVIDIA's were, by IJG libjpeg 8d (`decode_8d`: jpeglib straight from the file, not our wrapper).
 """
 
 from __future__ import annotations
@@ -51,6 +52,14 @@ def _md5(array: np.ndarray) -> str:
     return hashlib.md5(np.ascontiguousarray(array).tobytes()).hexdigest()
 
 
+def decode_8d(path: Path) -> np.ndarray:
+    """The reference decode of a JPEG file: IJG libjpeg 8d through jpeglib -> uint8 HWC RGB."""
+    import jpeglib
+
+    with jpeglib.version("8d"):
+        return jpeglib.read_spatial(str(path)).spatial
+
+
 def make_release(deltas: Path, sources: list[str] = SOURCES, src: Path = EXAMPLE,
                  resolution: int = RESOLUTION) -> dict[int, np.ndarray]:
     """Write image_list.txt and deltas*.zip for `sources` (row i = sources[i]); return {idx: final uint8 CHW}."""
@@ -61,7 +70,7 @@ def make_release(deltas: Path, sources: list[str] = SOURCES, src: Path = EXAMPLE
     rng = np.random.default_rng(17)
     for idx, name in enumerate(sources):
         jpeg = (src / "img_celeba" / name).read_bytes()
-        pre = pre_delta_image(decode_image(jpeg), table[positions[name]][1], True, resolution)
+        pre = pre_delta_image(decode_8d(src / "img_celeba" / name), table[positions[name]][1], True, resolution)
         curve = np.clip(pre.astype(np.float64) ** 0.9 * 1.1 + rng.normal(0, 3, pre.shape), 0, 255)
         final = np.round(curve).astype(np.uint8)
         members[f"delta{idx:05d}.dat"] = encrypt_delta(final - pre, jpeg, name)  # uint8: modulo 256
@@ -103,6 +112,7 @@ def test_build_reproduces_the_finals_bit_for_bit(release, tmp_path):
     records = read_manifest(out)
     assert [r["idx"] for r in records] == [0, 1, 2, 3]
     assert all(r["proc_md5_match"] and r["final_md5_match"] and r["legacy"] for r in records)
+    assert {r["decoder"] for r in records} == {"libjpeg-8d"} and report.official
     assert records[1]["orig_file"] == "000002.jpg" and records[1]["output"] == "images/imgHQ00001.png"
     assert not (out / ".lock").exists() or "celebahq official" in (out / ".lock").read_text()
     assert verify_official(out, deltas, workers=0, progress=False).ok
@@ -120,7 +130,7 @@ def test_a_different_pre_delta_still_gives_an_image(release, tmp_path):
     assert report.ok == 4 and report.proc_mismatch and report.proc_mismatch == report.final_mismatch
     assert report.exact == 4 - len(report.proc_mismatch)
     for row in read_image_list(deltas / "image_list.txt"):
-        photo = decode_image(EXAMPLE / "img_celeba" / row.orig_file)
+        photo = decode_8d(EXAMPLE / "img_celeba" / row.orig_file)
         lm = list(read_celeba_landmarks(EXAMPLE / "Anno" / "list_landmarks_celeba.txt").values())[row.orig_idx]
         ours = pre_delta_image(photo, lm, False, RESOLUTION)
         official = pre_delta_image(photo, lm, True, RESOLUTION)
@@ -225,10 +235,18 @@ def test_landmark_row_must_name_the_file(release, tmp_path):
 
 
 def test_check_decoder_reports_the_md5(tmp_path):
-    result = CliRunner().invoke(main, ["check-decoder", str(EXAMPLE)])
+    result = CliRunner().invoke(main, ["check-decoder", "--src", str(EXAMPLE)])
     assert result.exit_code == 1  # the example's 000001.jpg is not CelebA's
-    assert "9cad8178d6cb0196b36f7b34bc5eb6d3" in result.output and "libjpeg" in result.output
-    result = CliRunner().invoke(main, ["check-decoder", str(tmp_path)])
+    assert "9cad8178d6cb0196b36f7b34bc5eb6d3" in result.output
+    assert "official: libjpeg-8d, IJG libjpeg 8d (jpeglib " in result.output and "build: pillow, " in result.output
+    sample = EXAMPLE / "img_celeba" / "000001.jpg"
+    assert f"by libjpeg-8d: md5 {_md5(decode_8d(sample))}, differs" in result.output
+    assert f"by pillow: md5 {_md5(decode_image(sample))}, differs" in result.output
+    assert _md5(decode_8d(sample)) != _md5(decode_image(sample))  # the example's 000001.jpg is 4:2:0
+    assert CliRunner().invoke(main, ["check-decoder", str(EXAMPLE)]).output == result.output  # CELEBA = --src
+    result = CliRunner().invoke(main, ["check-decoder"])
+    assert result.exit_code == 0 and "official: libjpeg-8d" in result.output and "available" in result.output
+    result = CliRunner().invoke(main, ["check-decoder", "--src", str(tmp_path)])
     assert result.exit_code == 2 and "000001.jpg: not found" in result.output
 
 
