@@ -124,7 +124,7 @@ def test_the_checker_sees_a_wrong_option_and_subcommand():
 
 def results_sections() -> dict[str, str]:
     text = RESULTS.read_text()
-    return dict(re.findall(r"^## (.+)\n(.*?)(?=^## |\Z)", text, re.M | re.S))
+    return dict(re.findall(r"^## ([^\n]+)\n(.*?)(?=^## |\Z)", text, re.M | re.S))
 
 
 def test_every_recorded_figure_has_its_command_date_machine_and_load():
