@@ -414,7 +414,7 @@ def check_decoder_command(celeba):
         emit("the decoder matches libjpeg 8d")
         return
     emit("the decoder differs from libjpeg 8d: pre-delta images will differ by a few grey levels where chroma "
-         "changes (see docs/celebahq.md, \"The decoder: IJG libjpeg 8d\")")
+         "changes (see docs/celebahq.md, Getting the official CelebA-HQ)")
     raise SystemExit(1)
 
 
