@@ -53,18 +53,23 @@ def train_command(config_name, data_path, run_dir, kimg, gpus, resume, overrides
     """
     from .configs import resolve_config
     from .schedule import check_gpu_split
-    from .training_loop import resume_setup, training_loop
+    from .runs import check_new_run_dir, resume_setup
+    from .training_loop import training_loop
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
     processes = world if world > 1 else gpus
     overrides = list(overrides) + ([f"total_kimg={kimg}"] if kimg is not None else [])
     if resume is not None:
         setup = resume_setup(resume, overrides, data_path, run_dir, note=lambda line: emit(line, err=True))
-        config, data_path, run_dir = setup.config, setup.data_path, setup.run_dir
+        config, data_path, run_dir, resume = setup.config, setup.data_path, setup.run_dir, setup.checkpoint
+        if world > 1 or gpus == 1:  # said once: by rank 0, not also by the torchrun launcher
+            emit(setup.describe(), err=True)
     else:
         config = resolve_config(config_name, overrides, processes)
     if data_path is None or run_dir is None:
         raise click.UsageError("give --data and --out (or --resume RUN)")
+    if resume is None and world == 1:  # before any process starts; the ranks under torchrun skip it
+        check_new_run_dir(run_dir)
     if config.resolution is not None:  # refused here, before any process starts (else once the data is known)
         check_gpu_split(config, processes, config_name if resume is None else "the resumed run's config")
     if gpus > 1 and world == 1:

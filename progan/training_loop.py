@@ -22,7 +22,6 @@ import contextlib
 import copy
 import json
 import math
-import re
 import resource
 import signal
 import threading
@@ -48,6 +47,14 @@ from .configs import TrainingConfig
 from .dataset import RealsSource, TrainingData, to_float_reals
 from .loss import make_loss
 from .networks import build_networks
+from .runs import (  # noqa: F401  (find_checkpoint, resume_setup: the API's old home)
+    INTERRUPTED_NAME,
+    ResumeSetup,
+    check_new_run_dir,
+    find_checkpoint,
+    resume_setup,
+    truncate_stats,
+)
 from .schedule import Phase, check_gpu_split, training_phase
 
 SWD_MIN_RESOLUTION = 16
@@ -63,66 +70,6 @@ class Progress:
     lod_bounds: tuple[int, int] | None = None
     skipped_steps: int = 0
     interrupted: bool = False
-
-
-SNAPSHOT_NAME = re.compile(r"network-snapshot-(\d+)\.pt$")
-INTERRUPTED_NAME = re.compile(r"interrupted-(\d+)\.pt$")
-
-
-def find_checkpoint(path) -> Path:
-    """A checkpoint file, or the latest checkpoint of a run directory: the network-snapshot-<kimg>.pt or
-    interrupted-<nimg>.pt with the most images shown (an interrupted one wins a tie)."""
-    path = Path(path)
-    if path.is_dir():
-        candidates = []
-        for file in path.iterdir():
-            if match := SNAPSHOT_NAME.match(file.name):
-                candidates.append((int(match.group(1)) * 1000, 0, file))
-            elif match := INTERRUPTED_NAME.match(file.name):
-                candidates.append((int(match.group(1)), 1, file))
-        if not candidates:
-            raise UserError(f"{path}: no network-snapshot-*.pt or interrupted-*.pt to resume from")
-        return max(candidates)[2]
-    if not path.is_file():
-        raise UserError(f"{path}: no such checkpoint or run directory")
-    return path
-
-
-@dataclass
-class ResumeSetup:
-    """What `progan train --resume` continues: the checkpoint, its config, data and run directory."""
-
-    checkpoint: Path
-    config: TrainingConfig
-    data_path: str | None
-    run_dir: Path
-
-
-def resume_setup(resume, overrides: list[str], data_path=None, run_dir=None, note=print) -> ResumeSetup:
-    """Find the checkpoint of `resume` (a snapshot file or a run directory) and its config: the run's config.json
-    when readable, else the config stored in the checkpoint (`note` says so). `overrides` ('key=value') apply on
-    top; --data and --out (`data_path`, `run_dir`) default to the run's."""
-    from .configs import parse_override
-
-    checkpoint = find_checkpoint(resume)
-    config_file = checkpoint.parent / "config.json"
-    try:
-        values = json.loads(config_file.read_text())
-        if not isinstance(values, dict):
-            raise TypeError("not a JSON object")
-    except (OSError, ValueError, TypeError) as error:
-        state = load_checkpoint(checkpoint)
-        values = {**state["config"], "data_path": state.get("data_path")}
-        reason = "missing" if isinstance(error, FileNotFoundError) else f"unreadable ({error})"
-        note(f"note: {config_file} is {reason}; using the config stored in {checkpoint.name}")
-    data_path = data_path or values.pop("data_path", None)
-    values.pop("data_path", None)
-    values.update(parse_override(text) for text in overrides)
-    if data_path is None:
-        raise UserError(f"{checkpoint}: the run's data path is unknown (no config.json, an old checkpoint); "
-                        "pass --data")
-    return ResumeSetup(checkpoint, TrainingConfig.from_dict(values), str(data_path),
-                       Path(run_dir) if run_dir else checkpoint.parent)
 
 
 class StopRequest:
@@ -152,22 +99,6 @@ class StopRequest:
         """Whether any rank was asked to stop (one scalar all-reduce under torchrun, so all ranks agree)."""
         flag = torch.tensor(float(self.signal is not None))
         return bool(distributed.all_reduce_sum(flag.to(device)) > 0)
-
-
-def truncate_stats(stats_file: Path, last_tick: int) -> None:
-    """Drop the rows of stats.jsonl after tick `last_tick` (and any torn last line), atomically."""
-    if not stats_file.is_file():
-        return
-    kept = []
-    for line in stats_file.read_text().splitlines():
-        try:
-            row = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(row, dict) and isinstance(row.get("tick"), int) and row["tick"] <= last_tick:
-            kept.append(line)
-    with atomic_output(stats_file) as temporary:
-        temporary.write_text("".join(line + "\n" for line in kept))
 
 
 def grid_shape(config: TrainingConfig) -> tuple[int, int]:
@@ -361,6 +292,8 @@ def training_loop(config: TrainingConfig, data_path, run_dir, resume=None, devic
     (rank 0); `progress_fn(progress, phase)` is called after every tick. SIGTERM / SIGINT end the run at the next
     round with a checkpoint (see the module docstring). Returns the final counters."""
     run_dir = Path(run_dir)
+    if resume is None and not distributed.is_distributed():  # under torchrun the launcher checked (progan.cli)
+        check_new_run_dir(run_dir)
     lock = FolderLock(run_dir, "progan train") if distributed.is_main_process() else None
     with lock or contextlib.nullcontext(), StopRequest() as stop:
         return _train(config, data_path, run_dir, resume, device, log, progress_fn, stop)
@@ -400,8 +333,9 @@ def _train(config: TrainingConfig, data_path, run_dir: Path, resume, device, log
 
     # Resume.
     if resume is not None:
-        checkpoint = load_checkpoint(find_checkpoint(resume), map_location=device)
-        _check_resumable(checkpoint, config, find_checkpoint(resume))
+        resume_file = find_checkpoint(resume)
+        checkpoint = load_checkpoint(resume_file, map_location=device)
+        _check_resumable(checkpoint, config, resume_file)
         for module, key in ((G, "G"), (D, "D"), (G_ema, "G_ema")):
             module.load_state_dict(checkpoint[key])
         G_opt.load_state_dict(checkpoint["G_opt"])
@@ -446,7 +380,7 @@ def _train(config: TrainingConfig, data_path, run_dir: Path, resume, device, log
     def snapshot_network(phase: Phase, path: Path | None = None) -> Path:
         cuda_rng = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
         progress = {**state.__dict__, "lod_bounds": list(state.lod_bounds) if state.lod_bounds else None}
-        return save_checkpoint(path or run_dir / f"network-snapshot-{state.cur_nimg // 1000:06d}.pt", {
+        return save_checkpoint(path or run_dir / snapshot_name(state.cur_nimg), {
             "config": config.to_dict(), "data_path": data_path, "kimg": state.cur_nimg / 1000, "lod": phase.lod,
             "G": G.state_dict(), "D": D.state_dict(), "G_ema": G_ema.state_dict(),
             "G_opt": G_opt.state_dict(), "D_opt": D_opt.state_dict(), "loss_state": loss.state_dict(),
@@ -462,7 +396,7 @@ def _train(config: TrainingConfig, data_path, run_dir: Path, resume, device, log
             G_ema.lod.fill_(phase.lod)
             path = snapshot_network(phase, run_dir / f"interrupted-{state.cur_nimg:09d}.pt")
             log(f"stopped by signal {stop.signal or 'on another rank'} at {state.cur_nimg / 1000:.3f} kimg: "
-                f"{path.name} written; continue with: progan train --resume {run_dir}")
+                f"{path.name} written")
 
     # Train.
     total_nimg = round(config.total_kimg * 1000)
@@ -556,14 +490,16 @@ def _train(config: TrainingConfig, data_path, run_dir: Path, resume, device, log
         G_ema.lod.fill_(phase.lod)
         if main and (state.tick % config.image_snapshot_ticks == 0 or done):
             snapshot_images(phase)
-        if state.tick % config.network_snapshot_ticks == 0 or done:
-            if main:
-                entry["snapshot"] = snapshot_network(phase).name
-                _remove_superseded(run_dir, state.cur_nimg)
+        network_snapshot = state.tick % config.network_snapshot_ticks == 0 or done
+        if network_snapshot:
+            entry["snapshot"] = snapshot_name(state.cur_nimg)
             entry["metrics"] = score_generator(G_ema, phase.lod, data, config, device)
-        if main:
+        if main:  # the row first, then its snapshot: a resume from any checkpoint finds its tick's row
             with open(stats_file, "a") as file:
                 file.write(json.dumps(entry) + "\n")
+            if network_snapshot:
+                snapshot_network(phase)
+                _remove_superseded(run_dir, state.cur_nimg)
             if board is not None:
                 _write_scalars(board, entry)
             log(f"tick {state.tick:<4d} kimg {entry['kimg']:<8.1f} lod {phase.lod:<5.2f} "
@@ -583,6 +519,11 @@ def _train(config: TrainingConfig, data_path, run_dir: Path, resume, device, log
     if board is not None:
         board.close()
     return state
+
+
+def snapshot_name(nimg: int) -> str:
+    """The file name of the network snapshot after `nimg` images: network-snapshot-<whole kimg>.pt."""
+    return f"network-snapshot-{nimg // 1000:06d}.pt"
 
 
 def _remove_superseded(run_dir: Path, nimg: int) -> None:
