@@ -52,8 +52,8 @@ def train_command(config_name, data_path, run_dir, kimg, gpus, resume, overrides
       progan train --resume runs/tiny --kimg 12
     """
     from .configs import resolve_config
-    from .schedule import check_gpu_split
     from .runs import check_new_run_dir, resume_setup
+    from .schedule import check_gpu_split
     from .training_loop import training_loop
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -184,6 +184,62 @@ def interpolate_command(checkpoint, out_path, frames, sigma, seed, columns, devi
             for index, image in enumerate(images):
                 write_png(out / f"frame{index:05d}.png", image.permute(1, 2, 0).numpy())
     emit(f"wrote {frames} frames -> {out}")
+
+
+@main.command("evaluate")
+@click.argument("run_dir", metavar="RUN", type=click.Path(exists=True, file_okay=False))
+@click.option("--real", "real_path", required=True, type=click.Path(exists=True),
+              help="The real images: an HDF5 from `celebahq export`, a folder, zip or array (ganeval pairs its size "
+              "with each snapshot's resolution).")
+@click.option("--metrics", default="swd", show_default=True, metavar="NAMES",
+              help="Comma-separated ganeval metrics: swd, msssim, fid, is, kid, pr.")
+@click.option("--swd-images", type=click.IntRange(2), default=16384, show_default=True,
+              help="Images per set for SWD (MS-SSIM: --msssim-pairs).")
+@click.option("--msssim-pairs", type=click.IntRange(1), default=10000, show_default=True,
+              help="Generated image pairs for MS-SSIM.")
+@click.option("--fid-images", type=click.IntRange(2), default=50000, show_default=True,
+              help="Images per set for the Inception metrics (fid, is, kid, pr).")
+@click.option("--seed", type=int, default=1000, show_default=True,
+              help="Generated images from latents (seed, i); the reals' sample from seed + 1.")
+@click.option("--inception", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Inception weights file [$GANEVAL_INCEPTION, torch hub cache, download].")
+@click.option("--resize", type=click.Choice(["tf", "clean"]), default="tf", show_default=True,
+              help="How images are resized to the Inception's 299x299 (tf: the original FID code's).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
+              help="Folder for evaluation.json, evaluation.md and the curves [RUN/evaluation].")
+@click.option("--no-plots", is_flag=True, help="Write the table only (the curves need matplotlib: the [plot] extra).")
+@click.option("--device", default="auto", show_default=True, help="cuda, cpu or auto.")
+@click.option("--json", "as_json", is_flag=True, help="Print the evaluation as one JSON object.")
+@user_errors
+def evaluate_command(run_dir, real_path, metrics, swd_images, msssim_pairs, fid_images, seed, inception, resize,
+                     out_dir, no_plots, device, as_json):
+    """Score every network snapshot of RUN against --real, each at its trained resolution, e.g.
+
+    \b
+      progan evaluate runs/tiny --real examples/real --metrics swd,fid
+
+    Writes OUT/evaluation.json, OUT/evaluation.md (one row per snapshot) and OUT/<metric>.png (the metric
+    against kimg; SWD one line per level). A rerun scores only the snapshots and metrics not yet in
+    evaluation.json with the same settings; the table is rewritten (atomically) after every snapshot.
+    """
+    from gancore.outputs import check_output_path
+    from ganeval.metric_main import MetricSettings, parse_metric_names
+
+    from .evaluation import check_plotting, evaluate_run, run_snapshots
+
+    names = parse_metric_names(metrics)
+    run_snapshots(Path(run_dir))
+    if not no_plots:
+        check_plotting()
+    out = check_output_path(out_dir or Path(run_dir) / "evaluation", folder=True)
+    settings = MetricSettings(seed=seed, swd_images=swd_images, msssim_pairs=msssim_pairs, fid_images=fid_images)
+    result = evaluate_run(run_dir, real_path, names, settings, out, device=device, inception=inception,
+                          resize=resize, plots=not no_plots, note=lambda line: emit(line, err=True))
+    if as_json:
+        emit(json.dumps(result.to_dict()))
+        return
+    emit(f"{len(result.rows)} snapshots: {result.computed} values computed, {result.reused} reused -> "
+         + ", ".join(Path(file).name for file in result.files) + f" in {out}")
 
 
 @main.command("import")

@@ -41,10 +41,12 @@ from gancore.imagefiles import write_png
 from gancore.locking import FolderLock
 from gancore.outputs import atomic_output
 from gancore.runtime import resolve_device
+from ganeval.metric_main import MetricSettings, metric_spec, parse_metric_names
 
-from .checkpoint import GeneratorSource, images_to_uint8, load_checkpoint, save_checkpoint
+from .checkpoint import images_to_uint8, load_checkpoint, save_checkpoint
 from .configs import TrainingConfig
 from .dataset import RealsSource, TrainingData, to_float_reals
+from .evaluation import score_generator_source
 from .loss import make_loss
 from .networks import build_networks
 from .runs import (  # noqa: F401  (find_checkpoint, resume_setup: the API's old home)
@@ -250,39 +252,65 @@ def _memory_stats(device: torch.device) -> dict:
     return stats
 
 
-def score_generator(G_ema, lod: float, data: TrainingData, config: TrainingConfig, device) -> dict:
-    """The `config.metrics` (ganeval registry names) of the EMA generator against the reals, both at the current
-    working resolution, from one pass (`ganeval.metric_main.compute_metrics`; generated stream seed
-    `config.seed`, reals `config.seed + 1`). SWD reads `metric_swd_images` per set, MS-SSIM half as many
-    pairs, the Inception metrics (fid, is, kid, pr) `metric_fid_images`, and only when the Inception weights
-    are on disk (nothing is downloaded). Returns {name: the metric's JSON object + "resolution"}; empty below
-    16×16 (SWD's smallest level)."""
-    from ganeval.inception import find_inception_weights
-    from ganeval.metric_main import MetricSettings, compute_metrics, metric_spec, parse_metric_names
+@dataclass
+class SnapshotMetrics:
+    """What the trainer scores at each network snapshot: the metrics (ganeval names), their settings, the
+    Inception weights file (None: none needed), and a note for each asked metric it leaves out or cuts down."""
 
-    resolution = G_ema.working_resolution(lod)
-    if resolution < SWD_MIN_RESOLUTION:
-        return {}
-    swd_count, fid_count = (min(count, data.num_images) for count in (config.metric_swd_images,
-                                                                       config.metric_fid_images))
-    names = [name for name in parse_metric_names(config.metrics)
-             if (fid_count if metric_spec(name).features else swd_count) >= 2]
+    names: list[str]
+    settings: MetricSettings | None
+    inception: Path | None
+    notes: list[str]
+
+
+def snapshot_metrics(config: TrainingConfig, num_images: int) -> SnapshotMetrics:
+    """The snapshot metrics of `config.metrics` on data of `num_images` images: SWD reads `metric_swd_images` per
+    set, MS-SSIM half as many pairs, the Inception metrics (fid, is, kid, pr) `metric_fid_images`, each capped at
+    the data's size, and those only when the Inception weights are on disk (training downloads nothing). A
+    metric whose count is 0 (or below 2) is off; every such decision gets a note."""
+    from ganeval.inception import find_inception_weights
+    asked = parse_metric_names(config.metrics) if config.metrics else []
+    counts = {"swd": (config.metric_swd_images, "metric_swd_images"),
+              "features": (config.metric_fid_images, "metric_fid_images")}
+    names, notes = [], []
+    for name in asked:
+        count, key = counts["features" if metric_spec(name).features else "swd"]
+        if min(count, num_images) < 2:
+            notes.append(f"note: snapshot metric {name} is off ({key} = {count}, the data holds {num_images})")
+        else:
+            names.append(name)
+            if count > num_images:
+                notes.append(f"note: snapshot metric {name} reads {num_images} images per set, all the data holds "
+                             f"({key} = {count})")
     weights = None
-    if any(metric_spec(name).features for name in names):
+    featured = [name for name in names if metric_spec(name).features]
+    if featured:
         try:
             weights = find_inception_weights(download=False)
         except UserError:
-            names = [name for name in names if not metric_spec(name).features]
-    if not names:
-        return {}
+            names = [name for name in names if name not in featured]
+            notes.append(f"note: snapshot metric{'s' if len(featured) > 1 else ''} {', '.join(featured)} skipped: no "
+                         "Inception weights on this machine (training downloads nothing; set $GANEVAL_INCEPTION "
+                         "to the file, or run `ganeval fid` once to fetch them)")
+    if names:
+        notes.append(f"note: snapshot metrics ({', '.join(names)}) are scored from {SWD_MIN_RESOLUTION}x"
+                     f"{SWD_MIN_RESOLUTION} on, at the working resolution")
+    swd_count, fid_count = (min(count, num_images) for count in (config.metric_swd_images, config.metric_fid_images))
     settings = MetricSettings(seed=config.seed, swd_images=swd_count, msssim_pairs=swd_count // 2,
-                              fid_images=fid_count, allow_singular=True, is_splits=min(10, fid_count),
-                              pr_k=min(3, fid_count - 1), progress=False)
-    needed = max(swd_count if not metric_spec(name).features else fid_count for name in names)
-    fakes = GeneratorSource(G_ema, lod, resolution, needed, seed=config.seed, device=device)
-    scores = compute_metrics(fakes, RealsSource(data, resolution), names, settings, inception=weights,
-                             device=device)
-    return {name: dict(result.to_dict(), resolution=resolution) for name, result in scores.results.items()}
+                              fid_images=fid_count, allow_singular=True, is_splits=max(1, min(10, fid_count)),
+                              pr_k=max(1, min(3, fid_count - 1)), progress=False) if names else None
+    return SnapshotMetrics(names, settings, weights, notes)
+
+
+def score_generator(G_ema, lod: float, data: TrainingData, plan: SnapshotMetrics, device) -> dict:
+    """The snapshot metrics of `plan` for the EMA generator against the reals, both at the current working
+    resolution, through `progan.evaluation.score_generator_source` (the path of `progan evaluate` too).
+    Returns {name: the metric's JSON object + "resolution"}; empty below 16×16 (SWD's smallest level)."""
+    resolution = G_ema.working_resolution(lod)
+    if resolution < SWD_MIN_RESOLUTION or not plan.names:
+        return {}
+    return score_generator_source(G_ema, lod, resolution, RealsSource(data, resolution), plan.names, plan.settings,
+                                  device, inception=plan.inception)
 
 
 def training_loop(config: TrainingConfig, data_path, run_dir, resume=None, device="auto", log=print,
@@ -317,6 +345,10 @@ def _train(config: TrainingConfig, data_path, run_dir: Path, resume, device, log
                         workers=config.data_workers)
     config.resolution = data.resolution
     check_gpu_split(config, world)
+    metrics_plan = snapshot_metrics(config, data.num_images)
+    if main:
+        for line in metrics_plan.notes:
+            log(line)
 
     # Networks, optimizers, loss.
     G, D = build_networks(config)
@@ -493,7 +525,7 @@ def _train(config: TrainingConfig, data_path, run_dir: Path, resume, device, log
         network_snapshot = state.tick % config.network_snapshot_ticks == 0 or done
         if network_snapshot:
             entry["snapshot"] = snapshot_name(state.cur_nimg)
-            entry["metrics"] = score_generator(G_ema, phase.lod, data, config, device)
+            entry["metrics"] = score_generator(G_ema, phase.lod, data, metrics_plan, device)
         if main:  # the row first, then its snapshot: a resume from any checkpoint finds its tick's row
             with open(stats_file, "a") as file:
                 file.write(json.dumps(entry) + "\n")
