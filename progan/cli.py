@@ -150,40 +150,88 @@ def generate_command(checkpoint, num, out_dir, seed, resolution, device):
 
 @main.command("interpolate")
 @click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False))
-@click.option("--out", "out_path", required=True, type=click.Path(),
-              help="A folder of frames, or a .png file for one grid of all frames.")
-@click.option("--frames", type=click.IntRange(2), default=240, show_default=True)
-@click.option("--sigma", type=click.FloatRange(min=0), default=45.0, show_default=True,
-              help="Gaussian smoothing over time in frames (the paper's video: 45 frames at 60 Hz).")
-@click.option("--seed", type=int, default=1000, show_default=True)
-@click.option("--columns", type=click.IntRange(1), default=16, show_default=True, help="Grid columns.")
-@click.option("--device", default="auto", show_default=True)
+@click.option("--video", "video_path", type=click.Path(dir_okay=False), default=None,
+              help="Write an H.264 mp4 here (needs the [video] extra: imageio and imageio-ffmpeg).")
+@click.option("--out", "out_path", type=click.Path(),
+              help="Also (or instead) write the frames: a folder of PNGs, or a .png file for one sheet of them.")
+@click.option("--duration", type=click.FloatRange(min=0, min_open=True), default=60.0, show_default=True,
+              help="Length in seconds (frames = duration × fps, rounded).")
+@click.option("--fps", type=click.FloatRange(min=0, min_open=True), default=30.0, show_default=True,
+              help="Frames per second.")
+@click.option("--frames", type=click.IntRange(1), default=None, help="Frame count [duration × fps].")
+@click.option("--smoothing", type=click.FloatRange(min=0), default=1.0, show_default=True,
+              help="Standard deviation of the Gaussian blur of the latents over time, in seconds.")
+@click.option("--grid", "grid_size", default="1x1", show_default=True, metavar="CxR",
+              help="Each frame a grid of C columns × R rows of images, each with its own latent path.")
+@click.option("--zoom", type=click.IntRange(1), default=1, show_default=True,
+              help="Repeat each pixel ZOOM × ZOOM times (nearest neighbour).")
+@click.option("--seed", type=int, default=1000, show_default=True,
+              help="Latents from numpy's RandomState(seed), as the original.")
+@click.option("--columns", type=click.IntRange(1), default=16, show_default=True,
+              help="Frames per row of the .png sheet of --out.")
+@click.option("--device", default="auto", show_default=True, help="cuda, cpu or auto.")
 @user_errors
-def interpolate_command(checkpoint, out_path, frames, sigma, seed, columns, device):
-    """The paper's latent interpolation: per-frame N(0, I) latents, Gaussian-smoothed over time (wrapping),
-    renormalised to the hypersphere."""
+def interpolate_command(checkpoint, video_path, out_path, duration, fps, frames, smoothing, grid_size, zoom, seed,
+                        columns, device):
+    """The original's latent interpolation video: per-frame N(0, I) latents, Gaussian-smoothed over time
+    (wrapping, so the video loops) and renormalised, through CHECKPOINT's EMA generator, e.g.
+
+    \b
+      progan interpolate runs/tiny/network-snapshot-000008.pt --video lerp.mp4 --grid 4x2 --zoom 4
+      progan interpolate celebahq-1024.pt --video lerp.mp4 --duration 10 --out frames/
+    """
     from gancore.imagefiles import write_png
     from gancore.locking import FolderLock
     from gancore.outputs import check_output_path
     from gancore.runtime import resolve_device
 
-    from .checkpoint import generator_from_checkpoint, images_to_uint8, load_checkpoint, smooth_latents
-    from .training_loop import save_grid
+    from .checkpoint import generator_from_checkpoint, load_checkpoint
+    from .interpolation import (
+        check_video_support,
+        frame_count,
+        interpolation_frames,
+        smooth_latents,
+        write_video,
+    )
 
-    grid = Path(out_path).suffix.lower() == ".png"
-    out = check_output_path(out_path, folder=not grid)
-    device = resolve_device(device)
-    G = generator_from_checkpoint(load_checkpoint(checkpoint), device)
-    latents = smooth_latents(frames, G.latent_size, sigma, seed)
-    with torch.no_grad():
-        images = torch.cat([images_to_uint8(G(chunk.to(device)), G.resolution).cpu() for chunk in latents.split(32)])
-    if grid:
-        save_grid(images, columns, out)
-    else:
+    if video_path is None and out_path is None:
+        raise UserError("give --video FILE.mp4 and/or --out FOLDER|SHEET.png")
+    grid_columns, grid_rows = _parse_grid(grid_size)
+    if video_path is not None:
+        check_video_support()
+        check_output_path(video_path)
+    sheet = out_path is not None and Path(out_path).suffix.lower() == ".png"
+    out = check_output_path(out_path, folder=not sheet) if out_path is not None else None
+    G = generator_from_checkpoint(load_checkpoint(checkpoint), resolve_device(device))
+    count = frames or frame_count(duration, fps)
+    latents = smooth_latents(count, grid_columns * grid_rows, G.latent_size, smoothing * fps, seed)
+    if video_path is not None:
+        write_video(interpolation_frames(G, latents, grid_columns, zoom), video_path, fps)
+        emit(f"wrote {count} frames at {fps:g} fps -> {video_path}")
+    if sheet:
+        frames_hwc = np.stack(list(interpolation_frames(G, latents, grid_columns, zoom)))
+        write_png(out, _sheet(frames_hwc, columns))
+    elif out is not None:
         with FolderLock(out, "progan interpolate"):
-            for index, image in enumerate(images):
-                write_png(out / f"frame{index:05d}.png", image.permute(1, 2, 0).numpy())
-    emit(f"wrote {frames} frames -> {out}")
+            for index, frame in enumerate(interpolation_frames(G, latents, grid_columns, zoom)):
+                write_png(out / f"frame{index:05d}.png", frame)
+    if out is not None:
+        emit(f"wrote {count} frames -> {out}")
+
+
+def _parse_grid(text: str) -> tuple[int, int]:
+    """'CxR' -> (C, R), both ≥ 1; UserError otherwise."""
+    columns, _, rows = text.lower().partition("x")
+    if not (columns.isdigit() and rows.isdigit() and int(columns) >= 1 and int(rows) >= 1):
+        raise UserError(f"--grid {text}: give columns x rows, e.g. 4x2")
+    return int(columns), int(rows)
+
+
+def _sheet(frames: np.ndarray, columns: int) -> np.ndarray:
+    """uint8 [N, H, W, C] frames -> one HWC sheet, `columns` frames per row."""
+    from .interpolation import tile
+
+    return tile(torch.from_numpy(frames).permute(0, 3, 1, 2), min(columns, len(frames)))
 
 
 @main.command("evaluate")

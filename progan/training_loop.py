@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
-import math
 import resource
 import signal
 import threading
@@ -47,6 +46,7 @@ from .checkpoint import images_to_uint8, load_checkpoint, save_checkpoint
 from .configs import TrainingConfig
 from .dataset import RealsSource, TrainingData, to_float_reals
 from .evaluation import score_generator_source
+from .interpolation import tile
 from .loss import make_loss
 from .networks import build_networks
 from .runs import (  # noqa: F401  (find_checkpoint, resume_setup: the API's old home)
@@ -113,12 +113,7 @@ def grid_shape(config: TrainingConfig) -> tuple[int, int]:
 
 def save_grid(images: torch.Tensor, columns: int, path: Path) -> None:
     """uint8 NCHW images -> one PNG, `columns` per row, written atomically."""
-    n, c, h, w = images.shape
-    rows = math.ceil(n / columns)
-    canvas = torch.zeros(rows * columns, c, h, w, dtype=torch.uint8)
-    canvas[:n] = images
-    canvas = canvas.reshape(rows, columns, c, h, w).permute(0, 3, 1, 4, 2).reshape(rows * h, columns * w, c)
-    write_png(path, canvas.numpy())
+    write_png(path, tile(images, columns))
 
 
 class GradientReducer:
