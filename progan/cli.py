@@ -22,29 +22,40 @@ from gancore.errors import UserError
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="progan-toolkit")
 def main():
-    """Train Progressive GANs (Karras et al. 2018) and sample from them; checkpoints are ganeval sources."""
+    """Train Progressive GANs (Karras et al. 2018), evaluate their snapshots, and sample and interpolate from
+    them. A checkpoint (.pt) is also an image source for every ganeval command, e.g.
+
+    \b
+      progan train --config tiny --data examples/real --out runs/tiny
+      progan evaluate runs/tiny --real examples/real --metrics swd
+      progan interpolate runs/tiny/network-snapshot-000008.pt --video lerp.mp4 --grid 4x2 --zoom 4
+
+    Run `progan COMMAND --help` for a command's options."""
 
 
-@main.command("train")
+@main.command("train", short_help="Train a ProGAN from scratch (--out) or continue a run (--resume).")
 @click.option("--config", "config_name", default="tiny", show_default=True, metavar="NAME",
               help="Preset: celebahq-1024 (the released presets for 1, 2, 4, 8 GPUs), celebahq-1024-v1 (the "
               "paper's, 1 GPU), celeba-128, table1-a … table1-g, cifar10, lsun-256, mnist-rgb, tiny.")
 @click.option("--data", "data_path", type=click.Path(exists=True), help="HDF5 from `celebahq export`, a folder, "
               "zip or array of square power-of-two images. Default when resuming: the run's.")
-@click.option("--out", "run_dir", type=click.Path(file_okay=False), help="Run directory [the resumed run's].")
+@click.option("--out", "run_dir", type=click.Path(file_okay=False),
+              help="Run folder: a new or empty one (one holding a run is refused) [the resumed run's].")
 @click.option("--kimg", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Stop after this many thousand real images (total) [the config's total_kimg].")
 @click.option("--gpus", type=click.IntRange(1), default=1, show_default=True,
               help="Processes/GPUs; >1 relaunches itself under torchrun. Picks the preset's variant for N GPUs.")
 @click.option("--resume", type=click.Path(exists=True), default=None,
-              help="A run directory (latest snapshot) or a snapshot .pt: continue exactly.")
+              help="A run folder (its newest valid checkpoint) or a checkpoint .pt: continue exactly.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override any config value (JSON values, checked against the field's type), e.g. "
               "--set bf16=true --set 'minibatch_dict={\"4\":64}'.")
 @click.option("--device", default="auto", show_default=True, help="cuda, cpu or auto.")
 @user_errors
 def train_command(config_name, data_path, run_dir, kimg, gpus, resume, overrides, device):
-    """Train a ProGAN, e.g.
+    """Train a ProGAN on --data into a new run folder --out, or continue a run with --resume (its newest valid
+    checkpoint; the line "resuming from FILE (KIMG kimg, tick T)" says which). A folder that already holds a run
+    is refused: nothing in it is overwritten. Ctrl-C or SIGTERM stops at the next round with a checkpoint, e.g.
 
     \b
       progan train --config celebahq-1024 --data celebahq.h5 --out runs/celebahq
@@ -113,14 +124,14 @@ def _relaunch_under_torchrun(gpus: int, run_dir: Path) -> typing.NoReturn:
     sys.exit(0)
 
 
-@main.command("generate")
+@main.command("generate", short_help="Write images of a checkpoint's EMA generator as PNG files.")
 @click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False))
 @click.option("--num", type=click.IntRange(1), default=64, show_default=True, help="Images to write.")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output folder of PNGs.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Image i comes from latent (seed, i).")
 @click.option("--resolution", type=int, default=None,
               help="Output side: a power of two from 4 to the network's [the network's].")
-@click.option("--device", default="auto", show_default=True)
+@click.option("--device", default="auto", show_default=True, help="cuda, cpu or auto.")
 @user_errors
 def generate_command(checkpoint, num, out_dir, seed, resolution, device):
     """Write NUM images of CHECKPOINT's EMA generator as OUT/000000.png … (each PNG written atomically)."""
@@ -148,7 +159,7 @@ def generate_command(checkpoint, num, out_dir, seed, resolution, device):
     emit(f"wrote {num} images -> {out}")
 
 
-@main.command("interpolate")
+@main.command("interpolate", short_help="A latent interpolation video (mp4) or its frames, from a checkpoint.")
 @click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False))
 @click.option("--video", "video_path", type=click.Path(dir_okay=False), default=None,
               help="Write an H.264 mp4 here (needs the [video] extra: imageio and imageio-ffmpeg).")
@@ -234,7 +245,7 @@ def _sheet(frames: np.ndarray, columns: int) -> np.ndarray:
     return tile(torch.from_numpy(frames).permute(0, 3, 1, 2), min(columns, len(frames)))
 
 
-@main.command("evaluate")
+@main.command("evaluate", short_help="Score every snapshot of a run: a table (Markdown, JSON) and curves.")
 @click.argument("run_dir", metavar="RUN", type=click.Path(exists=True, file_okay=False))
 @click.option("--real", "real_path", required=True, type=click.Path(exists=True),
               help="The real images: an HDF5 from `celebahq export`, a folder, zip or array (ganeval pairs its size "
@@ -290,7 +301,7 @@ def evaluate_command(run_dir, real_path, metrics, swd_images, msssim_pairs, fid_
          + ", ".join(Path(file).name for file in result.files) + f" in {out}")
 
 
-@main.command("import")
+@main.command("import", short_help="Convert an official TensorFlow network (.pkl) into a progan checkpoint.")
 @click.argument("pickle_path", metavar="FILE.pkl", type=click.Path(exists=True, dir_okay=False))
 @click.argument("out_path", metavar="OUT.pt", type=click.Path(dir_okay=False))
 @user_errors
@@ -321,12 +332,14 @@ def import_command(pickle_path, out_path):
          f"parameters -> {result.path}")
 
 
-@main.command("info")
-@click.option("--config", "config_name", default="celebahq-1024", show_default=True, metavar="NAME")
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE")
+@main.command("info", short_help="A preset's parameter counts, training schedule and resolved config.")
+@click.option("--config", "config_name", default="celebahq-1024", show_default=True, metavar="NAME",
+              help="Preset, as for `progan train --config`.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a config value, as for `progan train --set`.")
 @click.option("--resolution", type=int, default=None, help="Output side when the config leaves it to the data.")
 @click.option("--gpus", type=click.IntRange(1), default=1, show_default=True, help="For the minibatch schedule.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--json", "as_json", is_flag=True, help="Print everything as one JSON object.")
 @user_errors
 def info_command(config_name, overrides, resolution, gpus, as_json):
     """Parameter counts (total and per working resolution), the schedule on --gpus GPUs (global and per-GPU
@@ -366,6 +379,9 @@ def info_command(config_name, overrides, resolution, gpus, as_json):
         emit(f"{row['start_kimg']:>8g}-{row['end_kimg']:<8g} {row['kind']:>10} {row['resolution']:>5} "
              f"{row['lod'][0]:>5.2f}-{row['lod'][1]:<5.2f} {row['minibatch']:>9} {row['per_gpu']:>7} "
              f"{row['group'] or '-':>5} {row['G_lr']:>8.4g} {row['D_lr']:>8.4g}")
+    emit("resolved config (`progan train --set KEY=VALUE` changes any of them):")
+    for key, value in info["settings"].items():
+        emit(f"  {key:<26} {json.dumps(value)}")
 
 
 if __name__ == "__main__":
