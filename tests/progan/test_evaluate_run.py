@@ -18,7 +18,7 @@ from ganeval.metric_main import MetricSettings
 from progan.cli import main as progan_main
 from progan.configs import resolve_config
 from progan.evaluation import curve_values, evaluate_run
-from progan.training_loop import snapshot_metrics, training_loop
+from progan.training_loop import snapshot_metrics
 
 # 16×16 (4 → 8 → 16 by 1.25 kimg) in 3 kimg, a network snapshot every 1-kimg tick: 000001, 000002, 000003
 RUN = {"lod_training_kimg": 0.25, "lod_transition_kimg": 0.25, "tick_kimg_base": 1.0, "total_kimg": 3.0,
@@ -40,12 +40,7 @@ class PooledColours:
         return features, (features @ self.weight.T if logits else None)
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.fixture(scope="module")
@@ -58,13 +53,9 @@ def reals(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def run(reals, tmp_path_factory) -> Path:
+def run(reals, tmp_path_factory, train_quietly) -> Path:
     run = tmp_path_factory.mktemp("run") / "run"
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    training_loop(resolve_config("tiny", RUN), reals, run, device="cpu", log=lambda line: None)
-    torch.set_num_threads(threads)
-    return run
+    return train_quietly(RUN, reals, run)
 
 
 def test_evaluate_writes_the_table_and_curves_and_resumes(run, reals, tmp_path):

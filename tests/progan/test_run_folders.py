@@ -16,7 +16,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 from click.testing import CliRunner
 
 import progan.training_loop
@@ -34,13 +33,7 @@ RUN = {"resolution": 8, "lod_training_kimg": 0.25, "lod_transition_kimg": 0.25, 
        "data_workers": 1, "tensorboard": False}
 
 
-@pytest.fixture(autouse=True)
-def single_thread():
-    """One intra-op thread: faster on the shared 2-core machine, and the same float sums in every process."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("single_thread")
 
 
 @pytest.fixture(scope="module")
@@ -51,13 +44,9 @@ def data(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def finished(data, tmp_path_factory) -> Path:
+def finished(data, tmp_path_factory, train_quietly) -> Path:
     run = tmp_path_factory.mktemp("finished") / "run"
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    training_loop(resolve_config("tiny", RUN), data, run, device="cpu", log=lambda line: None)
-    torch.set_num_threads(threads)
-    return run
+    return train_quietly(RUN, data, run)
 
 
 def _ticks(run: Path) -> list[int]:
