@@ -163,20 +163,6 @@ def latents_for(indices, latent_size: int, seed: int) -> torch.Tensor:
     return torch.stack(rows)
 
 
-def smooth_latents(frames: int, latent_size: int, sigma: float, seed: int) -> torch.Tensor:
-    """The paper's interpolation latents: one N(0, I) latent per frame, blurred over time with a Gaussian of
-    `sigma` frames (wrapping, as the original's video), each renormalised onto the radius-sqrt(latent_size)
-    hypersphere. float32 [frames, latent_size]."""
-    from scipy.ndimage import gaussian_filter1d
-
-    rng = np.random.default_rng(np.random.SeedSequence([seed, 0x1E7]))
-    latents = rng.standard_normal((frames, latent_size))
-    if sigma > 0:
-        latents = gaussian_filter1d(latents, sigma, axis=0, mode="wrap")
-    latents *= np.sqrt(latent_size) / np.linalg.norm(latents, axis=1, keepdims=True)
-    return torch.from_numpy(latents.astype(np.float32))
-
-
 def images_to_uint8(images: torch.Tensor, resolution: int) -> torch.Tensor:
     """G output (float NCHW, [-1, 1], any power-of-two size) -> uint8 NCHW at `resolution`: nearest upsampling
     like the original's full-resolution output, or box averaging when asked for less."""

@@ -180,7 +180,7 @@ def test_unwritable_outputs_fail_before_any_work(checkpoint, tmp_path):
 
 def test_interpolate_grid_and_frames(checkpoint, tmp_path):
     result = run("interpolate", checkpoint, "--out", tmp_path / "grid.png", "--frames", 5, "--columns", 3,
-                 "--sigma", 1, "--device", "cpu")
+                 "--smoothing", 0.03, "--device", "cpu")
     assert result.exit_code == 0, result.output
     assert Image.open(tmp_path / "grid.png").size == (48, 32) and os.listdir(tmp_path) == ["grid.png"]
     result = run("interpolate", checkpoint, "--out", tmp_path / "frames", "--frames", 2, "--device", "cpu")
