@@ -5,34 +5,22 @@ name holding a newline."""
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 from click.testing import CliRunner
+from PIL import Image
+from test_build_selection import HEADER, MD5S, small_celeba
 
 from celebahq.cli import main
-from celebahq.landmarks import read_celeba_landmarks, write_celeba_landmarks
 from celebahq.pipeline import BuildOptions, build, discover_sources
 from celebahq.selection import read_selection
 from gancore.errors import UserError
 
 MINI = Path(__file__).resolve().parents[2] / "examples" / "celeba_wild_mini"
-HEADER = "idx orig_idx orig_file proc_md5 final_md5"
-MD5S = "0123456789abcdef0123456789abcdef fedcba9876543210fedcba9876543210"
-
-
-def small_celeba(folder: Path, count: int) -> Path:
-    """A CelebA-layout folder with the first `count` bundled photos and their landmark rows."""
-    (folder / "img_celeba").mkdir(parents=True)
-    table = read_celeba_landmarks(MINI / "Anno" / "list_landmarks_celeba.txt")
-    names = sorted(table)[:count]
-    for name in names:
-        shutil.copy(MINI / "img_celeba" / name, folder / "img_celeba" / name)
-    write_celeba_landmarks(folder / "Anno" / "list_landmarks_celeba.txt", {name: table[name] for name in names})
-    return folder
 
 
 def options(**kwargs) -> BuildOptions:
@@ -52,7 +40,7 @@ def one_error_line(result) -> str:
 
 
 def test_an_output_folder_inside_the_source_folder_is_never_a_source(tmp_path):
-    src = small_celeba(tmp_path / "faces", 2)
+    src = small_celeba(tmp_path, 2)
     out = src / "img_celeba" / "out"  # where the listing looks for sources
     first = build(src, out, options())
     second = build(src, out, options())
@@ -95,7 +83,7 @@ def test_crlf_selection_files_read_as_lf_with_the_same_line_numbers(tmp_path):
 
 
 def test_missing_sources_are_named_with_their_lines(tmp_path):
-    src = small_celeba(tmp_path / "celeba", 1)
+    src = small_celeba(tmp_path, 1)
     listing = tmp_path / "list.txt"
     listing.write_bytes(f"{HEADER}\r\n0 0 000001.jpg {MD5S}\r\n\r\n1 1 000009.jpg {MD5S}\r\n".encode())
     result = CliRunner().invoke(main, ["build", "--src", str(src), "--out", str(tmp_path / "o"), "--select",
@@ -108,7 +96,7 @@ def test_missing_sources_are_named_with_their_lines(tmp_path):
 
 
 def test_a_bad_pixel_limit_variable_is_one_line_with_decode_workers(tmp_path):
-    src = small_celeba(tmp_path / "celeba", 2)
+    src = small_celeba(tmp_path, 2)
     done = subprocess.run([sys.executable, "-m", "celebahq.cli", "build", "--src", str(src), "--out",
                            str(tmp_path / "out"), "--resolution", "16", "--workers", "2", "--device", "cpu",
                            "--quiet"], env=dict(os.environ, GANCORE_MAX_PIXELS="abc"), capture_output=True,
@@ -118,7 +106,7 @@ def test_a_bad_pixel_limit_variable_is_one_line_with_decode_workers(tmp_path):
 
 
 def test_a_source_name_with_a_newline_cannot_forge_a_line(tmp_path):
-    src = small_celeba(tmp_path / "celeba", 1)
+    src = small_celeba(tmp_path, 1)
     (src / "img_celeba" / "x\nerror: forged\x1b[2K.jpg").write_bytes(b"not a jpeg")
     result = CliRunner().invoke(main, ["build", "--src", str(src), "--out", str(tmp_path / "o"), "--resolution",
                                        "16", "--workers", "0", "--writers", "1", "--device", "cpu", "--quiet"])
@@ -126,3 +114,15 @@ def test_a_source_name_with_a_newline_cannot_forge_a_line(tmp_path):
     lines = result.stderr.splitlines()
     assert not [line for line in lines if line.startswith("error:")], lines
     assert lines[0].startswith("skipped x\\nerror: forged\\x1b[2K.jpg: unreadable image"), lines
+
+
+def test_a_restore_output_inside_its_input_folder_is_never_read_back(tmp_path):
+    src = tmp_path / "photos"
+    src.mkdir()
+    photo = np.asarray(Image.open(MINI / "img_celeba" / "000001.jpg").convert("RGB"))
+    Image.fromarray(photo[:16, :16]).save(src / "a.png")
+    for _ in range(2):
+        result = CliRunner().invoke(main, ["restore", "cleanup", str(src), str(src / "out"), "--quiet", "--device",
+                                           "cpu"])
+        assert result.exit_code == 0 and "1 images written, 0 skipped" in result.output, result.output
+    assert sorted(path.relative_to(src).as_posix() for path in src.rglob("*.png")) == ["a.png", "out/a.png"]

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import subprocess
 
 import numpy as np
 import pytest
@@ -27,19 +26,6 @@ def checkpoint(tmp_path_factory):
     save_checkpoint(path, {"config": config.to_dict(), "lod": 0.0, "kimg": 1.0, "G": G.state_dict(),
                            "D": D.state_dict(), "G_ema": G.state_dict()})
     return path
-
-
-@pytest.fixture
-def small_disk(tmp_path):
-    """A 1 MB tmpfs (root only): room for a run's first files, not for its network snapshot."""
-    target = tmp_path / "disk"
-    target.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=1m", "tmpfs", str(target)], capture_output=True,
-                          check=False)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
-    yield target
-    subprocess.run(["umount", str(target)], capture_output=True, check=False)
 
 
 def one_error_line(result) -> str:
