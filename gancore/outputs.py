@@ -33,9 +33,23 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
     except OSError as error:
         if error.filename not in (None, str(temporary), temporary):
             raise  # about another file (e.g. a source read inside the block)
-        raise type(error)(error.errno, error.strerror or str(error), str(path)) from error
+        raise os_error_naming(error, path) from error
     finally:
         temporary.unlink(missing_ok=True)
+
+
+def os_error_naming(error: OSError, path: str | os.PathLike) -> OSError:
+    """`error` (of the same type, errno and reason) naming `path`: a failed `write` or `close` names no file."""
+    return type(error)(error.errno, error.strerror or str(error), str(path))
+
+
+def append_text(path: str | os.PathLike, text: str) -> None:
+    """Append `text` (UTF-8) to `path`, created if missing; an OSError (a full disk) names `path`."""
+    try:
+        with open(path, "a", encoding="utf-8") as file:
+            file.write(text)
+    except OSError as error:
+        raise os_error_naming(error, path) from error
 
 
 def check_output_path(path: str | os.PathLike, folder: bool = False) -> Path:

@@ -16,7 +16,7 @@ from tqdm.auto import tqdm
 
 from . import distributed
 from .errors import UserError
-from .outputs import atomic_output
+from .outputs import atomic_output, os_error_naming
 
 
 def resolve_device(device: str | torch.device | None = None, share_gpus: bool = False) -> torch.device:
@@ -75,7 +75,7 @@ def torch_save_atomic(payload, path: str | os.PathLike) -> Path:
         except RuntimeError as error:
             cause = error.__cause__ or error.__context__
             if isinstance(cause, OSError):
-                raise OSError(cause.errno, cause.strerror or str(cause), str(path)) from error
+                raise os_error_naming(cause, path) from error
             reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             raise OSError(None, f"cannot save ({reason})", str(path)) from error
     return path

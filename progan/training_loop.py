@@ -40,7 +40,7 @@ from gancore import distributed
 from gancore.errors import UserError
 from gancore.imagefiles import write_png
 from gancore.locking import FolderLock
-from gancore.outputs import atomic_output
+from gancore.outputs import append_text, atomic_output
 from gancore.runtime import resolve_device
 
 from .checkpoint import GeneratorSource, images_to_uint8, load_checkpoint, save_checkpoint
@@ -562,8 +562,7 @@ def _train(config: TrainingConfig, data_path, run_dir: Path, resume, device, log
                 _remove_superseded(run_dir, state.cur_nimg)
             entry["metrics"] = score_generator(G_ema, phase.lod, data, config, device)
         if main:
-            with open(stats_file, "a") as file:
-                file.write(json.dumps(entry) + "\n")
+            append_text(stats_file, json.dumps(entry) + "\n")  # a full disk: one line naming the file
             if board is not None:
                 _write_scalars(board, entry)
             log(f"tick {state.tick:<4d} kimg {entry['kimg']:<8.1f} lod {phase.lod:<5.2f} "

@@ -19,7 +19,7 @@ from gancore.cli import user_errors
 from gancore.errors import UserError, printable
 from gancore.imagefiles import list_image_files, write_png
 from gancore.locking import FolderLock
-from gancore.outputs import FILE_COUNT_LIMIT, check_output_path, check_room_for_files
+from gancore.outputs import FILE_COUNT_LIMIT, append_text, check_output_path, check_room_for_files
 from gancore.runtime import torch_save_atomic
 
 
@@ -99,6 +99,13 @@ def test_torch_save_on_a_full_disk_is_an_os_error_naming_the_file(tiny_disk):
 
     result = CliRunner().invoke(command)
     assert result.exit_code == 2 and result.stderr == f"error: {tiny_disk / 'net.pt'}: No space left on device\n"
+
+
+def test_an_append_on_a_full_disk_names_the_file(tiny_disk):
+    append_text(tiny_disk / "stats.jsonl", "{}\n")
+    with pytest.raises(OSError, match="No space left on device") as caught:
+        append_text(tiny_disk / "stats.jsonl", "x" * 100_000)
+    assert caught.value.filename == str(tiny_disk / "stats.jsonl")
 
 
 def test_torch_serialization_errors_are_os_errors_naming_the_file(tmp_path, monkeypatch):
