@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-from .outputs import atomic_output, is_output_folder
+from .outputs import atomic_output, holds_output_marker
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 
@@ -37,8 +37,10 @@ def list_image_files(folder: str | os.PathLike) -> list[Path]:
     root = Path(folder)
     found = []
     for directory, subdirectories, names in os.walk(root):
-        subdirectories[:] = [name for name in subdirectories
-                             if not name.startswith(".") and not is_output_folder(Path(directory, name))]
+        if directory != str(root) and holds_output_marker(names):
+            subdirectories[:] = []  # an output folder: neither its files nor anything below it
+            continue
+        subdirectories[:] = [name for name in subdirectories if not name.startswith(".")]
         found.extend(Path(directory, name) for name in names
                      if not name.startswith(".") and is_image_file(Path(name)))
     return sorted(found, key=lambda path: path.relative_to(root).as_posix())

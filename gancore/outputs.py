@@ -8,7 +8,7 @@ import contextlib
 import os
 import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from .errors import UserError
@@ -83,13 +83,10 @@ def mark_output_folder(folder: str | os.PathLike) -> None:
     (Path(folder) / OUTPUT_MARKER).touch()
 
 
-def is_output_folder(folder: str | os.PathLike) -> bool:
-    """Whether `folder` is a command's output: it holds the output marker, a writer lock (a command writes there
-    now) or a build manifest (`manifest.jsonl`, `manifest-I-of-N.jsonl`; builds made before the marker existed)."""
-    try:
-        names = os.listdir(folder)
-    except OSError:  # unreadable: listing it finds nothing either
-        return False
+def holds_output_marker(names: Iterable[str]) -> bool:
+    """Whether a folder holding files `names` is a command's output: the output marker, a writer lock (a command
+    writes there now) or a build manifest (`manifest.jsonl`, `manifest-I-of-N.jsonl`: builds made before the marker
+    existed)."""
     return any(name in (OUTPUT_MARKER, LOCK_NAME, "manifest.jsonl")
                or (name.startswith("manifest-") and name.endswith(".jsonl")) for name in names)
 
