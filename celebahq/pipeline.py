@@ -43,7 +43,7 @@ from gancore import distributed
 from gancore.errors import UserError
 from gancore.imagefiles import list_image_files
 from gancore.locking import FolderLock
-from gancore.outputs import atomic_output, check_output_path
+from gancore.outputs import atomic_output, check_apart, check_output_path
 from gancore.processes import die_with_parent, helper_pool
 from gancore.runtime import DeviceTimer, host_to_device, progress_bar, resolve_device
 from gancore.sources import BadImage, decode_image, max_pixels
@@ -280,6 +280,11 @@ class BuildReport:
 # Sources
 
 
+def photo_folder(src: Path) -> Path:
+    """Where the photos of a source folder are: `img_celeba/` in CelebA's layout, else the folder itself."""
+    return src / "img_celeba" if (src / "img_celeba").is_dir() else src
+
+
 def discover_sources(src: str | os.PathLike) -> tuple[list[SourceItem], dict[str, np.ndarray] | None]:
     """CelebA layout (img_celeba/*.jpg + Anno/list_landmarks_celeba.txt) or any folder of face photos.
 
@@ -289,7 +294,7 @@ def discover_sources(src: str | os.PathLike) -> tuple[list[SourceItem], dict[str
     root = Path(src)
     if not root.is_dir():
         raise UserError(f"{root}: no such folder (give CelebA's folder with img_celeba/ and Anno/)")
-    images_dir = root / "img_celeba" if (root / "img_celeba").is_dir() else root
+    images_dir = photo_folder(root)
     files = list_image_files(images_dir)
     if not files:
         raise UserError(f"{images_dir}: no images found")
@@ -586,6 +591,7 @@ def build(src: str | os.PathLike, out: str | os.PathLike, options: BuildOptions 
     shard of a sharded build (`shard`, torchrun ranks) shared with the other shards plus the shard's own lock."""
     options = (options or BuildOptions()).resolved()
     max_pixels()  # a bad $GANCORE_MAX_PIXELS: one UserError here, before any decode worker starts
+    check_apart(out, photo_folder(Path(src)))
     out = check_output_path(out, folder=True)
     for target in (options.h5, options.zip):
         if target:

@@ -83,6 +83,14 @@ def mark_output_folder(folder: str | os.PathLike) -> None:
     (Path(folder) / OUTPUT_MARKER).touch()
 
 
+def check_apart(out: str | os.PathLike, source: str | os.PathLike) -> None:
+    """Refuse (UserError) an output folder that is the source folder itself: its outputs would be listed as sources
+    on the next run (an output folder inside the source folder is fine: listings skip it by its marker)."""
+    if Path(out).resolve() == Path(source).resolve():
+        raise UserError(f"{out}: the output folder is the source folder; give the output a folder of its own (it "
+                        f"may lie inside the source folder)")
+
+
 def holds_output_marker(names: Iterable[str]) -> bool:
     """Whether a folder holding files `names` is a command's output: the output marker, a writer lock (a command
     writes there now) or a build manifest (`manifest.jsonl`, `manifest-I-of-N.jsonl`: builds made before the marker

@@ -126,3 +126,14 @@ def test_a_restore_output_inside_its_input_folder_is_never_read_back(tmp_path):
                                            "cpu"])
         assert result.exit_code == 0 and "1 images written, 0 skipped" in result.output, result.output
     assert sorted(path.relative_to(src).as_posix() for path in src.rglob("*.png")) == ["a.png", "out/a.png"]
+
+
+def test_an_output_folder_that_is_the_source_folder_is_refused(tmp_path):
+    src = small_celeba(tmp_path, 1)
+    build_here = CliRunner().invoke(main, ["build", "--src", str(src), "--out", str(src / "img_celeba" / "."),
+                                           "--device", "cpu", "--quiet"])
+    assert "the output folder is the source folder" in one_error_line(build_here)
+    restore_here = CliRunner().invoke(main, ["restore", "cleanup", str(src / "img_celeba"), str(src / "img_celeba"),
+                                             "--device", "cpu", "--quiet"])
+    assert "the output folder is the source folder" in one_error_line(restore_here)
+    assert not (src / "img_celeba" / "images").exists() and not list(src.rglob("*.png"))
