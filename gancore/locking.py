@@ -7,7 +7,8 @@ contents) is taken over with a note on stderr. One that names another host (a fo
 where flock may not reach the other machine, or a folder copied from there) is refused, naming that host, the pid
 and the start time, since no process of another machine can be checked from here: it is taken over only when the
 user says so (`take_over=True`; the CLIs' `--take-over-lock`, or $GANCORE_TAKE_OVER_LOCK=1). Where flock is
-unavailable (Windows), the pid in the file decides: a live pid on this host holds the folder.
+unavailable (Windows), the pid in the file decides: a live pid on this host holds the folder. Taking the lock also
+marks the folder as a command's output (`gancore.outputs.mark_output_folder`): listings of a folder above it skip it.
 
 Cooperating writers share it: `FolderLock(folder, command, shared=True)` (the shards of one build, e.g. torchrun
 ranks, each writing its own manifest and sources) may be held by several processes at once, never together with
