@@ -39,8 +39,9 @@ def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
 
 
 def os_error_naming(error: OSError, path: str | os.PathLike) -> OSError:
-    """`error` (of the same type, errno and reason) naming `path`: a failed `write` or `close` names no file."""
-    return type(error)(error.errno, error.strerror or str(error), str(path))
+    """`error`'s errno and reason naming `path` (a failed `write` or `close` names no file); OSError picks the
+    subclass from the errno (FileNotFoundError for ENOENT, …)."""
+    return OSError(error.errno, error.strerror or str(error), str(path))
 
 
 def append_text(path: str | os.PathLike, text: str) -> None:
