@@ -6,7 +6,7 @@ import json
 
 import click
 
-from gancore.cli import emit, start_distributed, user_errors
+from gancore.cli import emit, emit_skipped, start_distributed, take_over_lock_option, user_errors
 from gancore.outputs import check_output_path
 
 
@@ -64,6 +64,7 @@ def _shard(_ctx, _param, value: str | None):
                    "of skipping them with the reason.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option("--quiet", is_flag=True)
+@take_over_lock_option
 @user_errors
 def build_command(src, out, resolution, backend, sr, cleanup, downscale, batch_size, num_workers, num_writers, device,
                   shard, limit, num_images, select_file, h5_path, zip_path, png, accept_odd_landmarks, as_json, quiet):
@@ -82,8 +83,7 @@ def build_command(src, out, resolution, backend, sr, cleanup, downscale, batch_s
         return
     if report.manifest and "skipped 0 damaged" not in report.manifest:
         emit(f"warning: {out}: {report.manifest}", err=True)
-    for source, reason in report.skipped.items():
-        emit(f"skipped {source}: {reason}", err=True)
+    emit_skipped(report.skipped)
     passes = ", ".join(f"{p.name} pass {p.sources_per_second:.2f} sources/s" for p in report.passes if p.sources)
     emit(f"{report.ok} images written, {len(report.skipped)} skipped, {report.already_done} already done "
          f"({report.sources} sources{'; ' + passes if passes else ''}) -> {out}")
@@ -103,6 +103,7 @@ def build_command(src, out, resolution, backend, sr, cleanup, downscale, batch_s
 @click.option("--zip", "zip_path", type=click.Path(dir_okay=False), help="stylegan2-ada-pytorch dataset zip.")
 @click.option("--num-images", type=click.IntRange(1), default=None, help="Only the first N (ranking order).")
 @click.option("--quiet", is_flag=True)
+@take_over_lock_option
 @user_errors
 def export_command(out, h5_path, zip_path, num_images, quiet):
     """Export the finished images of a build OUT as HDF5 and/or zip."""
@@ -145,8 +146,7 @@ def quality_command(paths, batch_size, num_workers, device, as_json, quiet):
     from .quality import score_paths
 
     report = score_paths(paths, batch_size=batch_size, device=device, num_workers=num_workers, progress=not quiet)
-    for name, reason in report.skipped.items():
-        emit(f"skipped {name}: {reason}", err=True)
+    emit_skipped(report.skipped)
     ranked = report.ranked()
     if as_json:
         emit(json.dumps([{"file": name, "quality": score} for name, score in ranked]))
@@ -166,6 +166,7 @@ def quality_command(paths, batch_size, num_workers, device, as_json, quiet):
 @click.option("--rescore", is_flag=True, help="Score every image again (default: reuse the manifest's scores).")
 @_scoring_options
 @click.option("--json", "as_json", is_flag=True, help="Print the ranking report as JSON.")
+@take_over_lock_option
 @user_errors
 def rank_command(out, keep, preview, preview_count, rescore, batch_size, num_workers, device, as_json, quiet):
     """Rank the finished images of a build OUT by quality, write the scores into its manifests, select the best."""
@@ -187,8 +188,7 @@ def _print_ranking(ranking: dict, out: str) -> None:
     if "deferred" in ranking:
         emit(f"not ranked: {ranking['deferred']}", err=True)
         return
-    for source, reason in ranking["skipped"].items():
-        emit(f"not ranked {source}: {reason}", err=True)
+    emit_skipped(ranking["skipped"], "not ranked")
     if ranking["keep"] is not None and ranking["keep"] > ranking["ranked"]:
         emit(f"warning: {ranking['keep']} images asked, only {ranking['ranked']} ranked: all selected", err=True)
     emit(f"ranked {ranking['ranked']} images ({ranking['scored']} scored now), selected "
@@ -222,8 +222,7 @@ def restore_command(kind, in_dir, out_dir, weights, tile, batch_size, device, qu
 
     restorer = Restorer(kind, _weights_file(kind, weights), resolve_device(device), tile=tile, batch=batch_size)
     written, skipped = restore_folder(restorer, in_dir, out_dir, progress=not quiet)
-    for name, reason in skipped.items():
-        emit(f"skipped {name}: {reason}", err=True)
+    emit_skipped(skipped)
     emit(f"{written} images written, {len(skipped)} skipped -> {out_dir}")
 
 
@@ -353,6 +352,7 @@ def eval_restorer_command(kind, more_images, images, quality, weights, device, a
 @click.option("--zip", "zip_path", type=click.Path(dir_okay=False), help="Also write the StyleGAN dataset zip.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option("--quiet", is_flag=True)
+@take_over_lock_option
 @user_errors
 def official_command(src, deltas, out, legacy, decoder, workers, limit, h5_path, zip_path, as_json, quiet):
     """The official CelebA-HQ: OUT/images/imgHQ%05d.png from CelebA and NVIDIA's released deltas."""
@@ -367,8 +367,7 @@ def official_command(src, deltas, out, legacy, decoder, workers, limit, h5_path,
     if as_json:
         emit(json.dumps(dict(report.to_dict(), exports=[str(p) for p in written])))
         return
-    for name, reason in report.skipped.items():
-        emit(f"skipped {name}: {reason}", err=True)
+    emit_skipped(report.skipped)
     if report.rows != OFFICIAL_ROWS and limit is None:
         emit(f"note: image_list.txt has {report.rows} rows; the release has {OFFICIAL_ROWS}", err=True)
     emit(f"{report.ok} of {report.rows} images ({report.processed} now, {report.already_done} before), "

@@ -43,10 +43,10 @@ from gancore import distributed
 from gancore.errors import UserError
 from gancore.imagefiles import list_image_files
 from gancore.locking import FolderLock
-from gancore.outputs import atomic_output, check_output_path
+from gancore.outputs import atomic_output, check_apart, check_output_path
 from gancore.processes import die_with_parent, helper_pool
 from gancore.runtime import DeviceTimer, host_to_device, progress_bar, resolve_device
-from gancore.sources import BadImage, decode_image
+from gancore.sources import BadImage, decode_image, max_pixels
 
 from .export import DatasetZip, HDF5Pyramid, prepare_target
 from .geometry import CropPlan, plan_crop
@@ -57,7 +57,7 @@ from .quality import quality_score
 from .rank import RANKING_NAME, RankReport
 from .render import DeviceUpscale, lanczos_upscale, render_pil, render_torch_tensor, shrink_and_crop
 from .restore.infer import cleanup_image, cleanup_tensor, net_upscale, net_upscale_tensor, shipped_weights
-from .selection import Pick, best_picks, output_name, read_selection
+from .selection import Pick, best_picks, missing_sources, output_name, read_selection
 
 LANDMARK_FILE = Path("Anno") / "list_landmarks_celeba.txt"
 # "net": the shipped restoration networks (celebahq.restore; loaded lazily, once per process). With the torch
@@ -197,6 +197,15 @@ class Skipped:
 
 
 @dataclass
+class Failed:
+    """A decode worker's UserError, which stops the build (raised again in the main process)."""
+
+    source: str
+    message: str
+    seconds: float = 0.0
+
+
+@dataclass
 class Rendered:
     """A rendered face: the host pixels (for the md5 and the writers) and its quality score."""
 
@@ -271,6 +280,11 @@ class BuildReport:
 # Sources
 
 
+def photo_folder(src: Path) -> Path:
+    """Where the photos of a source folder are: `img_celeba/` in CelebA's layout, else the folder itself."""
+    return src / "img_celeba" if (src / "img_celeba").is_dir() else src
+
+
 def discover_sources(src: str | os.PathLike) -> tuple[list[SourceItem], dict[str, np.ndarray] | None]:
     """CelebA layout (img_celeba/*.jpg + Anno/list_landmarks_celeba.txt) or any folder of face photos.
 
@@ -280,7 +294,7 @@ def discover_sources(src: str | os.PathLike) -> tuple[list[SourceItem], dict[str
     root = Path(src)
     if not root.is_dir():
         raise UserError(f"{root}: no such folder (give CelebA's folder with img_celeba/ and Anno/)")
-    images_dir = root / "img_celeba" if (root / "img_celeba").is_dir() else root
+    images_dir = photo_folder(root)
     files = list_image_files(images_dir)
     if not files:
         raise UserError(f"{images_dir}: no images found")
@@ -291,7 +305,7 @@ def discover_sources(src: str | os.PathLike) -> tuple[list[SourceItem], dict[str
 
 class _Prepare(torch.utils.data.Dataset):
     """Worker-side steps for one source: decode, landmarks, plan, cleanup, shrink + crop. Never raises for bad
-    input: returns `Prepared` or `Skipped`."""
+    input: returns `Prepared`, `Skipped`, or `Failed` for a UserError (which stops the build)."""
 
     def __init__(self, items: list[SourceItem], table, options: BuildOptions):
         self.items, self.table, self.options = items, table, options
@@ -300,9 +314,13 @@ class _Prepare(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.items)
 
-    def __getitem__(self, index: int) -> Prepared | Skipped:
+    def __getitem__(self, index: int) -> Prepared | Skipped | Failed:
         started = time.perf_counter()
-        result = self._prepare(self.items[index])
+        try:
+            result = self._prepare(self.items[index])
+        except UserError as error:  # a problem of the whole build (e.g. a bad $GANCORE_MAX_PIXELS): returned,
+            # not raised, so that the main process raises it as it is, not with the worker's traceback in its text
+            result = Failed(self.items[index].name, str(error))
         result.seconds = time.perf_counter() - started
         return result
 
@@ -349,7 +367,7 @@ def _as_is(item):
     return item
 
 
-def _prepared(items: list[SourceItem], table, options: BuildOptions) -> Iterator[Prepared | Skipped]:
+def _prepared(items: list[SourceItem], table, options: BuildOptions) -> Iterator[Prepared | Skipped | Failed]:
     """The workers' results in source order (decoded here when there are no workers or one source)."""
     dataset = _Prepare(items, table, options)
     if options.num_workers == 0 or len(items) < 2:
@@ -491,6 +509,8 @@ def _run_pass(report: PassReport, items: list[SourceItem], table, options: Build
         for result in _prepared(items, table, options):
             report.stage_seconds.prepare += result.seconds
             bar.update(1)
+            if isinstance(result, Failed):
+                raise UserError(result.message)
             if isinstance(result, Skipped):
                 skipped[result.source] = result.reason
                 manifest.append(result.to_record())
@@ -570,6 +590,8 @@ def build(src: str | os.PathLike, out: str | os.PathLike, options: BuildOptions 
     Holds `out`'s writer lock throughout (UserError when another process writes there): exclusively, or for a
     shard of a sharded build (`shard`, torchrun ranks) shared with the other shards plus the shard's own lock."""
     options = (options or BuildOptions()).resolved()
+    max_pixels()  # a bad $GANCORE_MAX_PIXELS: one UserError here, before any decode worker starts
+    check_apart(out, photo_folder(Path(src)))
     out = check_output_path(out, folder=True)
     for target in (options.h5, options.zip):
         if target:
@@ -634,11 +656,7 @@ def _read_picks(options: BuildOptions, items: list[SourceItem]) -> list[Pick] | 
     if options.select is None:
         return None
     picks = read_selection(options.select)
-    known = {item.name for item in items}
-    missing = [pick.source for pick in picks if pick.source not in known]
-    if missing:
-        raise UserError(f"--select {options.select}: {len(missing)} listed sources are not in the source folder "
-                        f"(e.g. {', '.join(missing[:3])})")
+    missing_sources(picks, {item.name for item in items}, f"--select {options.select}")
     return picks
 
 

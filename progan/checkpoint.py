@@ -19,8 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from gancore.errors import SourceError, UserError
-from gancore.outputs import atomic_output
-from gancore.runtime import resolve_device
+from gancore.runtime import resolve_device, torch_save_atomic
 from gancore.sources import ImageSource, register_source_opener
 
 from .configs import TrainingConfig
@@ -34,11 +33,9 @@ SOURCE_IMAGES_VARIABLE = "PROGAN_SOURCE_IMAGES"
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict) -> Path:
-    """Write `state` (plus the format tag) atomically: a temporary file renamed at the end."""
-    path = Path(path)
-    with atomic_output(path) as temporary:
-        torch.save({"format": FORMAT, "version": 1, **state}, temporary)
-    return path
+    """Write `state` (plus the format tag) atomically: a temporary file renamed at the end. A failed write (a full
+    disk) raises OSError naming `path` (gancore.runtime.torch_save_atomic), which the CLIs print as one line."""
+    return torch_save_atomic({"format": FORMAT, "version": 1, **state}, path)
 
 
 def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:

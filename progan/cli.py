@@ -15,7 +15,7 @@ import click
 import numpy as np
 import torch
 
-from gancore.cli import emit, start_distributed, user_errors
+from gancore.cli import emit, start_distributed, take_over_lock_option, user_errors
 from gancore.errors import UserError
 
 
@@ -132,12 +132,16 @@ def _relaunch_under_torchrun(gpus: int, run_dir: Path) -> typing.NoReturn:
 @click.option("--resolution", type=int, default=None,
               help="Output side: a power of two from 4 to the network's [the network's].")
 @click.option("--device", default="auto", show_default=True, help="cuda, cpu or auto.")
+@click.option("--allow-many", is_flag=True, help="Allow --num above 100,000.")
+@take_over_lock_option
 @user_errors
-def generate_command(checkpoint, num, out_dir, seed, resolution, device):
-    """Write NUM images of CHECKPOINT's EMA generator as OUT/000000.png … (each PNG written atomically)."""
-    from gancore.imagefiles import write_png
+def generate_command(checkpoint, num, out_dir, seed, resolution, device, allow_many):
+    """Write NUM images of CHECKPOINT's EMA generator as OUT/000000.png … (each PNG written atomically). Refused
+    before any work when NUM is above 100,000 without --allow-many, or when the PNGs could need more space than
+    OUT's disk has free (each at most its raw pixels' size)."""
+    from gancore.imagefiles import png_size_bound, write_png
     from gancore.locking import FolderLock
-    from gancore.outputs import check_output_path
+    from gancore.outputs import check_output_path, check_room_for_files
     from gancore.runtime import resolve_device
 
     from .checkpoint import (
@@ -150,7 +154,9 @@ def generate_command(checkpoint, num, out_dir, seed, resolution, device):
     out = check_output_path(out_dir, folder=True)
     device = resolve_device(device)
     G = generator_from_checkpoint(load_checkpoint(checkpoint), device)
-    source = GeneratorSource(G, resolution=check_output_resolution(resolution, G), num_images=num, seed=seed)
+    side = check_output_resolution(resolution, G)
+    check_room_for_files(out, num, png_size_bound(side, side), f"PNGs of {side}x{side}", allow_many)
+    source = GeneratorSource(G, resolution=side, num_images=num, seed=seed)
     with FolderLock(out, "progan generate"):
         for start in range(0, num, 64):
             batch = source.load_batch(np.arange(start, min(start + 64, num)))

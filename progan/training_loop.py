@@ -38,7 +38,7 @@ from gancore import distributed
 from gancore.errors import UserError
 from gancore.imagefiles import write_png
 from gancore.locking import FolderLock
-from gancore.outputs import atomic_output
+from gancore.outputs import append_text, atomic_output
 from gancore.runtime import resolve_device
 from ganeval.metric_main import MetricSettings, metric_spec, parse_metric_names
 
@@ -522,8 +522,7 @@ def _train(config: TrainingConfig, data_path, run_dir: Path, resume, device, log
             entry["snapshot"] = snapshot_name(state.cur_nimg)
             entry["metrics"] = score_generator(G_ema, phase.lod, data, metrics_plan, device)
         if main:  # the row first, then its snapshot: a resume from any checkpoint finds its tick's row
-            with open(stats_file, "a") as file:
-                file.write(json.dumps(entry) + "\n")
+            append_text(stats_file, json.dumps(entry) + "\n")  # a full disk: one line naming the file
             if network_snapshot:
                 snapshot_network(phase)
                 _remove_superseded(run_dir, state.cur_nimg)

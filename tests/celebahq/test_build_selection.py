@@ -106,7 +106,7 @@ def test_selection_errors_are_one_line(tmp_path):
     listing = tmp_path / "list.txt"
     listing.write_text("000001.jpg\nmissing.jpg\n")
     missing = runner.invoke(main, ["build", "--src", str(src), "--out", str(tmp_path / "o"), "--select", str(listing)])
-    assert missing.exit_code == 2 and "1 listed sources are not in the source folder (e.g. missing.jpg)" in missing.stderr
+    assert missing.exit_code == 2 and "1 listed sources are not in the source folder (e.g. missing.jpg (line 2))" in missing.stderr
     for text, where in (("idx orig_idx orig_file\n0 1 000001.jpg\n", "line 1: expected the header"),
                         (f"# CelebA-HQ\n{HEADER}\n\n0 1\n", "line 4: expected 5 fields"),
                         (f"{HEADER}\n0 0 000001.jpg {MD5S}\n0 1 000002.jpg {MD5S}\n", "line 3: idx 0 is listed twice")):
