@@ -46,8 +46,8 @@ sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "tests" / "ganeval")]
 
 from test_msssim import ref_msssim
 
-from gancore.runtime import CACHE_ENV_VAR
 from gancore.native import build_and_load
+from gancore.runtime import CACHE_ENV_VAR
 from ganeval import native
 from ganeval.fid import frechet_distance
 from ganeval.inception import FIDInceptionV3, InceptionFeatureExtractor, load_inception

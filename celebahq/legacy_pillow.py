@@ -238,7 +238,8 @@ def transform_quad_bilinear(image: np.ndarray, size: tuple[int, int], data: tupl
     kernel = _kernel() if native else None
     if kernel is not None:
         coefficients = np.array([a0, a1, a2, a3, a4, a5, a6, a7], dtype=np.float64)
-        _check(kernel.legacy_quad_bilinear(_ptr(image), *image.shape, _ptr(coefficients), height, width, _ptr(out)))
+        _check(kernel.legacy_quad_bilinear(_ptr(image), *image.shape, _ptr(coefficients), height, width, 0,
+                                           _ptr(out)))
         return out
     x = np.arange(width, dtype=np.float64)[None, :]
     for top in range(0, height, rows_per_block):
@@ -352,8 +353,25 @@ def render_legacy(image: np.ndarray, landmarks, resolution: int = 1024, native: 
     if plan.pad is not None:
         image = pad_blur_legacy(image, plan.pad, plan.blur_sigma, native)
     size = 4 * plan.resolution
-    image = transform_quad_bilinear(image, (size, size), quad_data(plan.quad + _F32(0.5), size, size), native=native)
-    return resize_antialias(image, (plan.resolution, plan.resolution), native)
+    data = quad_data(plan.quad + _F32(0.5), size, size)
+    kernel = _kernel() if native else None
+    if kernel is not None:
+        return _native_quad_then_resize(kernel, image, size, data, plan.resolution)
+    image = transform_quad_bilinear(image, (size, size), data, native=False)
+    return resize_antialias(image, (plan.resolution, plan.resolution), native=False)
+
+
+def _native_quad_then_resize(kernel: ctypes.CDLL, image: np.ndarray, size: int, data: tuple[float, ...],
+                             resolution: int) -> np.ndarray:
+    """`transform_quad_bilinear` to size² then `resize_antialias` to resolution², compiled (the same bytes): the
+    transform writes its output transposed, so the resize's column pass runs along rows without a transpose."""
+    image = np.ascontiguousarray(image, dtype=np.uint8)
+    coefficients = np.array(data, dtype=np.float64)
+    transposed = np.empty((size, size, image.shape[2]), dtype=np.uint8)
+    _check(kernel.legacy_quad_bilinear(_ptr(image), *image.shape, _ptr(coefficients), size, size, 1,
+                                       _ptr(transposed)))
+    columns_done = _native_transpose(kernel, _native_resample_axis(kernel, transposed, resolution, 0))
+    return _native_resample_axis(kernel, columns_done, resolution, 0)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -408,7 +426,7 @@ _kernel_library = {}  # "library": the checked ctypes library, or None once it i
 _SIGNATURES = {  # argument kinds: p pointer, i int64, d int (stage)
     "legacy_resample_rows": "piippiip",
     "legacy_transpose": "piiip",
-    "legacy_quad_bilinear": "piiipiip",
+    "legacy_quad_bilinear": "piiipiidp",
     "legacy_gaussian_rows": "piipip",
     "legacy_gaussian_cols": "piiipip",
     "legacy_pad_blend": "ppiiipdpp",
@@ -451,10 +469,14 @@ def _self_check(library: ctypes.CDLL) -> str | None:
     _kernel_library["library"] = library  # the functions below take the compiled path while this runs
     try:
         image = np.random.RandomState(0).randint(0, 256, (29, 37, 3)).astype(np.uint8)
-        data = quad_data(np.float32([[3.2, -2.7], [1.1, 30.3], [35.9, 27.4], [36.6, 0.4]]) + _F32(0.5), 64, 48)
+        corners = np.float32([[3.2, -2.7], [1.1, 30.3], [35.9, 27.4], [36.6, 0.4]]) + _F32(0.5)
+        data, square = quad_data(corners, 64, 48), quad_data(corners, 64, 64)
         checks = {
             "resize": lambda native: resize_antialias(image, (13, 80), native),
             "quad transform": lambda native: transform_quad_bilinear(image, (64, 48), data, native=native),
+            "quad transform and resize": lambda native: (
+                _native_quad_then_resize(library, image, 64, square, 16) if native else
+                resize_antialias(transform_quad_bilinear(image, (64, 64), square, native=False), (16, 16), False)),
             "pad blur": lambda native: pad_blur_legacy(image, (5, 7, 3, 40), 2.6, native),
         }
         for stage, run in checks.items():

@@ -63,43 +63,56 @@ int legacy_transpose(const uint8_t *in, int64_t rows, int64_t cols, int64_t chan
 }
 
 /* Geometry.c quad_transform + bilinear_filter32RGB: output (x, y) samples the source at
- * ((a0 + a1 x) + a2 y) + (a3 x) y, (a4 ...) in double, black outside [0, W) x [0, H), truncated. */
+ * ((a0 + a1 x) + a2 y) + (a3 x) y, (a4 ...) in double (the per-column products and sums computed once: the same
+ * roundings), black outside [0, W) x [0, H), truncated. A missing next row (y + 1 outside) gives v2 = v1 in the C
+ * code: reading the clipped row again does the same. transposed: write out[x][y] instead of out[y][x] (the
+ * column pass of the following resize then runs along rows). Tiles of 64 x 64 outputs. */
 int legacy_quad_bilinear(const uint8_t *in, int64_t height, int64_t width, int64_t channels, const double *a,
-                         int64_t out_height, int64_t out_width, uint8_t *out) {
-    for (int64_t y = 0; y < out_height; y++) {
-        const double yd = (double)y;
-        uint8_t *dst = out + y * out_width * channels;
-        for (int64_t x = 0; x < out_width; x++, dst += channels) {
-            const double xd = (double)x;
-            double xin = a[0] + a[1] * xd + a[2] * yd + a[3] * xd * yd;
-            double yin = a[4] + a[5] * xd + a[6] * yd + a[7] * xd * yd;
-            if (xin < 0.0 || xin >= (double)width || yin < 0.0 || yin >= (double)height) {
-                for (int64_t c = 0; c < channels; c++) dst[c] = 0;
-                continue;
-            }
-            xin -= 0.5;
-            yin -= 0.5;
-            const double xf = floor(xin), yf = floor(yin);
-            const double dx = xin - xf, dy = yin - yf;
-            const int64_t xi = (int64_t)xf, yi = (int64_t)yf;
-            const int64_t x0 = xi < 0 ? 0 : (xi > width - 1 ? width - 1 : xi);
-            const int64_t x1 = xi + 1 < 0 ? 0 : (xi + 1 > width - 1 ? width - 1 : xi + 1);
-            const int64_t y0 = yi < 0 ? 0 : (yi > height - 1 ? height - 1 : yi);
-            const int has_next = yi + 1 >= 0 && yi + 1 < height;
-            const uint8_t *row0 = in + y0 * width * channels;
-            const uint8_t *row1 = has_next ? in + (yi + 1) * width * channels : row0;
-            for (int64_t c = 0; c < channels; c++) {
-                const double p = (double)row0[x0 * channels + c], q = (double)row0[x1 * channels + c];
-                const double v1 = p + (q - p) * dx;
-                double v2 = v1;
-                if (has_next) {
-                    const double r = (double)row1[x0 * channels + c], s = (double)row1[x1 * channels + c];
-                    v2 = r + (s - r) * dx;
+                         int64_t out_height, int64_t out_width, int transposed, uint8_t *out) {
+    double *columns = malloc((size_t)out_width * 4 * sizeof(double));
+    if (!columns) return 1;
+    double *px = columns, *qx = columns + out_width, *py = columns + 2 * out_width, *qy = columns + 3 * out_width;
+    for (int64_t x = 0; x < out_width; x++) {
+        const double xd = (double)x;
+        px[x] = a[0] + a[1] * xd;
+        qx[x] = a[3] * xd;
+        py[x] = a[4] + a[5] * xd;
+        qy[x] = a[7] * xd;
+    }
+    const int64_t tile = 64, line = width * channels;
+    for (int64_t ty = 0; ty < out_height; ty += tile) {
+        for (int64_t tx = 0; tx < out_width; tx += tile) {
+            for (int64_t y = ty; y < ty + tile && y < out_height; y++) {
+                const double yd = (double)y, rx = a[2] * yd, ry = a[6] * yd;
+                for (int64_t x = tx; x < tx + tile && x < out_width; x++) {
+                    uint8_t *dst = out + (transposed ? x * out_height + y : y * out_width + x) * channels;
+                    double xin = (px[x] + rx) + qx[x] * yd;
+                    double yin = (py[x] + ry) + qy[x] * yd;
+                    if (xin < 0.0 || xin >= (double)width || yin < 0.0 || yin >= (double)height) {
+                        for (int64_t c = 0; c < channels; c++) dst[c] = 0;
+                        continue;
+                    }
+                    xin -= 0.5;
+                    yin -= 0.5;
+                    const double xf = floor(xin), yf = floor(yin);
+                    const double dx = xin - xf, dy = yin - yf;
+                    const int64_t xi = (int64_t)xf, yi = (int64_t)yf;
+                    const int64_t x0 = xi < 0 ? 0 : (xi > width - 1 ? width - 1 : xi);
+                    const int64_t x1 = xi + 1 < 0 ? 0 : (xi + 1 > width - 1 ? width - 1 : xi + 1);
+                    const int64_t y0 = yi < 0 ? 0 : (yi > height - 1 ? height - 1 : yi);
+                    const int64_t y1 = yi + 1 >= 0 && yi + 1 < height ? yi + 1 : y0;
+                    const uint8_t *p0 = in + y0 * line + x0 * channels, *p1 = in + y0 * line + x1 * channels;
+                    const uint8_t *q0 = in + y1 * line + x0 * channels, *q1 = in + y1 * line + x1 * channels;
+                    for (int64_t c = 0; c < channels; c++) {
+                        const double v1 = (double)p0[c] + ((double)p1[c] - (double)p0[c]) * dx;
+                        const double v2 = (double)q0[c] + ((double)q1[c] - (double)q0[c]) * dx;
+                        dst[c] = (uint8_t)(v1 + (v2 - v1) * dy);
+                    }
                 }
-                dst[c] = (uint8_t)(v1 + (v2 - v1) * dy);
             }
         }
     }
+    free(columns);
     return 0;
 }
 
