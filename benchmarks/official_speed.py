@@ -14,7 +14,9 @@ other jobs weighs on all three alike:
   scipy 1.5.4 and cryptography, as in docs); the original wrote TFRecords, which is not counted (ours writes a PNG,
   which is).
 
-The projection: 30,000 rows × the median row seconds / 16 cores (rows in parallel, one per core).
+The projection: 30,000 rows × the median row seconds / 16 cores (rows in parallel, one per core). Each run also
+reports its CPU seconds per row (user + system, over all its rows), which a load from other jobs inflates far
+less than the wall time.
 
     python benchmarks/official_speed.py [--rows 4] [--repeat 2] [--original-python /path/to/python3.6] [--record]
 """
@@ -120,6 +122,8 @@ def decrypt(idx, orig_file, path):
                          dtype=np.uint8).reshape(3, 1024, 1024)
 
 times = {'decode': [], 'render': [], 'decrypt': [], 'rest': [], 'row': []}
+usage = resource.getrusage(resource.RUSAGE_SELF)
+cpu_before = usage.ru_utime + usage.ru_stime
 for idx, orig_idx, orig_file, proc_md5, final_md5 in rows:
     idx, path = int(idx), os.path.join(celeba, 'img_celeba', orig_file)
     t0 = time.perf_counter()
@@ -136,6 +140,8 @@ for idx, orig_idx, orig_file, proc_md5, final_md5 in rows:
     for key, seconds in zip(times, (t1 - t0, t2 - t1, t3 - t2, t4 - t3, t4 - t0)):
         times[key].append(seconds)
     times.setdefault('exact', []).append(bool(ok))
+usage = resource.getrusage(resource.RUSAGE_SELF)
+times['cpu'] = [(usage.ru_utime + usage.ru_stime - cpu_before) / len(rows)]
 times['peak_rss'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 print(json.dumps(times))
 """
@@ -151,19 +157,33 @@ def ours_child(deltas: Path, out: Path) -> dict:
 
     stages: dict[str, list[float]] = {"decrypt": [], "render": [], "png": []}
     for stage, name in (("decrypt", "decrypt_delta"), ("render", "pre_delta_image"), ("png", "write_png")):
-        def timed(*args, _function=getattr(official, name), _stage=stage, **kwargs):
-            started = time.perf_counter()
-            result = _function(*args, **kwargs)
-            stages[_stage].append(time.perf_counter() - started)
-            return result
-        setattr(official, name, timed)
+        setattr(official, name, _timed(getattr(official, name), stages[stage]))
     kernel = kernel_status()  # built (or found in the cache) before the timing starts
+    cpu_before = _cpu_seconds(resource)
     report = official.build_official(EXAMPLE, deltas, out, official.OfficialOptions(workers=0, progress=False))
+    cpu = (_cpu_seconds(resource) - cpu_before) / max(report.rows, 1)
     records = [json.loads(line) for line in (out / "manifest.jsonl").read_text().splitlines()]
     rows = [record["seconds"] for record in records]
     rest = [row - sum(values[i] for values in stages.values()) for i, row in enumerate(rows)]
-    return {**stages, "rest": rest, "row": rows, "exact": [report.exact == report.rows] * len(rows),
+    return {**stages, "rest": rest, "row": rows, "cpu": [cpu], "exact": [report.exact == report.rows] * len(rows),
             "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "kernel": kernel}
+
+
+def _timed(function, times: list[float]):
+    """`function`, appending the seconds of each call to `times`."""
+    import time
+
+    def timed(*args, **kwargs):
+        started = time.perf_counter()
+        result = function(*args, **kwargs)
+        times.append(time.perf_counter() - started)
+        return result
+    return timed
+
+
+def _cpu_seconds(resource) -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def run_child(kind: str, deltas: Path, work: Path, original_python: str | None) -> dict:
@@ -190,20 +210,25 @@ def median_stages(runs: list[dict]) -> dict[str, float]:
 def report(results: dict[str, list[dict]], rows: int, loads: list[str]) -> str:
     """The Markdown/plain-text table of the sitting."""
     lines = [f"{rows} rows of a synthetic 1024² release from the bundled photos, one thread per run; median "
-             "seconds per row (each run in its own process, the three kinds alternated); load while measuring: "
+             "seconds per row (each run in its own process, the three kinds alternated; cpu: the process's CPU "
+             "seconds per row, less sensitive to other jobs than the wall time); load while measuring: "
              + "; ".join(loads), ""]
     base = median_stages(results["original"])["row"] if "original" in results else None
-    stage_names = ["decode", "decrypt", "render", "png", "rest", "row"]
-    lines.append("| run | " + " | ".join(stage_names) + " | peak RSS | vs original | 30,000 rows on 16 cores |")
-    lines.append("|---" * (len(stage_names) + 4) + "|")
+    cpu_base = median_stages(results["original"])["cpu"] if "original" in results else None
+    stage_names = ["decode", "decrypt", "render", "png", "rest", "row", "cpu"]
+    lines.append("| run | " + " | ".join(stage_names) + " | peak RSS | vs original (wall) | vs original (CPU) | "
+                 "30,000 rows on 16 cores |")
+    lines.append("|---" * (len(stage_names) + 5) + "|")
     for kind, runs in results.items():
         stages = median_stages(runs)
         cells = [f"{stages[name]:.3f}" if name in stages else "–" for name in stage_names]
         peak = max(run["peak_rss"] for run in runs) / 2 ** 20
         ratio = f"×{base / stages['row']:.2f}" if base else "–"
+        cpu_ratio = f"×{cpu_base / stages['cpu']:.2f}" if cpu_base else "–"
         hours = OFFICIAL_ROWS * stages["row"] / CORES / 3600
         exact = "" if all(all(run["exact"]) for run in runs) else " (md5 mismatch!)"
-        lines.append(f"| {kind}{exact} | " + " | ".join(cells) + f" | {peak:.0f} MiB | {ratio} | {hours:.2f} h |")
+        lines.append(f"| {kind}{exact} | " + " | ".join(cells) + f" | {peak:.0f} MiB | {ratio} | {cpu_ratio} | "
+                     f"{hours:.2f} h |")
     kernel = results.get("ours", [{}])[0].get("kernel")
     if kernel:
         lines += ["", f"ours: {kernel}"]
