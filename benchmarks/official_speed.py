@@ -142,7 +142,8 @@ for idx, orig_idx, orig_file, proc_md5, final_md5 in rows:
     times.setdefault('exact', []).append(bool(ok))
 usage = resource.getrusage(resource.RUSAGE_SELF)
 times['cpu'] = [(usage.ru_utime + usage.ru_stime - cpu_before) / len(rows)]
-times['peak_rss'] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+with open('/proc/self/status') as file:  # VmHWM: ru_maxrss would carry the parent's peak over exec
+    times['peak_rss'] = [int(line.split()[1]) * 1024 for line in file if line.startswith('VmHWM:')][0]
 print(json.dumps(times))
 """
 
@@ -150,7 +151,6 @@ print(json.dumps(times))
 def ours_child(deltas: Path, out: Path) -> dict:
     """In this (child) process: build_official on one thread with the decrypt, render and PNG stages timed."""
     import resource
-    import time
 
     from celebahq import official
     from celebahq.legacy_pillow import kernel_status
@@ -166,7 +166,7 @@ def ours_child(deltas: Path, out: Path) -> dict:
     rows = [record["seconds"] for record in records]
     rest = [row - sum(values[i] for values in stages.values()) for i, row in enumerate(rows)]
     return {**stages, "rest": rest, "row": rows, "cpu": [cpu], "exact": [report.exact == report.rows] * len(rows),
-            "peak_rss": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024, "kernel": kernel}
+            "peak_rss": _peak_rss(), "kernel": kernel}
 
 
 def _timed(function, times: list[float]):
@@ -179,6 +179,14 @@ def _timed(function, times: list[float]):
         times.append(time.perf_counter() - started)
         return result
     return timed
+
+
+def _peak_rss() -> int:
+    """This process's peak resident set (VmHWM, bytes; getrusage's ru_maxrss would carry the parent's over exec)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) * 1024
+    return 0
 
 
 def _cpu_seconds(resource) -> float:

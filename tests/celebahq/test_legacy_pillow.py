@@ -14,6 +14,9 @@ import hashlib
 import json
 import math
 import os
+import platform
+import re
+import shutil
 import subprocess
 
 import numpy as np
@@ -413,3 +416,14 @@ def test_a_kernel_that_disagrees_is_not_used(monkeypatch):
 
     assert legacy_module._self_check(real) is None
     assert legacy_module._self_check(Broken()) == "quad transform"
+
+
+@needs_kernel
+@pytest.mark.skipif(not shutil.which("objdump") or platform.machine() != "x86_64", reason="needs objdump on x86-64")
+def test_the_kernel_has_no_fused_multiply_add():
+    """Built with -ffp-contract=off: no product fused into a sum (an FMA rounds once where the C code and numpy
+    round twice; the same source built with -ffp-contract=fast holds such instructions on an FMA CPU)."""
+    library = kernel_status().split("compiled kernel ", 1)[1].split(" (", 1)[0]
+    disassembly = subprocess.run(["objdump", "-d", library], capture_output=True, text=True, check=True).stdout
+    assert "legacy_resample_rows" in disassembly
+    assert not re.search(r"\bv?f(n)?m(add|sub)\d{3}[ps][sd]\b", disassembly)
