@@ -66,7 +66,9 @@ int legacy_transpose(const uint8_t *in, int64_t rows, int64_t cols, int64_t chan
  * ((a0 + a1 x) + a2 y) + (a3 x) y, (a4 ...) in double (the per-column products and sums computed once: the same
  * roundings), black outside [0, W) x [0, H), truncated. A missing next row (y + 1 outside) gives v2 = v1 in the C
  * code: reading the clipped row again does the same. transposed: write out[x][y] instead of out[y][x] (the
- * column pass of the following resize then runs along rows). Tiles of 64 x 64 outputs. */
+ * column pass of the following resize then runs along rows). Tiles of QUAD_TILE x QUAD_TILE outputs, each row of
+ * a tile in two loops: its coordinates (no branch: outside pixels get 0 before the floor), then its samples. */
+#define QUAD_TILE 64
 int legacy_quad_bilinear(const uint8_t *in, int64_t height, int64_t width, int64_t channels, const double *a,
                          int64_t out_height, int64_t out_width, int transposed, uint8_t *out) {
     double *columns = malloc((size_t)out_width * 4 * sizeof(double));
@@ -79,24 +81,36 @@ int legacy_quad_bilinear(const uint8_t *in, int64_t height, int64_t width, int64
         py[x] = a[4] + a[5] * xd;
         qy[x] = a[7] * xd;
     }
-    const int64_t tile = 64, line = width * channels;
-    for (int64_t ty = 0; ty < out_height; ty += tile) {
-        for (int64_t tx = 0; tx < out_width; tx += tile) {
-            for (int64_t y = ty; y < ty + tile && y < out_height; y++) {
+    const int64_t line = width * channels;
+    const double fw = (double)width, fh = (double)height;
+    double dxs[QUAD_TILE], dys[QUAD_TILE];
+    int64_t xis[QUAD_TILE], yis[QUAD_TILE];
+    int32_t inside[QUAD_TILE];
+    for (int64_t ty = 0; ty < out_height; ty += QUAD_TILE) {
+        for (int64_t tx = 0; tx < out_width; tx += QUAD_TILE) {
+            const int64_t n = tx + QUAD_TILE <= out_width ? QUAD_TILE : out_width - tx;
+            for (int64_t y = ty; y < ty + QUAD_TILE && y < out_height; y++) {
                 const double yd = (double)y, rx = a[2] * yd, ry = a[6] * yd;
-                for (int64_t x = tx; x < tx + tile && x < out_width; x++) {
+                for (int64_t i = 0; i < n; i++) {  /* the coordinates, branch-free (vectorised) */
+                    const double xin = (px[tx + i] + rx) + qx[tx + i] * yd;
+                    const double yin = (py[tx + i] + ry) + qy[tx + i] * yd;
+                    inside[i] = (xin >= 0.0) & (xin < fw) & (yin >= 0.0) & (yin < fh);
+                    const double xs = inside[i] ? xin - 0.5 : 0.0, ys = inside[i] ? yin - 0.5 : 0.0;
+                    const double xf = floor(xs), yf = floor(ys);
+                    dxs[i] = xs - xf;
+                    dys[i] = ys - yf;
+                    xis[i] = (int64_t)xf;
+                    yis[i] = (int64_t)yf;
+                }
+                for (int64_t i = 0; i < n; i++) {  /* the samples */
+                    const int64_t x = tx + i;
                     uint8_t *dst = out + (transposed ? x * out_height + y : y * out_width + x) * channels;
-                    double xin = (px[x] + rx) + qx[x] * yd;
-                    double yin = (py[x] + ry) + qy[x] * yd;
-                    if (xin < 0.0 || xin >= (double)width || yin < 0.0 || yin >= (double)height) {
+                    if (!inside[i]) {
                         for (int64_t c = 0; c < channels; c++) dst[c] = 0;
                         continue;
                     }
-                    xin -= 0.5;
-                    yin -= 0.5;
-                    const double xf = floor(xin), yf = floor(yin);
-                    const double dx = xin - xf, dy = yin - yf;
-                    const int64_t xi = (int64_t)xf, yi = (int64_t)yf;
+                    const int64_t xi = xis[i], yi = yis[i];
+                    const double dx = dxs[i], dy = dys[i];
                     const int64_t x0 = xi < 0 ? 0 : (xi > width - 1 ? width - 1 : xi);
                     const int64_t x1 = xi + 1 < 0 ? 0 : (xi + 1 > width - 1 ? width - 1 : xi + 1);
                     const int64_t y0 = yi < 0 ? 0 : (yi > height - 1 ? height - 1 : yi);
