@@ -139,7 +139,8 @@ static inline int64_t reflect_index(int64_t index, int64_t size) {
 }
 
 /* scipy.ndimage.correlate1d with a symmetric kernel (w[j]: the weight at distance j, 0 <= j <= radius) along the
- * rows axis of uint8 [rows][line] -> float32: in double, centre first, then the pairs from the farthest in. */
+ * rows axis of uint8 [rows][line] -> float32: in double, centre first, then the pairs from the farthest in. The
+ * pair is added as integers, then converted: (double)a + (double)b is exactly (double)(a + b) for bytes. */
 int legacy_gaussian_rows(const uint8_t *in, int64_t rows, int64_t line, const double *w, int64_t radius,
                          float *out) {
     double *acc = malloc((size_t)line * sizeof(double));
@@ -151,7 +152,7 @@ int legacy_gaussian_rows(const uint8_t *in, int64_t rows, int64_t line, const do
             const uint8_t *before = in + reflect_index(y - j, rows) * line;
             const uint8_t *after = in + reflect_index(y + j, rows) * line;
             const double wj = w[j];
-            for (int64_t k = 0; k < line; k++) acc[k] += ((double)before[k] + (double)after[k]) * wj;
+            for (int64_t k = 0; k < line; k++) acc[k] += (double)((int32_t)before[k] + (int32_t)after[k]) * wj;
         }
         float *dst = out + y * line;
         for (int64_t k = 0; k < line; k++) dst[k] = (float)acc[k];
