@@ -29,8 +29,9 @@ def checkpoint(tmp_path_factory):
 
 
 def one_error_line(result) -> str:
+    """The one `error:` line of a failed command (its `note:` lines aside), with no traceback."""
     assert result.exit_code == 2, result.output
-    lines = result.stderr.strip().splitlines()
+    lines = [line for line in result.stderr.strip().splitlines() if not line.startswith("note: ")]
     assert len(lines) == 1 and lines[0].startswith("error: ") and "Traceback" not in result.output, result.output
     return lines[0]
 
