@@ -30,7 +30,7 @@ from restore_shapes import ALIGN, network_pixels
 
 from celebahq.geometry import CropPlan, plan_crop
 from celebahq.pipeline import discover_sources
-from celebahq.render import _BAND_BLOCK, _band_matrix, _banded_rows
+from celebahq.render.torch_backend import _BAND_BLOCK, _band_matrix, _banded_rows
 from celebahq.restore.infer import Tiling, shipped_weights
 from celebahq.restore.models import gflops_per_megapixel, load_restorer
 
