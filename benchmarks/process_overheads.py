@@ -33,7 +33,7 @@ from celebahq_scale import ROOT, _pss, make_synthetic_celeba
 
 import celebahq.cli  # noqa: F401 - what a `python -m celebahq.cli` main module has imported
 from celebahq.pipeline import Prepared
-from celebahq.processes import encode_and_write
+from celebahq.png_writers import encode_and_write
 from gancore.processes import descendants, die_with_parent, helper_pool
 
 

@@ -52,7 +52,7 @@ from .export import DatasetZip, HDF5Pyramid, prepare_target
 from .geometry import CropPlan, plan_crop
 from .landmarks import LandmarkDetector, implausible_landmarks, read_celeba_landmarks
 from .manifest import ManifestWriter, latest_records, load_all_manifests
-from .processes import encode_and_write, pixels_md5
+from .png_writers import encode_and_write, pixels_md5
 from .quality import quality_score
 from .rank import RANKING_NAME, RankReport
 from .render import DeviceUpscale, lanczos_upscale, render_pil, render_torch_tensor, shrink_and_crop
