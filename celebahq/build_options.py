@@ -67,12 +67,6 @@ class BuildOptions:
         options._check()
         return options
 
-    @property
-    def cleanup_on_device(self) -> bool:
-        """Whether the cleanup (and so the shrink and crop) runs in the main process on the device: the torch
-        backend with a cleanup stage. The workers then send the whole decoded photo."""
-        return self.backend == "torch" and self.cleanup != "none"
-
     def _check(self) -> None:
         for name, value, choices in (("backend", self.backend, ("torch", "pil")), ("sr", self.sr, SR_CHOICES),
                                      ("cleanup", self.cleanup, CLEANUP_CHOICES),

@@ -1,5 +1,11 @@
-"""The stages of `celebahq build` (celebahq/pipeline.py): prepare in the decode workers, render and score on the
-device, write by the writer processes."""
+"""The stages of `celebahq build`, each behind one interface that the pass loop (celebahq/pipeline.py) drives:
+
+    prepare (`PrepareStage`, in the decode workers: decode, landmarks, plan, [cleanup, shrink, crop])
+    -> render and score (a `BatchRenderer`, in the main process on the device: `PilRenderer` or `TorchRenderer`)
+    -> the pass's output (a `PassOutput`: `ScoreRecorder` records scores, `ImageWriter` writes images)
+
+Which implementation runs, where and with which network is decided once, by celebahq/build_plan.py; nothing here
+looks at the build's options."""
 
 from __future__ import annotations
 
@@ -7,11 +13,12 @@ import dataclasses
 import functools
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -22,7 +29,6 @@ from gancore.processes import die_with_parent, helper_pool
 from gancore.runtime import DeviceTimer, host_to_device
 from gancore.sources import BadImage, decode_image
 
-from .build_options import BuildOptions
 from .build_report import PassReport
 from .export import DatasetZip, HDF5Pyramid
 from .geometry import CropPlan, plan_crop
@@ -30,19 +36,12 @@ from .landmarks import LandmarkDetector, implausible_landmarks, read_celeba_land
 from .manifest import ManifestWriter
 from .png_writers import encode_and_write, pixels_md5
 from .quality import quality_score
-from .render import DeviceUpscale, lanczos_upscale, render_pil, render_torch_tensor, shrink_and_crop
-from .restore.infer import cleanup_image, cleanup_tensor, net_upscale, net_upscale_tensor
+from .render import DeviceUpscale, Upscale, render_pil, render_torch_tensor, shrink_and_crop
 from .selection import Pick
 
 LANDMARK_FILE = Path("Anno") / "list_landmarks_celeba.txt"
-# "net": the shipped restoration networks (celebahq.restore; loaded lazily, once per process). With the torch
-# backend both run in the main process on the device (the decode workers send the whole photo, which is cleaned up,
-# shrunk and cropped there: no host round trip on CUDA); with the pil backend the cleanup runs in the decode
-# workers on uint8 arrays. "none"/"lanczos": the original release's stand-ins.
-CLEANUP_STAGES = {"none": None, "net": cleanup_image}  # uint8 HWC arrays (the pil backend)
-CLEANUP_DEVICE_STAGES = {"none": None, "net": cleanup_tensor}  # [3, H, W] tensors on the device (torch)
-SR_STAGES = {"lanczos": lanczos_upscale, "net": net_upscale}  # uint8 HWC arrays (the pil backend)
-SR_DEVICE_STAGES = {"lanczos": None, "net": DeviceUpscale(net_upscale_tensor)}  # tensors on the device (torch)
+HostStage = Callable[[np.ndarray], np.ndarray]  # uint8 HWC -> uint8 HWC of the same size (a cleanup)
+DeviceStage = Callable[[torch.Tensor], torch.Tensor]  # uint8 [3, H, W] on the device -> float [3, H, W], uint8 values
 
 
 @dataclass(frozen=True)
@@ -57,7 +56,7 @@ class Prepared:
 
     source: str
     pixels: np.ndarray  # uint8 HWC, `render_plan`'s image: the (cleaned) photo shrunk and cropped to the plan's crop
-    # box, or the whole decoded photo when the cleanup runs on the device (BuildOptions.cleanup_on_device)
+    # box, or the whole decoded photo when the cleanup runs on the device (PrepareStage.crop False)
     plan: CropPlan  # for the whole photo (the manifest's quad and zoom)
     render_plan: CropPlan  # for `pixels`: plan.after_crop(), or `plan` itself for a whole photo
     landmarks: dict  # {"points": 5×2 source pixels, "landmark_source": "celeba" | "dlib", …}
@@ -123,12 +122,32 @@ def discover_sources(src: str | os.PathLike) -> tuple[list[SourceItem], dict[str
     return items, table
 
 
+@dataclass(frozen=True)
+class PrepareStage:
+    """The first stage, in the decode workers: what they do to each source photo before it is rendered."""
+
+    resolution: int  # the output side R the crop is planned for
+    accept_odd_landmarks: bool  # render landmarks whose geometry cannot be a face's instead of skipping them
+    cleanup: HostStage | None  # run on the decoded photo in the worker (None: none here)
+    crop: bool  # shrink and crop in the worker, so that the main process receives only the face's pixels
+    # (False: the whole photo goes on, to be cleaned up, shrunk and cropped on the device)
+    num_workers: int  # decoding processes (0: in the main process)
+
+    def run(self, items: list[SourceItem], table) -> Iterator[Prepared | Skipped]:
+        """The workers' results in source order (decoded here when there are no workers or one source)."""
+        dataset = _Prepare(items, table, self)
+        if self.num_workers == 0 or len(items) < 2:
+            return (dataset[i] for i in range(len(dataset)))
+        return iter(torch.utils.data.DataLoader(dataset, batch_size=None, collate_fn=_as_is,
+                                                num_workers=self.num_workers, worker_init_fn=die_with_parent))
+
+
 class _Prepare(torch.utils.data.Dataset):
     """Worker-side steps for one source: decode, landmarks, plan, cleanup, shrink + crop. Never raises for bad
     input: returns `Prepared` or `Skipped`."""
 
-    def __init__(self, items: list[SourceItem], table, options: BuildOptions):
-        self.items, self.table, self.options = items, table, options
+    def __init__(self, items: list[SourceItem], table, stage: PrepareStage):
+        self.items, self.table, self.stage = items, table, stage
         self.detector = LandmarkDetector() if table is None else None
 
     def __len__(self) -> int:
@@ -149,18 +168,17 @@ class _Prepare(torch.utils.data.Dataset):
         if isinstance(found, Skipped):
             return found
         points, landmarks = found
-        odd = None if self.options.accept_odd_landmarks else implausible_landmarks(points)
+        odd = None if self.stage.accept_odd_landmarks else implausible_landmarks(points)
         if odd is not None:
             return Skipped(item.name, f"{odd}; pass --accept-odd-landmarks to render it anyway")
         try:
-            plan = plan_crop(points, (image.shape[1], image.shape[0]), self.options.resolution)
+            plan = plan_crop(points, (image.shape[1], image.shape[0]), self.stage.resolution)
         except ValueError as error:
             return Skipped(item.name, f"unusable landmarks ({error})")
-        if self.options.cleanup_on_device:  # the main process cleans up, shrinks and crops on the device
+        if not self.stage.crop:  # the main process cleans up, shrinks and crops on the device
             return Prepared(item.name, image, plan, plan, landmarks, 0.0)
-        cleanup = CLEANUP_STAGES[self.options.cleanup]
-        if cleanup is not None:
-            image = cleanup(image)
+        if self.stage.cleanup is not None:
+            image = self.stage.cleanup(image)
         # Shrink and crop here, in the worker: the main process receives only the face's pixels.
         pixels, render_plan = shrink_and_crop(image, plan)
         return Prepared(item.name, pixels, plan, render_plan, landmarks, 0.0)
@@ -183,15 +201,6 @@ def _as_is(item):
     return item
 
 
-def prepared_sources(items: list[SourceItem], table, options: BuildOptions) -> Iterator[Prepared | Skipped]:
-    """The workers' results in source order (decoded here when there are no workers or one source)."""
-    dataset = _Prepare(items, table, options)
-    if options.num_workers == 0 or len(items) < 2:
-        return (dataset[i] for i in range(len(dataset)))
-    return iter(torch.utils.data.DataLoader(dataset, batch_size=None, collate_fn=_as_is,
-                                            num_workers=options.num_workers, worker_init_fn=die_with_parent))
-
-
 # --------------------------------------------------------------------------------------------------------------
 # Rendering
 
@@ -207,31 +216,71 @@ class InFlight:
     ready: torch.cuda.Event | None
 
 
-def render_batch(batch: list[Prepared], options: BuildOptions, timer: DeviceTimer) -> InFlight:
-    """Queue a batch's render on the device, score each face there, and start the copy of the pixels and scores
-    to the host (`landed` waits for it); `timer` gets the device time of each part (StageSeconds)."""
-    if options.backend == "pil":
+class BatchRenderer(Protocol):
+    """The render stage, in the main process: `launch(batch, timer)` queues a batch's render and quality score on
+    the device and starts the copy of the pixels and scores to the host (`landed` waits for it); `timer` gets the
+    device time of each part (celebahq.build_report.StageSeconds: cleanup, draw, sr, score, host)."""
+
+    def launch(self, batch: list[Prepared], timer: DeviceTimer) -> InFlight: ...
+
+
+@dataclass(frozen=True)
+class PilRenderer:
+    """The reference backend (celebahq.render.render_pil) on the host, one photo after another."""
+
+    resolution: int
+    downscale: str  # 4R -> R filter: "lanczos" or "box"
+    upscale: Upscale  # the super-resolution stage on uint8 HWC arrays
+
+    def launch(self, batch: list[Prepared], timer: DeviceTimer) -> InFlight:
         with timer.span("draw"):
-            upscale = timer.wrap("sr", SR_STAGES[options.sr])
-            images = np.stack([render_pil(p.pixels, p.render_plan, options.resolution, upscale, options.downscale)
+            upscale = timer.wrap("sr", self.upscale)
+            images = np.stack([render_pil(p.pixels, p.render_plan, self.resolution, upscale, self.downscale)
                                for p in batch])
             tensors = torch.from_numpy(images).permute(0, 3, 1, 2)
-    else:
-        with timer.span("cleanup"):
-            inputs = _device_inputs(batch, options)
-        upscale = SR_DEVICE_STAGES[options.sr]
-        upscale = upscale if upscale is None else DeviceUpscale(timer.wrap("sr", upscale.function))
-        with timer.span("draw"):
-            tensors = render_torch_tensor(inputs, [p.render_plan for p in batch], options.resolution, upscale,
-                                          options.downscale, options.device)
-    with timer.span("score"):
-        scores = quality_score(tensors) if options.resolution >= 64 else None
-    with timer.span("host"):
-        if options.backend == "pil":
+        scores = _scores(tensors, self.resolution, timer)
+        with timer.span("host"):
             return InFlight(batch, images, scores, None)
-        # HWC made contiguous on the device: the host gets C-ordered images (no strided copy for the md5)
-        (images, scores), ready = _copy_to_host(tensors.permute(0, 2, 3, 1).contiguous(), scores)
-        return InFlight(batch, images, scores, ready)
+
+
+@dataclass(frozen=True)
+class TorchRenderer:
+    """The fast backend (celebahq.render.render_torch_tensor) on `device`; with a `cleanup` each whole photo is
+    moved to the device once and cleaned up, shrunk and cropped there."""
+
+    resolution: int
+    downscale: str  # 4R -> R filter: "lanczos" or "box"
+    device: torch.device
+    cleanup: DeviceStage | None  # on the device, on each whole photo (None: the workers sent crops)
+    upscale: DeviceUpscale | None  # the super-resolution stage on the device (None: Lanczos in torch)
+
+    def launch(self, batch: list[Prepared], timer: DeviceTimer) -> InFlight:
+        with timer.span("cleanup"):
+            inputs = self._inputs(batch)
+        upscale = self.upscale if self.upscale is None else DeviceUpscale(timer.wrap("sr", self.upscale.function))
+        with timer.span("draw"):
+            tensors = render_torch_tensor(inputs, [p.render_plan for p in batch], self.resolution, upscale,
+                                          self.downscale, self.device)
+        scores = _scores(tensors, self.resolution, timer)
+        with timer.span("host"):
+            # HWC made contiguous on the device: the host gets C-ordered images (no strided copy for the md5)
+            (images, scores), ready = _copy_to_host(tensors.permute(0, 2, 3, 1).contiguous(), scores)
+            return InFlight(batch, images, scores, ready)
+
+    def _inputs(self, batch: list[Prepared]) -> list[np.ndarray | torch.Tensor]:
+        """What the render gets: the workers' crops, or (cleanup on the device) each whole photo moved to the
+        device once and cleaned up there, as a uint8 [3, H, W] tensor that the render shrinks and crops in place."""
+        if self.cleanup is None:
+            return [p.pixels for p in batch]
+        photos = (host_to_device(np.require(p.pixels, requirements=("C", "W")), self.device) for p in batch)
+        return [self.cleanup(photo.permute(2, 0, 1)) for photo in photos]
+
+
+def _scores(tensors: torch.Tensor, resolution: int, timer: DeviceTimer) -> torch.Tensor | None:
+    """The score stage: celebahq.quality.quality_score of each rendered face [N, 3, R, R] where it was rendered
+    (None below 64²: no quality score)."""
+    with timer.span("score"):
+        return quality_score(tensors) if resolution >= 64 else None
 
 
 def _copy_to_host(*tensors: torch.Tensor | None) -> tuple[list[torch.Tensor | None], torch.cuda.Event | None]:
@@ -261,16 +310,6 @@ def landed(flight: InFlight) -> list[Rendered]:
     return [Rendered(p, image, md5, score) for p, image, md5, score in zip(flight.batch, images, digests, scores)]
 
 
-def _device_inputs(batch: list[Prepared], options: BuildOptions) -> list[np.ndarray | torch.Tensor]:
-    """What the torch render gets: the workers' crops, or (cleanup on the device) each whole photo moved to the
-    device once and cleaned up there, as a uint8 [3, H, W] tensor that the render shrinks and crops in place."""
-    cleanup = CLEANUP_DEVICE_STAGES[options.cleanup] if options.cleanup_on_device else None
-    if cleanup is None:
-        return [p.pixels for p in batch]
-    photos = (host_to_device(np.require(p.pixels, requirements=("C", "W")), options.device) for p in batch)
-    return [cleanup(photo.permute(2, 0, 1)) for photo in photos]
-
-
 @functools.lru_cache(maxsize=1)
 def _hashing_threads() -> ThreadPoolExecutor:
     """Threads for the md5 of rendered images (3 MB each at 1024²: ~4 ms apiece on one core): one per image of a
@@ -278,39 +317,115 @@ def _hashing_threads() -> ThreadPoolExecutor:
     return ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1), thread_name_prefix="celebahq-md5")
 
 
-def manifest_record(rendered: Rendered, options: BuildOptions, status: str) -> dict:
-    """The manifest record of a rendered source (status "scored" or "ok"; the writer adds output and rank)."""
-    plan = rendered.prepared.plan
-    stages = [] if options.cleanup == "none" else [f"cleanup:{options.cleanup}"]
-    stages += [f"shrink:{plan.shrink}"] if plan.shrink > 1 else []
-    stages += [f"sr:{options.sr}x{plan.superres}"] if plan.superres > 1 else []
-    stages += ["pad"] if plan.padded else []
-    stages += [f"render:{options.backend}", f"downscale:{options.downscale}"]
-    return {"source": rendered.prepared.source, "status": status, "landmarks": rendered.prepared.landmarks,
-            "quad": plan.source_quad.round(3).tolist(), "zoom": round(float(plan.zoom), 6), "stages": stages,
-            "md5": rendered.md5, "resolution": options.resolution, "quality": rendered.quality}
+@dataclass(frozen=True)
+class Recipe:
+    """How the images are made, as the manifest's records say it (`stages`, `resolution`)."""
 
+    cleanup: str  # "none" or "net"
+    sr: str  # "lanczos" or "net"
+    backend: str  # "pil" or "torch"
+    downscale: str  # "lanczos" or "box"
+    resolution: int
+
+    def record(self, rendered: Rendered, status: str) -> dict:
+        """The manifest record of a rendered source (status "scored" or "ok"; the writer adds output and rank)."""
+        plan = rendered.prepared.plan
+        stages = [] if self.cleanup == "none" else [f"cleanup:{self.cleanup}"]
+        stages += [f"shrink:{plan.shrink}"] if plan.shrink > 1 else []
+        stages += [f"sr:{self.sr}x{plan.superres}"] if plan.superres > 1 else []
+        stages += ["pad"] if plan.padded else []
+        stages += [f"render:{self.backend}", f"downscale:{self.downscale}"]
+        return {"source": rendered.prepared.source, "status": status, "landmarks": rendered.prepared.landmarks,
+                "quad": plan.source_quad.round(3).tolist(), "zoom": round(float(plan.zoom), 6), "stages": stages,
+                "md5": rendered.md5, "resolution": self.resolution, "quality": rendered.quality}
 
 
 # --------------------------------------------------------------------------------------------------------------
-# Writing
+# The passes' outputs
 
 
-class Writer:
-    """Pass 2's outputs: PNGs encoded and written by writer processes, and/or the HDF5 / zip exports fed in
-    the main process. Bounded memory: at most `4 · batch_size` images wait for the writers."""
+class PassOutput(Protocol):
+    """The last stage of a pass: `take` gets each rendered batch (on the host, with md5s) in source order,
+    `finish` waits for what is still in flight."""
 
-    def __init__(self, out: Path, options: BuildOptions, count: int, stack: ExitStack):
-        self.out, self.options = out, options
-        encode = options.png or options.zip
-        self.pool = stack.enter_context(helper_pool(options.num_writers)) if encode else None
-        self.h5 = stack.enter_context(HDF5Pyramid(options.h5, count, options.resolution)) if options.h5 else None
-        self.zip = stack.enter_context(DatasetZip(options.zip)) if options.zip else None
+    def take(self, rendered: list[Rendered]) -> None: ...
+
+    def finish(self) -> None: ...
+
+
+@dataclass
+class ScoreRecorder:
+    """Pass 1's output: a "scored" manifest record per rendered source (no image written)."""
+
+    recipe: Recipe
+    manifest: ManifestWriter
+
+    def take(self, rendered: list[Rendered]) -> None:
+        self.manifest.extend([self.recipe.record(one, "scored") for one in rendered])
+
+    def finish(self) -> None:
+        pass
+
+
+@dataclass(frozen=True)
+class WriteStage:
+    """Where and how pass 2 writes its images."""
+
+    png: bool  # OUT/images/*.png, encoded and written by writer processes
+    h5: str | None  # also the multi-resolution HDF5 (celebahq.export.HDF5Pyramid)
+    zip: str | None  # also the dataset zip (celebahq.export.DatasetZip)
+    num_writers: int  # PNG-encoding processes
+    queue_limit: int  # at most this many images wait for the writers (bounded memory)
+    resolution: int
+
+
+class ImageWriter:
+    """Pass 2's output: each rendered pick's image written (PNGs by writer processes, and/or the HDF5 / zip
+    exports fed in the main process) and its "ok" record appended to the manifest once written; a write whose md5
+    differs from the score pass's (`latest`) is listed in `md5_mismatches`.
+
+    `count`: the images of the whole selection (the HDF5's size); `todo`: the picks rendered in this pass;
+    `selected`: their records carry rank and selected (a selection, not every source)."""
+
+    def __init__(self, stage: WriteStage, recipe: Recipe, out: Path, count: int, todo: list[Pick], selected: bool,
+                 latest: dict, manifest: ManifestWriter, report: PassReport, stack: ExitStack):
+        self.stage, self.recipe, self.out, self.selected = stage, recipe, out, selected
+        self.by_source = {pick.source: pick for pick in todo}
+        self.latest, self.manifest, self.report = latest, manifest, report
+        self.md5_mismatches: list[str] = []
+        encode = stage.png or stage.zip
+        self.pool = stack.enter_context(helper_pool(stage.num_writers)) if encode else None
+        self.h5 = stack.enter_context(HDF5Pyramid(stage.h5, count, stage.resolution)) if stage.h5 else None
+        self.zip = stack.enter_context(DatasetZip(stage.zip)) if stage.zip else None
         self.in_flight: list[tuple[Future, dict, Pick]] = []
 
-    def submit(self, image: np.ndarray, record: dict, pick: Pick) -> None:
+    def take(self, rendered: list[Rendered]) -> None:
+        for one in rendered:
+            pick = self.by_source[one.prepared.source]
+            before = self.latest.get(pick.source)
+            if before is not None and before.get("md5") and before["md5"] != one.md5 \
+                    and before.get("resolution") == self.recipe.resolution:
+                self.md5_mismatches.append(pick.source)
+            record = self.recipe.record(one, "ok") | {"output": pick.output}
+            if self.selected:
+                record |= {"rank": pick.rank, "selected": True}
+            self._submit(one.image, record, pick)
+        self._drain(block=False)
+
+    def finish(self) -> None:
+        self._drain(block=True)
+
+    def add_existing(self, pick: Pick) -> None:
+        """Feed the exports an image an earlier run already wrote as PNG."""
+        path = self.out / pick.output
+        if self.h5 is not None:
+            self.h5.put(pick.rank - 1, decode_image(path).transpose(2, 0, 1)[None])
+        if self.zip is not None:
+            self.zip.put(pick.rank - 1, path.read_bytes())
+
+    def _submit(self, image: np.ndarray, record: dict, pick: Pick) -> None:
         """Queue one image for writing; `record` goes to the manifest once it is written."""
-        target = str(self.out / pick.output) if self.options.png else None
+        target = str(self.out / pick.output) if self.stage.png else None
         if target is not None:
             (self.out / pick.output).parent.mkdir(parents=True, exist_ok=True)
         if self.h5 is not None:
@@ -322,24 +437,15 @@ class Writer:
             future = self.pool.submit(encode_and_write, image, target, self.zip is not None)
         self.in_flight.append((future, record, pick))
 
-    def drain(self, manifest: ManifestWriter, report: PassReport, block: bool) -> None:
+    def _drain(self, block: bool) -> None:
         """Collect finished writes (all of them when `block`, or while too many wait) and record them."""
-        limit = 4 * self.options.batch_size
-        while self.in_flight and (block or self.in_flight[0][0].done() or len(self.in_flight) > limit):
+        while self.in_flight and (block or self.in_flight[0][0].done()
+                                  or len(self.in_flight) > self.stage.queue_limit):
             future, record, pick = self.in_flight.pop(0)
             data, seconds = future.result()
-            report.stage_seconds.write += seconds
+            self.report.stage_seconds.write += seconds
             if self.zip is not None:
                 self.zip.put(pick.rank - 1, data)
-            if self.options.png:
-                manifest.append(record)
-            report.written += 1
-
-    def add_existing(self, pick: Pick) -> None:
-        """Feed the exports an image an earlier run already wrote as PNG."""
-        path = self.out / pick.output
-        if self.h5 is not None:
-            self.h5.put(pick.rank - 1, decode_image(path).transpose(2, 0, 1)[None])
-        if self.zip is not None:
-            self.zip.put(pick.rank - 1, path.read_bytes())
-
+            if self.stage.png:
+                self.manifest.append(record)
+            self.report.written += 1

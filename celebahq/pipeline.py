@@ -8,6 +8,10 @@ Flow per source image (paper Appendix C, original `create_celebahq`):
     score and md5 of the rendered pixels -> PNG encoded by a writer process (temp + rename) and/or the HDF5 / zip
     exports -> one manifest line
 
+The options are resolved once into a plan (celebahq/build_plan.py: which stage runs where, on which device, with
+which network); each pass drives the stages (celebahq/build_stages.py: prepare -> render and score -> the pass's
+output) through their interfaces in one loop (`_run_pass`).
+
 Two passes when a selection is asked (`num_images`: the best N by quality): pass 1 ("score") renders every source
 and records its landmarks, plan, score and md5 with status "scored", writing no image; pass 2 ("write")
 re-renders only the selected sources and writes them. Rendering is deterministic (each photo's pixels do not
@@ -27,7 +31,6 @@ from __future__ import annotations
 import json
 import os
 import time
-from collections.abc import Callable
 from contextlib import ExitStack
 from dataclasses import asdict
 from pathlib import Path
@@ -39,19 +42,18 @@ from gancore.outputs import atomic_output, check_output_path
 from gancore.runtime import DeviceTimer, progress_bar
 
 from .build_options import BuildOptions
+from .build_plan import BuildPlan, plan_build
 from .build_report import BuildReport, PassReport
 from .build_stages import (
+    ImageWriter,
     InFlight,
+    PassOutput,
     Prepared,
-    Rendered,
+    ScoreRecorder,
     Skipped,
     SourceItem,
-    Writer,
     discover_sources,
     landed,
-    manifest_record,
-    prepared_sources,
-    render_batch,
 )
 from .export import prepare_target
 from .manifest import ManifestWriter, latest_records, load_all_manifests
@@ -59,14 +61,15 @@ from .rank import RANKING_NAME, RankReport
 from .selection import Pick, best_picks, output_name, read_selection
 
 
-def _run_pass(report: PassReport, items: list[SourceItem], table, options: BuildOptions, manifest: ManifestWriter,
-              handle: Callable[[list[Rendered]], None], skipped: dict[str, str]) -> None:
-    """Prepare, render and score `items`, batch by batch; `handle` gets each rendered batch; skipped sources are
-    recorded in the manifest and `skipped`."""
+def _run_pass(report: PassReport, items: list[SourceItem], table, plan: BuildPlan, manifest: ManifestWriter,
+              output: PassOutput, skipped: dict[str, str]) -> None:
+    """One pass through the stages, batch by batch: prepare `items` (plan.prepare), render and score them
+    (plan.renderer), hand each rendered batch to `output`; skipped sources are recorded in the manifest and
+    `skipped`."""
     report.sources = len(items)
     started = time.perf_counter()
     batch: list[Prepared] = []
-    timer = DeviceTimer(options.device)
+    timer = DeviceTimer(plan.options.device)
     in_flight: InFlight | None = None  # the batch the device renders while the host lands its predecessor (md5,
     # manifest, writers), so neither waits for the other between batches
 
@@ -77,20 +80,20 @@ def _run_pass(report: PassReport, items: list[SourceItem], table, options: Build
         timer.collect(wait=False)  # fold in the spans whose device work is done
         report.stage_seconds.render += time.perf_counter() - landed_started
         report.rendered += len(rendered)
-        handle(rendered)
+        output.take(rendered)
 
     def flush() -> None:
         nonlocal in_flight
         render_started = time.perf_counter()
-        launched = render_batch(list(batch), options, timer)
+        launched = plan.renderer.launch(list(batch), timer)
         report.stage_seconds.render += time.perf_counter() - render_started
         batch.clear()
         if in_flight is not None:
             land()
         in_flight = launched
 
-    with progress_bar(len(items), f"celebahq build ({report.name})", options.progress) as bar:
-        for result in prepared_sources(items, table, options):
+    with progress_bar(len(items), f"celebahq build ({report.name})", plan.options.progress) as bar:
+        for result in plan.prepare.run(items, table):
             report.stage_seconds.prepare += result.seconds
             bar.update(1)
             if isinstance(result, Skipped):
@@ -99,7 +102,7 @@ def _run_pass(report: PassReport, items: list[SourceItem], table, options: Build
                 report.skipped += 1
                 continue
             batch.append(result)
-            if len(batch) == options.batch_size:
+            if len(batch) == plan.options.batch_size:
                 flush()
         if batch:
             flush()
@@ -108,8 +111,7 @@ def _run_pass(report: PassReport, items: list[SourceItem], table, options: Build
     for name, seconds in timer.collect().items():
         setattr(report.stage_seconds, name, seconds)
     report.wall_seconds = time.perf_counter() - started
-
-
+    output.finish()  # the writes still in flight (after the pass's wall time, as the writers' own time is counted)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -121,25 +123,26 @@ def build(src: str | os.PathLike, out: str | os.PathLike, options: BuildOptions 
 
     Holds `out`'s writer lock throughout (UserError when another process writes there): exclusively, or for a
     shard of a sharded build (`shard`, torchrun ranks) shared with the other shards plus the shard's own lock."""
-    options = (options or BuildOptions()).resolved()
+    plan = plan_build(options or BuildOptions())
     out = check_output_path(out, folder=True)
-    for target in (options.h5, options.zip):
+    for target in (plan.options.h5, plan.options.zip):
         if target:
             prepare_target(target)
     with ExitStack() as locks:
-        index, count = options.shard
+        index, count = plan.shard
         if count == 1:
             locks.enter_context(FolderLock(out, "celebahq build"))
         else:
             command = f"celebahq build --shard {index}/{count}"
             locks.enter_context(FolderLock(out, command, shared=True))
             locks.enter_context(FolderLock(out, command, name=f".lock-shard-{index}-of-{count}"))
-        return _build_locked(Path(src), out, options)
+        return _build_locked(Path(src), out, plan)
 
 
-def _build_locked(src: Path, out: Path, options: BuildOptions) -> BuildReport:
+def _build_locked(src: Path, out: Path, plan: BuildPlan) -> BuildReport:
     started = time.perf_counter()
-    shard_index, shard_count = options.shard
+    options = plan.options
+    shard_index, shard_count = plan.shard
     if shard_count == 1:  # temporaries of a killed run (only we write here); shards leave them to an unsharded run
         for leftover in out.rglob(".*.partial"):
             leftover.unlink(missing_ok=True)
@@ -150,12 +153,11 @@ def _build_locked(src: Path, out: Path, options: BuildOptions) -> BuildReport:
     items = items[shard_index::shard_count]
     summary = load_all_manifests(out)
     latest = latest_records(summary.records)
-    manifest_name = "manifest.jsonl" if shard_count == 1 else f"manifest-{shard_index}-of-{shard_count}.jsonl"
     report = BuildReport(sources=len(items), processed=0, already_done=0, ok=0, manifest=summary.describe(),
                          options={k: v for k, v in asdict(options).items() if k != "progress"})
-    with ManifestWriter(out, manifest_name) as manifest:
+    with ManifestWriter(out, plan.manifest_name) as manifest:
         if options.num_images is not None:
-            _score_pass(items, table, options, out, latest, manifest, report)
+            _score_pass(items, table, plan, out, latest, manifest, report)
             if shard_count > 1 and not _shards_in_step(options):
                 report.ranking = {"deferred": f"shards started one by one (--shard without torchrun) score only: "
                                               f"once every shard has finished, run the same build without --shard "
@@ -167,11 +169,10 @@ def _build_locked(src: Path, out: Path, options: BuildOptions) -> BuildReport:
         if "deferred" not in report.ranking:
             mine = {item.name for item in items}
             mine_picked = None if picks is None else [p for p in picks if p.source in mine]
-            _write_pass(mine_picked, items, table, options, out, latest, manifest, report)
+            _write_pass(mine_picked, items, table, plan, out, latest, manifest, report)
     elapsed = time.perf_counter() - started
     report.images_per_second = round(report.processed / elapsed, 3) if elapsed > 0 else 0.0
-    report_name = "report.json" if shard_count == 1 else f"report-{shard_index}-of-{shard_count}.json"
-    with atomic_output(out / report_name) as temporary:
+    with atomic_output(out / plan.report_name) as temporary:
         temporary.write_text(json.dumps(report.to_dict(), indent=1))
     return report
 
@@ -194,17 +195,13 @@ def _read_picks(options: BuildOptions, items: list[SourceItem]) -> list[Pick] | 
     return picks
 
 
-def _score_pass(items, table, options, out: Path, latest: dict, manifest: ManifestWriter,
+def _score_pass(items, table, plan: BuildPlan, out: Path, latest: dict, manifest: ManifestWriter,
                 report: BuildReport) -> None:
     """Pass 1: render and score every source not scored yet; record "scored" (no image written)."""
     pending = [item for item in items if _needs_score(latest.get(item.name), out)]
     report.already_done += len(items) - len(pending)
     scored = PassReport("score")
-
-    def handle(rendered: list[Rendered]) -> None:
-        manifest.extend([manifest_record(one, options, "scored") for one in rendered])
-
-    _run_pass(scored, pending, table, options, manifest, handle, report.skipped)
+    _run_pass(scored, pending, table, plan, manifest, ScoreRecorder(plan.recipe, manifest), report.skipped)
     report.processed += scored.rendered + scored.skipped
     report.passes.append(scored)
 
@@ -217,9 +214,10 @@ def _needs_score(record: dict | None, out: Path) -> bool:
     return record["status"] not in ("scored", "skipped")
 
 
-def _write_pass(picks: list[Pick] | None, items, table, options, out: Path, latest: dict,
+def _write_pass(picks: list[Pick] | None, items, table, plan: BuildPlan, out: Path, latest: dict,
                 manifest: ManifestWriter, report: BuildReport) -> None:
     """Pass 2: render and write the picked sources (every source when `picks` is None) not written yet."""
+    options = plan.options
     by_name = {item.name: item for item in items}
     everything = picks is None
     picks = picks if picks is not None else [Pick(i.name, 0, output_name(i.name)) for i in items]
@@ -236,26 +234,12 @@ def _write_pass(picks: list[Pick] | None, items, table, options, out: Path, late
         report.already_done += len(picks) - len(todo)
     written = PassReport("write")
     with ExitStack() as stack:
-        writer = Writer(out, options, len(picks), stack)
+        writer = ImageWriter(plan.write, plan.recipe, out, len(picks), todo, not everything, latest, manifest,
+                             written, stack)
         for pick in existing if fresh_exports else []:
             writer.add_existing(pick)
-        by_source = {pick.source: pick for pick in todo}
-
-        def handle(rendered: list[Rendered]) -> None:
-            for one in rendered:
-                pick = by_source[one.prepared.source]
-                before = latest.get(pick.source)
-                if before is not None and before.get("md5") and before["md5"] != one.md5 \
-                        and before.get("resolution") == options.resolution:
-                    report.md5_mismatches.append(pick.source)
-                record = manifest_record(one, options, "ok") | {"output": pick.output}
-                if not everything:
-                    record |= {"rank": pick.rank, "selected": True}
-                writer.submit(one.image, record, pick)
-            writer.drain(manifest, written, block=False)
-
-        _run_pass(written, [by_name[p.source] for p in todo], table, options, manifest, handle, report.skipped)
-        writer.drain(manifest, written, block=True)
+        _run_pass(written, [by_name[p.source] for p in todo], table, plan, manifest, writer, report.skipped)
+        report.md5_mismatches += writer.md5_mismatches
     report.ok += written.written
     report.processed += 0 if report.passes else written.rendered + written.skipped
     report.passes.append(written)
