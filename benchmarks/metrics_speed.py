@@ -28,7 +28,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -39,18 +38,16 @@ import scipy.linalg
 import torch
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parent.parent
 # test_msssim imports `conftest` from tests/; the repo root comes first so that `ganeval` is the package, not the
 # tests/ganeval folder (which would otherwise shadow it as a namespace package)
-sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "tests" / "ganeval")]
-
-from test_msssim import ref_msssim
-
 from gancore.runtime import CACHE_ENV_VAR
 from ganeval import native
 from ganeval.fid import frechet_distance
 from ganeval.inception import FIDInceptionV3, InceptionFeatureExtractor, load_inception
 from ganeval.msssim import default_batch_size, ms_ssim
+from toolkit_testing.reference_msssim import ref_msssim
+
+ROOT = Path(__file__).resolve().parent.parent
 
 REFERENCE_CHUNK = 32  # pairs per ref_msssim call (bounds the FFT memory; the per-pair cost does not change)
 

@@ -17,15 +17,12 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT / "benchmarks"), str(ROOT / "tests" / "celebahq")]
-
 from celebahq_scale import TreeMemory
-from test_official import EXAMPLE, SOURCES, make_release
 
 from celebahq.landmarks import read_celeba_landmarks
 from celebahq.legacy_pillow import render_legacy
 from gancore.sources import decode_image
+from toolkit_testing.official_release import EXAMPLE, SOURCES, make_release
 
 OFFICIAL_ROWS = 30_000
 

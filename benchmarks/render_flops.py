@@ -13,19 +13,14 @@ padded side (or `--time-side`) with the median σ, both ways, and the largest di
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
-
 from celebahq_scale import make_synthetic_celeba
+from PIL import Image
 from restore_shapes import ALIGN, network_pixels
 
 from celebahq.geometry import CropPlan, plan_crop

@@ -15,16 +15,11 @@ through the network per image pixel. No network runs; seconds.
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 from pathlib import Path
 
-from PIL import Image
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
-
 from celebahq_scale import make_synthetic_celeba
+from PIL import Image
 
 from celebahq.geometry import plan_crop
 from celebahq.pipeline import discover_sources

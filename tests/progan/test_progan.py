@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from conftest import EXAMPLES, write_images
 
 from gancore.errors import SourceError, UserError
 from gancore.sources import open_source
@@ -28,16 +27,8 @@ from progan.networks import (
 )
 from progan.schedule import compute_lod, layer_weight, training_phase
 from progan.training_loop import training_loop
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The 2-core CI machine is shared: one intra-op thread is several times faster than two under load."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
+from toolkit_testing.fixtures import one_thread  # noqa: F401  (autouse: one intra-op thread on the shared machine)
+from toolkit_testing.images import EXAMPLES, write_images
 
 # ---------------------------------------------------------------------------------------------------------------
 # Networks (paper Table 2)
