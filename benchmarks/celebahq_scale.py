@@ -38,8 +38,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from celebahq.export import selected_images
 from celebahq.landmarks import read_celeba_landmarks, write_celeba_landmarks
+from toolkit_testing.builds import selected_images
 from toolkit_testing.process_tree import descendants
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -27,7 +27,8 @@ from celebahq.geometry import CropPlan, plan_crop
 from celebahq.pipeline import discover_sources
 from celebahq.render.torch_backend import _BAND_BLOCK, _band_matrix, _banded_rows
 from celebahq.restore.infer import Tiling, shipped_weights
-from celebahq.restore.models import gflops_per_megapixel, load_restorer
+from celebahq.restore.models import load_restorer
+from toolkit_testing.flops import gflops_per_megapixel
 
 LANCZOS_TAPS = 7  # per phase, upsampling (support 3)
 

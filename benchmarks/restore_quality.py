@@ -25,8 +25,8 @@ from PIL import Image, ImageDraw
 from celebahq.restore.degrade import SR_SCALE, bicubic_upscale, downscale, jpeg_roundtrip
 from celebahq.restore.eval import evaluate
 from celebahq.restore.infer import Restorer
-from celebahq.restore.models import gflops_per_megapixel
 from celebahq.restore.train import load_photos
+from toolkit_testing.flops import gflops_per_megapixel
 
 SPEED_INPUT = {"cleanup": 1024, "sr": 256}
 CROP = 128  # side of each panel of the picture (output pixels)

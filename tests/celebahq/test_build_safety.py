@@ -16,10 +16,10 @@ from click.testing import CliRunner
 from PIL import Image
 
 from celebahq.cli import main
-from celebahq.export import selected_images
 from celebahq.landmarks import read_celeba_landmarks, write_celeba_landmarks
 from celebahq.manifest import latest_records, read_all_manifests
 from celebahq.pipeline import BuildOptions, build
+from toolkit_testing.builds import selected_images
 from toolkit_testing.process_pause import resume, stop_when
 from toolkit_testing.process_tree import descendants, process_state
 

@@ -13,12 +13,13 @@ import pytest
 from click.testing import CliRunner
 
 from celebahq.cli import main
-from celebahq.export import export_hdf5, export_zip, selected_images
+from celebahq.export import export_hdf5, export_zip
 from celebahq.landmarks import read_celeba_landmarks, write_celeba_landmarks
 from celebahq.manifest import latest_records, read_all_manifests
 from celebahq.pipeline import BuildOptions, build
 from celebahq.rank import rank_build
 from celebahq.selection import read_selection
+from toolkit_testing.builds import selected_images
 
 MINI = Path(__file__).resolve().parents[2] / "examples" / "celeba_wild_mini"
 

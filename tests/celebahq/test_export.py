@@ -14,10 +14,11 @@ import pytest
 from click.testing import CliRunner
 
 from celebahq.cli import main
-from celebahq.export import box_pyramid, export_hdf5, export_zip, selected_images
-from celebahq.manifest import MANIFEST_NAME, ManifestWriter, load_manifest, read_manifest
+from celebahq.export import box_pyramid, export_hdf5, export_zip
+from celebahq.manifest import MANIFEST_NAME, ManifestWriter, load_manifest
 from gancore.errors import UserError
 from gancore.sources import ImageStream
+from toolkit_testing.builds import read_manifest, selected_images
 from toolkit_testing.images import write_images
 
 

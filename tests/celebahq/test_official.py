@@ -23,7 +23,6 @@ from click.testing import CliRunner
 
 from celebahq.cli import main
 from celebahq.landmarks import read_celeba_landmarks
-from celebahq.manifest import read_manifest
 from celebahq.official import (
     OfficialOptions,
     build_official,
@@ -36,6 +35,7 @@ from celebahq.official import (
 from celebahq.selection import ImageListRow
 from gancore.errors import UserError
 from gancore.sources import decode_image
+from toolkit_testing.builds import read_manifest
 from toolkit_testing.official_release import EXAMPLE, RESOLUTION, SOURCES, make_release
 from toolkit_testing.process_pause import resume, stop_when
 from toolkit_testing.process_tree import descendants, process_state

@@ -22,7 +22,6 @@ from celebahq.restore.eval import psnr
 from celebahq.restore.infer import SIZE_BUCKET_CUDA, Restorer, net_upscale, shipped_weights
 from celebahq.restore.models import (
     build_model,
-    gflops_per_megapixel,
     is_channels_last,
     load_restorer,
     pixel_shuffle_as,
@@ -30,6 +29,7 @@ from celebahq.restore.models import (
     warm_start,
 )
 from celebahq.restore.train import weights_payload
+from toolkit_testing.flops import gflops_per_megapixel
 
 MINI = Path(__file__).resolve().parents[2] / "examples" / "celeba_wild_mini"
 KINDS = ("cleanup", "sr")
