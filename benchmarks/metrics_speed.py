@@ -45,7 +45,7 @@ from ganeval import native
 from ganeval.fid import frechet_distance
 from ganeval.inception import FIDInceptionV3, InceptionFeatureExtractor, load_inception
 from ganeval.msssim import default_batch_size, ms_ssim
-from toolkit_testing.reference_msssim import ref_msssim
+from toolkit_testing.msssim_reference import ref_msssim
 
 ROOT = Path(__file__).resolve().parent.parent
 

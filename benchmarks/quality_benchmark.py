@@ -11,7 +11,7 @@ it by less than 2%; and lists every image where it does not.
 
 Variance of the Laplacian (cv2.Laplacian of the 8-bit grey image, ksize 1, then its variance) is the usual
 blur detector, and the speed baseline with the slow, obvious NumPy version of our score
-(toolkit_testing/reference_quality.py). Speed: 8 different 1024² photographs (the retina crop and 2×2 mosaics of
+(toolkit_testing/quality_reference.py). Speed: 8 different 1024² photographs (the retina crop and 2×2 mosaics of
 the 512² ones), one batch, best of `--repeat` runs, all in the same run so the ratios hold on a busy machine.
 """
 
@@ -35,7 +35,7 @@ from toolkit_testing.quality_cases import (
     gaussian_blur,
     sample_photographs,
 )
-from toolkit_testing.reference_quality import reference_quality
+from toolkit_testing.quality_reference import reference_quality
 
 
 def variance_of_laplacian(image: np.ndarray) -> float:

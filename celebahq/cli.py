@@ -269,7 +269,7 @@ def train_restorer_command(kind, more_images, images, val_images, out, steps, pa
                            adversarial_weight, val_every, threads, restart, init_weights, config_json, device,
                            quiet):
     """Train the cleanup or sr network on synthetic degradations of photographs (resumes from OUT.ckpt)."""
-    from .restore.train import TrainOptions, train
+    from .restore.train import TrainOptions, train_restorer
 
     images = images + more_images
 
@@ -277,7 +277,7 @@ def train_restorer_command(kind, more_images, images, val_images, out, steps, pa
                            adversarial_weight=adversarial_weight, val_every=val_every, device=device,
                            threads=threads, resume=not restart, progress=not quiet, init=init_weights,
                            config=_network_config(config_json))
-    best = train(kind, images, out, val_images, options)
+    best = train_restorer(kind, images, out, val_images, options)
     if "gain_db" in best:
         emit(f"best validation at step {best['step']}: {best['psnr']:.2f} dB, {best['gain_db']:+.2f} dB over the "
              f"baseline -> {out}")

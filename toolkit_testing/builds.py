@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from celebahq.export import selection
+from celebahq.export import selected_files
 from celebahq.manifest import MANIFEST_NAME, load_manifest
 
 
@@ -16,5 +16,5 @@ def read_manifest(out_dir: str | os.PathLike, name: str = MANIFEST_NAME) -> list
 
 
 def selected_images(out_dir: str | os.PathLike, num_images: int | None = None) -> list[Path]:
-    """The build's finished images in export order (celebahq.export.selection)."""
-    return selection(Path(out_dir), num_images)[0]
+    """The build's finished images in export order (celebahq.export.selected_files)."""
+    return selected_files(Path(out_dir), num_images)[0]

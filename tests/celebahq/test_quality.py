@@ -21,7 +21,7 @@ from toolkit_testing.quality_cases import (
     gaussian_blur,
     sample_photographs,
 )
-from toolkit_testing.reference_quality import reference_quality
+from toolkit_testing.quality_reference import reference_quality
 
 
 @pytest.fixture(scope="module")

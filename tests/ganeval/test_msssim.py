@@ -19,7 +19,7 @@ from ganeval.msssim import (
     ssim_and_cs,
 )
 from toolkit_testing.images import write_images
-from toolkit_testing.reference_msssim import ref_downsample, ref_fspecial, ref_msssim, ref_scales
+from toolkit_testing.msssim_reference import ref_downsample, ref_fspecial, ref_msssim, ref_scales
 
 TOLERANCE = 1e-5  # asked for; the measured disagreement is ~1e-13
 
