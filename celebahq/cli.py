@@ -68,7 +68,8 @@ def _shard(_ctx, _param, value: str | None):
 def build_command(src, out, resolution, backend, sr, cleanup, downscale, batch_size, num_workers, num_writers, device,
                   shard, limit, num_images, select_file, h5_path, zip_path, png, accept_odd_landmarks, as_json, quiet):
     """Crop, align and render the faces of SRC into OUT/images/*.png with OUT/manifest.jsonl and report.json."""
-    from .pipeline import BuildOptions, build
+    from .build_options import BuildOptions
+    from .pipeline import build
 
     start_distributed(device, share_gpus=True)  # ranks only wait for each other: several may share a GPU
     options = BuildOptions(resolution=resolution, backend=backend, sr=sr, cleanup=cleanup, downscale=downscale,
