@@ -23,8 +23,8 @@ from celebahq_scale import make_synthetic_celeba
 from PIL import Image
 from restore_shapes import ALIGN, network_pixels
 
+from celebahq.build_stages import discover_sources
 from celebahq.geometry import CropPlan, plan_crop
-from celebahq.pipeline import discover_sources
 from celebahq.render.torch_backend import _BAND_BLOCK, _band_matrix, _banded_rows
 from celebahq.restore.infer import Tiling, shipped_weights
 from celebahq.restore.models import load_restorer

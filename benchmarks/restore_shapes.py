@@ -21,8 +21,8 @@ from pathlib import Path
 from celebahq_scale import make_synthetic_celeba
 from PIL import Image
 
+from celebahq.build_stages import discover_sources
 from celebahq.geometry import plan_crop
-from celebahq.pipeline import discover_sources
 from celebahq.restore.infer import DEFAULT_MARGIN, DEFAULT_TILE, Tiling, _round_up
 from celebahq.restore.models import KINDS
 

@@ -26,6 +26,7 @@ processes every N-th source starting at i, each shard appending to its own manif
 build scores only (the selection needs every shard's scores). Bad input is skipped with its reason. Child
 processes die with the build (gancore/processes.py).
 """
+
 from __future__ import annotations
 
 import json
