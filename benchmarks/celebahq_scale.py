@@ -206,6 +206,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--keep-folder", type=Path, default=None, help="Work here and keep it (default: a temp).")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--record", action="store_true",
+                        help="also write the printed figures into their section of benchmarks/RESULTS.md")
     args = parser.parse_args()
     work = args.keep_folder or Path(tempfile.mkdtemp(prefix="celebahq_scale_"))
     try:
@@ -248,4 +250,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    import results_record
+
+    results_record.run_main("celebahq: build at scale on a CPU", main)

@@ -274,6 +274,8 @@ def main(argv=None) -> None:
                                                                               DEFAULT_TORCHSCRIPT)))
     parser.add_argument("--work", type=Path, default=None, help="folder for the images (default: temporary)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    parser.add_argument("--record", action="store_true",
+                        help="also write the printed figures into their section of benchmarks/RESULTS.md")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -294,4 +296,6 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    import results_record
+
+    results_record.run_main("ganeval: fid beside other FID tools", main)

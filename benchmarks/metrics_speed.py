@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -372,6 +373,8 @@ def main() -> None:
                         help="skip the slow baselines (SciPy MS-SSIM reference, scipy.linalg.sqrtm FID)")
     parser.add_argument("--cuda-only", action="store_true", help="skip every CPU measurement")
     parser.add_argument("--json", action="store_true", help="print the figures as one JSON object")
+    parser.add_argument("--record", action="store_true",
+                        help="also write the printed figures into their section of benchmarks/RESULTS.md")
     args = parser.parse_args()
 
     cuda = torch.cuda.is_available()
@@ -400,4 +403,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    import results_record
+
+    title = "ganeval: MS-SSIM, Inception and FID speed, CUDA only" if "--cuda-only" in sys.argv else "ganeval: MS-SSIM, Inception and FID speed"
+    results_record.run_main(title, main)

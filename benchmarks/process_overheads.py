@@ -109,6 +109,8 @@ def receive_ms(prepared: bool, side: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--code", type=Path, default=ROOT, help="checkout whose CLI the measured build runs")
+    parser.add_argument("--record", action="store_true",
+                        help="also write the printed figures into their section of benchmarks/RESULTS.md")
     args = parser.parse_args()
     print(f"load average at the start: {os.getloadavg()[0]:.2f}")
     for role, peaks in memory_by_role(args.code.resolve()).items():
@@ -123,4 +125,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    import results_record
+
+    results_record.run_main("celebahq: helper process overheads", main)

@@ -92,6 +92,8 @@ def main(argv=None) -> None:
     parser.add_argument("--sources", type=int, default=500)
     parser.add_argument("--resolution", type=int, default=1024)
     parser.add_argument("--time-side", type=int, default=0, help="side of the timed blur (default: the median)")
+    parser.add_argument("--record", action="store_true",
+                        help="also write the printed figures into their section of benchmarks/RESULTS.md")
     args = parser.parse_args(argv)
     tilings = {kind: Tiling.for_network(kind, ALIGN[kind], on_cuda=True) for kind in ("cleanup", "sr")}
     networks = {kind: load_restorer(shipped_weights(kind), kind)[0] for kind in ("cleanup", "sr")}
@@ -128,4 +130,6 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    import results_record
+
+    results_record.run_main("celebahq: render arithmetic per source", main)

@@ -82,6 +82,8 @@ def main() -> None:
     parser.add_argument("--picture-from", default="astronaut", help="the photo whose name contains this")
     parser.add_argument("--picture-crop", default="56,160", help="top,left of its crop (default: the astronaut's face)")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--record", action="store_true",
+                        help="also write the printed figures into their section of benchmarks/RESULTS.md")
     args = parser.parse_args()
 
     photos = load_photos(args.images, 1)
@@ -117,4 +119,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    import results_record
+
+    results_record.run_main("celebahq: restoration networks, quality and speed", main)

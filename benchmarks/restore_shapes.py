@@ -67,6 +67,8 @@ def main(argv=None) -> None:
     parser.add_argument("--sources", type=int, default=400)
     parser.add_argument("--resolution", type=int, default=1024)
     parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--record", action="store_true",
+                        help="also write the printed figures into their section of benchmarks/RESULTS.md")
     args = parser.parse_args(argv)
     schemes = ("previous", "cpu", "cuda")
     tilings = {(device, kind): Tiling.for_network(kind, ALIGN[kind], device == "cuda", batch=args.batch)
@@ -103,4 +105,6 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    import results_record
+
+    results_record.run_main("celebahq: restoration networks' call shapes", main)

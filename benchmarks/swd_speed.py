@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 
@@ -84,6 +85,8 @@ def main() -> None:
     parser.add_argument("--resolution", type=int, default=128)
     parser.add_argument("--gpu-only", action="store_true", help="skip the CPU runs (for large GPU sizes)")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--record", action="store_true",
+                        help="also write the printed figures into their section of benchmarks/RESULTS.md")
     args = parser.parse_args()
 
     images_a = make_images(args.num_images, args.resolution, 1)
@@ -124,4 +127,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    import results_record
+
+    title = "ganeval: SWD speed, GPU only" if "--gpu-only" in sys.argv else "ganeval: SWD speed"
+    results_record.run_main(title, main)

@@ -90,6 +90,15 @@ class Skipped:
 
 
 @dataclass
+class Failed:
+    """A decode worker's UserError, which stops the build (raised again in the main process)."""
+
+    source: str
+    message: str
+    seconds: float = 0.0
+
+
+@dataclass
 class Rendered:
     """A rendered face: the host pixels (for the md5 and the writers) and its quality score."""
 
@@ -104,6 +113,11 @@ class Rendered:
 # Sources
 
 
+def photo_folder(src: Path) -> Path:
+    """Where the photos of a source folder are: `img_celeba/` in CelebA's layout, else the folder itself."""
+    return src / "img_celeba" if (src / "img_celeba").is_dir() else src
+
+
 def discover_sources(src: str | os.PathLike) -> tuple[list[SourceItem], dict[str, np.ndarray] | None]:
     """CelebA layout (img_celeba/*.jpg + Anno/list_landmarks_celeba.txt) or any folder of face photos.
 
@@ -113,7 +127,7 @@ def discover_sources(src: str | os.PathLike) -> tuple[list[SourceItem], dict[str
     root = Path(src)
     if not root.is_dir():
         raise UserError(f"{root}: no such folder (give CelebA's folder with img_celeba/ and Anno/)")
-    images_dir = root / "img_celeba" if (root / "img_celeba").is_dir() else root
+    images_dir = photo_folder(root)
     files = list_image_files(images_dir)
     if not files:
         raise UserError(f"{images_dir}: no images found")
@@ -133,7 +147,7 @@ class PrepareStage:
     # (False: the whole photo goes on, to be cleaned up, shrunk and cropped on the device)
     num_workers: int  # decoding processes (0: in the main process)
 
-    def run(self, items: list[SourceItem], table) -> Iterator[Prepared | Skipped]:
+    def run(self, items: list[SourceItem], table) -> Iterator[Prepared | Skipped | Failed]:
         """The workers' results in source order (decoded here when there are no workers or one source)."""
         dataset = _Prepare(items, table, self)
         if self.num_workers == 0 or len(items) < 2:
@@ -144,7 +158,7 @@ class PrepareStage:
 
 class _Prepare(torch.utils.data.Dataset):
     """Worker-side steps for one source: decode, landmarks, plan, cleanup, shrink + crop. Never raises for bad
-    input: returns `Prepared` or `Skipped`."""
+    input: returns `Prepared`, `Skipped`, or `Failed` for a UserError (which stops the build)."""
 
     def __init__(self, items: list[SourceItem], table, stage: PrepareStage):
         self.items, self.table, self.stage = items, table, stage
@@ -153,9 +167,13 @@ class _Prepare(torch.utils.data.Dataset):
     def __len__(self) -> int:
         return len(self.items)
 
-    def __getitem__(self, index: int) -> Prepared | Skipped:
+    def __getitem__(self, index: int) -> Prepared | Skipped | Failed:
         started = time.perf_counter()
-        result = self._prepare(self.items[index])
+        try:
+            result = self._prepare(self.items[index])
+        except UserError as error:  # a problem of the whole build (e.g. a bad $GANCORE_MAX_PIXELS): returned,
+            # not raised, so that the main process raises it as it is, not with the worker's traceback in its text
+            result = Failed(self.items[index].name, str(error))
         result.seconds = time.perf_counter() - started
         return result
 

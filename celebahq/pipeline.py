@@ -39,13 +39,15 @@ from pathlib import Path
 from gancore import distributed
 from gancore.errors import UserError
 from gancore.locking import FolderLock
-from gancore.outputs import atomic_output, check_output_path
+from gancore.outputs import atomic_output, check_apart, check_output_path
 from gancore.runtime import DeviceTimer, progress_bar
+from gancore.sources import max_pixels
 
 from .build_options import BuildOptions
 from .build_plan import BuildPlan, plan_build
 from .build_report import BuildReport, PassReport
 from .build_stages import (
+    Failed,
     ImageWriter,
     InFlight,
     PassOutput,
@@ -55,11 +57,12 @@ from .build_stages import (
     SourceItem,
     discover_sources,
     landed,
+    photo_folder,
 )
 from .export import prepare_target
 from .manifest import ManifestWriter, latest_records, load_all_manifests
 from .rank import RANKING_NAME, RankReport
-from .selection import Pick, best_picks, output_name, read_selection
+from .selection import Pick, best_picks, missing_sources, output_name, read_selection
 
 
 def _run_pass(report: PassReport, items: list[SourceItem], table, plan: BuildPlan, manifest: ManifestWriter,
@@ -97,6 +100,8 @@ def _run_pass(report: PassReport, items: list[SourceItem], table, plan: BuildPla
         for result in plan.prepare.run(items, table):
             report.stage_seconds.prepare += result.seconds
             bar.update(1)
+            if isinstance(result, Failed):
+                raise UserError(result.message)
             if isinstance(result, Skipped):
                 skipped[result.source] = result.reason
                 manifest.append(result.to_record())
@@ -125,6 +130,8 @@ def build(src: str | os.PathLike, out: str | os.PathLike, options: BuildOptions 
     Holds `out`'s writer lock throughout (UserError when another process writes there): exclusively, or for a
     shard of a sharded build (`shard`, torchrun ranks) shared with the other shards plus the shard's own lock."""
     plan = plan_build(options or BuildOptions())
+    max_pixels()  # a bad $GANCORE_MAX_PIXELS: one UserError here, before any decode worker starts
+    check_apart(out, photo_folder(Path(src)))
     out = check_output_path(out, folder=True)
     for target in (plan.options.h5, plan.options.zip):
         if target:
@@ -188,11 +195,7 @@ def _read_picks(options: BuildOptions, items: list[SourceItem]) -> list[Pick] | 
     if options.select is None:
         return None
     picks = read_selection(options.select)
-    known = {item.name for item in items}
-    missing = [pick.source for pick in picks if pick.source not in known]
-    if missing:
-        raise UserError(f"--select {options.select}: {len(missing)} listed sources are not in the source folder "
-                        f"(e.g. {', '.join(missing[:3])})")
+    missing_sources(picks, {item.name for item in items}, f"--select {options.select}")
     return picks
 
 

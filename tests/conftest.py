@@ -55,14 +55,24 @@ def read_only(tmp_path):
         subprocess.run(["umount", str(target)], capture_output=True, check=False)
 
 
-@pytest.fixture
-def tiny_disk(tmp_path):
-    """A 64 kB tmpfs (root only), so that writes meet a full disk."""
-    target = tmp_path / "tiny"
+def mounted_tmpfs(target: Path, size: str):
+    """A tmpfs of `size` mounted on the new folder `target` while the generator runs (root only; else skip)."""
     target.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(target)], capture_output=True,
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(target)], capture_output=True,
                           check=False)
     if done.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
     yield target
     subprocess.run(["umount", str(target)], capture_output=True, check=False)
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 64 kB tmpfs (root only), so that writes meet a full disk."""
+    yield from mounted_tmpfs(tmp_path / "tiny", "64k")
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 1 MB tmpfs (root only): room for a training run's first files, not for its network snapshot."""
+    yield from mounted_tmpfs(tmp_path / "disk", "1m")

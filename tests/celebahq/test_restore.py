@@ -446,7 +446,8 @@ def test_restore_keeps_sources_that_share_a_stem_apart(tmp_path, photo):
     result = CliRunner().invoke(main, ["restore", "cleanup", str(src), str(tmp_path / "out"), "--quiet",
                                        "--device", "cpu"])
     assert result.exit_code == 0, result.output
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["face.jpg.png", "face.png.png", "other.png"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [".gancore-output", "face.jpg.png", "face.png.png",
+                                                                     "other.png"]
     assert (tmp_path / "out" / "face.jpg.png").read_bytes() != (tmp_path / "out" / "face.png.png").read_bytes()
 
 

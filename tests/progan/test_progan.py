@@ -13,7 +13,7 @@ from click.testing import CliRunner
 
 from gancore.errors import SourceError, UserError
 from gancore.sources import open_source
-from progan.checkpoint import load_checkpoint, smooth_latents
+from progan.checkpoint import load_checkpoint
 from progan.cli import main as progan_main
 from progan.configs import resolve_config
 from progan.dataset import TrainingData
@@ -142,12 +142,6 @@ def test_equalized_learning_rate_scaling():
     assert plain.weight_gain == 1.0 and plain.weight.std().item() == pytest.approx(math.sqrt(2 / 64), rel=0.1)
 
 
-def test_latents_on_hypersphere_and_interpolation():
-    latents = smooth_latents(60, 32, sigma=5.0, seed=1)
-    torch.testing.assert_close(latents.norm(dim=1), torch.full((60,), math.sqrt(32)))
-    assert (latents[1:] - latents[:-1]).norm(dim=1).mean() < 0.5 * math.sqrt(2 * 32)  # smooth in time
-
-
 # ---------------------------------------------------------------------------------------------------------------
 # Training: a tiny run, exact resume, checkpoints as sources
 
@@ -234,7 +228,7 @@ def test_checkpoint_is_a_ganeval_source(tiny_runs, monkeypatch):
     assert result.exit_code == 0, result.output
     assert len(list((root / "gen").glob("*.png"))) == 5
     result = CliRunner().invoke(progan_main, ["interpolate", str(root / "full" / "network-snapshot-000006.pt"),
-                                              "--frames", "8", "--sigma", "2", "--out", str(root / "lerp.png"),
+                                              "--frames", "8", "--smoothing", "0.07", "--out", str(root / "lerp.png"),
                                               "--device", "cpu"])
     assert result.exit_code == 0, result.output
     assert (root / "lerp.png").is_file()
