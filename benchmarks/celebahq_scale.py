@@ -38,12 +38,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from celebahq.export import selected_images
 from celebahq.landmarks import read_celeba_landmarks, write_celeba_landmarks
-from gancore.processes import descendants
+from toolkit_testing.builds import selected_images
+from toolkit_testing.process_tree import descendants
+
+ROOT = Path(__file__).resolve().parent.parent
 
 MINI = ROOT / "examples" / "celeba_wild_mini"
 CELEBA_SOURCES, CELEBA_KEEP = 202_599, 30_000

@@ -30,6 +30,7 @@ import io
 import json
 import os
 import platform
+import runpy
 import sys
 import tempfile
 import time
@@ -42,11 +43,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "examples")]
-
 from ganeval.fid import compute_fid
 from ganeval.inception import FIDInceptionV3, state_dict_from_torchscript
+
+ROOT = Path(__file__).resolve().parent.parent
 
 TOOLS = ("ganeval", "pytorch-fid", "clean-fid", "torch-fidelity")
 DEFAULT_TORCHSCRIPT = Path.home() / ".cache" / "ganeval" / "test-weights" / "default_1.pt"
@@ -78,8 +78,7 @@ class Weights:
 def photographs() -> list[np.ndarray]:
     """The example generator's public-domain photographs; the bundled 128² crops when skimage is missing."""
     try:
-        from make_examples import photographs as sample_photographs
-        return sample_photographs()
+        return runpy.run_path(str(ROOT / "examples" / "make_examples.py"))["photographs"]()
     except ImportError:
         files = sorted((ROOT / "examples" / "real").glob("*.png"))
         return [np.asarray(Image.open(file).convert("RGB")) for file in files]

@@ -1,6 +1,6 @@
 """`celebahq official` per row against the original `create_celebahq`, in one sitting, and the 30,000-row projection.
 
-A synthetic 1024² release in the official format (tests/celebahq/test_official.py's `make_release`: image_list.txt,
+A synthetic 1024² release in the official format (toolkit_testing.official_release.make_release: image_list.txt,
 PBKDF2/Fernet/bz2 deltas of the bundled photos) of `--rows` rows, then three single-thread runs over its rows, each
 in a child process that reports its own stage timers and peak RSS, alternated `--repeat` times so that a load from
 other jobs weighs on all three alike:
@@ -32,12 +32,11 @@ import sys
 import tempfile
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT / "benchmarks"), str(ROOT / "tests" / "celebahq")]
-
 import results_record
-from test_official import EXAMPLE, SOURCES, make_release
 
+from toolkit_testing.official_release import EXAMPLE, SOURCES, make_release
+
+ROOT = Path(__file__).resolve().parent.parent
 OFFICIAL_ROWS = 30_000
 CORES = 16
 SINGLE_THREAD = {name: "1" for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")}

@@ -13,26 +13,22 @@ padded side (or `--time-side`) with the median σ, both ways, and the largest di
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
-
 from celebahq_scale import make_synthetic_celeba
+from PIL import Image
 from restore_shapes import ALIGN, network_pixels
 
+from celebahq.build_stages import discover_sources
 from celebahq.geometry import CropPlan, plan_crop
-from celebahq.pipeline import discover_sources
-from celebahq.render import _BAND_BLOCK, _band_matrix, _banded_rows
+from celebahq.render.torch_backend import _BAND_BLOCK, _band_matrix, _banded_rows
 from celebahq.restore.infer import Tiling, shipped_weights
-from celebahq.restore.models import gflops_per_megapixel, load_restorer
+from celebahq.restore.models import load_restorer
+from toolkit_testing.flops import gflops_per_megapixel
 
 LANCZOS_TAPS = 7  # per phase, upsampling (support 3)
 

@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import resource
-import sys
 import time
 from pathlib import Path
 
@@ -21,11 +20,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
 from celebahq.landmarks import read_celeba_landmarks
 from celebahq.render import render_torch_tensor
+
+ROOT = Path(__file__).resolve().parent.parent
 
 MINI = ROOT / "examples" / "celeba_wild_mini"
 

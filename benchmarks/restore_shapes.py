@@ -15,19 +15,14 @@ through the network per image pixel. No network runs; seconds.
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 from pathlib import Path
 
+from celebahq_scale import make_synthetic_celeba
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
-
-from celebahq_scale import make_synthetic_celeba
-
+from celebahq.build_stages import discover_sources
 from celebahq.geometry import plan_crop
-from celebahq.pipeline import discover_sources
 from celebahq.restore.infer import DEFAULT_MARGIN, DEFAULT_TILE, Tiling, _round_up
 from celebahq.restore.models import KINDS
 

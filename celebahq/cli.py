@@ -69,7 +69,8 @@ def _shard(_ctx, _param, value: str | None):
 def build_command(src, out, resolution, backend, sr, cleanup, downscale, batch_size, num_workers, num_writers, device,
                   shard, limit, num_images, select_file, h5_path, zip_path, png, accept_odd_landmarks, as_json, quiet):
     """Crop, align and render the faces of SRC into OUT/images/*.png with OUT/manifest.jsonl and report.json."""
-    from .pipeline import BuildOptions, build
+    from .build_options import BuildOptions
+    from .pipeline import build
 
     start_distributed(device, share_gpus=True)  # ranks only wait for each other: several may share a GPU
     options = BuildOptions(resolution=resolution, backend=backend, sr=sr, cleanup=cleanup, downscale=downscale,
@@ -268,7 +269,7 @@ def train_restorer_command(kind, more_images, images, val_images, out, steps, pa
                            adversarial_weight, val_every, threads, restart, init_weights, config_json, device,
                            quiet):
     """Train the cleanup or sr network on synthetic degradations of photographs (resumes from OUT.ckpt)."""
-    from .restore.train import TrainOptions, train
+    from .restore.train import TrainOptions, train_restorer
 
     images = images + more_images
 
@@ -276,7 +277,7 @@ def train_restorer_command(kind, more_images, images, val_images, out, steps, pa
                            adversarial_weight=adversarial_weight, val_every=val_every, device=device,
                            threads=threads, resume=not restart, progress=not quiet, init=init_weights,
                            config=_network_config(config_json))
-    best = train(kind, images, out, val_images, options)
+    best = train_restorer(kind, images, out, val_images, options)
     if "gain_db" in best:
         emit(f"best validation at step {best['step']}: {best['psnr']:.2f} dB, {best['gain_db']:+.2f} dB over the "
              f"baseline -> {out}")

@@ -9,33 +9,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from ganeval.inception import WEIGHTS_ENV_VAR
-
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-
-
-def load_folder(folder: Path, count: int | None = None) -> np.ndarray:
-    """uint8 NHWC RGB array of the first `count` PNGs of a folder (sorted)."""
-    files = sorted(folder.glob("*.png"))[:count]
-    return np.stack([np.asarray(Image.open(f).convert("RGB")) for f in files])
+from toolkit_testing.images import EXAMPLES, load_folder
 
 
 @pytest.fixture(scope="session")
 def real_photos() -> np.ndarray:
     """128 real 128×128 crops of public-domain photographs, uint8 NHWC."""
     return load_folder(EXAMPLES / "real")
-
-
-def write_images(folder: Path, images: np.ndarray, fmt: str = "png") -> list[Path]:
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for index, image in enumerate(images):
-        path = folder / f"{index:04d}.{fmt}"
-        Image.fromarray(image).save(path)
-        paths.append(path)
-    return paths
 
 
 @pytest.fixture(autouse=True)

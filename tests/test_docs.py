@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 RESULTS = ROOT / "benchmarks" / "RESULTS.md"
 TOOLS: dict[str, click.Group] = {"ganeval": ganeval_main, "celebahq": celebahq_main, "progan": progan_main}
-FENCE = re.compile(r"^```([^\n]*)\n(.*?)^```", re.M | re.S)
+FENCE = re.compile(r"^```([^\n]*)\n(.*?)^```", re.MULTILINE | re.DOTALL)
 NOT_SHELL = {"text", "json", "python"}  # fence languages whose lines are no commands (trees, outputs, code)
 
 
@@ -94,7 +94,7 @@ def unknown_parts(tool: str, arguments: list[str]) -> list[str]:
 def test_no_issue_numbers_or_sessions(page):
     text = page.read_text()
     issues = re.findall(r"#\d+", prose(text))
-    sessions = re.findall(r"\bsessions?\b", text, re.I)
+    sessions = re.findall(r"\bsessions?\b", text, re.IGNORECASE)
     assert not issues and not sessions, (issues, sessions)
 
 
@@ -124,7 +124,7 @@ def test_the_checker_sees_a_wrong_option_and_subcommand():
 
 def results_sections() -> dict[str, str]:
     text = RESULTS.read_text()
-    return dict(re.findall(r"^## ([^\n]+)\n(.*?)(?=^## |\Z)", text, re.M | re.S))
+    return dict(re.findall(r"^## ([^\n]+)\n(.*?)(?=^## |\Z)", text, re.MULTILINE | re.DOTALL))
 
 
 def test_every_recorded_figure_has_its_command_date_machine_and_load():

@@ -187,7 +187,8 @@ def weights_payload(kind: str, model: nn.Module, training: dict, validation: dic
 # Training
 
 
-def train(kind: str, images, out: str | os.PathLike, val_images=(), options: TrainOptions | None = None) -> dict:
+def train_restorer(kind: str, images, out: str | os.PathLike, val_images=(),
+                   options: TrainOptions | None = None) -> dict:
     """Train (or resume) a `kind` ("cleanup" or "sr") network; returns the best validation figures."""
     options = options or TrainOptions()
     if kind not in ("cleanup", "sr"):

@@ -13,12 +13,13 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from PIL import Image
-from test_build_selection import HEADER, MD5S, small_celeba
 
 from celebahq.cli import main
 from celebahq.pipeline import BuildOptions, build, discover_sources
 from celebahq.selection import read_selection
 from gancore.errors import UserError
+from toolkit_testing.builds import small_celeba
+from toolkit_testing.official_release import HEADER, MD5S
 
 MINI = Path(__file__).resolve().parents[2] / "examples" / "celeba_wild_mini"
 

@@ -3,7 +3,6 @@ image_list.txt; the HDF5 / zip exports written straight from the render."""
 
 from __future__ import annotations
 
-import shutil
 import zipfile
 from pathlib import Path
 
@@ -13,12 +12,13 @@ import pytest
 from click.testing import CliRunner
 
 from celebahq.cli import main
-from celebahq.export import export_hdf5, export_zip, selected_images
-from celebahq.landmarks import read_celeba_landmarks, write_celeba_landmarks
+from celebahq.export import export_hdf5, export_zip
 from celebahq.manifest import latest_records, read_all_manifests
 from celebahq.pipeline import BuildOptions, build
 from celebahq.rank import rank_build
 from celebahq.selection import read_selection
+from toolkit_testing.builds import selected_images, small_celeba
+from toolkit_testing.official_release import HEADER, MD5S
 
 MINI = Path(__file__).resolve().parents[2] / "examples" / "celeba_wild_mini"
 
@@ -54,22 +54,6 @@ def test_two_passes_equal_one_pass_then_rank_pixel_for_pixel(tmp_path):
         assert all(one.read(name) == two.read(name) for name in one.namelist())
     again = build(MINI, twice, options(num_images=10))  # resumed: nothing to score or write
     assert again.processed == 0 and again.ok == 0 and again.already_done == 15
-
-
-def small_celeba(tmp_path: Path, count: int) -> Path:
-    """A CelebA-layout folder with the first `count` bundled photos and their landmark rows."""
-    src = tmp_path / "celeba"
-    (src / "img_celeba").mkdir(parents=True)
-    table = read_celeba_landmarks(MINI / "Anno" / "list_landmarks_celeba.txt")
-    names = sorted(table)[:count]
-    for name in names:
-        shutil.copy(MINI / "img_celeba" / name, src / "img_celeba" / name)
-    write_celeba_landmarks(src / "Anno" / "list_landmarks_celeba.txt", {name: table[name] for name in names})
-    return src
-
-
-HEADER = "idx orig_idx orig_file proc_md5 final_md5"
-MD5S = "0123456789abcdef0123456789abcdef fedcba9876543210fedcba9876543210"
 
 
 def test_select_with_the_official_image_list_writes_exactly_those_sources(tmp_path):

@@ -22,14 +22,14 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from PIL import Image
-from test_official import EXAMPLE, RESOLUTION, _options, _png_chw, make_release
 
 from celebahq import decoding
 from celebahq.cli import main
 from celebahq.landmarks import read_celeba_landmarks
-from celebahq.manifest import read_manifest
 from celebahq.official import UNFINISHED, build_official, delta_key, verify_official
 from gancore.sources import BadImage
+from toolkit_testing.builds import read_manifest
+from toolkit_testing.official_release import EXAMPLE, RESOLUTION, make_release, official_options, png_chw
 
 # (example photo, size W×H, JPEG quality, Pillow subsampling: 0 = 4:4:4, 1 = 4:2:2, 2 = 4:2:0)
 VARIANTS = [
@@ -87,12 +87,12 @@ def test_the_variants_are_what_they_say():
 def test_libjpeg_8d_reproduces_every_final(variants, tmp_path):
     celeba, deltas, finals = variants
     out = tmp_path / "out"
-    report = build_official(celeba, deltas, out, _options())
+    report = build_official(celeba, deltas, out, official_options())
     assert (report.rows, report.ok, report.exact, report.skipped) == (len(VARIANTS), len(VARIANTS), len(VARIANTS), {})
     assert report.official and report.decoder == "libjpeg-8d" and "IJG libjpeg 8d" in report.decoder_version
     assert report.to_dict()["by_decoder"] == {"libjpeg-8d": {"rows": 6, "proc_match": 6, "final_match": 6}}
     for idx, final in finals.items():
-        assert np.array_equal(_png_chw(out, idx), final)
+        assert np.array_equal(png_chw(out, idx), final)
     checked = verify_official(out, deltas, workers=0, progress=False)
     assert checked.ok and checked.to_dict()["by_decoder"] == {"libjpeg-8d": {"rows": 6, "proc_match": 6,
                                                                              "final_match": 6}}
@@ -101,16 +101,16 @@ def test_libjpeg_8d_reproduces_every_final(variants, tmp_path):
 def test_pillow_decoder_changes_the_subsampled_rows_and_says_so(variants, tmp_path):
     celeba, deltas, finals = variants
     out = tmp_path / "out"
-    report = build_official(celeba, deltas, out, _options(decoder="pillow"))
+    report = build_official(celeba, deltas, out, official_options(decoder="pillow"))
     assert report.proc_mismatch == SUBSAMPLED and report.final_mismatch == SUBSAMPLED
     assert report.exact == len(VARIANTS) - len(SUBSAMPLED) and not report.official
     whole = len(VARIANTS) - len(SUBSAMPLED)  # the 4:4:4 rows
     assert report.to_dict()["by_decoder"] == {"pillow": {"rows": 6, "proc_match": whole, "final_match": whole}}
     assert {record["decoder"] for record in read_manifest(out)} == {"pillow"}
     for idx, final in finals.items():
-        assert np.array_equal(_png_chw(out, idx), final) == (idx not in SUBSAMPLED)
+        assert np.array_equal(png_chw(out, idx), final) == (idx not in SUBSAMPLED)
 
-    again = build_official(celeba, deltas, out, _options())  # rows of another decoder are done again
+    again = build_official(celeba, deltas, out, official_options())  # rows of another decoder are done again
     assert (again.processed, again.exact) == (len(VARIANTS), len(VARIANTS)) and again.official
 
 
@@ -156,7 +156,7 @@ def test_official_refuses_without_libjpeg_8d(monkeypatch, tmp_path):
         result = CliRunner().invoke(main, ["check-decoder"])
         assert result.exit_code == 1 and "official: libjpeg-8d, IJG libjpeg 8d (jpeglib not installed), " \
                                           "unavailable" in result.output
-        report = build_official(EXAMPLE, deltas, tmp_path / "out", _options(decoder="pillow"))
+        report = build_official(EXAMPLE, deltas, tmp_path / "out", official_options(decoder="pillow"))
         assert report.ok == 1 and report.decoder == "pillow" and not report.official
     finally:
         monkeypatch.undo()
@@ -228,7 +228,7 @@ def _sealed(payload: bytes, jpeg_name: str = "000002.jpg") -> bytes:
 ])
 def test_a_damaged_delta_member_is_the_deltas_fault(release_small, tmp_path, token, flip, reason):
     deltas = _with_member(release_small, tmp_path, "delta00001.dat", token() if callable(token) else token, flip)
-    report = build_official(EXAMPLE, deltas, tmp_path / "out", _options())
+    report = build_official(EXAMPLE, deltas, tmp_path / "out", official_options())
     assert list(report.skipped) == ["imgHQ00001"] and report.ok == 3
     message = report.skipped["imgHQ00001"]
     assert message.startswith("deltas00000.zip: member delta00001.dat is damaged: ") and reason in message
@@ -237,12 +237,12 @@ def test_a_damaged_delta_member_is_the_deltas_fault(release_small, tmp_path, tok
 
 def test_a_photo_that_does_not_derive_the_key_is_the_photos_fault(release_small, tmp_path):
     out = tmp_path / "out"
-    build_official(EXAMPLE, release_small, out, _options(decoder="pillow"))  # a finished build of another decoder
+    build_official(EXAMPLE, release_small, out, official_options(decoder="pillow"))  # a finished build of another decoder
     src = tmp_path / "celeba"
     shutil.copytree(EXAMPLE, src)
     with Image.open(src / "img_celeba" / "000002.jpg") as photo:
         photo.save(src / "img_celeba" / "000002.jpg", "JPEG", quality=70)  # the same photo, other bytes
-    report = build_official(src, release_small, out, _options())
+    report = build_official(src, release_small, out, official_options())
     assert report.skipped == {"imgHQ00001": "decryption failed (InvalidToken): 000002.jpg is not the file the "
                                             "deltas were made from"}
     # the row's PNG of the Pillow build is still there, but no manifest line vouches for it

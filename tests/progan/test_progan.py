@@ -10,7 +10,6 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from conftest import EXAMPLES, write_images
 
 from gancore.errors import SourceError, UserError
 from gancore.sources import open_source
@@ -26,18 +25,10 @@ from progan.networks import (
     minibatch_stddev,
     parameters_at,
 )
-from progan.schedule import compute_lod, layer_weight, training_phase
+from progan.schedule import compute_lod, training_phase
 from progan.training_loop import training_loop
-
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """The 2-core CI machine is shared: one intra-op thread is several times faster than two under load."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
+from toolkit_testing.fixtures import one_thread  # noqa: F401  (autouse: one intra-op thread on the shared machine)
+from toolkit_testing.images import EXAMPLES, write_images
 
 # ---------------------------------------------------------------------------------------------------------------
 # Networks (paper Table 2)
@@ -107,10 +98,6 @@ def test_lod_schedule_formula():
 
 
 def test_fade_weights_and_blend():
-    # the new 8x8 layer's weight alpha = 1 - (lod - floor(lod)); finer layers are skipped (coarse weight 1)
-    for lod in (7.0, 7.25, 7.5, 7.9):
-        assert 1 - layer_weight(lod, 10, 8) == pytest.approx(1 - (lod - 7))
-        assert layer_weight(lod, 10, 16) == 1.0 and layer_weight(lod, 10, 1024) == 1.0
     config = resolve_config("tiny", {"resolution": 8})
     G, D = build_networks(config)
     z = torch.randn(2, config.latent_size)

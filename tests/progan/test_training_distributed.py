@@ -19,10 +19,10 @@ import numpy as np
 import pytest
 import torch
 
-from gancore.processes import descendants
 from progan.checkpoint import load_checkpoint
 from progan.configs import resolve_config
 from progan.training_loop import find_checkpoint, training_loop
+from toolkit_testing.process_tree import descendants
 
 REPO = Path(__file__).resolve().parents[2]
 # 8x8: 4x4 to 0.25 kimg, the 8x8 fade-in to 0.5; ticks every 0.256 kimg (16 rounds of 16 images).

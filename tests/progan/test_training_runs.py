@@ -16,7 +16,6 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from test_progan import one_thread  # noqa: F401  (autouse: one intra-op thread on the shared machine)
 
 from gancore.errors import UserError
 from progan.checkpoint import load_checkpoint
@@ -24,6 +23,7 @@ from progan.cli import main as progan_main
 from progan.configs import resolve_config
 from progan.schedule import check_gpu_split, gpu_splits, training_phase
 from progan.training_loop import find_checkpoint, resume_setup, training_loop
+from toolkit_testing.fixtures import one_thread  # noqa: F401  (autouse: one intra-op thread on the shared machine)
 
 REPO = Path(__file__).resolve().parents[2]
 
