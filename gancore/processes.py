@@ -5,7 +5,8 @@ the moment its parent dies (even by SIGKILL, which no handler sees), and a paren
 child started ends it at once. Children ignore SIGINT: Ctrl-C in a terminal reaches the whole process group,
 and only the main process should answer it (with one line), not every worker with a traceback. Pools are
 started with "spawn", so they are children of the command's process itself (a forkserver would be their parent
-and itself outlive the command).
+and itself outlive the command). Children a library starts and then loses track of (torchrun's ranks, when a
+signal stops it while it starts them) are ended by `stop_children`.
 """
 
 from __future__ import annotations

@@ -273,7 +273,8 @@ def test_process_state_and_descendants_follow_a_child(tmp_path):
 
 STOP_CHILDREN = """
 import json, os, subprocess, time
-from gancore.processes import descendants, process_state, stop_children
+from gancore.processes import stop_children
+from toolkit_testing.process_tree import descendants, process_state
 leader = subprocess.Popen(["sleep", "60"], start_new_session=True)
 member = subprocess.Popen(["sleep", "60"])  # in this script's own process group
 stubborn = subprocess.Popen(["bash", "-c", "trap '' TERM; sleep 60 & wait"], start_new_session=True)
