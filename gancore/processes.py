@@ -5,7 +5,8 @@ the moment its parent dies (even by SIGKILL, which no handler sees), and a paren
 child started ends it at once. Children ignore SIGINT: Ctrl-C in a terminal reaches the whole process group,
 and only the main process should answer it (with one line), not every worker with a traceback. Pools are
 started with "spawn", so they are children of the command's process itself (a forkserver would be their parent
-and itself outlive the command).
+and itself outlive the command). Children a library starts and then loses track of (torchrun's ranks, when a
+signal stops it while it starts them) are ended by `stop_children`.
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ import multiprocessing
 import os
 import signal
 import sys
+import time
 import types
 from concurrent.futures import ProcessPoolExecutor
+from pathlib import Path
 
 PR_SET_PDEATHSIG = 1  # linux/prctl.h
 
@@ -75,3 +78,51 @@ def _bare_main_module():
         yield
     finally:
         sys.modules["__main__"] = main
+
+
+def stop_children(grace_s: float) -> list[int]:
+    """End the child processes this process still has, the way torchrun ends its ranks: SIGTERM to each (to its
+    whole process group where it leads one, as torchrun's ranks do, so their own helpers too), SIGKILL to those
+    still running `grace_s` seconds later; each is reaped. Returns their pids (empty when none was left; Linux
+    only, a no-op elsewhere). For a launcher whose library can lose track of the children it starts."""
+    pids = _children()
+    _signal_each(pids, signal.SIGTERM)
+    deadline = time.monotonic() + grace_s
+    running = [pid for pid in pids if not _reaped(pid)]
+    while running and time.monotonic() < deadline:
+        time.sleep(0.05)
+        running = [pid for pid in running if not _reaped(pid)]
+    _signal_each(running, signal.SIGKILL)
+    for pid in running:
+        with contextlib.suppress(ChildProcessError):
+            os.waitpid(pid, 0)
+    return pids
+
+
+def _children() -> list[int]:
+    """This process's children, zombies too, from the parent pid in Linux's /proc/PID/stat (the field after the
+    state, which follows the last ')': the command name may hold any character); none elsewhere."""
+    me, found = os.getpid(), []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, ValueError, IndexError):
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == me:
+                found.append(int(stat.parent.name))
+    return sorted(found)
+
+
+def _signal_each(pids: list[int], number: int) -> None:
+    """Send signal `number` to each process, to its whole process group where it leads one; gone ones skipped."""
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            if os.getpgid(pid) == pid:
+                os.killpg(pid, number)
+            else:
+                os.kill(pid, number)
+
+
+def _reaped(pid: int) -> bool:
+    """Whether child `pid` has ended (reaping it if it had; also True when something else reaped it)."""
+    try:
+        return os.waitpid(pid, os.WNOHANG)[0] != 0
+    except ChildProcessError:
+        return True

@@ -17,6 +17,7 @@ import torch
 
 from gancore.cli import emit, start_distributed, take_over_lock_option, user_errors
 from gancore.errors import UserError
+from gancore.processes import stop_children
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -100,17 +101,13 @@ def _relaunch_under_torchrun(gpus: int, run_dir: Path) -> typing.NoReturn:
     torchrun forwards to the ranks (each finishes its round; rank 0 writes the interrupted checkpoint and says how
     to resume) and waits 30 s for; the failing rank's own status when one failed (its `error:` line is above it);
     a UserError (exit 2) when a rank was killed by a signal; 1 and one line when the run was stopped before it
-    could checkpoint."""
+    could checkpoint. No rank outlives the launcher (`_run_torchrun`)."""
     from torch.distributed.elastic.multiprocessing.api import SignalException
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
-    from torch.distributed.run import main as torchrun
 
-    for name in list(logging.root.manager.loggerDict):  # torchrun's log lines would repeat the ranks' own
-        if name.startswith("torch.distributed"):
-            logging.getLogger(name).setLevel(logging.CRITICAL)
     started = time.time()
     try:
-        torchrun([f"--nproc_per_node={gpus}", "--standalone", "-m", "progan.cli", *sys.argv[1:]])
+        _run_torchrun([f"--nproc_per_node={gpus}", "--standalone", "-m", "progan.cli", *sys.argv[1:]])
     except ChildFailedError as failed:
         rank, failure = failed.get_first_failure()
         if failure.exitcode < 0:
@@ -122,6 +119,27 @@ def _relaunch_under_torchrun(gpus: int, run_dir: Path) -> typing.NoReturn:
                  err=True)
             sys.exit(1)
     sys.exit(0)
+
+
+TORCHRUN_GRACE_S = 30  # what torchrun gives its ranks between SIGTERM and SIGKILL when it stops them
+
+
+def _run_torchrun(arguments: list[str]) -> None:
+    """torchrun (torch.distributed.run.main) with `arguments`, in this process, its log lines silenced (they would
+    repeat the ranks' own), then the end of any rank it left running, as torchrun ends them (SIGTERM to the rank's
+    process group, SIGKILL after TORCHRUN_GRACE_S). A SIGTERM or Ctrl-C that arrives while torchrun starts the
+    ranks raises its SignalException before torchrun has recorded them, so its own shutdown stops none: they would
+    be left in their own sessions, holding this command's stdout and stderr, waiting for the store of the gone
+    torchrun (init_process_group's 30 minutes)."""
+    from torch.distributed.run import main as torchrun
+
+    for name in list(logging.root.manager.loggerDict):  # after the import, which makes torchrun's loggers
+        if name.startswith("torch.distributed"):
+            logging.getLogger(name).setLevel(logging.CRITICAL)
+    try:
+        torchrun(arguments)
+    finally:
+        stop_children(TORCHRUN_GRACE_S)
 
 
 @main.command("generate", short_help="Write images of a checkpoint's EMA generator as PNG files.")

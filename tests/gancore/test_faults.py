@@ -269,3 +269,32 @@ def test_process_state_and_descendants_follow_a_child(tmp_path):
         child.kill()
         child.wait()
     assert process_state(child.pid) is None
+
+
+STOP_CHILDREN = """
+import json, os, subprocess, time
+from gancore.processes import stop_children
+from toolkit_testing.process_tree import descendants, process_state
+leader = subprocess.Popen(["sleep", "60"], start_new_session=True)
+member = subprocess.Popen(["sleep", "60"])  # in this script's own process group
+stubborn = subprocess.Popen(["bash", "-c", "trap '' TERM; sleep 60 & wait"], start_new_session=True)
+while not descendants(stubborn.pid):
+    time.sleep(0.01)
+grandchild, = descendants(stubborn.pid)
+stopped = stop_children(grace_s=0.5)
+print(json.dumps({"stopped": stopped, "children": sorted([leader.pid, member.pid, stubborn.pid]),
+                  "states": [process_state(pid) for pid in (leader.pid, member.pid, stubborn.pid, grandchild)]}))
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/stat").is_file(), reason="needs Linux /proc")
+def test_stop_children_ends_and_reaps_every_child_and_their_groups():
+    """`stop_children`: SIGTERM to each child (to the group of one that leads its own, not to the caller's group),
+    SIGKILL once the grace is over to one that ignores SIGTERM, with its group (here its own child); each reaped."""
+    script = subprocess.run([sys.executable, "-c", STOP_CHILDREN], capture_output=True, text=True, timeout=60,
+                            check=False)
+    assert script.returncode == 0, script.stderr  # alive to report: its own group was not signalled
+    report = json.loads(script.stdout)
+    assert report["stopped"] == report["children"]
+    *children, grandchild = report["states"]
+    assert children == [None, None, None] and grandchild in (None, "Z")  # dead; its reaper is whoever adopted it

@@ -22,7 +22,7 @@ import torch
 from progan.checkpoint import load_checkpoint
 from progan.configs import resolve_config
 from progan.training_loop import find_checkpoint, training_loop
-from toolkit_testing.process_tree import descendants
+from toolkit_testing.process_tree import descendants, process_state
 
 REPO = Path(__file__).resolve().parents[2]
 # 8x8: 4x4 to 0.25 kimg, the 8x8 fade-in to 0.5; ticks every 0.256 kimg (16 rounds of 16 images).
@@ -84,10 +84,11 @@ def test_two_processes_equal_one_through_a_fade_in_and_a_resume(tmp_path):
 # `progan train --gpus N`: the launcher's exit, never torchrun's traceback
 
 
-def _launch(arguments: list[str], run: Path, data: Path) -> subprocess.Popen:
+def _launch(arguments: list[str], run: Path, data: Path, *command: str) -> subprocess.Popen:
+    """`progan train --gpus 2` on the data; `command`: how Python runs the CLI (`-m progan.cli`)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1",
            "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
-    return subprocess.Popen([sys.executable, "-m", "progan.cli", "train", "--config", "tiny", "--data", str(data),
+    return subprocess.Popen([sys.executable, *(command or ("-m", "progan.cli")), "train", "--config", "tiny", "--data", str(data),
                              "--out", str(run), "--gpus", "2", "--device", "cpu", "--set", "metric_swd_images=0",
                              "--set", "tensorboard=false", *arguments], stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, text=True, env=env, cwd=REPO)
@@ -152,13 +153,38 @@ def test_a_killed_rank_is_one_error_line(tmp_path, images_8x8):
     assert all(line.startswith(f"error: rank {1 - killed} lost the other ranks (") for line in lines[:-1]), err
 
 
-def test_sigterm_before_training_is_one_line(tmp_path, images_8x8):
-    """SIGTERM while the ranks still start: nothing to checkpoint, one line, exit 1 (as an interrupt)."""
-    run = tmp_path / "run"
-    launcher = _launch(["--set", "resolution=8", "--kimg", "50"], run, images_8x8)
-    _wait_for(lambda: len(descendants(launcher.pid)) >= 2 or launcher.poll() is not None)
+# `progan.cli` run as the launcher, but torchrun held (a test's stand-in for a slow machine) once it has started
+# rank 1 and before it records the ranks: a signal then stops torchrun before it knows of any rank to stop.
+HOLD_TORCHRUN_WHILE_IT_STARTS_THE_RANKS = """
+import runpy, subprocess, sys, time
+from pathlib import Path
+start = subprocess.Popen.__init__
+def hold_after_rank_1(self, *args, **kwargs):
+    start(self, *args, **kwargs)
+    env = kwargs.get("env")
+    if env and env.get("RANK") == "1":
+        Path({held!r}).touch()
+        time.sleep(600)
+subprocess.Popen.__init__ = hold_after_rank_1
+runpy.run_module("progan.cli", run_name="__main__")
+"""
+
+
+@pytest.mark.parametrize("hold_torchrun", [False, True], ids=["as the ranks start", "while torchrun starts them"])
+def test_sigterm_before_training_is_one_line(tmp_path, images_8x8, hold_torchrun):
+    """SIGTERM while the ranks still start (also before torchrun has recorded them): nothing to checkpoint, one
+    line, exit 1 (as an interrupt), no rank left behind."""
+    run, held = tmp_path / "run", tmp_path / "held"
+    command = ("-c", HOLD_TORCHRUN_WHILE_IT_STARTS_THE_RANKS.format(held=str(held))) if hold_torchrun else ()
+    launcher = _launch(["--set", "resolution=8", "--kimg", "50"], run, images_8x8, *command)
+    if hold_torchrun:
+        _wait_for(lambda: held.exists() or launcher.poll() is not None)
+    else:
+        _wait_for(lambda: len(descendants(launcher.pid)) >= 2 or launcher.poll() is not None)
+    ranks = descendants(launcher.pid)
     launcher.send_signal(signal.SIGTERM)
     _, err = launcher.communicate(timeout=120)
     assert launcher.returncode == 1, err
     assert err.strip().splitlines() == ["interrupted by SIGTERM before the ranks wrote a checkpoint"], err
     assert not list(run.glob("interrupted-*.pt"))
+    assert len(ranks) >= 2 and not [pid for pid in ranks if process_state(pid) not in (None, "Z")]
