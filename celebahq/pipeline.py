@@ -76,6 +76,8 @@ def _run_pass(report: PassReport, items: list[SourceItem], table, plan: BuildPla
     timer = DeviceTimer(plan.options.device)
     in_flight: InFlight | None = None  # the batch the device renders while the host lands its predecessor (md5,
     # manifest, writers), so neither waits for the other between batches
+    # the bar counts sources done (rendered and handed to the output, or skipped), not sources prepared ahead
+    bar = progress_bar(len(items), f"celebahq build ({report.name})", plan.options.progress)
 
     def land() -> None:
         nonlocal in_flight
@@ -85,6 +87,7 @@ def _run_pass(report: PassReport, items: list[SourceItem], table, plan: BuildPla
         report.stage_seconds.render += time.perf_counter() - landed_started
         report.rendered += len(rendered)
         output.take(rendered)
+        bar.update(len(rendered))
 
     def flush() -> None:
         nonlocal in_flight
@@ -96,16 +99,16 @@ def _run_pass(report: PassReport, items: list[SourceItem], table, plan: BuildPla
             land()
         in_flight = launched
 
-    with progress_bar(len(items), f"celebahq build ({report.name})", plan.options.progress) as bar:
+    with bar:
         for result in plan.prepare.run(items, table):
             report.stage_seconds.prepare += result.seconds
-            bar.update(1)
             if isinstance(result, Failed):
                 raise UserError(result.message)
             if isinstance(result, Skipped):
                 skipped[result.source] = result.reason
                 manifest.append(result.to_record())
                 report.skipped += 1
+                bar.update(1)
                 continue
             batch.append(result)
             if len(batch) == plan.options.batch_size:
@@ -114,10 +117,11 @@ def _run_pass(report: PassReport, items: list[SourceItem], table, plan: BuildPla
             flush()
         if in_flight is not None:
             land()
-    for name, seconds in timer.collect().items():
-        setattr(report.stage_seconds, name, seconds)
-    report.wall_seconds = time.perf_counter() - started
-    output.finish()  # the writes still in flight (after the pass's wall time, as the writers' own time is counted)
+        for name, seconds in timer.collect().items():
+            setattr(report.stage_seconds, name, seconds)
+        report.wall_seconds = time.perf_counter() - started
+        bar.set_postfix_str("finishing writes")
+        output.finish()  # the writes still in flight (after the pass's wall time: the writers' time is counted)
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -211,3 +211,44 @@ def test_prepared_photos_travel_as_tensors():
     assert isinstance(back, Prepared) and isinstance(back.pixels, np.ndarray)
     np.testing.assert_array_equal(back.pixels, pixels)
     assert (back.source, back.landmarks, back.seconds) == ("a/b.jpg", {"points": [[1, 2]]}, 0.5)
+
+
+def test_the_progress_bar_counts_sources_done_not_prepared(tmp_path, monkeypatch):
+    """Each pass's bar moves when a batch is rendered and handed on (or a source skipped), never ahead of it, and
+    ends at the pass's source count; the writes still in flight are finished while the bar is shown."""
+    import celebahq.pipeline as pipeline
+
+    bars = []
+
+    class RecordingBar:
+        def __init__(self, total, description, enabled=True):
+            self.total, self.counted, self.rendered_when_counted = total, 0, []
+            bars.append(self)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc):
+            return False
+
+        def update(self, count):
+            self.counted += count
+            self.rendered_when_counted.append((self.counted, reports[-1].rendered + reports[-1].skipped))
+
+        def set_postfix_str(self, text):
+            pass
+
+    reports = []
+    original = pipeline._run_pass
+
+    def run_pass(report, *args, **kwargs):
+        reports.append(report)
+        return original(report, *args, **kwargs)
+
+    monkeypatch.setattr(pipeline, "progress_bar", RecordingBar)
+    monkeypatch.setattr(pipeline, "_run_pass", run_pass)
+    build(MINI, tmp_path / "out", options(num_images=5))
+    assert [bar.total for bar in bars] == [15, 5]  # the score pass, then the write pass
+    for bar in bars:
+        assert bar.counted == bar.total
+        assert all(counted <= done for counted, done in bar.rendered_when_counted), bar.rendered_when_counted
