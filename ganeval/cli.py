@@ -22,6 +22,12 @@ def main():
     """
 
 
+def emit_notes(notes: list[str], metric: str | None = None) -> None:
+    """One `note: ...` line per note on stderr (`note (metric): ...` for one metric's)."""
+    for note in notes:
+        emit(f"note{f' ({metric})' if metric else ''}: {note}", err=True)
+
+
 @main.command("swd")
 @click.argument("gen")
 @click.argument("real")
@@ -43,6 +49,7 @@ def swd_command(gen, real, num_images, seed, repeats, baseline, device, batch_si
                  repeats=repeats, baseline=baseline, skip_bad=skip_bad, num_workers=num_workers,
                  progress=not quiet)
     skipped = report_skipped(result.skipped)
+    emit_notes(result.notes)
     if as_json:
         emit(json.dumps(result.to_dict()))
         return
@@ -127,8 +134,7 @@ def fid_command(a, b, num_images, seed, inception, resize, no_cache, cache_dir, 
                  batch_size=batch_size or 64, skip_bad=skip_bad, num_workers=num_workers, progress=not quiet,
                  cache=not no_cache, cache_dir=cache_dir, allow_singular=allow_singular)
     report_skipped(result.skipped)
-    for note in result.notes:
-        emit(f"note: {note}", err=True)
+    emit_notes(result.notes)
     if as_json:
         emit(json.dumps(result.to_dict()))
         return
@@ -205,9 +211,9 @@ def emit_metrics(result, as_json: bool) -> None:
     from .evaluate import paper_table
 
     report_skipped(result.skipped)
+    emit_notes(result.notes)
     for name, item in result.results.items():
-        for note in getattr(item, "notes", []):
-            emit(f"note ({name}): {note}", err=True)
+        emit_notes(getattr(item, "notes", []), name)
     if as_json:
         emit(json.dumps(result.to_dict()))
         return

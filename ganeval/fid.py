@@ -17,7 +17,7 @@ import torch
 
 from gancore import distributed
 from gancore.errors import UserError
-from gancore.sources import ImageSource, ImageStream, open_source
+from gancore.sources import ImageSource, ImageStream, open_source, pair_sources
 
 from .features import LazyExtractor, extract
 from .fid_files import (
@@ -156,7 +156,10 @@ def compute_fid(source_a, source_b, num_images: int | None = DEFAULT_NUM_IMAGES,
     """
     started = time.perf_counter()
     lazy = LazyExtractor(extractor, inception, resize, device)
-    sides = {}
+    sides, notes = {}, []
+    if not is_statistics_file(source_a) and not is_statistics_file(source_b):
+        pair = pair_sources(source_a, source_b, skip_bad)
+        source_a, source_b, notes = pair.gen, pair.real, list(pair.notes)
     for name, source in (("a", source_a), ("b", source_b)):
         if is_statistics_file(source):
             sides[name] = read_statistics(source)
@@ -169,12 +172,13 @@ def compute_fid(source_a, source_b, num_images: int | None = DEFAULT_NUM_IMAGES,
                         f"{b.mu.shape[0]}); both must come from the same Inception layer")
     counts = [n for n in (a.num_images, b.num_images) if n is not None]
     note = singular_note(min(counts), a.mu.shape[0], allow_singular) if counts else None
+    notes += [note] if note else []
     math_device = lazy.math_device()
     value = frechet_distance(a.mu, a.sigma, b.mu, b.sigma, method=method, device=math_device)
     return FIDResult(value=value, num_images={"a": a.num_images, "b": b.num_images},
                      resize=lazy.resize_mode, device=str(math_device), seed=seed,
                      seconds=time.perf_counter() - started, skipped={"a": a.skipped, "b": b.skipped},
-                     cached={"a": a.cached, "b": b.cached}, notes=[note] if note else [])
+                     cached={"a": a.cached, "b": b.cached}, notes=notes)
 
 
 @dataclass

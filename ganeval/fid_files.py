@@ -28,7 +28,7 @@ import torch
 from gancore.errors import UserError
 from gancore.outputs import atomic_output
 from gancore.runtime import CACHE_ENV_VAR, cache_root
-from gancore.sources import ArraySource, FolderSource, HDF5Source, ImageSource, ZipSource
+from gancore.sources import ArraySource, FolderSource, HDF5Source, ImageSource, ReducedSource, ZipSource
 
 from .frechet import check_gaussian
 from .inception import FID_WEIGHTS_FILENAME
@@ -171,8 +171,11 @@ def source_fingerprint(source: ImageSource) -> list | None:
 
     Folders: every image's relative name, size and mtime_ns (not the folder's own path, so a copy made with
     its times kept shares the entry). Zips: every member's name, size and CRC-32. Arrays and HDF5: the file's
-    resolved path, size and mtime_ns (and the HDF5 level).
+    resolved path, size and mtime_ns (and the HDF5 level). A reduced source: its source's and the steps.
     """
+    if isinstance(source, ReducedSource):
+        inner = source_fingerprint(source.inner)
+        return None if inner is None else ["reduced", source.steps, inner]
     if isinstance(source, FolderSource):
         root = Path(source.path)
         listing = []

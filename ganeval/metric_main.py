@@ -22,7 +22,7 @@ import torch
 
 from gancore.errors import UserError
 from gancore.runtime import resolve_device
-from gancore.sources import ImageSource, open_source, peek_shape
+from gancore.sources import ImageSource, open_source, pair_sources, peek_shape
 
 from .features import LazyExtractor
 from .fid import FIDMetric
@@ -142,6 +142,7 @@ class MetricsResult:
     seconds: float
     counts: dict[str, int] = field(default_factory=dict)
     skipped: dict[str, list[str]] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         """The JSON object of `ganeval all --json`: one entry per metric plus the run's facts."""
@@ -149,6 +150,8 @@ class MetricsResult:
         out.update({name: result.to_dict() for name, result in self.results.items()})
         out["skipped"] = {name: len(items) for name, items in self.skipped.items()}
         out["device"], out["seconds"] = self.device, round(self.seconds, 3)
+        if self.notes:
+            out["notes"] = list(self.notes)
         return out
 
 
@@ -177,13 +180,23 @@ def _metric_counts(names: list[str], settings: MetricSettings) -> dict[str, int]
     return counts
 
 
+def open_sets(gen, real=None, skip_bad: bool = False) -> tuple[dict[str, ImageSource], list[str]]:
+    """The image sets of a pass by name ("gen", and "real" when given) and the notes of their pairing: two
+    sources of different sizes are compared at the smaller one (`gancore.sources.pair_sources`)."""
+    if real is None:
+        return {"gen": open_source(gen)}, []
+    pair = pair_sources(gen, real, skip_bad)
+    return {"gen": pair.gen, "real": pair.real}, pair.notes
+
+
 def compute_metrics(gen, real=None, metrics: str | Iterable[str] | None = None,
                     settings: MetricSettings | None = None, inception=None, resize: str = "tf", device=None,
                     batch_size: int | None = None, skip_bad: bool = False, num_workers: int | None = None,
                     extractor=None) -> MetricsResult:
     """The asked metrics (names or "a,b"; None: all that apply) from one pass over GEN (and REAL).
 
-    gen, real: image sources (paths, ImageSources, uint8 arrays) of one size. `extractor` (anything with
+    gen, real: image sources (paths, ImageSources, uint8 arrays); of two sizes, the larger is matched to the
+    smaller (an HDF5 file's level, else the box filter chain; said in `notes`). `extractor` (anything with
     `.features(uint8 NCHW, logits=bool)`) replaces the Inception found from `inception` and loaded with
     `resize` on `device`; it is loaded only when a feature metric is asked. Raises UserError / SourceError
     when a set has fewer images than a metric needs or a metric does not apply.
@@ -192,7 +205,7 @@ def compute_metrics(gen, real=None, metrics: str | Iterable[str] | None = None,
     names = parse_metric_names(metrics, with_real=real is not None)
     started = time.perf_counter()
     device = resolve_device(device)
-    sources = {"gen": open_source(gen)} | ({"real": open_source(real)} if real is not None else {})
+    sources, notes = open_sets(gen, real, skip_bad)
     context = MetricContext(sources, device, skip_bad)
     for name in names:
         if "real" in metric_spec(name).sets and real is None:
@@ -212,7 +225,7 @@ def compute_metrics(gen, real=None, metrics: str | Iterable[str] | None = None,
     results = {metric.name: metric.result() for metric in built}
     return MetricsResult(results=results, seed=settings.seed, device=str(device),
                          seconds=time.perf_counter() - started, counts=_metric_counts(names, settings),
-                         skipped=report.skipped)
+                         skipped=report.skipped, notes=notes)
 
 
 __all__ = ["MetricContext", "MetricSettings", "MetricSpec", "MetricsResult", "compute_metrics", "list_metrics",

@@ -33,7 +33,7 @@ import torch
 from gancore import distributed
 from gancore.errors import UserError
 from gancore.runtime import exact_float32, progress_bar, resolve_device
-from gancore.sources import open_source, peek_shape
+from gancore.sources import pair_sources, peek_shape
 
 from .metric_utils import Batch, ImageSet, Needs, PassOptions, run_pass
 
@@ -327,6 +327,7 @@ class SWDResult:
     skipped: dict[str, list[str]] = field(default_factory=dict)
     device: str = "cpu"
     seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         """The JSON object of `ganeval swd --json`."""
@@ -338,6 +339,8 @@ class SWDResult:
             out["baseline"] = dict(asdict(self.baseline), num_images=self.baseline_num_images)
         out["skipped"] = {name: len(items) for name, items in self.skipped.items()}
         out["device"], out["seconds"] = self.device, round(self.seconds, 3)
+        if self.notes:
+            out["notes"] = list(self.notes)
         return out
 
 
@@ -511,21 +514,25 @@ def compute_swd(source_a, source_b, num_images: int = DEFAULT_NUM_IMAGES, seed: 
                 progress: bool = True) -> SWDResult:
     """Sliced Wasserstein distance (×1e3 per level and average) between two image sources.
 
-    source_a: generated images, source_b: real images — paths, ImageSources or uint8 NCHW/NHWC arrays of one
-    size (≥ 16², even sides down the pyramid). `num_images` of each are used (a seeded random subset when a
+    source_a: generated images, source_b: real images — paths, ImageSources or uint8 NCHW/NHWC arrays (≥ 16²,
+    even sides down the pyramid); of two sizes, the larger is matched to the smaller (`pair_sources`: an HDF5
+    level or the box filter chain, said in `notes`). `num_images` of each are used (a seeded random subset when a
     source is larger). `repeats` > 1 re-runs with seeds seed, seed+1, … and reports the mean and the sample
     std. `baseline` adds the real-vs-real floor: SWD between two disjoint sets of min(num_images, |b|/2) reals.
     """
     if repeats < 1:
         raise UserError("--repeats must be at least 1")
     device = resolve_device(device)
-    gen_source, real_source = open_source(source_a), open_source(source_b)
+    pair = pair_sources(source_a, source_b, skip_bad)
+    gen_source, real_source = pair.gen, pair.real
     started = time.perf_counter()
     runs = []
     for repeat in range(repeats):
         runs.append(_evaluate_once(gen_source, real_source, num_images, seed + repeat, device, batch_size,
                                    baseline, skip_bad, num_workers, progress))
-    return _combine_repeats(runs, seed, str(device), time.perf_counter() - started)
+    result = _combine_repeats(runs, seed, str(device), time.perf_counter() - started)
+    result.notes = pair.notes
+    return result
 
 
 def _combine_repeats(runs: list[SWDResult], seed: int, device: str, seconds: float) -> SWDResult:
