@@ -31,8 +31,8 @@ def emit_notes(notes: list[str], metric: str | None = None) -> None:
 @main.command("swd")
 @click.argument("gen")
 @click.argument("real")
-@click.option("--num-images", type=click.IntRange(1), default=16384, show_default=True,
-              help="Images drawn from each source (the paper: 16384).")
+@click.option("--num-images", type=click.IntRange(1), default=None,
+              help="Images drawn from each source [the paper's 16384, or all when a source holds fewer].")
 @click.option("--seed", type=int, default=1000, show_default=True, help="Subsets, patch positions, directions.")
 @click.option("--repeats", type=click.IntRange(1), default=1, show_default=True,
               help="Run with seeds seed…seed+K−1 and report mean ± std.")
@@ -67,8 +67,8 @@ def swd_command(gen, real, num_images, seed, repeats, baseline, device, batch_si
 
 @main.command("msssim")
 @click.argument("source")
-@click.option("--num-pairs", type=click.IntRange(1), default=10000, show_default=True,
-              help="Pairs of consecutive images (the paper: 10000).")
+@click.option("--num-pairs", type=click.IntRange(1), default=None,
+              help="Pairs of consecutive images [the paper's 10000, or all pairs there are].")
 @click.option("--seed", type=int, default=1000, show_default=True, help="Random subset and order of the images.")
 @source_options
 @user_errors
@@ -80,6 +80,7 @@ def msssim_command(source, num_pairs, seed, device, batch_size, num_workers, ski
     result = msssim_diversity(source, num_pairs=num_pairs, seed=seed, device=device, batch_size=batch_size,
                               skip_bad=skip_bad, progress=not quiet, num_workers=num_workers)
     skipped = report_skipped(result.skipped)
+    emit_notes(result.notes)
     if as_json:
         emit(json.dumps(result.to_dict()))
         return
@@ -88,17 +89,26 @@ def msssim_command(source, num_pairs, seed, device, batch_size, num_workers, ski
                + (f", {skipped} bad files skipped" if skipped else ""), err=True)
 
 
+seed_option = click.option(
+    "--seed", type=int, default=1000, show_default=True,
+    help="Sampling: GEN is streamed in the random order drawn from seed, REAL from seed+1; every metric takes "
+         "the first N images of these streams (the same images in every command).")
+inception_option = click.option(
+    "--inception", type=click.Path(dir_okay=False), default=None,
+    help="Inception weights (pt_inception-2015-12-05-6726825d.pth or NVIDIA's inception-2015-12-05.pt) "
+         "[$GANEVAL_INCEPTION, torch hub cache, download].")
+resize_option = click.option(
+    "--resize", type=click.Choice(["tf", "pytorch", "clean"]), default="tf", show_default=True,
+    help="Resize to 299: TF1 bilinear (the reference), pytorch-fid's, or clean-fid's.")
+
+
 def inception_options(command):
     """Options shared by the Inception-based commands (fid, stats, is)."""
     options = [
-        click.option("--num-images", type=click.IntRange(1), default=50000, show_default=True,
-                     help="Images per image source (the paper's Appendix F: 50000)."),
-        click.option("--seed", type=int, default=None, help="Draw a random subset with this seed [first N]."),
-        click.option("--inception", type=click.Path(dir_okay=False), default=None,
-                     help="Inception weights (pt_inception-2015-12-05-6726825d.pth or NVIDIA's "
-                          "inception-2015-12-05.pt) [$GANEVAL_INCEPTION, torch hub cache, download]."),
-        click.option("--resize", type=click.Choice(["tf", "pytorch", "clean"]), default="tf", show_default=True,
-                     help="Resize to 299: TF1 bilinear (the reference), pytorch-fid's, or clean-fid's."),
+        click.option("--num-images", type=click.IntRange(1), default=None,
+                     help="Images per image source [the paper's 50000 (Appendix F), or all when a source holds "
+                          "fewer]."),
+        seed_option, inception_option, resize_option,
     ]
     for option in reversed(options):
         command = option(command)
@@ -164,6 +174,7 @@ def stats_command(source, output, num_images, seed, inception, resize, no_cache,
                                 num_workers=num_workers, progress=not quiet, cache=not no_cache,
                                 cache_dir=cache_dir)
     report_skipped(result.skipped)
+    emit_notes(result.notes)
     if not distributed.is_main_process():
         return
     written = result.save(output)
@@ -189,6 +200,7 @@ def is_command(source, splits, num_images, seed, inception, resize, device, batc
                                     resize=resize, device=device, batch_size=batch_size or 64,
                                     skip_bad=skip_bad, num_workers=num_workers, progress=not quiet)
     report_skipped(result.skipped)
+    emit_notes(result.notes)
     if as_json:
         emit(json.dumps(result.to_dict()))
         return
@@ -228,12 +240,14 @@ def emit_metrics(result, as_json: bool) -> None:
 
 
 def run_registry(gen, real, metrics, settings, inception, resize, device, batch_size, num_workers, skip_bad,
-                 as_json) -> None:
-    """The commands built on the registry (all, kid, pr): one pass, then print."""
+                 as_json, option_names=None) -> None:
+    """The commands built on the registry (all, kid, pr): one pass, then print. `option_names`: the command's
+    names of the settings its messages mention (default: "--fid-images" for `fid_images`)."""
     from .metric_main import compute_metrics
 
     result = compute_metrics(gen, real, metrics, settings, inception=inception, resize=resize, device=device,
-                             batch_size=batch_size, skip_bad=skip_bad, num_workers=num_workers)
+                             batch_size=batch_size, skip_bad=skip_bad, num_workers=num_workers,
+                             option_names=option_names)
     emit_metrics(result, as_json)
 
 
@@ -242,20 +256,25 @@ def run_registry(gen, real, metrics, settings, inception, resize, device, batch_
 @click.argument("real")
 @click.option("--metrics", default=None,
               help="Comma-separated subset of swd, msssim, fid, is, kid, pr [all of them].")
-@click.option("--swd-images", type=click.IntRange(1), default=16384, show_default=True)
-@click.option("--msssim-pairs", type=click.IntRange(1), default=10000, show_default=True)
-@click.option("--fid-images", type=click.IntRange(2), default=50000, show_default=True,
-              help="Images per set for FID, and for IS, KID and PR unless set apart (one Inception pass).")
-@click.option("--is-images", type=click.IntRange(1), default=None, help="[--fid-images]")
-@click.option("--is-splits", type=click.IntRange(1), default=10, show_default=True)
-@click.option("--kid-images", type=click.IntRange(2), default=None, help="[--fid-images]")
+@click.option("--swd-images", type=click.IntRange(1), default=None,
+              help="SWD: images per set [the paper's 16384, or all when a set holds fewer].")
+@click.option("--msssim-pairs", type=click.IntRange(1), default=None,
+              help="MS-SSIM: pairs of generated images [the paper's 10000, or all pairs there are].")
+@click.option("--fid-images", type=click.IntRange(2), default=None,
+              help="Images per set for FID, and for IS, KID and PR unless set apart (one Inception pass) "
+                   "[the paper's 50000, or all when a set holds fewer].")
+@click.option("--is-images", type=click.IntRange(1), default=None, help="IS: generated images [--fid-images].")
+@click.option("--is-splits", type=click.IntRange(1), default=10, show_default=True,
+              help="IS: splits the images are cut into (mean ± std over them).")
+@click.option("--kid-images", type=click.IntRange(2), default=None, help="KID: images per set [--fid-images].")
 @kid_options
-@click.option("--pr-images", type=click.IntRange(2), default=None, help="[--fid-images]")
+@click.option("--pr-images", type=click.IntRange(2), default=None,
+              help="Precision/recall: images per set [--fid-images].")
 @pr_option
-@click.option("--seed", type=int, default=1000, show_default=True)
+@seed_option
 @click.option("--baseline", is_flag=True, help="Also the SWD real-vs-real floor.")
-@click.option("--inception", type=click.Path(dir_okay=False), default=None, help="Inception weights (see fid).")
-@click.option("--resize", type=click.Choice(["tf", "pytorch", "clean"]), default="tf", show_default=True)
+@inception_option
+@resize_option
 @allow_singular_option
 @source_options
 @user_errors
@@ -279,13 +298,13 @@ def all_command(gen, real, metrics, swd_images, msssim_pairs, fid_images, is_ima
 @main.command("kid")
 @click.argument("gen")
 @click.argument("real")
-@click.option("--num-images", type=click.IntRange(2), default=50000, show_default=True,
-              help="Images per set (the features of all of them; subsets are drawn from these).")
-@click.option("--seed", type=int, default=1000, show_default=True,
-              help="Streams (GEN: seed, REAL: seed+1, as `all`) and the subsets.")
+@click.option("--num-images", type=click.IntRange(2), default=None,
+              help="Images per set, the features of all of them; subsets are drawn from these [the paper's FID "
+                   "count 50000, or all when a set holds fewer].")
+@seed_option
 @kid_options
-@click.option("--inception", type=click.Path(dir_okay=False), default=None, help="Inception weights (see fid).")
-@click.option("--resize", type=click.Choice(["tf", "pytorch", "clean"]), default="tf", show_default=True)
+@inception_option
+@resize_option
 @source_options
 @user_errors
 def kid_command(gen, real, num_images, seed, kid_subsets, kid_subset_size, inception, resize, device, batch_size,
@@ -297,17 +316,18 @@ def kid_command(gen, real, num_images, seed, kid_subsets, kid_subset_size, incep
     settings = MetricSettings(seed=seed, kid_images=num_images, kid_subsets=kid_subsets,
                               kid_subset_size=kid_subset_size, progress=not quiet)
     run_registry(gen, real, "kid", settings, inception, resize, device, batch_size, num_workers, skip_bad,
-                 as_json)
+                 as_json, {"kid_images": "--num-images", "fid_images": "--num-images"})
 
 
 @main.command("pr")
 @click.argument("gen")
 @click.argument("real")
-@click.option("--num-images", type=click.IntRange(2), default=50000, show_default=True, help="Images per set.")
-@click.option("--seed", type=int, default=1000, show_default=True, help="Streams (GEN: seed, REAL: seed+1).")
+@click.option("--num-images", type=click.IntRange(2), default=None,
+              help="Images per set [the paper's FID count 50000, or all when a set holds fewer].")
+@seed_option
 @pr_option
-@click.option("--inception", type=click.Path(dir_okay=False), default=None, help="Inception weights (see fid).")
-@click.option("--resize", type=click.Choice(["tf", "pytorch", "clean"]), default="tf", show_default=True)
+@inception_option
+@resize_option
 @source_options
 @user_errors
 def pr_command(gen, real, num_images, seed, pr_k, inception, resize, device, batch_size, num_workers, skip_bad,
@@ -319,7 +339,7 @@ def pr_command(gen, real, num_images, seed, pr_k, inception, resize, device, bat
 
     settings = MetricSettings(seed=seed, pr_images=num_images, pr_k=pr_k, progress=not quiet)
     run_registry(gen, real, "pr", settings, inception, resize, device, batch_size, num_workers, skip_bad,
-                 as_json)
+                 as_json, {"pr_images": "--num-images", "fid_images": "--num-images"})
 
 
 if __name__ == "__main__":

@@ -18,7 +18,7 @@ from gancore.runtime import resolve_device
 from gancore.sources import ImageStream, open_source
 
 from .frechet import FeatureStatistics
-from .inception import RESIZE_MODES, find_inception_weights, load_inception
+from .inception import FEATURE_DIM, RESIZE_MODES, find_inception_weights, load_inception
 from .metric_utils import Batch, ImageSet, Needs, PassOptions, RowCollector, run_pass
 
 SET_NAME = "images"
@@ -56,6 +56,23 @@ class LazyExtractor:
     @property
     def resize_mode(self) -> str:
         return getattr(self.extractor, "resize", self.resize)
+
+    @property
+    def feature_dim(self) -> int | None:
+        """D of the pool features: 2048 for the Inception, a given extractor's `feature_dim` (None: unknown)."""
+        if self.extractor is None:
+            return FEATURE_DIM
+        return getattr(self.extractor, "feature_dim", None)
+
+    def logits_problem(self) -> str | None:
+        """Why these weights cannot give logits (the Inception Score's input), or None. A weights file on this
+        machine is loaded to see; weights still to be downloaded are the standard ones, which have them."""
+        if self.extractor is None and self.weights_file() is None:
+            return None
+        if getattr(self.get(), "logits_available", True):
+            return None
+        return (f"the Inception weights {self.weights_file()} have no 1008-way classifier, so they give no "
+                "logits for the Inception Score; use pt_inception-2015-12-05-6726825d.pth")
 
     @property
     def loaded(self) -> bool:

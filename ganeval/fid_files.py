@@ -129,10 +129,16 @@ class StatsResult:
     cache_path: Path | None = None
     cached: bool = False
     source: str = ""
+    resize: str | None = None  # how the images were resized to 299 (None: not recorded)
+    features: str | None = None  # the feature network's identity (`weights_identity` as JSON; None: not recorded)
+    seed: int | None = None
+    notes: list[str] = field(default_factory=list)
 
     def save(self, path) -> Path:
-        """Write a pytorch-fid compatible statistics file (with `num_images` metadata)."""
-        return save_statistics(path, self.mu, self.sigma, num_images=self.num_images)
+        """Write a pytorch-fid compatible statistics file with metadata: image count, resize mode, feature network
+        and weights hash, seed and source (what `settings_problems` compares)."""
+        return save_statistics(path, self.mu, self.sigma, num_images=self.num_images, resize=self.resize,
+                               features=self.features, seed=self.seed, source=self.source)
 
     def to_dict(self) -> dict:
         return {"metric": "fid-stats", "source": self.source, "num_images": self.num_images,
@@ -149,7 +155,33 @@ def read_statistics(path) -> StatsResult:
     mu, sigma = _validated(path, arrays)
     count = arrays.get("num_images")
     num_images = int(count) if count is not None and count.size == 1 else None
-    return StatsResult(mu=mu, sigma=sigma, num_images=num_images, source=str(path))
+    seed = arrays.get("seed")
+    return StatsResult(mu=mu, sigma=sigma, num_images=num_images, source=str(path), resize=_text(arrays, "resize"),
+                       features=_text(arrays, "features"), seed=int(seed) if seed is not None else None)
+
+
+def _text(arrays: dict[str, np.ndarray], key: str) -> str | None:
+    value = arrays.get(key)
+    return str(value) if value is not None and value.size == 1 else None
+
+
+def settings_problems(statistics: StatsResult, resize: str, features: str | None) -> list[str]:
+    """Why a statistics file cannot be compared with features made with `resize` and the network `features`
+    (its identity, None: unknown), as problems; a file that records neither gets a note in its `notes`."""
+    problems = []
+    if statistics.resize is None and statistics.features is None:
+        statistics.notes.append(f"{statistics.source} records neither its resize mode nor its feature network "
+                                "(made by pytorch-fid or an older ganeval): the value is only meaningful if "
+                                "both match this call's")
+        return problems
+    if statistics.resize is not None and statistics.resize != resize:
+        problems.append(f"{statistics.source} was made with --resize {statistics.resize}, this call uses "
+                        f"--resize {resize}; FID compares only statistics made the same way (pass --resize "
+                        f"{statistics.resize} or remake the file)")
+    if statistics.features is not None and features is not None and statistics.features != features:
+        problems.append(f"{statistics.source} was made with the feature network {statistics.features}, this call "
+                        f"uses {features}; pass the same --inception weights or remake the file")
+    return problems
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -306,5 +338,5 @@ def write_cached(path: Path, key: str, result: StatsResult) -> Path | None:
 
 __all__ = ["CACHE_ENV_VAR", "CACHE_FORMAT_VERSION", "StatsResult", "cache_file_for", "cache_key",
            "default_cache_dir", "is_statistics_file", "load_statistics", "read_cached", "read_statistics",
-           "save_statistics", "source_fingerprint", "statistics_path", "to_numpy64", "weights_identity",
+           "save_statistics", "settings_problems", "source_fingerprint", "statistics_path", "to_numpy64", "weights_identity",
            "weights_sha256", "write_cached"]

@@ -15,8 +15,8 @@ then `register_metric(MetricSpec("name", "what it is", ("gen", "real"), True, bu
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field, replace
 
 import torch
 
@@ -25,26 +25,39 @@ from gancore.runtime import resolve_device
 from gancore.sources import ImageSource, open_source, pair_sources, peek_shape
 
 from .features import LazyExtractor
-from .fid import FIDMetric
+from .fid import FIDMetric, singular_problem
 from .isc import ISMetric
 from .kid import DEFAULT_SUBSET_SIZE, DEFAULT_SUBSETS, KIDMetric
-from .metric_utils import ImageSet, Metric, MetricResult, PassOptions, run_pass, share_feature_rows
+from .metric_utils import (
+    ImageSet,
+    Metric,
+    MetricResult,
+    PassOptions,
+    Problems,
+    default_count,
+    run_pass,
+    share_feature_rows,
+    stream_seed,
+)
 from .msssim import MIN_SIZE as MSSSIM_MIN_SIZE
 from .msssim import MSSSIMMetric
 from .precision_recall import DEFAULT_K, PRMetric
-from .swd import SWDMetric, baseline_count_for, check_swd_sources, default_batch_size
+from .swd import SWDMetric, baseline_count_for, check_swd_sources, default_batch_size, swd_problems
+
+PAPER_COUNTS = {"swd_images": 16384, "msssim_pairs": 10000, "fid_images": 50000}  # the paper's (Appendix F)
 
 
 @dataclass
 class MetricSettings:
-    """Every metric's settings for one run (the paper's counts by default). `is_images`, `kid_images` and
-    `pr_images` default to `fid_images`, so that the Inception runs once per image for all four."""
+    """Every metric's settings for one run. A count left None is the paper's (`PAPER_COUNTS`), or all a source
+    holds when it holds fewer (said in a note). `is_images`, `kid_images` and `pr_images` default to
+    `fid_images`, so that the Inception runs once per image for all four."""
 
     seed: int = 1000
-    swd_images: int = 16384
+    swd_images: int | None = None
     baseline: bool = False
-    msssim_pairs: int = 10000
-    fid_images: int = 50000
+    msssim_pairs: int | None = None
+    fid_images: int | None = None
     allow_singular: bool = False
     is_images: int | None = None
     is_splits: int = 10
@@ -60,26 +73,49 @@ class MetricSettings:
         own = getattr(self, f"{metric}_images", None)
         return self.fid_images if own is None else own
 
+    def count_setting(self, metric: str) -> str:
+        """The setting that holds `images_for(metric)` ("kid_images", or "fid_images" when that is unset)."""
+        return "fid_images" if getattr(self, f"{metric}_images", None) is None else f"{metric}_images"
+
 
 @dataclass
 class MetricContext:
-    """What a metric's builder may look at: the opened sources by set name, the compute device, skip policy."""
+    """What a metric's checks and builder may look at: the opened sources by set name, the compute device,
+    the skip policy, and the feature network (not loaded) when a feature metric is asked."""
 
     sources: dict[str, ImageSource]
     device: torch.device
     skip_bad: bool = False
+    extractor: LazyExtractor | None = None
+
+    def size(self, set_name: str = "gen") -> tuple[int, int]:
+        """(H, W) of a set's images, from file headers (nothing decoded)."""
+        return tuple(peek_shape(self.sources[set_name], self.skip_bad))
+
+
+def _no_check(settings: MetricSettings, context: MetricContext, problems: Problems) -> None:
+    """A metric with nothing to check beyond its image counts."""
 
 
 @dataclass(frozen=True)
 class MetricSpec:
     """A registered metric: its name, a one-line description, the sets it reads, whether it needs the feature
-    network, and the builder of a fresh `Metric`."""
+    network, the builder of a fresh `Metric`, the images it reads per set (`counts(settings)` -> {set: (count,
+    the setting that holds it)}) and `check(settings, context, problems)`, which adds to `problems` whatever
+    would make it fail, without decoding an image."""
 
     name: str
     description: str
     sets: tuple[str, ...]
     features: bool
     build: Callable[[MetricSettings, MetricContext], Metric]
+    counts: Callable[[MetricSettings], dict[str, tuple[int, str]]] | None = None
+    check: Callable[[MetricSettings, MetricContext, Problems], None] = _no_check
+    title: str = ""  # how messages and tables name it (default: the name in capitals)
+
+    @property
+    def display_name(self) -> str:
+        return self.title or self.name.upper()
 
 
 _registry: dict[str, MetricSpec] = {}
@@ -110,26 +146,65 @@ def _build_swd(settings: MetricSettings, context: MetricContext) -> Metric:
     return SWDMetric(settings.swd_images, sizes, settings.seed, context.device, baseline, settings.progress)
 
 
-def _build_msssim(settings: MetricSettings, context: MetricContext) -> Metric:
-    height, width = peek_shape(context.sources["gen"], context.skip_bad)
+def _check_swd(settings: MetricSettings, context: MetricContext, problems: Problems) -> None:
+    problems.items.extend(swd_problems(context.size("gen"), len(context.sources["real"]), settings.baseline))
+
+
+def _check_msssim(settings: MetricSettings, context: MetricContext, problems: Problems) -> None:
+    height, width = context.size("gen")
     if min(height, width) < MSSSIM_MIN_SIZE:
-        raise UserError(f"images of {width}x{height} are too small for MS-SSIM (sides ≥ {MSSSIM_MIN_SIZE})")
-    return MSSSIMMetric(settings.msssim_pairs, context.device, settings.seed)
+        problems.add(f"images of {width}x{height} are too small for MS-SSIM (sides ≥ {MSSSIM_MIN_SIZE})")
+
+
+def _check_fid(settings: MetricSettings, context: MetricContext, problems: Problems) -> None:
+    count, setting = settings.images_for("fid"), settings.count_setting("fid")
+    dim = context.extractor.feature_dim if context.extractor is not None else None
+    if dim is not None:
+        singular_problem(count, dim, settings.allow_singular, problems, setting)
+
+
+def _check_is(settings: MetricSettings, context: MetricContext, problems: Problems) -> None:
+    count = settings.images_for("is")
+    if count < settings.is_splits:
+        problems.add(f"the Inception Score with {settings.is_splits} splits needs at least {settings.is_splits} "
+                     f"images, {count} asked (lower {problems.option('is_splits')})")
+    if context.extractor is not None and (reason := context.extractor.logits_problem()):
+        problems.add(reason)
+
+
+def _check_pr(settings: MetricSettings, context: MetricContext, problems: Problems) -> None:
+    count = settings.images_for("pr")
+    if count <= settings.pr_k:
+        problems.add(f"precision/recall with k = {settings.pr_k} needs more than {settings.pr_k} images per set, "
+                     f"{count} asked (lower {problems.option('pr_k')})")
+
+
+def _feature_counts(metric: str, sets: tuple[str, ...]):
+    def counts(settings: MetricSettings) -> dict[str, tuple[int, str]]:
+        return {name: (settings.images_for(metric), settings.count_setting(metric)) for name in sets}
+    return counts
 
 
 register_metric(MetricSpec("swd", "sliced Wasserstein distance on Laplacian-pyramid patches (ProGAN)",
-                           ("gen", "real"), False, _build_swd))
+                           ("gen", "real"), False, _build_swd,
+                           lambda s: {"gen": (s.swd_images, "swd_images"),
+                                      "real": (s.swd_images, "swd_images")}, _check_swd))
 register_metric(MetricSpec("msssim", "MS-SSIM diversity of the generated images (ProGAN)", ("gen",), False,
-                           _build_msssim))
+                           lambda s, c: MSSSIMMetric(s.msssim_pairs, c.device, s.seed),
+                           lambda s: {"gen": (2 * s.msssim_pairs, "msssim_pairs")}, _check_msssim, "MS-SSIM"))
 register_metric(MetricSpec("fid", "Fréchet Inception distance", ("gen", "real"), True,
-                           lambda s, c: FIDMetric(s.images_for("fid"), s.allow_singular, c.device)))
+                           lambda s, c: FIDMetric(s.images_for("fid"), s.allow_singular, c.device),
+                           _feature_counts("fid", ("gen", "real")), _check_fid))
 register_metric(MetricSpec("is", "Inception score of the generated images", ("gen",), True,
-                           lambda s, c: ISMetric(s.images_for("is"), s.is_splits, s.seed)))
+                           lambda s, c: ISMetric(s.images_for("is"), s.is_splits, s.seed),
+                           _feature_counts("is", ("gen",)), _check_is))
 register_metric(MetricSpec("kid", "kernel Inception distance (unbiased MMD², cubic kernel)", ("gen", "real"),
                            True, lambda s, c: KIDMetric(s.images_for("kid"), s.kid_subsets, s.kid_subset_size,
-                                                        s.seed, c.device)))
+                                                        s.seed, c.device),
+                           _feature_counts("kid", ("gen", "real"))))
 register_metric(MetricSpec("pr", "precision and recall with k-NN manifolds of the Inception features",
-                           ("gen", "real"), True, lambda s, c: PRMetric(s.images_for("pr"), s.pr_k, c.device)))
+                           ("gen", "real"), True, lambda s, c: PRMetric(s.images_for("pr"), s.pr_k, c.device),
+                           _feature_counts("pr", ("gen", "real")), _check_pr, "precision/recall"))
 
 
 @dataclass
@@ -168,16 +243,49 @@ def parse_metric_names(metrics: str | Iterable[str] | None, with_real: bool = Tr
     return names
 
 
-def _metric_counts(names: list[str], settings: MetricSettings) -> dict[str, int]:
-    counts = {}
+def resolve_counts(names: list[str], settings: MetricSettings, sources: dict[str, ImageSource],
+                   problems: Problems) -> MetricSettings:
+    """`settings` with every unset count of the asked metrics filled in: the paper's, or all the sets hold
+    when they hold fewer (a note in `problems` says so)."""
+    def available(sets) -> int:
+        return min(len(sources[name]) for name in sets if name in sources)
+
+    filled = replace(settings)
+    if "swd" in names:
+        filled.swd_images = default_count(settings.swd_images, PAPER_COUNTS["swd_images"],
+                                          available(("gen", "real")), "SWD images per set", "swd_images", problems)
+    if "msssim" in names:
+        filled.msssim_pairs = default_count(settings.msssim_pairs, PAPER_COUNTS["msssim_pairs"],
+                                            len(sources["gen"]) // 2, "MS-SSIM pairs", "msssim_pairs", problems)
+    feature_sets = {set_name for name in names if metric_spec(name).features for set_name in metric_spec(name).sets}
+    if feature_sets and settings.fid_images is None:
+        unset = [name for name in names if metric_spec(name).features and getattr(settings, f"{name}_images") is None]
+        if unset:
+            sets = {set_name for name in unset for set_name in metric_spec(name).sets}
+            filled.fid_images = default_count(None, PAPER_COUNTS["fid_images"], available(sets),
+                                              f"{'/'.join(n.upper() for n in unset)} images per set",
+                                              "fid_images", problems)
+    return filled
+
+
+def check_before_work(names: list[str], settings: MetricSettings, context: MetricContext,
+                      problems: Problems) -> None:
+    """Every problem of the asked metrics that shows without decoding (counts against the sets, sizes, a
+    singular FID, weights without logits), raised together as one UserError."""
     for name in names:
-        if name == "swd":
-            counts["swd"] = settings.swd_images
-        elif name == "msssim":
-            counts["msssim_pairs"] = settings.msssim_pairs
-        elif name in ("fid", "is", "kid", "pr"):
-            counts[name] = settings.images_for(name)
-    return counts
+        spec = metric_spec(name)
+        if "real" in spec.sets and "real" not in context.sources:
+            problems.add(f"{name} compares two sets: give a real image source too")
+            continue
+        for set_name, (count, setting) in (spec.counts(settings) if spec.counts else {}).items():
+            problems.source_count(context.sources[set_name], count, spec.display_name, setting)
+        spec.check(settings, context, problems)
+    problems.raise_if_any()
+
+
+def _count_record(names: list[str], settings: MetricSettings) -> dict[str, int]:
+    """The images each metric reads per set (MS-SSIM: 2 per pair), as JSON records them."""
+    return {name: max(count for count, _ in metric_spec(name).counts(settings).values()) for name in names}
 
 
 def open_sets(gen, real=None, skip_bad: bool = False) -> tuple[dict[str, ImageSource], list[str]]:
@@ -192,40 +300,44 @@ def open_sets(gen, real=None, skip_bad: bool = False) -> tuple[dict[str, ImageSo
 def compute_metrics(gen, real=None, metrics: str | Iterable[str] | None = None,
                     settings: MetricSettings | None = None, inception=None, resize: str = "tf", device=None,
                     batch_size: int | None = None, skip_bad: bool = False, num_workers: int | None = None,
-                    extractor=None) -> MetricsResult:
+                    extractor=None, option_names: Mapping[str, str] | None = None) -> MetricsResult:
     """The asked metrics (names or "a,b"; None: all that apply) from one pass over GEN (and REAL).
 
     gen, real: image sources (paths, ImageSources, uint8 arrays); of two sizes, the larger is matched to the
     smaller (an HDF5 file's level, else the box filter chain; said in `notes`). `extractor` (anything with
     `.features(uint8 NCHW, logits=bool)`) replaces the Inception found from `inception` and loaded with
-    `resize` on `device`; it is loaded only when a feature metric is asked. Raises UserError / SourceError
-    when a set has fewer images than a metric needs or a metric does not apply.
+    `resize` on `device`; it is loaded only when a feature metric is asked. Unset counts of `settings` are
+    the paper's or all a set holds (a note). Every problem that shows without decoding (counts, sizes, a
+    singular FID, weights without logits) is raised together, before any work, as one UserError naming the
+    settings as `option_names` maps them (default: "--fid-images" for `fid_images`).
+
+    Sampling (every command): GEN is streamed in the order `stream_seed(seed, "gen")` draws, REAL in
+    `stream_seed(seed, "real")`'s; a metric reading N images of a set takes the first N of that stream.
     """
     settings = settings or MetricSettings()
     names = parse_metric_names(metrics, with_real=real is not None)
     started = time.perf_counter()
     device = resolve_device(device)
     sources, notes = open_sets(gen, real, skip_bad)
-    context = MetricContext(sources, device, skip_bad)
-    for name in names:
-        if "real" in metric_spec(name).sets and real is None:
-            raise UserError(f"{name} compares two sets: give a real image source too")
-    built = [metric_spec(name).build(settings, context) for name in names]
-    share_feature_rows(built)  # KID and PR keep one copy of the same features
+    problems = Problems(option_names)
+    settings = resolve_counts(names, settings, sources, problems)
     lazy = LazyExtractor(extractor, inception, resize, device) if any(
         metric_spec(name).features for name in names) else None
+    context = MetricContext(sources, device, skip_bad, lazy)
+    check_before_work(names, settings, context, problems)
+    built = [metric_spec(name).build(settings, context) for name in names]
+    share_feature_rows(built)  # KID and PR keep one copy of the same features
     if batch_size is None:
-        batch_size = default_batch_size(*peek_shape(sources["gen"], skip_bad), device)
+        batch_size = default_batch_size(*context.size("gen"), device)
     options = PassOptions(device=device, batch_size=batch_size + batch_size % 2,  # whole MS-SSIM pairs per block
                           skip_bad=skip_bad, num_workers=num_workers, progress=settings.progress,
                           description="metrics")
-    seeds = {"gen": settings.seed, "real": settings.seed + 1}
-    report = run_pass(built, {name: ImageSet(source, seeds[name]) for name, source in sources.items()}, options,
-                      extractor=lazy)
+    report = run_pass(built, {name: ImageSet(source, stream_seed(settings.seed, name))
+                              for name, source in sources.items()}, options, extractor=lazy)
     results = {metric.name: metric.result() for metric in built}
     return MetricsResult(results=results, seed=settings.seed, device=str(device),
-                         seconds=time.perf_counter() - started, counts=_metric_counts(names, settings),
-                         skipped=report.skipped, notes=notes)
+                         seconds=time.perf_counter() - started, counts=_count_record(names, settings),
+                         skipped=report.skipped, notes=notes + problems.notes)
 
 
 __all__ = ["MetricContext", "MetricSettings", "MetricSpec", "MetricsResult", "compute_metrics", "list_metrics",

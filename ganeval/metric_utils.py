@@ -113,6 +113,75 @@ class PassReport:
     skipped: dict[str, list[str]] = field(default_factory=dict)
 
 
+SET_SEED_OFFSETS = {"gen": 0, "real": 1}
+
+
+def stream_seed(seed: int | None, set_name: str) -> int | None:
+    """The one sampling rule of every command: a set's stream is the permutation drawn from `seed` plus the
+    set's offset (GEN: seed, REAL: seed + 1; other names: seed), and a metric reading N images of a set
+    takes the first N of that stream. None: the source's own order (Python API only)."""
+    return None if seed is None else seed + SET_SEED_OFFSETS.get(set_name, 0)
+
+
+class Problems:
+    """Everything wrong with a call, found before any image is decoded, reported together in one UserError.
+
+    `options` maps a setting's name (e.g. "fid_images") to what the calling command calls it ("--num-images");
+    unmapped names read as options ("--fid-images"). `notes` collects what is worth saying but not wrong."""
+
+    def __init__(self, options: Mapping[str, str] | None = None):
+        self.options = dict(options or {})
+        self.items: list[str] = []
+        self.notes: list[str] = []
+        self._short: dict[tuple[str, int, int, str], list[str]] = {}  # (source, has, needs, option) -> metrics
+
+    def option(self, setting: str) -> str:
+        """The command's name for a setting."""
+        return self.options.get(setting, "--" + setting.replace("_", "-"))
+
+    def add(self, problem: str) -> None:
+        self.items.append(problem)
+
+    def source_count(self, source: ImageSource, needed: int, what: str, setting: str) -> None:
+        """A problem when `source` holds fewer images than `needed` (by `what`, under `setting`); metrics short
+        of the same images read as one problem."""
+        whats = self._short.setdefault((source.path, len(source), needed, self.option(setting)), [])
+        if needed > len(source) and what not in whats:
+            whats.append(what)
+
+    def all(self) -> list[str]:
+        """Every problem: the short sources first."""
+        short = [f"{path} has {have} images, {_listing(whats)} need{'s' if len(whats) == 1 else ''} {needed} "
+                 f"(lower {option})" for (path, have, needed, option), whats in self._short.items() if whats]
+        return short + self.items
+
+    def raise_if_any(self) -> None:
+        """UserError listing every problem (nothing has been computed)."""
+        items = self.all()
+        if len(items) == 1:
+            raise UserError(items[0])
+        if items:
+            listed = "; ".join(f"({number}) {item}" for number, item in enumerate(items, 1))
+            raise UserError(f"{len(items)} problems, nothing computed: {listed}")
+
+
+def _listing(names: list[str]) -> str:
+    """"A", "A and B", "A, B and C"."""
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
+def default_count(asked: int | None, paper: int, available: int, what: str, setting: str,
+                  problems: Problems) -> int:
+    """`asked`, else the paper's count, else (a source holds fewer) all `available`, with a note saying so."""
+    if asked is not None:
+        return asked
+    if available >= paper:
+        return paper
+    problems.notes.append(f"{what}: {available} (all there are; the paper used {paper}; "
+                          f"set {problems.option(setting)} to choose)")
+    return available
+
+
 def images_needed(metrics: list[Metric], set_name: str, *, features: bool = False) -> int:
     """The longest prefix of `set_name`'s stream that `metrics` read (only feature/logit readers if `features`)."""
     counts = [m.needs.images.get(set_name, 0) for m in metrics
@@ -287,6 +356,24 @@ def feature_pair(gen, real, device, what: str) -> tuple[torch.Tensor, torch.Tens
     return gen, real
 
 
-__all__ = ["Batch", "ImageSet", "Metric", "MetricResult", "Needs", "PassOptions", "PassReport", "RowCollector",
-           "TwoSetFeatures", "batch_features", "check_counts", "feature_pair", "gather_rows", "images_needed",
-           "run_pass", "share_feature_rows"]
+__all__ = [
+    "Batch",
+    "ImageSet",
+    "Metric",
+    "MetricResult",
+    "Needs",
+    "PassOptions",
+    "PassReport",
+    "Problems",
+    "RowCollector",
+    "TwoSetFeatures",
+    "batch_features",
+    "check_counts",
+    "default_count",
+    "feature_pair",
+    "gather_rows",
+    "images_needed",
+    "run_pass",
+    "share_feature_rows",
+    "stream_seed",
+]

@@ -50,7 +50,7 @@ def test_bad_inputs_give_one_line_errors(runner, tmp_path):
     cases = [
         ([str(tmp_path / "empty"), str(EXAMPLES / "real")], "empty source"),
         ([str(tmp_path / "missing"), str(EXAMPLES / "real")], "no such file or directory"),
-        ([str(EXAMPLES / "gen"), str(EXAMPLES / "real"), "--num-images", "100"], "has 64 images, SWD asked for 100"),
+        ([str(EXAMPLES / "gen"), str(EXAMPLES / "real"), "--num-images", "100"], "has 64 images, SWD needs 100 (lower --num-images)"),
         ([str(EXAMPLES / "gen"), str(EXAMPLES / "real"), "--num-images", "4", "--device", "cuda:7"], "device"),
     ]
     for args, message in cases:

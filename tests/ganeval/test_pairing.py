@@ -63,7 +63,7 @@ def test_swd_of_a_checkpoint_against_larger_reals(checkpoint):
 def test_all_of_a_checkpoint_against_an_hdf5_file(checkpoint, multi_resolution_h5, tiny_inception):
     args = ["all", str(checkpoint), str(multi_resolution_h5), "--swd-images", "16", "--msssim-pairs", "4",
             "--fid-images", "32", "--kid-subset-size", "16", "--kid-subsets", "4", "--is-splits", "2",
-            "--json", "--quiet", "--device", "cpu"]
+            "--allow-singular", "--json", "--quiet", "--device", "cpu"]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 0, result.output
     payload = json.loads(result.stdout)
