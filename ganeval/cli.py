@@ -10,6 +10,8 @@ from gancore import distributed
 from gancore.cli import emit, format_table, report_skipped, source_options, start_distributed, user_errors
 from gancore.outputs import check_output_path
 
+from .report import command_report, metric_entry
+
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="progan-toolkit")
@@ -22,10 +24,20 @@ def main():
     """
 
 
-def emit_notes(notes: list[str], metric: str | None = None) -> None:
-    """One `note: ...` line per note on stderr (`note (metric): ...` for one metric's)."""
+def emit_notes(notes: list[str]) -> None:
+    """One `note: ...` line per note on stderr (the same texts as the JSON's "notes")."""
     for note in notes:
-        emit(f"note{f' ({metric})' if metric else ''}: {note}", err=True)
+        emit(f"note: {note}", err=True)
+
+
+def emit_json(command: str, result, sources: dict[str, str], num_images, **extra) -> None:
+    """The command's JSON object (`report.command_report`) for a single-metric `result` (named as the command;
+    `stats` computes no metric)."""
+    metrics = {command: result} if command != "stats" else {}
+    emit(json.dumps(command_report(command, metrics, num_images=num_images, seed=result.seed, sources=sources,
+                                   notes=result.notes, skipped=result.skipped,
+                                   device=getattr(result, "device", "cpu"), seconds=getattr(result, "seconds", 0.0),
+                                   **extra)))
 
 
 @main.command("swd")
@@ -51,7 +63,7 @@ def swd_command(gen, real, num_images, seed, repeats, baseline, device, batch_si
     skipped = report_skipped(result.skipped)
     emit_notes(result.notes)
     if as_json:
-        emit(json.dumps(result.to_dict()))
+        emit_json("swd", result, {"gen": gen, "real": real}, {"swd": result.num_images})
         return
     columns = list(result.levels) + ["avg"]
     rows = [("SWD x1e3", list(result.levels.values()) + [result.avg])]
@@ -82,7 +94,7 @@ def msssim_command(source, num_pairs, seed, device, batch_size, num_workers, ski
     skipped = report_skipped(result.skipped)
     emit_notes(result.notes)
     if as_json:
-        emit(json.dumps(result.to_dict()))
+        emit_json("msssim", result, {"gen": source}, {"msssim": 2 * result.num_pairs})
         return
     emit(f"MS-SSIM {result.value:.4f}")
     emit(f"{result.num_pairs} pairs, seed {result.seed}, {result.device}, {result.seconds:.1f} s"
@@ -116,9 +128,11 @@ def inception_options(command):
 
 
 def cache_options(command):
+    """--cache-dir and --no-cache: the Inception feature cache shared by fid, stats, is, kid, pr and all."""
     command = click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
-                           help="Statistics cache [$GANEVAL_CACHE/fid or ~/.cache/ganeval/fid].")(command)
-    return click.option("--no-cache", is_flag=True, help="Neither read nor write cached statistics.")(command)
+                           help="Inception feature cache, shared by fid, stats, is, kid, pr and all "
+                                "[$GANEVAL_CACHE/fid or ~/.cache/ganeval/fid].")(command)
+    return click.option("--no-cache", is_flag=True, help="Neither read nor write cached features.")(command)
 
 
 allow_singular_option = click.option(
@@ -146,7 +160,7 @@ def fid_command(a, b, num_images, seed, inception, resize, no_cache, cache_dir, 
     report_skipped(result.skipped)
     emit_notes(result.notes)
     if as_json:
-        emit(json.dumps(result.to_dict()))
+        emit_json("fid", result, {"a": a, "b": b}, {"fid": result.num_images})
         return
     emit(f"FID {result.value:.4f}")
     counts = ", ".join(f"{name}: {n if n is not None else '?'}" for name, n in result.num_images.items())
@@ -179,30 +193,34 @@ def stats_command(source, output, num_images, seed, inception, resize, no_cache,
         return
     written = result.save(output)
     if as_json:
-        emit(json.dumps(dict(result.to_dict(), output=str(written))))
+        emit_json("stats", result, {"real": source}, {"stats": result.num_images},
+                  statistics=metric_entry(result), output=str(written))
         return
     emit(f"wrote {written} ({result.num_images} images, {result.mu.shape[0]}-d features)")
 
 
 @main.command("is")
 @click.argument("source")
-@click.option("--splits", type=click.IntRange(1), default=10, show_default=True)
+@click.option("--splits", type=click.IntRange(1), default=10, show_default=True,
+              help="Splits the images are cut into (mean ± std over them).")
 @inception_options
+@cache_options
 @source_options
 @user_errors
-def is_command(source, splits, num_images, seed, inception, resize, device, batch_size, num_workers, skip_bad,
-               as_json, quiet):
+def is_command(source, splits, num_images, seed, inception, resize, no_cache, cache_dir, device, batch_size,
+               num_workers, skip_bad, as_json, quiet):
     """Inception score of SOURCE: mean and std over splits (the paper's CIFAR-10 figure, 8.80, is one)."""
     start_distributed(device)
     from .isc import inception_score_source
 
     result = inception_score_source(source, num_images=num_images, splits=splits, seed=seed, inception=inception,
                                     resize=resize, device=device, batch_size=batch_size or 64,
-                                    skip_bad=skip_bad, num_workers=num_workers, progress=not quiet)
+                                    skip_bad=skip_bad, num_workers=num_workers, progress=not quiet,
+                                    cache=not no_cache, cache_dir=cache_dir)
     report_skipped(result.skipped)
     emit_notes(result.notes)
     if as_json:
-        emit(json.dumps(result.to_dict()))
+        emit_json("is", result, {"gen": source}, {"is": result.num_images})
         return
     emit(f"IS {result.mean:.4f} ± {result.std:.4f}")
 
@@ -218,19 +236,21 @@ pr_option = click.option("--pr-k", type=click.IntRange(1), default=3, show_defau
                          help="Precision/recall: the k of the k-NN manifold radii.")
 
 
-def emit_metrics(result, as_json: bool) -> None:
-    """Print a `MetricsResult`: its JSON object, or the paper-style table (and the SWD baseline) and a summary."""
+def emit_metrics(result, as_json: bool, command: str) -> None:
+    """Print a `MetricsResult`: its JSON object, or the paper-style table (and the SWD baseline), each mean ±
+    std (IS, KID) and a summary."""
     from .evaluate import paper_table
 
     report_skipped(result.skipped)
-    emit_notes(result.notes)
-    for name, item in result.results.items():
-        emit_notes(getattr(item, "notes", []), name)
+    emit_notes(result.all_notes())
     if as_json:
-        emit(json.dumps(result.to_dict()))
+        emit(json.dumps(result.to_dict(command)))
         return
     columns, values = paper_table(result)
     emit(format_table(columns, [("GEN vs REAL", values)], precision=4))
+    for name, item in result.results.items():
+        if hasattr(item, "mean") and hasattr(item, "std"):
+            emit(f"{name.upper()} {item.mean:.6g} ± {item.std:.2g}")
     swd = result.results.get("swd")
     if swd is not None and swd.baseline is not None:
         emit(format_table(list(swd.baseline.levels) + ["avg"],
@@ -239,16 +259,16 @@ def emit_metrics(result, as_json: bool) -> None:
          + f", seed {result.seed}, {result.device}, {result.seconds:.1f} s", err=True)
 
 
-def run_registry(gen, real, metrics, settings, inception, resize, device, batch_size, num_workers, skip_bad,
-                 as_json, option_names=None) -> None:
+def run_registry(command, gen, real, metrics, settings, inception, resize, device, batch_size, num_workers,
+                 skip_bad, as_json, cache_dir, no_cache, option_names=None) -> None:
     """The commands built on the registry (all, kid, pr): one pass, then print. `option_names`: the command's
     names of the settings its messages mention (default: "--fid-images" for `fid_images`)."""
     from .metric_main import compute_metrics
 
     result = compute_metrics(gen, real, metrics, settings, inception=inception, resize=resize, device=device,
                              batch_size=batch_size, skip_bad=skip_bad, num_workers=num_workers,
-                             option_names=option_names)
-    emit_metrics(result, as_json)
+                             option_names=option_names, cache=not no_cache, cache_dir=cache_dir)
+    emit_metrics(result, as_json, command)
 
 
 @main.command("all")
@@ -276,11 +296,12 @@ def run_registry(gen, real, metrics, settings, inception, resize, device, batch_
 @inception_option
 @resize_option
 @allow_singular_option
+@cache_options
 @source_options
 @user_errors
 def all_command(gen, real, metrics, swd_images, msssim_pairs, fid_images, is_images, is_splits, kid_images,
                 kid_subsets, kid_subset_size, pr_images, pr_k, seed, baseline, inception, resize,
-                allow_singular, device, batch_size, num_workers, skip_bad, as_json, quiet):
+                allow_singular, no_cache, cache_dir, device, batch_size, num_workers, skip_bad, as_json, quiet):
     """SWD, MS-SSIM (of GEN), FID, IS (of GEN), KID and precision/recall from one decoding pass per set (each
     image decoded once, the Inception run once per image), as a table like the paper's."""
     start_distributed(device)
@@ -291,8 +312,8 @@ def all_command(gen, real, metrics, swd_images, msssim_pairs, fid_images, is_ima
                               is_splits=is_splits, kid_images=kid_images, kid_subsets=kid_subsets,
                               kid_subset_size=kid_subset_size, pr_images=pr_images, pr_k=pr_k,
                               progress=not quiet)
-    run_registry(gen, real, metrics, settings, inception, resize, device, batch_size, num_workers, skip_bad,
-                 as_json)
+    run_registry("all", gen, real, metrics, settings, inception, resize, device, batch_size, num_workers, skip_bad,
+                 as_json, cache_dir, no_cache)
 
 
 @main.command("kid")
@@ -305,18 +326,19 @@ def all_command(gen, real, metrics, swd_images, msssim_pairs, fid_images, is_ima
 @kid_options
 @inception_option
 @resize_option
+@cache_options
 @source_options
 @user_errors
-def kid_command(gen, real, num_images, seed, kid_subsets, kid_subset_size, inception, resize, device, batch_size,
-                num_workers, skip_bad, as_json, quiet):
+def kid_command(gen, real, num_images, seed, kid_subsets, kid_subset_size, inception, resize, no_cache, cache_dir,
+                device, batch_size, num_workers, skip_bad, as_json, quiet):
     """Kernel Inception distance between GEN and REAL: unbiased MMD² (cubic kernel) over subsets, mean ± std."""
     start_distributed(device)
     from .metric_main import MetricSettings
 
     settings = MetricSettings(seed=seed, kid_images=num_images, kid_subsets=kid_subsets,
                               kid_subset_size=kid_subset_size, progress=not quiet)
-    run_registry(gen, real, "kid", settings, inception, resize, device, batch_size, num_workers, skip_bad,
-                 as_json, {"kid_images": "--num-images", "fid_images": "--num-images"})
+    run_registry("kid", gen, real, "kid", settings, inception, resize, device, batch_size, num_workers, skip_bad,
+                 as_json, cache_dir, no_cache, {"kid_images": "--num-images", "fid_images": "--num-images"})
 
 
 @main.command("pr")
@@ -328,18 +350,19 @@ def kid_command(gen, real, num_images, seed, kid_subsets, kid_subset_size, incep
 @pr_option
 @inception_option
 @resize_option
+@cache_options
 @source_options
 @user_errors
-def pr_command(gen, real, num_images, seed, pr_k, inception, resize, device, batch_size, num_workers, skip_bad,
-               as_json, quiet):
+def pr_command(gen, real, num_images, seed, pr_k, inception, resize, no_cache, cache_dir, device, batch_size,
+               num_workers, skip_bad, as_json, quiet):
     """Precision and recall of GEN against REAL with k-NN manifolds of the Inception features (Kynkäänniemi
     et al. 2019)."""
     start_distributed(device)
     from .metric_main import MetricSettings
 
     settings = MetricSettings(seed=seed, pr_images=num_images, pr_k=pr_k, progress=not quiet)
-    run_registry(gen, real, "pr", settings, inception, resize, device, batch_size, num_workers, skip_bad,
-                 as_json, {"pr_images": "--num-images", "fid_images": "--num-images"})
+    run_registry("pr", gen, real, "pr", settings, inception, resize, device, batch_size, num_workers, skip_bad,
+                 as_json, cache_dir, no_cache, {"pr_images": "--num-images", "fid_images": "--num-images"})
 
 
 if __name__ == "__main__":

@@ -12,29 +12,22 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-
-from gancore import distributed
 from gancore.errors import UserError
 from gancore.sources import ImageSource, ImageStream, open_source, pair_sources
 
-from .features import LazyExtractor, extract
+from .features import LazyExtractor, extract, feature_cache
 from .fid_files import (
     CACHE_ENV_VAR,
     StatsResult,
-    cache_file_for,
-    cache_key,
     default_cache_dir,
     is_statistics_file,
-    read_cached,
     read_statistics,
     settings_problems,
     to_numpy64,
     weights_identity,
-    write_cached,
 )
 from .frechet import FeatureStatistics, frechet_distance
 from .metric_utils import Batch, Needs, Problems, default_count, stream_seed
@@ -71,45 +64,25 @@ def singular_problem(count: int, dim: int, allow_singular: bool, problems, setti
 def feature_identity(lazy: LazyExtractor, cache_dir=None) -> str:
     """The feature network's identity as statistics files record it (`weights_identity` as JSON)."""
     directory = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
-    return json.dumps(weights_identity(lazy.weights_file(), lazy.extractor, directory))
-
-
-def _cached(opened: ImageSource, count: int, seed, lazy: LazyExtractor, skip_bad: bool,
-            cache_dir) -> tuple[StatsResult | None, Path | None, str | None]:
-    """(cache hit or None, entry path or None, key or None); every rank takes the same branch."""
-    directory = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
-    identity = weights_identity(lazy.weights_file(), lazy.extractor, directory)
-    key = cache_key(opened, count, seed, lazy.resize_mode, identity)
-    if key is None:
-        return None, None, None
-    path = cache_file_for(directory, opened, key)
-    hit = read_cached(path, key, skip_bad)
-    if distributed.is_distributed():  # all ranks take the same branch, or the collectives would hang
-        hits = distributed.all_reduce_sum(torch.tensor([int(hit is not None)], dtype=torch.int64))
-        hit = hit if int(hits) == distributed.world_size() else None
-    return hit, path, key
+    return json.dumps(weights_identity(lazy.weights_file(), lazy.given, directory))
 
 
 def _compute(source, num_images, seed, lazy: LazyExtractor, batch_size, skip_bad, num_workers, progress,
              cache, cache_dir, description) -> StatsResult:
+    """Statistics of the first `num_images` of a source's stream (`seed`), through the feature cache."""
     opened = open_source(source)
     count = len(opened) if num_images is None else int(num_images)
     stream = ImageStream(opened, num_images=count, seed=seed, batch_size=batch_size, skip_bad=skip_bad,
                          num_workers=num_workers)  # raises SourceError when the source is too small
-    hit, path, key = _cached(opened, count, seed, lazy, skip_bad, cache_dir) if cache else (None, None, None)
-    made_with = {"source": opened.path, "resize": lazy.resize_mode, "features": feature_identity(lazy, cache_dir),
-                 "seed": seed}
-    if hit is not None:
-        return replace(hit, **made_with)
-    extraction = extract(stream, extractor=lazy, progress=progress, description=description)
+    features = feature_cache(lazy, cache, cache_dir)
+    identity = feature_identity(lazy, cache_dir)  # before loading: what a check before work compares with
+    extraction = extract(stream, extractor=lazy, progress=progress, description=description, cache=features)
     statistics = extraction.statistics
-    result = StatsResult(mu=to_numpy64(statistics.mean()), sigma=to_numpy64(statistics.covariance()),
-                         num_images=statistics.count, skipped=extraction.skipped, **made_with)
-    if path is not None:
-        result.cache_path = write_cached(path, key, result) if distributed.is_main_process() else path
-        if distributed.is_distributed():  # a barrier: no rank looks for the entry before it is written
-            distributed.all_reduce_sum(torch.zeros(1))
-    return result
+    return StatsResult(mu=to_numpy64(statistics.mean()), sigma=to_numpy64(statistics.covariance()),
+                       num_images=statistics.count, skipped=extraction.skipped, source=opened.path,
+                       resize=lazy.resize_mode, features=identity, seed=seed,
+                       cache_path=extraction.cache_path, cached=extraction.cached,
+                       notes=features.notes if features is not None else [])
 
 
 def compute_statistics(source, num_images: int | None = None, seed: int | None = DEFAULT_SEED, extractor=None,
@@ -133,7 +106,7 @@ def compute_statistics(source, num_images: int | None = None, seed: int | None =
     problems.raise_if_any()
     result = _compute(opened, count, stream_seed(seed, "real"), lazy, batch_size, skip_bad, num_workers, progress,
                       cache, cache_dir, "Inception")
-    result.notes = problems.notes
+    result.notes = problems.notes + result.notes
     return result
 
 
@@ -209,10 +182,11 @@ def compute_fid(source_a, source_b, num_images: int | None = None, seed: int | N
     note = singular_note(min(counts), a.mu.shape[0], allow_singular) if counts else None
     math_device = lazy.math_device()
     value = frechet_distance(a.mu, a.sigma, b.mu, b.sigma, method=method, device=math_device)
+    notes += problems.notes + [text for name in images for text in sides[name].notes] + ([note] if note else [])
     return FIDResult(value=value, num_images={"a": a.num_images, "b": b.num_images},
                      resize=lazy.resize_mode, device=str(math_device), seed=seed,
                      seconds=time.perf_counter() - started, skipped={"a": a.skipped, "b": b.skipped},
-                     cached={"a": a.cached, "b": b.cached}, notes=notes + problems.notes + ([note] if note else []))
+                     cached={"a": a.cached, "b": b.cached}, notes=notes)
 
 
 FID_SIDE_SETS = {"a": "gen", "b": "real"}

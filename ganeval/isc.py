@@ -17,7 +17,7 @@ import torch
 from gancore.errors import UserError
 from gancore.sources import ImageStream, open_source
 
-from .features import LazyExtractor, extract
+from .features import LazyExtractor, extract, feature_cache
 from .metric_utils import Batch, Needs, Problems, RowCollector, default_count, stream_seed
 
 DEFAULT_NUM_IMAGES = 50000
@@ -71,14 +71,16 @@ class ISResult:
 def inception_score_source(source, num_images: int | None = None, splits: int = DEFAULT_SPLITS,
                            seed: int | None = DEFAULT_SEED, inception=None, resize: str = "tf", device=None,
                            batch_size: int = 64, skip_bad: bool = False, num_workers: int | None = None,
-                           progress: bool = True, extractor=None) -> ISResult:
+                           progress: bool = True, extractor=None, cache: bool = False,
+                           cache_dir=None) -> ISResult:
     """Inception Score of `num_images` images of a source (None: the paper's 50000, or all when it holds fewer,
     with a note), streamed as the GEN set of the sampling rule (`stream_seed(seed, "gen")`), so it equals
     `ganeval all`'s IS for the same seed and count.
 
     One pass through the Inception (`ganeval.features.extract`, logits kept as float64 [N, 1008] on the CPU).
     Every problem (too few images for the count or the splits, weights without logits) is raised together as
-    one UserError before any image is decoded.
+    one UserError before any image is decoded. With `cache`, the logits come from / go to the feature cache
+    (`fid_files.FeatureCache`, in `cache_dir`), shared with FID, KID and PR.
     """
     started = time.perf_counter()
     problems = Problems({"is_images": "--num-images"})
@@ -95,11 +97,13 @@ def inception_score_source(source, num_images: int | None = None, splits: int = 
     problems.raise_if_any()
     stream = ImageStream(opened, num_images=count, seed=stream_seed(seed, "gen"), batch_size=batch_size,
                          skip_bad=skip_bad, num_workers=num_workers)
-    extraction = extract(stream, extractor=lazy, progress=progress, want_logits=True, description="Inception")
+    features = feature_cache(lazy, cache, cache_dir)
+    extraction = extract(stream, extractor=lazy, progress=progress, want_logits=True, description="Inception",
+                         cache=features)
     mean, std = inception_score(extraction.logits, splits)
     return ISResult(mean=mean, std=std, num_images=extraction.num_images, splits=splits, seed=seed,
                     resize=extraction.resize, device=extraction.device, seconds=time.perf_counter() - started,
-                    skipped=extraction.skipped, notes=problems.notes)
+                    skipped=extraction.skipped, notes=problems.notes + (features.notes if features else []))
 
 
 class ISMetric:

@@ -24,7 +24,7 @@ from gancore.errors import UserError
 from gancore.runtime import resolve_device
 from gancore.sources import ImageSource, open_source, pair_sources, peek_shape
 
-from .features import LazyExtractor
+from .features import LazyExtractor, feature_cache
 from .fid import FIDMetric, singular_problem
 from .isc import ISMetric
 from .kid import DEFAULT_SUBSET_SIZE, DEFAULT_SUBSETS, KIDMetric
@@ -42,6 +42,7 @@ from .metric_utils import (
 from .msssim import MIN_SIZE as MSSSIM_MIN_SIZE
 from .msssim import MSSSIMMetric
 from .precision_recall import DEFAULT_K, PRMetric
+from .report import command_report
 from .swd import SWDMetric, baseline_count_for, check_swd_sources, default_batch_size, swd_problems
 
 PAPER_COUNTS = {"swd_images": 16384, "msssim_pairs": 10000, "fid_images": 50000}  # the paper's (Appendix F)
@@ -218,16 +219,18 @@ class MetricsResult:
     counts: dict[str, int] = field(default_factory=dict)
     skipped: dict[str, list[str]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    sources: dict[str, str] = field(default_factory=dict)  # the path of each set's source
 
-    def to_dict(self) -> dict:
-        """The JSON object of `ganeval all --json`: one entry per metric plus the run's facts."""
-        out = {"metric": "all", "seed": self.seed, "num_images": dict(self.counts)}
-        out.update({name: result.to_dict() for name, result in self.results.items()})
-        out["skipped"] = {name: len(items) for name, items in self.skipped.items()}
-        out["device"], out["seconds"] = self.device, round(self.seconds, 3)
-        if self.notes:
-            out["notes"] = list(self.notes)
-        return out
+    def all_notes(self) -> list[str]:
+        """The pass's notes, then each metric's ("kid: ...")."""
+        return self.notes + [f"{name}: {note}" for name, result in self.results.items()
+                             for note in getattr(result, "notes", [])]
+
+    def to_dict(self, command: str = "all") -> dict:
+        """The JSON object of `ganeval all --json` (and `kid`, `pr`): `report.command_report`'s shape."""
+        return command_report(command, self.results, num_images=self.counts, seed=self.seed, sources=self.sources,
+                              notes=self.all_notes(), skipped=self.skipped, device=self.device,
+                              seconds=self.seconds)
 
 
 def parse_metric_names(metrics: str | Iterable[str] | None, with_real: bool = True) -> list[str]:
@@ -300,7 +303,8 @@ def open_sets(gen, real=None, skip_bad: bool = False) -> tuple[dict[str, ImageSo
 def compute_metrics(gen, real=None, metrics: str | Iterable[str] | None = None,
                     settings: MetricSettings | None = None, inception=None, resize: str = "tf", device=None,
                     batch_size: int | None = None, skip_bad: bool = False, num_workers: int | None = None,
-                    extractor=None, option_names: Mapping[str, str] | None = None) -> MetricsResult:
+                    extractor=None, option_names: Mapping[str, str] | None = None, cache: bool = False,
+                    cache_dir=None) -> MetricsResult:
     """The asked metrics (names or "a,b"; None: all that apply) from one pass over GEN (and REAL).
 
     gen, real: image sources (paths, ImageSources, uint8 arrays); of two sizes, the larger is matched to the
@@ -310,6 +314,10 @@ def compute_metrics(gen, real=None, metrics: str | Iterable[str] | None = None,
     the paper's or all a set holds (a note). Every problem that shows without decoding (counts, sizes, a
     singular FID, weights without logits) is raised together, before any work, as one UserError naming the
     settings as `option_names` maps them (default: "--fid-images" for `fid_images`).
+
+    With `cache`, each set's Inception features and logits are read from / written to the feature cache
+    (`cache_dir`, else $GANEVAL_CACHE/fid; `fid_files.FeatureCache`), shared with `compute_fid` and
+    `inception_score_source`; off by default in the Python API, on in the CLI.
 
     Sampling (every command): GEN is streamed in the order `stream_seed(seed, "gen")` draws, REAL in
     `stream_seed(seed, "real")`'s; a metric reading N images of a set takes the first N of that stream.
@@ -329,15 +337,17 @@ def compute_metrics(gen, real=None, metrics: str | Iterable[str] | None = None,
     share_feature_rows(built)  # KID and PR keep one copy of the same features
     if batch_size is None:
         batch_size = default_batch_size(*context.size("gen"), device)
+    features = feature_cache(lazy, cache, cache_dir) if lazy is not None else None
     options = PassOptions(device=device, batch_size=batch_size + batch_size % 2,  # whole MS-SSIM pairs per block
                           skip_bad=skip_bad, num_workers=num_workers, progress=settings.progress,
-                          description="metrics")
+                          description="metrics", cache=features)
     report = run_pass(built, {name: ImageSet(source, stream_seed(settings.seed, name))
                               for name, source in sources.items()}, options, extractor=lazy)
     results = {metric.name: metric.result() for metric in built}
     return MetricsResult(results=results, seed=settings.seed, device=str(device),
                          seconds=time.perf_counter() - started, counts=_count_record(names, settings),
-                         skipped=report.skipped, notes=notes + problems.notes)
+                         skipped=report.skipped, sources={name: source.path for name, source in sources.items()},
+                         notes=notes + problems.notes + (features.notes if features is not None else []))
 
 
 __all__ = ["MetricContext", "MetricSettings", "MetricSpec", "MetricsResult", "compute_metrics", "list_metrics",

@@ -21,8 +21,9 @@ GEN, REAL = str(EXAMPLES / "gen"), str(EXAMPLES / "real")
 
 
 @pytest.fixture
-def tiny_inception(monkeypatch):
+def tiny_inception(monkeypatch, tmp_path):
     """The Inception stand-in (24-d features, taken as the 2048-d network's) for every loading of it."""
+    monkeypatch.setenv("GANEVAL_CACHE", str(tmp_path / "cache"))  # never the user's cache
     monkeypatch.setattr(ganeval.features, "load_inception",
                         lambda path=None, device=None, resize="tf", **kwargs: TinyExtractor(resize))
 
@@ -63,7 +64,7 @@ def test_default_counts_are_all_images_with_a_note(tiny_inception):
     result = run("fid", GEN, REAL, "--allow-singular", "--no-cache", "--json")
     assert result.exit_code == 0, result.output
     payload = json.loads(result.stdout)
-    assert payload["num_images"] == {"a": 64, "b": 64}
+    assert payload["num_images"] == {"fid": {"a": 64, "b": 64}}
     assert any("64 (all there are; the paper used 50000" in note for note in payload["notes"])
     assert "note: FID images per set: 64" in result.stderr
 
@@ -75,10 +76,10 @@ def test_fid_equals_the_fid_of_all_for_the_same_options(tiny_inception):
     inception_score = run("is", GEN, "--num-images", 40, "--splits", 4, "--seed", 7, "--json")
     assert single.exit_code == 0 and together.exit_code == 0 and inception_score.exit_code == 0, \
         single.output + together.output + inception_score.output
-    fid_all = json.loads(together.stdout)["fid"]["value"]
-    assert json.loads(single.stdout)["value"] == pytest.approx(fid_all, rel=1e-9)
-    assert json.loads(inception_score.stdout)["mean"] == pytest.approx(json.loads(together.stdout)["is"]["mean"],
-                                                                         rel=1e-12)
+    together = json.loads(together.stdout)["metrics"]
+    assert json.loads(single.stdout)["metrics"]["fid"]["value"] == pytest.approx(together["fid"]["value"], rel=1e-9)
+    assert json.loads(inception_score.stdout)["metrics"]["is"]["mean"] == pytest.approx(together["is"]["mean"],
+                                                                                          rel=1e-12)
 
 
 def test_statistics_made_another_way_are_refused(tmp_path, tiny_inception):
@@ -91,7 +92,8 @@ def test_statistics_made_another_way_are_refused(tmp_path, tiny_inception):
     same = run("fid", GEN, stats, "--num-images", 40, "--allow-singular", "--no-cache", "--json")
     assert same.exit_code == 0, same.output
     direct = run("fid", GEN, REAL, "--num-images", 40, "--allow-singular", "--no-cache", "--json")
-    assert json.loads(same.stdout)["value"] == pytest.approx(json.loads(direct.stdout)["value"], rel=1e-9)
+    assert json.loads(same.stdout)["metrics"]["fid"]["value"] == pytest.approx(
+        json.loads(direct.stdout)["metrics"]["fid"]["value"], rel=1e-9)
     other = run("fid", GEN, stats, "--num-images", 40, "--allow-singular", "--no-cache", "--resize", "clean")
     assert other.exit_code == 2 and "made with --resize tf, this call uses --resize clean" in other.stderr
     bare = tmp_path / "pytorch_fid.npz"  # mu and sigma only, as pytorch-fid writes them
@@ -99,3 +101,38 @@ def test_statistics_made_another_way_are_refused(tmp_path, tiny_inception):
         save_statistics(bare, archive["mu"], archive["sigma"])
     old = run("fid", GEN, bare, "--num-images", 40, "--allow-singular", "--no-cache", "--resize", "clean")
     assert old.exit_code == 0 and "records neither its resize mode nor its feature network" in old.stderr
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The feature cache, shared by every Inception command
+
+
+def test_features_are_cached_once_and_reused_by_fid_is_kid_and_pr(tmp_path, monkeypatch):
+    monkeypatch.setenv("GANEVAL_CACHE", str(tmp_path / "cache"))
+    loads = []
+    monkeypatch.setattr(ganeval.features, "load_inception",
+                        lambda path=None, device=None, resize="tf", **kwargs: loads.append(1) or TinyExtractor())
+    common = ["--num-images", 40, "--seed", 5, "--json"]
+    first = run("fid", GEN, REAL, "--allow-singular", *common)
+    assert first.exit_code == 0 and len(loads) == 1, first.output
+    assert len(list((tmp_path / "cache" / "fid").glob("*.npz"))) == 2  # one entry per set
+    for args in (["kid", GEN, REAL, "--kid-subset-size", 20], ["pr", GEN, REAL], ["is", GEN, "--splits", 4],
+                 ["all", GEN, REAL, "--metrics", "fid,is,kid,pr", "--fid-images", 40, "--is-splits", 4,
+                  "--kid-subset-size", 20, "--allow-singular", "--seed", 5, "--json"]):
+        again = run(*args, *(common if args[0] != "all" else []))
+        assert again.exit_code == 0, again.output
+        assert len(loads) == 1, args  # the features and logits came from the cache: no network loaded
+    fid_all = json.loads(again.stdout)["metrics"]["fid"]["value"]
+    assert fid_all == pytest.approx(json.loads(first.stdout)["metrics"]["fid"]["value"], rel=1e-9)
+    bypass = run("kid", GEN, REAL, "--kid-subset-size", 20, "--no-cache", *common)
+    assert bypass.exit_code == 0 and len(loads) == 2
+
+
+def test_a_cache_that_cannot_be_written_is_a_note(tmp_path, tiny_inception):
+    blocked = tmp_path / "file-not-folder"
+    blocked.write_text("")
+    result = run("kid", GEN, REAL, "--num-images", 30, "--kid-subset-size", 10, "--cache-dir", blocked / "sub",
+                 "--json")
+    assert result.exit_code == 0, result.output
+    assert any("could not be written" in note for note in json.loads(result.stdout)["notes"])
+    assert "note: the feature cache" in result.stderr
