@@ -271,11 +271,26 @@ def run_registry(command, gen, real, metrics, settings, inception, resize, devic
     emit_metrics(result, as_json, command)
 
 
-@main.command("all")
+class RegisteredOptionsCommand(click.Command):
+    """A command whose options end with those the registered metrics bring (`MetricSpec.options`), read each
+    time it parses or shows its help, so that a metric registered after this module was imported has them."""
+
+    def get_params(self, ctx):
+        from .metric_main import registered_options
+
+        params = super().get_params(ctx)
+        known = {param.name for param in params}
+        added = [click.Option([f"--{option.name}"], type=option.type, default=option.default, show_default=True,
+                              help=option.help) for option in registered_options() if option.setting not in known]
+        return params[:-1] + added + params[-1:]  # --help stays last
+
+
+@main.command("all", cls=RegisteredOptionsCommand)
 @click.argument("gen")
 @click.argument("real")
 @click.option("--metrics", default=None,
-              help="Comma-separated subset of swd, msssim, fid, is, kid, pr [all of them].")
+              help="Comma-separated subset of the registered metrics: swd, msssim, fid, is, kid, pr and any "
+                   "registered beside them [all of them].")
 @click.option("--swd-images", type=click.IntRange(1), default=None,
               help="SWD: images per set [the paper's 16384, or all when a set holds fewer].")
 @click.option("--msssim-pairs", type=click.IntRange(1), default=None,
@@ -301,7 +316,8 @@ def run_registry(command, gen, real, metrics, settings, inception, resize, devic
 @user_errors
 def all_command(gen, real, metrics, swd_images, msssim_pairs, fid_images, is_images, is_splits, kid_images,
                 kid_subsets, kid_subset_size, pr_images, pr_k, seed, baseline, inception, resize,
-                allow_singular, no_cache, cache_dir, device, batch_size, num_workers, skip_bad, as_json, quiet):
+                allow_singular, no_cache, cache_dir, device, batch_size, num_workers, skip_bad, as_json, quiet,
+                **metric_options):
     """SWD, MS-SSIM (of GEN), FID, IS (of GEN), KID and precision/recall from one decoding pass per set (each
     image decoded once, the Inception run once per image), as a table like the paper's."""
     start_distributed(device)
@@ -311,7 +327,7 @@ def all_command(gen, real, metrics, swd_images, msssim_pairs, fid_images, is_ima
                               fid_images=fid_images, allow_singular=allow_singular, is_images=is_images,
                               is_splits=is_splits, kid_images=kid_images, kid_subsets=kid_subsets,
                               kid_subset_size=kid_subset_size, pr_images=pr_images, pr_k=pr_k,
-                              progress=not quiet)
+                              progress=not quiet, extra=metric_options)
     run_registry("all", gen, real, metrics, settings, inception, resize, device, batch_size, num_workers, skip_bad,
                  as_json, cache_dir, no_cache)
 

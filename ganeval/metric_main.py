@@ -68,6 +68,19 @@ class MetricSettings:
     pr_images: int | None = None
     pr_k: int = DEFAULT_K
     progress: bool = True
+    extra: dict[str, object] = field(default_factory=dict)  # settings of metrics registered from outside
+
+    def value(self, setting: str):
+        """A setting by name: a field of these settings, else a registered metric's option (`extra`, falling
+        back to the option's default)."""
+        if setting in self.extra:
+            return self.extra[setting]
+        if hasattr(self, setting):
+            return getattr(self, setting)
+        defaults = {option.setting: option.default for spec in _registry.values() for option in spec.options}
+        if setting not in defaults:
+            raise UserError(f"no metric setting {setting!r}")
+        return defaults[setting]
 
     def images_for(self, metric: str) -> int:
         """The image count per set of an Inception metric ("fid", "is", "kid", "pr")."""
@@ -99,11 +112,27 @@ def _no_check(settings: MetricSettings, context: MetricContext, problems: Proble
 
 
 @dataclass(frozen=True)
+class MetricOption:
+    """A setting a metric registered from outside the package brings: `--<name>` in `ganeval all` (and its
+    `--help`), kept in `MetricSettings.extra` under `setting` (the name with underscores)."""
+
+    name: str
+    type: object
+    default: object
+    help: str
+
+    @property
+    def setting(self) -> str:
+        return self.name.replace("-", "_")
+
+
+@dataclass(frozen=True)
 class MetricSpec:
     """A registered metric: its name, a one-line description, the sets it reads, whether it needs the feature
     network, the builder of a fresh `Metric`, the images it reads per set (`counts(settings)` -> {set: (count,
     the setting that holds it)}) and `check(settings, context, problems)`, which adds to `problems` whatever
-    would make it fail, without decoding an image."""
+    would make it fail, without decoding an image; its table `columns(result)` -> [(column, value)] and the
+    CLI `options` it adds to `ganeval all` (its JSON entry is `result.to_dict()`)."""
 
     name: str
     description: str
@@ -113,6 +142,14 @@ class MetricSpec:
     counts: Callable[[MetricSettings], dict[str, tuple[int, str]]] | None = None
     check: Callable[[MetricSettings, MetricContext, Problems], None] = _no_check
     title: str = ""  # how messages and tables name it (default: the name in capitals)
+    columns: Callable[[MetricResult], list[tuple[str, float]]] | None = None  # default: [(title, value)]
+    options: tuple[MetricOption, ...] = ()
+
+    def table_columns(self, result: MetricResult) -> list[tuple[str, float]]:
+        """The paper-style table's columns for this metric's result."""
+        if self.columns is not None:
+            return self.columns(result)
+        return [(self.display_name, float(getattr(result, "value", getattr(result, "mean", float("nan")))))]
 
     @property
     def display_name(self) -> str:
@@ -126,6 +163,11 @@ def register_metric(spec: MetricSpec) -> MetricSpec:
     """Add (or replace) a metric under `spec.name`."""
     _registry[spec.name] = spec
     return spec
+
+
+def registered_options() -> list[MetricOption]:
+    """Every registered metric's own CLI options, in registration order."""
+    return [option for spec in _registry.values() for option in spec.options]
 
 
 def list_metrics() -> list[str]:
@@ -189,7 +231,9 @@ def _feature_counts(metric: str, sets: tuple[str, ...]):
 register_metric(MetricSpec("swd", "sliced Wasserstein distance on Laplacian-pyramid patches (ProGAN)",
                            ("gen", "real"), False, _build_swd,
                            lambda s: {"gen": (s.swd_images, "swd_images"),
-                                      "real": (s.swd_images, "swd_images")}, _check_swd))
+                                      "real": (s.swd_images, "swd_images")}, _check_swd,
+                           columns=lambda r: [(f"SWD {key}", value) for key, value in r.levels.items()]
+                           + [("SWD avg", r.avg)]))
 register_metric(MetricSpec("msssim", "MS-SSIM diversity of the generated images (ProGAN)", ("gen",), False,
                            lambda s, c: MSSSIMMetric(s.msssim_pairs, c.device, s.seed),
                            lambda s: {"gen": (2 * s.msssim_pairs, "msssim_pairs")}, _check_msssim, "MS-SSIM"))
@@ -205,7 +249,8 @@ register_metric(MetricSpec("kid", "kernel Inception distance (unbiased MMD², cu
                            _feature_counts("kid", ("gen", "real"))))
 register_metric(MetricSpec("pr", "precision and recall with k-NN manifolds of the Inception features",
                            ("gen", "real"), True, lambda s, c: PRMetric(s.images_for("pr"), s.pr_k, c.device),
-                           _feature_counts("pr", ("gen", "real")), _check_pr, "precision/recall"))
+                           _feature_counts("pr", ("gen", "real")), _check_pr, "precision/recall",
+                           columns=lambda r: [("precision", r.precision), ("recall", r.recall)]))
 
 
 @dataclass
@@ -288,7 +333,8 @@ def check_before_work(names: list[str], settings: MetricSettings, context: Metri
 
 def _count_record(names: list[str], settings: MetricSettings) -> dict[str, int]:
     """The images each metric reads per set (MS-SSIM: 2 per pair), as JSON records them."""
-    return {name: max(count for count, _ in metric_spec(name).counts(settings).values()) for name in names}
+    return {name: max(count for count, _ in metric_spec(name).counts(settings).values()) for name in names
+            if metric_spec(name).counts is not None}
 
 
 def open_sets(gen, real=None, skip_bad: bool = False) -> tuple[dict[str, ImageSource], list[str]]:
@@ -350,5 +396,5 @@ def compute_metrics(gen, real=None, metrics: str | Iterable[str] | None = None,
                          notes=notes + problems.notes + (features.notes if features is not None else []))
 
 
-__all__ = ["MetricContext", "MetricSettings", "MetricSpec", "MetricsResult", "compute_metrics", "list_metrics",
-           "metric_spec", "parse_metric_names", "register_metric"]
+__all__ = ["MetricContext", "MetricOption", "MetricSettings", "MetricSpec", "MetricsResult", "compute_metrics", "list_metrics",
+           "metric_spec", "parse_metric_names", "register_metric", "registered_options"]

@@ -5,6 +5,7 @@ statistics files that record how they were made, and a mismatch refused."""
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -124,6 +125,8 @@ def test_features_are_cached_once_and_reused_by_fid_is_kid_and_pr(tmp_path, monk
         assert len(loads) == 1, args  # the features and logits came from the cache: no network loaded
     fid_all = json.loads(again.stdout)["metrics"]["fid"]["value"]
     assert fid_all == pytest.approx(json.loads(first.stdout)["metrics"]["fid"]["value"], rel=1e-9)
+    text = run("kid", GEN, REAL, "--kid-subset-size", 20, "--num-images", 40, "--seed", 5)
+    assert text.exit_code == 0 and len(loads) == 1 and re.search(r"^KID \S+ ± \S+$", text.stdout, re.MULTILINE), text.output
     bypass = run("kid", GEN, REAL, "--kid-subset-size", 20, "--no-cache", *common)
     assert bypass.exit_code == 0 and len(loads) == 2
 
