@@ -19,7 +19,7 @@ from gancore.sources import ImageStream, open_source
 
 from .fid_files import FeatureCache, default_cache_dir, weights_identity
 from .frechet import FeatureStatistics
-from .inception import FEATURE_DIM, RESIZE_MODES, find_inception_weights, load_inception
+from .inception import FEATURE_DIM, FID_WEIGHTS_FILENAME, RESIZE_MODES, find_inception_weights, load_inception
 from .metric_utils import Batch, ImageSet, Needs, PassOptions, RowCollector, run_pass
 
 SET_NAME = "images"
@@ -67,14 +67,16 @@ class LazyExtractor:
         return getattr(self.given, "feature_dim", None)
 
     def logits_problem(self) -> str | None:
-        """Why these weights cannot give logits (the Inception Score's input), or None. A weights file on this
-        machine is loaded to see; weights still to be downloaded are the standard ones, which have them."""
-        if self.extractor is None and self.weights_file() is None:
-            return None
+        """Why these weights cannot give logits (the Inception Score's input), or None. Another weights file than
+        the standard one is loaded to see; the standard one (found or still to be downloaded) has them."""
+        weights = self.weights_file() if self.given is None else None
+        if self.given is None and (weights is None or weights.name == FID_WEIGHTS_FILENAME):
+            return None  # the standard weights (found or still to be downloaded) have the classifier
         if getattr(self.get(), "logits_available", True):
             return None
-        return (f"the Inception weights {self.weights_file()} have no 1008-way classifier, so they give no "
-                "logits for the Inception Score; use pt_inception-2015-12-05-6726825d.pth")
+        named = self.weights_file()
+        return (f"{f'the Inception weights {named}' if named else 'the feature extractor'} has no 1008-way "
+                f"classifier, so it gives no logits for the Inception Score; use {FID_WEIGHTS_FILENAME}")
 
     @property
     def loaded(self) -> bool:

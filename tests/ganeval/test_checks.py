@@ -15,6 +15,7 @@ from test_fid import TinyExtractor
 
 import gancore.sources
 import ganeval.features
+from gancore.errors import UserError
 from ganeval.cli import main
 from ganeval.fid_files import save_statistics
 
@@ -51,6 +52,16 @@ def test_a_bad_all_call_reports_every_problem_before_decoding(no_decoding, tiny_
                      "200 splits needs at least 200 images", "--is-splits", "k = 150", "--pr-k"):
         assert fragment in message, fragment
     assert "--num-images" not in message  # `all` has no such option
+
+
+def test_weights_without_logits_are_refused_before_decoding(no_decoding):
+    from ganeval import compute_metrics
+
+    class NoLogits(TinyExtractor):
+        logits_available = False
+
+    with pytest.raises(UserError, match="no 1008-way classifier"):
+        compute_metrics(GEN, REAL, "is,fid", extractor=NoLogits(), num_workers=0)
 
 
 def test_single_commands_name_their_own_options(no_decoding, tiny_inception):
