@@ -81,7 +81,7 @@ def _compute(source, num_images, seed, lazy: LazyExtractor, batch_size, skip_bad
     return StatsResult(mu=to_numpy64(statistics.mean()), sigma=to_numpy64(statistics.covariance()),
                        num_images=statistics.count, skipped=extraction.skipped, source=opened.path,
                        resize=lazy.resize_mode, features=identity, seed=seed,
-                       cache_path=extraction.cache_path, cached=extraction.cached,
+                       cache_path=extraction.cache_path, cached=extraction.cached, device=extraction.device,
                        notes=features.notes if features is not None else [])
 
 
@@ -99,6 +99,7 @@ def compute_statistics(source, num_images: int | None = None, seed: int | None =
     not cached. `extractor` overrides `inception`/`resize`/`device`. Raises SourceError when the source has
     fewer images than asked, UserError for fewer than 2.
     """
+    started = time.perf_counter()
     lazy = LazyExtractor(extractor, inception, resize, device)
     problems = Problems({"fid_images": "--num-images"})
     opened = open_source(source)
@@ -106,7 +107,7 @@ def compute_statistics(source, num_images: int | None = None, seed: int | None =
     problems.raise_if_any()
     result = _compute(opened, count, stream_seed(seed, "real"), lazy, batch_size, skip_bad, num_workers, progress,
                       cache, cache_dir, "Inception")
-    result.notes = problems.notes + result.notes
+    result.notes, result.seconds = problems.notes + result.notes, time.perf_counter() - started
     return result
 
 

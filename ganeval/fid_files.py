@@ -134,6 +134,8 @@ class StatsResult:
     features: str | None = None  # the feature network's identity (`weights_identity` as JSON; None: not recorded)
     seed: int | None = None
     notes: list[str] = field(default_factory=list)
+    device: str = "cpu"  # where the features were computed
+    seconds: float = 0.0  # how long making these statistics took
 
     def save(self, path) -> Path:
         """Write a pytorch-fid compatible statistics file with metadata: image count, resize mode, feature network

@@ -96,8 +96,11 @@ def test_fid_equals_the_fid_of_all_for_the_same_options(tiny_inception):
 
 def test_statistics_made_another_way_are_refused(tmp_path, tiny_inception):
     stats = tmp_path / "real.npz"
-    made = run("stats", REAL, "-o", stats, "--num-images", 40, "--resize", "tf", "--no-cache")
+    made = run("stats", REAL, "-o", stats, "--num-images", 40, "--resize", "tf", "--no-cache", "--json")
     assert made.exit_code == 0, made.output
+    payload = json.loads(made.stdout)
+    assert payload["command"] == "stats" and payload["metrics"] == {} and payload["num_images"] == {"stats": 40}
+    assert payload["statistics"]["dim"] == 24 and payload["output"] == str(stats) and payload["device"] == "cpu"
     with np.load(stats) as archive:
         assert str(archive["resize"]) == "tf" and int(archive["num_images"]) == 40
         assert str(archive["source"]) == REAL and "pt_inception-2015-12-05" in str(archive["features"])
