@@ -135,17 +135,29 @@ def cache_options(command):
     return click.option("--no-cache", is_flag=True, help="Neither read nor write cached features.")(command)
 
 
-allow_singular_option = click.option(
-    "--allow-singular", is_flag=True,
-    help="Compute FID even with no more images than feature dimensions (singular covariance, biased value).")
+class RegisteredOptionsCommand(click.Command):
+    """A command whose options end with those the registered metrics bring (`MetricSpec.options`: every
+    metric's counts and settings, or only the named `spec_options`), read each time it parses or shows its
+    help, so that a metric registered after this module was imported has them too."""
+
+    def __init__(self, *args, spec_options: tuple[str, ...] | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.spec_options = spec_options
+
+    def get_params(self, ctx):
+        from .metric_main import registered_options
+
+        added = [option.click_option() for option in registered_options()
+                 if self.spec_options is None or option.name in self.spec_options]
+        params = super().get_params(ctx)
+        return params[:-1] + added + params[-1:]  # --help stays last
 
 
-@main.command("fid")
+@main.command("fid", cls=RegisteredOptionsCommand, spec_options=("allow-singular",))
 @click.argument("a")
 @click.argument("b")
 @inception_options
 @cache_options
-@allow_singular_option
 @source_options
 @user_errors
 def fid_command(a, b, num_images, seed, inception, resize, no_cache, cache_dir, allow_singular, device,
@@ -225,16 +237,6 @@ def is_command(source, splits, num_images, seed, inception, resize, no_cache, ca
     emit(f"IS {result.mean:.4f} ± {result.std:.4f}")
 
 
-def kid_options(command):
-    command = click.option("--kid-subset-size", type=click.IntRange(2), default=1000, show_default=True,
-                           help="KID: features per subset (shrinks to the set size, with a note).")(command)
-    return click.option("--kid-subsets", type=click.IntRange(1), default=100, show_default=True,
-                        help="KID: subsets averaged (mean ± std).")(command)
-
-
-pr_option = click.option("--pr-k", type=click.IntRange(1), default=3, show_default=True,
-                         help="Precision/recall: the k of the k-NN manifold radii.")
-
 
 def emit_metrics(result, as_json: bool, command: str) -> None:
     """Print a `MetricsResult`: its JSON object, or the paper-style table (and the SWD baseline), each mean ±
@@ -271,75 +273,38 @@ def run_registry(command, gen, real, metrics, settings, inception, resize, devic
     emit_metrics(result, as_json, command)
 
 
-class RegisteredOptionsCommand(click.Command):
-    """A command whose options end with those the registered metrics bring (`MetricSpec.options`), read each
-    time it parses or shows its help, so that a metric registered after this module was imported has them."""
-
-    def get_params(self, ctx):
-        from .metric_main import registered_options
-
-        params = super().get_params(ctx)
-        known = {param.name for param in params}
-        added = [click.Option([f"--{option.name}"], type=option.type, default=option.default, show_default=True,
-                              help=option.help) for option in registered_options() if option.setting not in known]
-        return params[:-1] + added + params[-1:]  # --help stays last
-
-
 @main.command("all", cls=RegisteredOptionsCommand)
 @click.argument("gen")
 @click.argument("real")
 @click.option("--metrics", default=None,
               help="Comma-separated subset of the registered metrics: swd, msssim, fid, is, kid, pr and any "
                    "registered beside them [all of them].")
-@click.option("--swd-images", type=click.IntRange(1), default=None,
-              help="SWD: images per set [the paper's 16384, or all when a set holds fewer].")
-@click.option("--msssim-pairs", type=click.IntRange(1), default=None,
-              help="MS-SSIM: pairs of generated images [the paper's 10000, or all pairs there are].")
-@click.option("--fid-images", type=click.IntRange(2), default=None,
-              help="Images per set for FID, and for IS, KID and PR unless set apart (one Inception pass) "
-                   "[the paper's 50000, or all when a set holds fewer].")
-@click.option("--is-images", type=click.IntRange(1), default=None, help="IS: generated images [--fid-images].")
-@click.option("--is-splits", type=click.IntRange(1), default=10, show_default=True,
-              help="IS: splits the images are cut into (mean ± std over them).")
-@click.option("--kid-images", type=click.IntRange(2), default=None, help="KID: images per set [--fid-images].")
-@kid_options
-@click.option("--pr-images", type=click.IntRange(2), default=None,
-              help="Precision/recall: images per set [--fid-images].")
-@pr_option
 @seed_option
-@click.option("--baseline", is_flag=True, help="Also the SWD real-vs-real floor.")
 @inception_option
 @resize_option
-@allow_singular_option
 @cache_options
 @source_options
 @user_errors
-def all_command(gen, real, metrics, swd_images, msssim_pairs, fid_images, is_images, is_splits, kid_images,
-                kid_subsets, kid_subset_size, pr_images, pr_k, seed, baseline, inception, resize,
-                allow_singular, no_cache, cache_dir, device, batch_size, num_workers, skip_bad, as_json, quiet,
-                **metric_options):
-    """SWD, MS-SSIM (of GEN), FID, IS (of GEN), KID and precision/recall from one decoding pass per set (each
-    image decoded once, the Inception run once per image), as a table like the paper's."""
+def all_command(gen, real, metrics, seed, inception, resize, no_cache, cache_dir, device, batch_size, num_workers,
+                skip_bad, as_json, quiet, **metric_options):
+    """SWD, MS-SSIM (of GEN), FID, IS (of GEN), KID and precision/recall, and any metric registered beside them,
+    from one decoding pass per set (each image decoded once, the Inception run once per image), as a table like
+    the paper's. Each metric's options come from its registered spec."""
     start_distributed(device)
     from .metric_main import MetricSettings
 
-    settings = MetricSettings(seed=seed, swd_images=swd_images, baseline=baseline, msssim_pairs=msssim_pairs,
-                              fid_images=fid_images, allow_singular=allow_singular, is_images=is_images,
-                              is_splits=is_splits, kid_images=kid_images, kid_subsets=kid_subsets,
-                              kid_subset_size=kid_subset_size, pr_images=pr_images, pr_k=pr_k,
-                              progress=not quiet, extra=metric_options)
+    settings = MetricSettings.from_options(seed, not quiet, metric_options)
     run_registry("all", gen, real, metrics, settings, inception, resize, device, batch_size, num_workers, skip_bad,
                  as_json, cache_dir, no_cache)
 
 
-@main.command("kid")
+@main.command("kid", cls=RegisteredOptionsCommand, spec_options=("kid-subsets", "kid-subset-size"))
 @click.argument("gen")
 @click.argument("real")
 @click.option("--num-images", type=click.IntRange(2), default=None,
               help="Images per set, the features of all of them; subsets are drawn from these [the paper's FID "
                    "count 50000, or all when a set holds fewer].")
 @seed_option
-@kid_options
 @inception_option
 @resize_option
 @cache_options
@@ -357,13 +322,12 @@ def kid_command(gen, real, num_images, seed, kid_subsets, kid_subset_size, incep
                  as_json, cache_dir, no_cache, {"kid_images": "--num-images", "fid_images": "--num-images"})
 
 
-@main.command("pr")
+@main.command("pr", cls=RegisteredOptionsCommand, spec_options=("pr-k",))
 @click.argument("gen")
 @click.argument("real")
 @click.option("--num-images", type=click.IntRange(2), default=None,
               help="Images per set [the paper's FID count 50000, or all when a set holds fewer].")
 @seed_option
-@pr_option
 @inception_option
 @resize_option
 @cache_options

@@ -18,6 +18,7 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field, replace
 
+import click
 import torch
 
 from gancore.errors import UserError
@@ -70,6 +71,14 @@ class MetricSettings:
     progress: bool = True
     extra: dict[str, object] = field(default_factory=dict)  # settings of metrics registered from outside
 
+    @classmethod
+    def from_options(cls, seed: int, progress: bool, values: dict[str, object]) -> MetricSettings:
+        """Settings from `ganeval all`'s metric options (by setting name): the built-in fields, and the rest in
+        `extra`."""
+        own = {name: value for name, value in values.items() if name in cls.__dataclass_fields__}
+        return cls(seed=seed, progress=progress, **own,
+                   extra={name: value for name, value in values.items() if name not in own})
+
     def value(self, setting: str):
         """A setting by name: a field of these settings, else a registered metric's option (`extra`, falling
         back to the option's default)."""
@@ -120,10 +129,18 @@ class MetricOption:
     type: object
     default: object
     help: str
+    flag: bool = False  # an on/off switch (`--name`), default off
 
     @property
     def setting(self) -> str:
         return self.name.replace("-", "_")
+
+    def click_option(self) -> click.Option:
+        """The option as `ganeval all` offers it."""
+        if self.flag:
+            return click.Option([f"--{self.name}"], is_flag=True, default=False, help=self.help)
+        return click.Option([f"--{self.name}"], type=self.type, default=self.default,
+                            show_default=self.default is not None, help=self.help)
 
 
 @dataclass(frozen=True)
@@ -233,24 +250,54 @@ register_metric(MetricSpec("swd", "sliced Wasserstein distance on Laplacian-pyra
                            lambda s: {"gen": (s.swd_images, "swd_images"),
                                       "real": (s.swd_images, "swd_images")}, _check_swd,
                            columns=lambda r: [(f"SWD {key}", value) for key, value in r.levels.items()]
-                           + [("SWD avg", r.avg)]))
+                           + [("SWD avg", r.avg)],
+                           options=(MetricOption("swd-images", click.IntRange(1), None,
+                                                 "SWD: images per set [the paper's 16384, or all when a set holds "
+                                                 "fewer]."),
+                                    MetricOption("baseline", None, False, "Also the SWD real-vs-real floor.",
+                                                 flag=True))))
 register_metric(MetricSpec("msssim", "MS-SSIM diversity of the generated images (ProGAN)", ("gen",), False,
                            lambda s, c: MSSSIMMetric(s.msssim_pairs, c.device, s.seed),
-                           lambda s: {"gen": (2 * s.msssim_pairs, "msssim_pairs")}, _check_msssim, "MS-SSIM"))
+                           lambda s: {"gen": (2 * s.msssim_pairs, "msssim_pairs")}, _check_msssim, "MS-SSIM",
+                           options=(MetricOption("msssim-pairs", click.IntRange(1), None,
+                                                 "MS-SSIM: pairs of generated images [the paper's 10000, or all "
+                                                 "pairs there are]."),)))
 register_metric(MetricSpec("fid", "Fréchet Inception distance", ("gen", "real"), True,
                            lambda s, c: FIDMetric(s.images_for("fid"), s.allow_singular, c.device),
-                           _feature_counts("fid", ("gen", "real")), _check_fid))
+                           _feature_counts("fid", ("gen", "real")), _check_fid,
+                           options=(MetricOption("fid-images", click.IntRange(2), None,
+                                                 "Images per set for FID, and for IS, KID and PR unless set apart "
+                                                 "(one Inception pass) [the paper's 50000, or all when a set holds "
+                                                 "fewer]."),
+                                    MetricOption("allow-singular", None, False,
+                                                 "Compute FID even with no more images than feature dimensions "
+                                                 "(singular covariance, biased value).", flag=True))))
 register_metric(MetricSpec("is", "Inception score of the generated images", ("gen",), True,
                            lambda s, c: ISMetric(s.images_for("is"), s.is_splits, s.seed),
-                           _feature_counts("is", ("gen",)), _check_is))
+                           _feature_counts("is", ("gen",)), _check_is,
+                           options=(MetricOption("is-images", click.IntRange(1), None,
+                                                 "IS: generated images [--fid-images]."),
+                                    MetricOption("is-splits", click.IntRange(1), 10,
+                                                 "IS: splits the images are cut into (mean ± std over them)."))))
 register_metric(MetricSpec("kid", "kernel Inception distance (unbiased MMD², cubic kernel)", ("gen", "real"),
                            True, lambda s, c: KIDMetric(s.images_for("kid"), s.kid_subsets, s.kid_subset_size,
                                                         s.seed, c.device),
-                           _feature_counts("kid", ("gen", "real"))))
+                           _feature_counts("kid", ("gen", "real")),
+                           options=(MetricOption("kid-images", click.IntRange(2), None,
+                                                 "KID: images per set [--fid-images]."),
+                                    MetricOption("kid-subsets", click.IntRange(1), DEFAULT_SUBSETS,
+                                                 "KID: subsets averaged (mean ± std)."),
+                                    MetricOption("kid-subset-size", click.IntRange(2), DEFAULT_SUBSET_SIZE,
+                                                 "KID: features per subset (shrinks to the set size, with a "
+                                                 "note)."))))
 register_metric(MetricSpec("pr", "precision and recall with k-NN manifolds of the Inception features",
                            ("gen", "real"), True, lambda s, c: PRMetric(s.images_for("pr"), s.pr_k, c.device),
                            _feature_counts("pr", ("gen", "real")), _check_pr, "precision/recall",
-                           columns=lambda r: [("precision", r.precision), ("recall", r.recall)]))
+                           columns=lambda r: [("precision", r.precision), ("recall", r.recall)],
+                           options=(MetricOption("pr-images", click.IntRange(2), None,
+                                                 "Precision/recall: images per set [--fid-images]."),
+                                    MetricOption("pr-k", click.IntRange(1), DEFAULT_K,
+                                                 "Precision/recall: the k of the k-NN manifold radii."))))
 
 
 @dataclass
