@@ -15,18 +15,13 @@ from __future__ import annotations
 import argparse
 import cProfile
 import pstats
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
-from torch.profiler import ProfilerActivity, profile
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
-
 from celebahq_scale import make_synthetic_celeba
+from torch.profiler import ProfilerActivity, profile
 
 from celebahq.pipeline import BuildOptions, build
 

@@ -38,12 +38,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
-from celebahq.export import selected_images
 from celebahq.landmarks import read_celeba_landmarks, write_celeba_landmarks
-from gancore.processes import descendants
+from toolkit_testing.builds import selected_images
+from toolkit_testing.process_tree import descendants
+
+ROOT = Path(__file__).resolve().parent.parent
 
 MINI = ROOT / "examples" / "celeba_wild_mini"
 CELEBA_SOURCES, CELEBA_KEEP = 202_599, 30_000
@@ -207,6 +206,8 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--keep-folder", type=Path, default=None, help="Work here and keep it (default: a temp).")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--record", action="store_true",
+                        help="also write the printed figures into their section of benchmarks/RESULTS.md")
     args = parser.parse_args()
     work = args.keep_folder or Path(tempfile.mkdtemp(prefix="celebahq_scale_"))
     try:
@@ -249,4 +250,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    import results_record
+
+    results_record.run_main("celebahq: build at scale on a CPU", main)

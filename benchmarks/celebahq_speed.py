@@ -14,17 +14,15 @@ from __future__ import annotations
 import argparse
 import json
 import resource
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
 from celebahq.pipeline import BuildOptions, build
+
+ROOT = Path(__file__).resolve().parent.parent
 
 CELEBA_PHOTOS = 202_599
 

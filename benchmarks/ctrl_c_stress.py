@@ -66,6 +66,8 @@ def main(argv=None) -> None:
     parser.add_argument("--trials", type=int, default=40)
     parser.add_argument("--code", type=Path, default=ROOT, help="checkout whose CLI runs")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--record", action="store_true",
+                        help="also write the printed figures into their section of benchmarks/RESULTS.md")
     args = parser.parse_args(argv)
     rng = random.Random(args.seed)
     counts: Counter[str] = Counter()
@@ -78,4 +80,6 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    import results_record
+
+    results_record.run_main("celebahq: Ctrl-C at random moments", main)

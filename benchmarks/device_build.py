@@ -25,9 +25,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
 from celebahq_scale import CELEBA_KEEP, CELEBA_SOURCES, ROOT, TreeMemory, make_synthetic_celeba
 from device_common import Row  # the device suite's row type
 

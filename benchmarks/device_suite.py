@@ -29,11 +29,10 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-HERE = Path(__file__).resolve().parent
-sys.path[:0] = [str(HERE), str(HERE.parent)]
-
 import torch
 from device_common import DEVICE_ENV_VAR, SMOKE_ENV_VAR, Row
+
+HERE = Path(__file__).resolve().parent
 
 # name -> seconds of the 450-second suite (an H100); smoke budgets are 1/30 of these
 SECTIONS = {"metrics": 100.0, "build": 260.0, "train": 90.0}

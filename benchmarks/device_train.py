@@ -12,14 +12,9 @@ from __future__ import annotations
 
 import argparse
 import math
-import sys
 import time
-from pathlib import Path
 
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
 from device_common import Row  # the device suite's row type
 from train_speed import measure
 

@@ -46,6 +46,8 @@ def main() -> None:
     parser.add_argument("--resolution", type=int, default=16, help="Build and training resolution.")
     parser.add_argument("--kimg", type=float, default=8.0, help="Training length.")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--record", action="store_true",
+                        help="also write the printed figures into their section of benchmarks/RESULTS.md")
     args = parser.parse_args()
 
     out = (ROOT / args.out).resolve()
@@ -81,4 +83,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    import results_record
+
+    results_record.run_main("toolkit: end to end on the bundled example", main)

@@ -30,6 +30,7 @@ import io
 import json
 import os
 import platform
+import runpy
 import sys
 import tempfile
 import time
@@ -42,11 +43,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path[:0] = [str(ROOT), str(ROOT / "examples")]
-
 from ganeval.fid import compute_fid
 from ganeval.inception import FIDInceptionV3, state_dict_from_torchscript
+
+ROOT = Path(__file__).resolve().parent.parent
 
 TOOLS = ("ganeval", "pytorch-fid", "clean-fid", "torch-fidelity")
 DEFAULT_TORCHSCRIPT = Path.home() / ".cache" / "ganeval" / "test-weights" / "default_1.pt"
@@ -78,8 +78,7 @@ class Weights:
 def photographs() -> list[np.ndarray]:
     """The example generator's public-domain photographs; the bundled 128² crops when skimage is missing."""
     try:
-        from make_examples import photographs as sample_photographs
-        return sample_photographs()
+        return runpy.run_path(str(ROOT / "examples" / "make_examples.py"))["photographs"]()
     except ImportError:
         files = sorted((ROOT / "examples" / "real").glob("*.png"))
         return [np.asarray(Image.open(file).convert("RGB")) for file in files]
@@ -275,6 +274,8 @@ def main(argv=None) -> None:
                                                                               DEFAULT_TORCHSCRIPT)))
     parser.add_argument("--work", type=Path, default=None, help="folder for the images (default: temporary)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+    parser.add_argument("--record", action="store_true",
+                        help="also write the printed figures into their section of benchmarks/RESULTS.md")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -295,4 +296,6 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    import results_record
+
+    results_record.run_main("ganeval: fid beside other FID tools", main)

@@ -7,7 +7,7 @@
     python benchmarks/metrics_speed.py --pairs 8 --repeat 1 --fid-images 4 --fid-samples 600 --fid-dim 256  # smoke
 
 1. MS-SSIM: `ganeval.msssim.ms_ssim` (float64, chunked like `msssim_diversity`) against the NumPy/SciPy FFT
-   reference of the test suite (`ref_msssim` in tests/ganeval/test_msssim.py, imported, not copied) on the same
+   reference of the test suite (`ref_msssim` in toolkit_testing.msssim_reference, imported, not copied) on the same
    pairs of the bundled 128×128 photographs (examples/real; `--msssim-resolutions 128,256` adds a LANCZOS resize
    to 256²). Seconds, pairs/s, the ratio and the max |ours − reference|; the same without the compiled kernel
    (`native=False`: the PyTorch/OpenCV path used where no C compiler is found) and with `dtype=torch.float32`.
@@ -39,18 +39,15 @@ import scipy.linalg
 import torch
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parent.parent
-# test_msssim imports `conftest` from tests/; the repo root comes first so that `ganeval` is the package, not the
-# tests/ganeval folder (which would otherwise shadow it as a namespace package)
-sys.path[:0] = [str(ROOT), str(ROOT / "tests"), str(ROOT / "tests" / "ganeval")]
-
-from test_msssim import ref_msssim
-
+from gancore.native import build_and_load
 from gancore.runtime import CACHE_ENV_VAR
 from ganeval import native
 from ganeval.fid import frechet_distance
 from ganeval.inception import FIDInceptionV3, InceptionFeatureExtractor, load_inception
 from ganeval.msssim import default_batch_size, ms_ssim
+from toolkit_testing.msssim_reference import ref_msssim
+
+ROOT = Path(__file__).resolve().parent.parent
 
 REFERENCE_CHUNK = 32  # pairs per ref_msssim call (bounds the FFT memory; the per-pair cost does not change)
 
@@ -203,7 +200,7 @@ def bench_kernel_build() -> dict:
         os.environ[CACHE_ENV_VAR] = folder
         try:
             start = time.perf_counter()
-            library, reason = native._build_and_load("msssim")
+            library, reason = build_and_load(native.SOURCE_DIR / "msssim.c")
             seconds = time.perf_counter() - start
         finally:
             if previous is None:
@@ -375,6 +372,8 @@ def main() -> None:
                         help="skip the slow baselines (SciPy MS-SSIM reference, scipy.linalg.sqrtm FID)")
     parser.add_argument("--cuda-only", action="store_true", help="skip every CPU measurement")
     parser.add_argument("--json", action="store_true", help="print the figures as one JSON object")
+    parser.add_argument("--record", action="store_true",
+                        help="also write the printed figures into their section of benchmarks/RESULTS.md")
     args = parser.parse_args()
 
     cuda = torch.cuda.is_available()
@@ -403,4 +402,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    import results_record
+
+    title = "ganeval: MS-SSIM, Inception and FID speed, CUDA only" if "--cuda-only" in sys.argv else "ganeval: MS-SSIM, Inception and FID speed"
+    results_record.run_main(title, main)

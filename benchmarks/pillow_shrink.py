@@ -1,6 +1,6 @@
 """The device shrink (`celebahq.render.resize_pillow_torch`) beside the installed Pillow, on real photographs.
 
-    python benchmarks/pillow_shrink.py
+    python benchmarks/pillow_shrink.py [--record]
 
 For the astronaut, Grace Hopper and coffee photographs and tall crops of them (height 2–3× the width), each shrunk
 by 2, 3 and 5 as `plan_crop` would (sides rounded): the largest and the mean absolute difference to
@@ -11,6 +11,7 @@ non-zero rows (seen with the Pillow 13.0.0 wheel of our CI machine, on the tall 
 
 from __future__ import annotations
 
+import argparse
 import time
 from pathlib import Path
 
@@ -34,6 +35,10 @@ def photographs() -> dict[str, np.ndarray]:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--record", action="store_true",
+                        help="also write the printed figures into their section of benchmarks/RESULTS.md")
+    parser.parse_args()
     print(f"Pillow {PIL.__version__}, torch {torch.__version__}, CPU")
     print(f"{'photo':<22} {'size':>9} {'shrink':>6} {'max':>4} {'mean':>7} {'PIL ms':>7} {'torch ms':>8}")
     for name, image in photographs().items():
@@ -53,4 +58,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    import results_record
+
+    results_record.run_main("celebahq: torch shrink vs the installed Pillow", main)

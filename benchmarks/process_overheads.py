@@ -8,7 +8,7 @@
 2. The first PNG from a fresh spawn pool, with a plain ProcessPoolExecutor (children re-import this script, which
    imports the CLI as `python -m celebahq.cli` would) and with `gancore.processes.helper_pool`.
 3. How long the main process takes to receive one decoded photo from a DataLoader worker: a plain object holding
-   the numpy array (pickled through a pipe) and `pipeline.Prepared` (pixels through shared memory).
+   the numpy array (pickled through a pipe) and `build_stages.Prepared` (pixels through shared memory).
 """
 
 from __future__ import annotations
@@ -25,16 +25,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
-
 from celebahq_scale import ROOT, _pss, make_synthetic_celeba
 
 import celebahq.cli  # noqa: F401 - what a `python -m celebahq.cli` main module has imported
-from celebahq.pipeline import Prepared
-from celebahq.processes import encode_and_write
-from gancore.processes import descendants, die_with_parent, helper_pool
+from celebahq.build_stages import Prepared
+from celebahq.png_writers import encode_and_write
+from gancore.processes import die_with_parent, helper_pool
+from toolkit_testing.process_tree import descendants
 
 
 def memory_by_role(code: Path) -> dict[str, list[float]]:
@@ -112,6 +109,8 @@ def receive_ms(prepared: bool, side: int) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--code", type=Path, default=ROOT, help="checkout whose CLI the measured build runs")
+    parser.add_argument("--record", action="store_true",
+                        help="also write the printed figures into their section of benchmarks/RESULTS.md")
     args = parser.parse_args()
     print(f"load average at the start: {os.getloadavg()[0]:.2f}")
     for role, peaks in memory_by_role(args.code.resolve()).items():
@@ -126,4 +125,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    import results_record
+
+    results_record.run_main("celebahq: helper process overheads", main)

@@ -3,7 +3,7 @@
     python benchmarks/quality_benchmark.py            # the cases table, then images/s on the CPU (and the GPU)
     python benchmarks/quality_benchmark.py --json     # the same as one JSON object
 
-Cases (tests/celebahq/quality_cases.py, the same as tests/celebahq/test_quality.py): the nine sample
+Cases (toolkit_testing/quality_cases.py, the same as tests/celebahq/test_quality.py): the nine sample
 photographs of scikit-image and matplotlib (≥ 512²) plus scikit-image's brick wall, a periodic texture.
 For each measure it checks that the value falls strictly with Gaussian blur σ = 0, 0.5, 1, 2, 4; that a
 halftone dot screen, stripes and JPEG quality 5 lower it; that rotation, mirroring and brightness changes move
@@ -11,7 +11,7 @@ it by less than 2%; and lists every image where it does not.
 
 Variance of the Laplacian (cv2.Laplacian of the 8-bit grey image, ksize 1, then its variance) is the usual
 blur detector, and the speed baseline with the slow, obvious NumPy version of our score
-(tests/celebahq/reference_quality.py). Speed: 8 different 1024² photographs (the retina crop and 2×2 mosaics of
+(toolkit_testing/quality_reference.py). Speed: 8 different 1024² photographs (the retina crop and 2×2 mosaics of
 the 512² ones), one batch, best of `--repeat` runs, all in the same run so the ratios hold on a busy machine.
 """
 
@@ -20,19 +20,14 @@ from __future__ import annotations
 import argparse
 import itertools
 import json
-import sys
 import time
-from pathlib import Path
 
 import cv2
 import numpy as np
 import torch
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-sys.path.insert(0, str(ROOT / "tests" / "celebahq"))
-
-from quality_cases import (
+from celebahq.quality import quality_score
+from toolkit_testing.quality_cases import (
     BLUR_SIGMAS,
     DEFECTS,
     NEUTRAL,
@@ -40,9 +35,7 @@ from quality_cases import (
     gaussian_blur,
     sample_photographs,
 )
-from reference_quality import reference_quality
-
-from celebahq.quality import quality_score
+from toolkit_testing.quality_reference import reference_quality
 
 
 def variance_of_laplacian(image: np.ndarray) -> float:
@@ -130,6 +123,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--repeat", type=int, default=3)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--record", action="store_true",
+                        help="also write the printed figures into their section of benchmarks/RESULTS.md")
     args = parser.parse_args()
 
     photos = {**sample_photographs(), **sample_photographs(PERIODIC_TEXTURES)}
@@ -155,4 +150,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    import results_record
+
+    results_record.run_main("celebahq: quality score vs variance of the Laplacian", main)

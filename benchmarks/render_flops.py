@@ -13,26 +13,22 @@ padded side (or `--time-side`) with the median σ, both ways, and the largest di
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
-
 from celebahq_scale import make_synthetic_celeba
+from PIL import Image
 from restore_shapes import ALIGN, network_pixels
 
+from celebahq.build_stages import discover_sources
 from celebahq.geometry import CropPlan, plan_crop
-from celebahq.pipeline import discover_sources
-from celebahq.render import _BAND_BLOCK, _band_matrix, _banded_rows
+from celebahq.render.torch_backend import _BAND_BLOCK, _band_matrix, _banded_rows
 from celebahq.restore.infer import Tiling, shipped_weights
-from celebahq.restore.models import gflops_per_megapixel, load_restorer
+from celebahq.restore.models import load_restorer
+from toolkit_testing.flops import gflops_per_megapixel
 
 LANCZOS_TAPS = 7  # per phase, upsampling (support 3)
 
@@ -96,6 +92,8 @@ def main(argv=None) -> None:
     parser.add_argument("--sources", type=int, default=500)
     parser.add_argument("--resolution", type=int, default=1024)
     parser.add_argument("--time-side", type=int, default=0, help="side of the timed blur (default: the median)")
+    parser.add_argument("--record", action="store_true",
+                        help="also write the printed figures into their section of benchmarks/RESULTS.md")
     args = parser.parse_args(argv)
     tilings = {kind: Tiling.for_network(kind, ALIGN[kind], on_cuda=True) for kind in ("cleanup", "sr")}
     networks = {kind: load_restorer(shipped_weights(kind), kind)[0] for kind in ("cleanup", "sr")}
@@ -132,4 +130,6 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    import results_record
+
+    results_record.run_main("celebahq: render arithmetic per source", main)

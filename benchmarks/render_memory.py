@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import hashlib
 import resource
-import sys
 import time
 from pathlib import Path
 
@@ -21,11 +20,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
 from celebahq.landmarks import read_celeba_landmarks
 from celebahq.render import render_torch_tensor
+
+ROOT = Path(__file__).resolve().parent.parent
 
 MINI = ROOT / "examples" / "celeba_wild_mini"
 
@@ -35,6 +33,8 @@ def main(argv=None) -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--resolution", type=int, default=1024)
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--record", action="store_true",
+                        help="also write the printed figures into their section of benchmarks/RESULTS.md")
     args = parser.parse_args(argv)
     table = read_celeba_landmarks(MINI / "Anno" / "list_landmarks_celeba.txt")
     names = sorted(table)[:args.batch]
@@ -52,4 +52,6 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    import results_record
+
+    results_record.run_main("celebahq: render time and memory", main)

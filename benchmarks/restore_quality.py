@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from pathlib import Path
 
@@ -23,14 +22,11 @@ import numpy as np
 import torch
 from PIL import Image, ImageDraw
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
-
 from celebahq.restore.degrade import SR_SCALE, bicubic_upscale, downscale, jpeg_roundtrip
 from celebahq.restore.eval import evaluate
 from celebahq.restore.infer import Restorer
-from celebahq.restore.models import gflops_per_megapixel
 from celebahq.restore.train import load_photos
+from toolkit_testing.flops import gflops_per_megapixel
 
 SPEED_INPUT = {"cleanup": 1024, "sr": 256}
 CROP = 128  # side of each panel of the picture (output pixels)
@@ -86,6 +82,8 @@ def main() -> None:
     parser.add_argument("--picture-from", default="astronaut", help="the photo whose name contains this")
     parser.add_argument("--picture-crop", default="56,160", help="top,left of its crop (default: the astronaut's face)")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--record", action="store_true",
+                        help="also write the printed figures into their section of benchmarks/RESULTS.md")
     args = parser.parse_args()
 
     photos = load_photos(args.images, 1)
@@ -121,4 +119,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    import results_record
+
+    results_record.run_main("celebahq: restoration networks, quality and speed", main)

@@ -15,19 +15,14 @@ through the network per image pixel. No network runs; seconds.
 from __future__ import annotations
 
 import argparse
-import sys
 import tempfile
 from pathlib import Path
 
+from celebahq_scale import make_synthetic_celeba
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(1, str(Path(__file__).resolve().parent.parent))
-
-from celebahq_scale import make_synthetic_celeba
-
+from celebahq.build_stages import discover_sources
 from celebahq.geometry import plan_crop
-from celebahq.pipeline import discover_sources
 from celebahq.restore.infer import DEFAULT_MARGIN, DEFAULT_TILE, Tiling, _round_up
 from celebahq.restore.models import KINDS
 
@@ -72,6 +67,8 @@ def main(argv=None) -> None:
     parser.add_argument("--sources", type=int, default=400)
     parser.add_argument("--resolution", type=int, default=1024)
     parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--record", action="store_true",
+                        help="also write the printed figures into their section of benchmarks/RESULTS.md")
     args = parser.parse_args(argv)
     schemes = ("previous", "cpu", "cuda")
     tilings = {(device, kind): Tiling.for_network(kind, ALIGN[kind], device == "cuda", batch=args.batch)
@@ -108,4 +105,6 @@ def main(argv=None) -> None:
 
 
 if __name__ == "__main__":
-    main()
+    import results_record
+
+    results_record.run_main("celebahq: restoration networks' call shapes", main)

@@ -5,17 +5,23 @@ A script calls `record_section(title, body_markdown)` when run with `--record`; 
 replaced (or appended when new), other sections are kept as they are. The file is written atomically.
 
     python benchmarks/train_vs_original.py --record      # updates "## progan: one training step vs the original"
+
+A script that prints its figures can instead hand its `main` to `run_main(title, main)`: with `--record` on the
+command line, what `main` prints becomes the section's body (a code block).
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime
+import io
 import os
 import platform
 import re
 import shlex
 import sys
 from pathlib import Path
+from typing import Callable
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 HEADER = ("# Measured figures\n\nEvery figure the docs quote, written by the benchmark that measured it "
@@ -78,3 +84,37 @@ def record_section(title: str, body: str, command: str | None = None, load_befor
     temporary.write_text(updated)
     os.replace(temporary, path)
     return path
+
+
+RECORD_HELP = "also write the printed figures into their section of benchmarks/RESULTS.md"
+
+
+class _Tee(io.TextIOBase):
+    """A text stream writing to `stream` and keeping a copy."""
+
+    def __init__(self, stream):
+        self.stream, self.copy = stream, io.StringIO()
+
+    def write(self, text: str) -> int:
+        self.copy.write(text)
+        return self.stream.write(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+
+def run_main(title: str, main: Callable[[], object], path: Path = RESULTS) -> None:
+    """Run a benchmark's `main()`; with `--record` among the arguments, record what it printed on stdout
+    under `## title` (the command recorded without `--record`). `main` parses the arguments itself (it
+    should accept `--record`, with `RECORD_HELP`). Nothing is recorded when `main` raises."""
+    if "--record" not in sys.argv[1:]:
+        main()
+        return
+    command = " ".join(["python"] + [shlex.quote(part) for part in sys.argv if part != "--record"])
+    load_before = load_summary()
+    tee = _Tee(sys.stdout)
+    with contextlib.redirect_stdout(tee):
+        main()
+    printed = tee.copy.getvalue().strip("\n")
+    path = record_section(title, f"```\n{printed}\n```", command=command, load_before=load_before, path=path)
+    print(f"recorded: {path} (## {title})")

@@ -6,7 +6,7 @@
 The NumPy baseline follows tkarras/progressive_growing_of_gans metrics/sliced_wasserstein.py step by step:
 scipy.ndimage.convolve pyramid per minibatch, fancy-index patch extraction, per-channel normalisation, float32
 projections sorted with np.sort(axis=0). It reuses the test suite's reference pyramid/normalisation/sliced-W
-functions (tests/ganeval/reference_swd.py) and only vectorises the patch extraction. Both implementations get
+functions (toolkit_testing/swd_reference.py) and only vectorises the patch extraction. Both implementations get
 the same uint8 images; the printed SWD values should agree to sampling noise (different random patches).
 Prints wall-clock seconds, images/s, the ratio, and on CUDA the peak GPU memory.
 """
@@ -23,12 +23,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "tests" / "ganeval"))
-
-import reference_swd as ref
-
 from ganeval.swd import compute_swd, pyramid_resolutions
+from toolkit_testing import swd_reference as ref
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def make_images(num_images: int, resolution: int, seed: int) -> np.ndarray:
@@ -87,6 +85,8 @@ def main() -> None:
     parser.add_argument("--resolution", type=int, default=128)
     parser.add_argument("--gpu-only", action="store_true", help="skip the CPU runs (for large GPU sizes)")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--record", action="store_true",
+                        help="also write the printed figures into their section of benchmarks/RESULTS.md")
     args = parser.parse_args()
 
     images_a = make_images(args.num_images, args.resolution, 1)
@@ -127,4 +127,7 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    import results_record
+
+    title = "ganeval: SWD speed, GPU only" if "--gpu-only" in sys.argv else "ganeval: SWD speed"
+    results_record.run_main(title, main)

@@ -6,7 +6,7 @@ import json
 
 import click
 
-from gancore.cli import emit, start_distributed, user_errors
+from gancore.cli import emit, emit_skipped, start_distributed, take_over_lock_option, user_errors
 from gancore.outputs import check_output_path
 
 
@@ -64,11 +64,13 @@ def _shard(_ctx, _param, value: str | None):
                    "of skipping them with the reason.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option("--quiet", is_flag=True)
+@take_over_lock_option
 @user_errors
 def build_command(src, out, resolution, backend, sr, cleanup, downscale, batch_size, num_workers, num_writers, device,
                   shard, limit, num_images, select_file, h5_path, zip_path, png, accept_odd_landmarks, as_json, quiet):
     """Crop, align and render the faces of SRC into OUT/images/*.png with OUT/manifest.jsonl and report.json."""
-    from .pipeline import BuildOptions, build
+    from .build_options import BuildOptions
+    from .pipeline import build
 
     start_distributed(device, share_gpus=True)  # ranks only wait for each other: several may share a GPU
     options = BuildOptions(resolution=resolution, backend=backend, sr=sr, cleanup=cleanup, downscale=downscale,
@@ -82,8 +84,7 @@ def build_command(src, out, resolution, backend, sr, cleanup, downscale, batch_s
         return
     if report.manifest and "skipped 0 damaged" not in report.manifest:
         emit(f"warning: {out}: {report.manifest}", err=True)
-    for source, reason in report.skipped.items():
-        emit(f"skipped {source}: {reason}", err=True)
+    emit_skipped(report.skipped)
     passes = ", ".join(f"{p.name} pass {p.sources_per_second:.2f} sources/s" for p in report.passes if p.sources)
     emit(f"{report.ok} images written, {len(report.skipped)} skipped, {report.already_done} already done "
          f"({report.sources} sources{'; ' + passes if passes else ''}) -> {out}")
@@ -103,6 +104,7 @@ def build_command(src, out, resolution, backend, sr, cleanup, downscale, batch_s
 @click.option("--zip", "zip_path", type=click.Path(dir_okay=False), help="stylegan2-ada-pytorch dataset zip.")
 @click.option("--num-images", type=click.IntRange(1), default=None, help="Only the first N (ranking order).")
 @click.option("--quiet", is_flag=True)
+@take_over_lock_option
 @user_errors
 def export_command(out, h5_path, zip_path, num_images, quiet):
     """Export the finished images of a build OUT as HDF5 and/or zip."""
@@ -145,8 +147,7 @@ def quality_command(paths, batch_size, num_workers, device, as_json, quiet):
     from .quality import score_paths
 
     report = score_paths(paths, batch_size=batch_size, device=device, num_workers=num_workers, progress=not quiet)
-    for name, reason in report.skipped.items():
-        emit(f"skipped {name}: {reason}", err=True)
+    emit_skipped(report.skipped)
     ranked = report.ranked()
     if as_json:
         emit(json.dumps([{"file": name, "quality": score} for name, score in ranked]))
@@ -166,6 +167,7 @@ def quality_command(paths, batch_size, num_workers, device, as_json, quiet):
 @click.option("--rescore", is_flag=True, help="Score every image again (default: reuse the manifest's scores).")
 @_scoring_options
 @click.option("--json", "as_json", is_flag=True, help="Print the ranking report as JSON.")
+@take_over_lock_option
 @user_errors
 def rank_command(out, keep, preview, preview_count, rescore, batch_size, num_workers, device, as_json, quiet):
     """Rank the finished images of a build OUT by quality, write the scores into its manifests, select the best."""
@@ -187,8 +189,7 @@ def _print_ranking(ranking: dict, out: str) -> None:
     if "deferred" in ranking:
         emit(f"not ranked: {ranking['deferred']}", err=True)
         return
-    for source, reason in ranking["skipped"].items():
-        emit(f"not ranked {source}: {reason}", err=True)
+    emit_skipped(ranking["skipped"], "not ranked")
     if ranking["keep"] is not None and ranking["keep"] > ranking["ranked"]:
         emit(f"warning: {ranking['keep']} images asked, only {ranking['ranked']} ranked: all selected", err=True)
     emit(f"ranked {ranking['ranked']} images ({ranking['scored']} scored now), selected "
@@ -222,8 +223,7 @@ def restore_command(kind, in_dir, out_dir, weights, tile, batch_size, device, qu
 
     restorer = Restorer(kind, _weights_file(kind, weights), resolve_device(device), tile=tile, batch=batch_size)
     written, skipped = restore_folder(restorer, in_dir, out_dir, progress=not quiet)
-    for name, reason in skipped.items():
-        emit(f"skipped {name}: {reason}", err=True)
+    emit_skipped(skipped)
     emit(f"{written} images written, {len(skipped)} skipped -> {out_dir}")
 
 
@@ -269,7 +269,7 @@ def train_restorer_command(kind, more_images, images, val_images, out, steps, pa
                            adversarial_weight, val_every, threads, restart, init_weights, config_json, device,
                            quiet):
     """Train the cleanup or sr network on synthetic degradations of photographs (resumes from OUT.ckpt)."""
-    from .restore.train import TrainOptions, train
+    from .restore.train import TrainOptions, train_restorer
 
     images = images + more_images
 
@@ -277,7 +277,7 @@ def train_restorer_command(kind, more_images, images, val_images, out, steps, pa
                            adversarial_weight=adversarial_weight, val_every=val_every, device=device,
                            threads=threads, resume=not restart, progress=not quiet, init=init_weights,
                            config=_network_config(config_json))
-    best = train(kind, images, out, val_images, options)
+    best = train_restorer(kind, images, out, val_images, options)
     if "gain_db" in best:
         emit(f"best validation at step {best['step']}: {best['psnr']:.2f} dB, {best['gain_db']:+.2f} dB over the "
              f"baseline -> {out}")
@@ -343,33 +343,42 @@ def eval_restorer_command(kind, more_images, images, quality, weights, device, a
 @click.option("--legacy/--fast", default=True, show_default=True,
               help="legacy: the pre-delta images of Pillow 3.1.1 bit for bit (numpy, CPU); fast: the current "
                    "reference renderer (within a grey level, so most rows will not match the md5s).")
+@click.option("--decoder", type=click.Choice(["libjpeg-8d", "pillow"]), default="libjpeg-8d", show_default=True,
+              help="JPEG decoder of the CelebA photos: IJG libjpeg 8d (the original's, through the jpeglib "
+                   "package) or this Pillow's (libjpeg-turbo: 4:2:0 photos decode differently, so the result is "
+                   "not the official dataset).")
 @click.option("--workers", type=click.IntRange(0), default=None, help="Worker processes [CPU count].")
 @click.option("--limit", type=click.IntRange(1), default=None, help="Only the first N rows (trials).")
 @click.option("--h5", "h5_path", type=click.Path(dir_okay=False), help="Also write the multi-resolution HDF5.")
 @click.option("--zip", "zip_path", type=click.Path(dir_okay=False), help="Also write the StyleGAN dataset zip.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 @click.option("--quiet", is_flag=True)
+@take_over_lock_option
 @user_errors
-def official_command(src, deltas, out, legacy, workers, limit, h5_path, zip_path, as_json, quiet):
+def official_command(src, deltas, out, legacy, decoder, workers, limit, h5_path, zip_path, as_json, quiet):
     """The official CelebA-HQ: OUT/images/imgHQ%05d.png from CelebA and NVIDIA's released deltas."""
     from .official import OFFICIAL_ROWS, OfficialOptions, build_official, export_official
 
     for path in (h5_path, zip_path):
         if path:
             check_output_path(path)  # before hours of work, not after
-    report = build_official(src, deltas, out, OfficialOptions(legacy=legacy, workers=workers, limit=limit,
-                                                              progress=not quiet))
+    report = build_official(src, deltas, out, OfficialOptions(legacy=legacy, decoder=decoder, workers=workers,
+                                                              limit=limit, progress=not quiet))
     written = export_official(out, report, h5_path, zip_path, progress=not quiet) if h5_path or zip_path else []
     if as_json:
         emit(json.dumps(dict(report.to_dict(), exports=[str(p) for p in written])))
         return
-    for name, reason in report.skipped.items():
-        emit(f"skipped {name}: {reason}", err=True)
+    emit_skipped(report.skipped)
     if report.rows != OFFICIAL_ROWS and limit is None:
         emit(f"note: image_list.txt has {report.rows} rows; the release has {OFFICIAL_ROWS}", err=True)
     emit(f"{report.ok} of {report.rows} images ({report.processed} now, {report.already_done} before), "
          f"{report.exact} exact; pre-delta differs in {len(report.proc_mismatch)}, final in "
          f"{len(report.final_mismatch)}; {len(report.skipped)} skipped -> {out}")
+    _emit_decoder_counts(report.by_decoder)
+    if not report.official:
+        emit(f"note: not the official CelebA-HQ: JPEGs decoded by {report.decoder_version} ({report.decoder}), "
+             f"{'legacy' if report.legacy else 'fast'} render; the original used IJG libjpeg 8d and Pillow 3.1.1",
+             err=True)
     for path in written:
         emit(f"wrote {path}")
 
@@ -396,25 +405,49 @@ def verify_command(out, deltas, limit, workers, as_json, quiet):
                 emit(f"imgHQ{idx:05d}: {label}", err=True)
         emit(f"{report.exact} of {report.rows} images match the release's md5, {len(report.mismatched)} differ, "
              f"{len(report.missing)} missing or unreadable")
+        _emit_decoder_counts(report.by_decoder)
     if not report.ok:
         raise SystemExit(1)
 
 
+def _emit_decoder_counts(by_decoder) -> None:
+    """One line per JPEG decoder: its rows and how many match the release's proc and final md5s."""
+    for decoder, counts in sorted(by_decoder.items()):
+        emit(f"  decoded by {decoder}: {counts.rows} images, proc md5 matches {counts.proc_match}, "
+             f"final md5 matches {counts.final_match}")
+
+
 @main.command("check-decoder")
-@click.argument("celeba", type=click.Path(file_okay=False))
+@click.argument("celeba", type=click.Path(file_okay=False), required=False)
+@click.option("--src", type=click.Path(file_okay=False), default=None,
+              help="CelebA folder: check img_celeba/000001.jpg against the original's md5 (also as CELEBA).")
 @user_errors
-def check_decoder_command(celeba):
-    """Does this machine's JPEG decoder match libjpeg 8d (the original's md5 of 000001.jpg)? Exit 1 if not."""
+def check_decoder_command(celeba, src):
+    """Which JPEG decoder `official` and `build` use, and with a CelebA folder whether official's decodes
+    000001.jpg to the original's md5 (libjpeg 8d's). Exit 1 unless the official decoder runs and matches."""
+    from gancore.errors import UserError
+
+    from .decoding import HOW_TO_GET_8D
     from .official import check_decoder
 
-    check = check_decoder(celeba)
-    emit(f"{check.path}: md5 {check.md5}, libjpeg 8d gives {check.expected}; decoder: {check.decoder}; "
-         f"chroma {check.subsampling}")
+    if celeba and src and celeba != src:
+        raise UserError(f"two CelebA folders given ({celeba}, --src {src}): give one")
+    check = check_decoder(src or celeba)
+    for use in check.uses:
+        state = f"unavailable: {use.problem}" if use.problem else "available"
+        emit(f"{use.command}: {use.decoder}, {use.version}, {state}")
+    if check.path is not None:
+        for decoder, md5 in check.md5s.items():
+            verdict = "matches" if md5 == check.expected else "differs from"
+            emit(f"{check.path} (chroma {check.subsampling}) by {decoder}: md5 {md5}, {verdict} the original's "
+                 f"{check.expected}")
     if check.matches:
-        emit("the decoder matches libjpeg 8d")
+        emit("official decodes as the original (IJG libjpeg 8d)" if check.path else
+             "official's decoder runs; give --src CELEBA to check 000001.jpg's md5")
         return
-    emit("the decoder differs from libjpeg 8d: pre-delta images will differ by a few grey levels where chroma "
-         "changes (see docs/celebahq.md, Getting the official CelebA-HQ)")
+    emit("official cannot decode as the original: " + (
+        f"{check.uses[0].problem}; {HOW_TO_GET_8D}" if check.uses[0].problem else
+        f"000001.jpg is not CelebA's, or its decode differs from libjpeg 8d's {check.expected}"))
     raise SystemExit(1)
 
 

@@ -50,12 +50,9 @@ class ExportResult:
     manifest: str  # "read N manifest records, skipped K damaged lines"
 
 
-def selected_images(out_dir: str | os.PathLike, num_images: int | None = None) -> list[Path]:
-    """The build's finished images in export order: ranked ones first by rank when ranked, else manifest order."""
-    return _selection(Path(out_dir), num_images)[0]
-
-
-def _selection(out_dir: Path, num_images: int | None) -> tuple[list[Path], str]:
+def selected_files(out_dir: Path, num_images: int | None) -> tuple[list[Path], str]:
+    """The build's finished images in export order (ranked ones first by rank when ranked, else manifest order;
+    the first `num_images`) and what was read from its manifests (UserError when none or too few)."""
     summary = load_all_manifests(out_dir)
     done = [r for r in latest_records(summary.records).values() if r.get("status") == "ok"]
     if any(r.get("rank") is not None for r in done):
@@ -257,7 +254,7 @@ def export_hdf5(out_dir: str | os.PathLike, h5_path: str | os.PathLike, num_imag
     """Write the multi-resolution HDF5 of a build."""
     out_dir, h5_path = Path(out_dir), prepare_target(h5_path)
     with _build_lock(out_dir, "celebahq export"):
-        files, manifest = _selection(out_dir, num_images)
+        files, manifest = selected_files(out_dir, num_images)
         stream = ImageStream(files, batch_size=batch_size)  # the selected files, in export order
         with ExitStack() as stack, progress_bar(len(files), "export h5", progress) as bar:
             pyramid = None
@@ -277,7 +274,7 @@ def export_zip(out_dir: str | os.PathLike, zip_path: str | os.PathLike, num_imag
     """Write a stylegan2-ada-pytorch dataset zip (PNG bytes copied, folders of 1000, dataset.json)."""
     out_dir, zip_path = Path(out_dir), prepare_target(zip_path)
     with _build_lock(out_dir, "celebahq export"):
-        files, manifest = _selection(out_dir, num_images)
+        files, manifest = selected_files(out_dir, num_images)
         with DatasetZip(zip_path) as archive, progress_bar(len(files), "export zip", progress) as bar:
             for index, file in enumerate(files):
                 archive.put(index, file.read_bytes())

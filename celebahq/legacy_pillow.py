@@ -18,19 +18,31 @@ since then, each written here from the original sources:
   float64 scalar in float32.
 
 The padding step (reflect, blur, fade to the median) is numpy/scipy code in the original too and is shared with
-the reference renderer (`celebahq.render.pad_with_blur`). `render_legacy` chains the steps; tests compare each
-function with hand-worked cases and with md5s of Pillow 3.1.1 itself (built from its sdist under Python 3.6).
+the reference renderer (`celebahq.render.pad_with_blur`; `pad_blur_legacy` adds the original's rounding to uint8).
+`render_legacy` chains the steps; tests compare each function with hand-worked cases and with md5s of Pillow 3.1.1
+itself (built from its sdist under Python 3.6).
+
+Compiled kernels: the loops of `resize_antialias`, `transform_quad_bilinear` and `pad_blur_legacy` also exist in C
+(celebahq/_native/legacy_pillow.c, built on first use by gancore.native without -ffast-math and with
+-ffp-contract=off): per output value the same float32/double operations in the same order (scipy.ndimage's
+`correlate1d` loop for the blur), so the same bytes, several times faster. Each function takes `native` (default
+True: the compiled kernel when it can be built and passes its self-check against the numpy path on first use);
+`native=False`, GANEVAL_NATIVE=0 or no C compiler give the numpy path. `kernel_status()` says which is used.
 """
 
 from __future__ import annotations
 
+import ctypes
 import math
+import threading
 from dataclasses import dataclass
 from functools import lru_cache
+from pathlib import Path
 
 import numpy as np
 
 from celebahq.render import pad_with_blur
+from gancore.native import KernelSet
 
 _F32 = np.float32
 
@@ -136,15 +148,40 @@ def _resample_axis(image: np.ndarray, out_size: int, axis: int) -> np.ndarray:
     return np.clip(acc, 0.0, 255.0).astype(np.uint8)  # clip8: (int) truncation toward zero, then 0..255
 
 
-def resize_antialias(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+def _native_resample_axis(kernel: ctypes.CDLL, image: np.ndarray, out_size: int, axis: int) -> np.ndarray:
+    """`_resample_axis` in the compiled kernel (the same bytes). A pass along the columns runs along the rows of
+    the transposed image (vectorised), then transposes back."""
+    if axis == 1:
+        return _native_transpose(kernel, _native_resample_axis(kernel, _native_transpose(kernel, image), out_size, 0))
+    height, width, channels = image.shape
+    first, weights = resample_coefficients(height, out_size)
+    out = np.empty((out_size, width, channels), dtype=np.uint8)
+    _check(kernel.legacy_resample_rows(_ptr(image), height, width * channels, _ptr(first), _ptr(weights),
+                                       weights.shape[1], out_size, _ptr(out)))
+    return out
+
+
+def _native_transpose(kernel: ctypes.CDLL, image: np.ndarray) -> np.ndarray:
+    """uint8 [H, W, C] -> [W, H, C], contiguous."""
+    height, width, channels = image.shape
+    out = np.empty((width, height, channels), dtype=np.uint8)
+    _check(kernel.legacy_transpose(_ptr(image), height, width, channels, _ptr(out)))
+    return out
+
+
+def resize_antialias(image: np.ndarray, size: tuple[int, int], native: bool = True) -> np.ndarray:
     """Pillow 3.1.1 `Image.resize(size, ANTIALIAS)` of uint8 HWC (RGB) -> uint8 [size[1], size[0], C].
 
-    Same size returns a copy (3.1.1 returns the image unchanged); otherwise both passes always run."""
-    image = np.ascontiguousarray(image)
+    Same size returns a copy (3.1.1 returns the image unchanged); otherwise both passes always run. native: the
+    compiled kernel when available (the same bytes), else numpy."""
+    image = np.ascontiguousarray(image, dtype=np.uint8)
     width, height = (int(v) for v in size)
     if (width, height) == (image.shape[1], image.shape[0]):
         return image.copy()
-    return _resample_axis(_resample_axis(image, width, axis=1), height, axis=0)
+    kernel = _kernel() if native else None
+    if kernel is None:
+        return _resample_axis(_resample_axis(image, width, axis=1), height, axis=0)
+    return _native_resample_axis(kernel, _native_resample_axis(kernel, image, width, axis=1), height, axis=0)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -189,14 +226,21 @@ def _bilinear_rows(image: np.ndarray, xin: np.ndarray, yin: np.ndarray) -> np.nd
 
 
 def transform_quad_bilinear(image: np.ndarray, size: tuple[int, int], data: tuple[float, ...],
-                            rows_per_block: int = 256) -> np.ndarray:
+                            rows_per_block: int = 256, native: bool = True) -> np.ndarray:
     """Pillow 3.1.1 `Image.transform(size, QUAD, …, BILINEAR)` of uint8 HWC with the coefficients of `quad_data`.
 
-    Returns uint8 [size[1], size[0], C]; computed in blocks of rows (bounded memory at 4096²)."""
-    image = np.ascontiguousarray(image)
+    Returns uint8 [size[1], size[0], C]; in numpy computed in blocks of rows (bounded memory at 4096²). native: the
+    compiled kernel when available (the same bytes)."""
+    image = np.ascontiguousarray(image, dtype=np.uint8)
     width, height = (int(v) for v in size)
     a0, a1, a2, a3, a4, a5, a6, a7 = (float(v) for v in data)
     out = np.empty((height, width, image.shape[2]), dtype=np.uint8)
+    kernel = _kernel() if native else None
+    if kernel is not None:
+        coefficients = np.array([a0, a1, a2, a3, a4, a5, a6, a7], dtype=np.float64)
+        _check(kernel.legacy_quad_bilinear(_ptr(image), *image.shape, _ptr(coefficients), height, width, 0,
+                                           _ptr(out)))
+        return out
     x = np.arange(width, dtype=np.float64)[None, :]
     for top in range(0, height, rows_per_block):
         y = np.arange(top, min(top + rows_per_block, height), dtype=np.float64)[:, None]
@@ -293,21 +337,157 @@ def legacy_plan(landmarks, image_size: tuple[int, int], resolution: int = 1024) 
                       resolution=int(resolution))
 
 
-def render_legacy(image: np.ndarray, landmarks, resolution: int = 1024) -> np.ndarray:
+def render_legacy(image: np.ndarray, landmarks, resolution: int = 1024, native: bool = True) -> np.ndarray:
     """The original's pre-delta image: uint8 HWC RGB photo + 5 landmarks -> uint8 [R, R, 3] (the original stores
-    it transposed to CHW before hashing: `image.transpose(2, 0, 1)`)."""
+    it transposed to CHW before hashing: `image.transpose(2, 0, 1)`). native: the compiled kernels when available
+    (the same bytes), else numpy."""
     image = np.ascontiguousarray(image)
     plan = legacy_plan(landmarks, (image.shape[1], image.shape[0]), resolution)
     if plan.shrink > 1:
-        image = resize_antialias(image, plan.shrunk_size)
+        image = resize_antialias(image, plan.shrunk_size, native)
     if plan.crop is not None:
         left, top, right, bottom = plan.crop
         image = image[top:bottom, left:right]
     if plan.superres > 1:
-        image = resize_antialias(image, (image.shape[1] * plan.superres, image.shape[0] * plan.superres))
+        image = resize_antialias(image, (image.shape[1] * plan.superres, image.shape[0] * plan.superres), native)
     if plan.pad is not None:
-        padded = pad_with_blur(image.astype(np.float32), plan.pad, plan.blur_sigma)
-        image = np.uint8(np.clip(np.round(padded), 0, 255))
+        image = pad_blur_legacy(image, plan.pad, plan.blur_sigma, native)
     size = 4 * plan.resolution
-    image = transform_quad_bilinear(image, (size, size), quad_data(plan.quad + _F32(0.5), size, size))
-    return resize_antialias(image, (plan.resolution, plan.resolution))
+    data = quad_data(plan.quad + _F32(0.5), size, size)
+    kernel = _kernel() if native else None
+    if kernel is not None:
+        return _native_quad_then_resize(kernel, image, size, data, plan.resolution)
+    image = transform_quad_bilinear(image, (size, size), data, native=False)
+    return resize_antialias(image, (plan.resolution, plan.resolution), native=False)
+
+
+def _native_quad_then_resize(kernel: ctypes.CDLL, image: np.ndarray, size: int, data: tuple[float, ...],
+                             resolution: int) -> np.ndarray:
+    """`transform_quad_bilinear` to size² then `resize_antialias` to resolution², compiled (the same bytes): the
+    transform writes its output transposed, so the resize's column pass runs along rows without a transpose."""
+    image = np.ascontiguousarray(image, dtype=np.uint8)
+    coefficients = np.array(data, dtype=np.float64)
+    transposed = np.empty((size, size, image.shape[2]), dtype=np.uint8)
+    _check(kernel.legacy_quad_bilinear(_ptr(image), *image.shape, _ptr(coefficients), size, size, 1,
+                                       _ptr(transposed)))
+    columns_done = _native_transpose(kernel, _native_resample_axis(kernel, transposed, resolution, 0))
+    return _native_resample_axis(kernel, columns_done, resolution, 0)
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# The padding step with the original's rounding, and the compiled kernels
+
+
+def pad_blur_legacy(image: np.ndarray, pad, blur_sigma: float, native: bool = True) -> np.ndarray:
+    """The original's padding step on uint8 HWC: `render.pad_with_blur` of the float32 image (reflect pad
+    (left, top, right, bottom), Gaussian blur σ = blur_sigma blended in, fade to the median), then
+    uint8(clip(round(·), 0, 255)) with numpy's round half to even. native: the compiled kernel (scipy.ndimage's
+    correlate1d loop in double, same bytes) when available."""
+    image = np.ascontiguousarray(image, dtype=np.uint8)
+    left, top, right, bottom = (int(p) for p in pad)
+    kernel = _kernel() if native else None
+    if kernel is None or min(left, top, right, bottom) < 0 or max(left, top, right, bottom) == 0 \
+            or not blur_sigma > 1e-15:  # the cases the kernel leaves to numpy (an error, a copy, no blur)
+        return np.uint8(np.clip(np.round(pad_with_blur(image.astype(np.float32), pad, blur_sigma)), 0, 255))
+    padded = np.pad(image, ((top, bottom), (left, right), (0, 0)), mode="reflect")
+    height, width, channels = padded.shape
+    weights = gaussian_half_kernel(blur_sigma)
+    radius = len(weights) - 1
+    blurred = np.empty(padded.shape, dtype=np.float32)
+    _check(kernel.legacy_gaussian_rows(_ptr(padded), height, width * channels, _ptr(weights), radius,
+                                       _ptr(blurred)))
+    _check(kernel.legacy_gaussian_cols(_ptr(blurred), height, width, channels, _ptr(weights), radius,
+                                       _ptr(blurred)))
+    pads = np.array([left, top, right, bottom], dtype=np.int64)
+    _check(kernel.legacy_pad_blend(_ptr(padded), _ptr(blurred), height, width, channels, _ptr(pads), 0, None, None))
+    median = np.empty(channels, dtype=np.float32)  # np.median(blurred, axis=(0, 1)), by a radix select
+    _check(kernel.legacy_channel_median(_ptr(blurred), height * width, channels, _ptr(median)))
+    out = np.empty(padded.shape, dtype=np.uint8)
+    _check(kernel.legacy_pad_blend(_ptr(padded), _ptr(blurred), height, width, channels, _ptr(pads), 1,
+                                   _ptr(median), _ptr(out)))
+    return out
+
+
+def gaussian_half_kernel(sigma: float) -> np.ndarray:
+    """scipy.ndimage.gaussian_filter's weights (truncate 4) at distances 0 … radius: float64 [radius + 1], the
+    formula of scipy's `_gaussian_kernel1d` (normalised by numpy's sum over the whole window)."""
+    sigma = float(sigma)
+    radius = int(4.0 * sigma + 0.5)
+    x = np.arange(-radius, radius + 1)
+    phi = np.exp(-0.5 / (sigma * sigma) * x ** 2)
+    phi = phi / phi.sum()
+    return np.ascontiguousarray(phi[radius:])
+
+
+_KERNELS = KernelSet(Path(__file__).resolve().parent / "_native")
+_KERNEL_NAME = "legacy_pillow"
+_KERNEL_LOCK = threading.RLock()  # re-entered by the self-check, which runs the public functions
+_kernel_library = {}  # "library": the checked ctypes library, or None once it is known to be unusable
+_SIGNATURES = {  # argument kinds: p pointer, i int64, d int (stage)
+    "legacy_resample_rows": "piippiip",
+    "legacy_transpose": "piiip",
+    "legacy_quad_bilinear": "piiipiidp",
+    "legacy_gaussian_rows": "piipip",
+    "legacy_gaussian_cols": "piiipip",
+    "legacy_pad_blend": "ppiiipdpp",
+    "legacy_channel_median": "piip",
+}
+
+
+def _ptr(array: np.ndarray) -> int:
+    return array.ctypes.data
+
+
+def _check(code: int) -> None:
+    if code != 0:
+        raise MemoryError("celebahq legacy kernel: out of memory for its scratch buffers")
+
+
+def _kernel() -> ctypes.CDLL | None:
+    """The compiled celebahq/_native/legacy_pillow.c, or None (numpy path). On first use it is built and every
+    function is checked against the numpy path on small images; one differing byte turns it off for the process
+    (the reason in `kernel_status()`)."""
+    with _KERNEL_LOCK:
+        if "library" not in _kernel_library:
+            library = _KERNELS.load(_KERNEL_NAME)
+            if library is not None:
+                kinds = {"p": ctypes.c_void_p, "i": ctypes.c_int64, "d": ctypes.c_int}
+                for name, signature in _SIGNATURES.items():
+                    function = getattr(library, name)
+                    function.argtypes = [kinds[k] for k in signature]
+                    function.restype = ctypes.c_int
+                problem = _self_check(library)
+                if problem:
+                    _KERNELS.disable(_KERNEL_NAME, f"self-check failed: {problem} differs from the numpy path")
+                    library = None
+            _kernel_library["library"] = library
+        return _kernel_library["library"]
+
+
+def _self_check(library: ctypes.CDLL) -> str | None:
+    """The first stage whose compiled bytes differ from numpy's on small random images, or None."""
+    _kernel_library["library"] = library  # the functions below take the compiled path while this runs
+    try:
+        image = np.random.RandomState(0).randint(0, 256, (29, 37, 3)).astype(np.uint8)
+        corners = np.float32([[3.2, -2.7], [1.1, 30.3], [35.9, 27.4], [36.6, 0.4]]) + _F32(0.5)
+        data, square = quad_data(corners, 64, 48), quad_data(corners, 64, 64)
+        checks = {
+            "resize": lambda native: resize_antialias(image, (13, 80), native),
+            "quad transform": lambda native: transform_quad_bilinear(image, (64, 48), data, native=native),
+            "quad transform and resize": lambda native: (
+                _native_quad_then_resize(library, image, 64, square, 16) if native else
+                resize_antialias(transform_quad_bilinear(image, (64, 64), square, native=False), (16, 16), False)),
+            "pad blur": lambda native: pad_blur_legacy(image, (5, 7, 3, 40), 2.6, native),
+        }
+        for stage, run in checks.items():
+            if not np.array_equal(run(True), run(False)):
+                return stage
+        return None
+    finally:
+        del _kernel_library["library"]
+
+
+def kernel_status() -> str:
+    """One line: the compiled kernel in use for the legacy render, or why numpy is used."""
+    _kernel()
+    return _KERNELS.status(_KERNEL_NAME)

@@ -100,12 +100,6 @@ def _decode(line: str) -> dict | None:
     return record if isinstance(record, dict) and isinstance(record.get("source"), str) else None
 
 
-def read_manifest(out_dir: str | os.PathLike, name: str = MANIFEST_NAME) -> list[dict]:
-    """The good records of one manifest file, in the order written (damaged lines and a torn last line left out;
-    `load_manifest` says which)."""
-    return load_manifest(out_dir, name).records
-
-
 def manifest_names(out_dir: str | os.PathLike) -> list[str]:
     """manifest.jsonl (when present) then every shard's manifest-<i>-of-<N>.jsonl, sorted."""
     shards = sorted(p.name for p in Path(out_dir).glob("manifest-*-of-*.jsonl"))

@@ -10,7 +10,9 @@ difference between the final image and a "pre-delta" image that anyone with Cele
   urlsafe_b64(PBKDF2-HMAC-SHA256(password = the raw JPEG file, salt = orig_file, 100,000 iterations, 32 bytes)),
   bz2-compressed, uint8 (3, 1024, 1024). final = (pre-delta + delta) mod 256, md5 of its CHW bytes = `final_md5`.
 
-`build_official` renders each row's pre-delta image (`legacy=True`: Pillow 3.1.1 and numpy 1.x bit for bit,
+Each photo is read once: its bytes derive the key and feed the JPEG decoder (`celebahq.decoding`: IJG libjpeg 8d,
+as the original, unless Pillow's decoder is asked for). `build_official` renders each row's pre-delta image
+(`legacy=True`: Pillow 3.1.1 and numpy 1.x bit for bit,
 `celebahq.legacy_pillow`; `legacy=False`: the current-Pillow reference renderer, to within a grey level), applies
 the delta and writes `OUT/images/imgHQ%05d.png` (HWC RGB), one manifest line per row saying whether `proc_md5` and
 `final_md5` matched, and `OUT/report.json`. A pre-delta image that differs still gives an image: the official
@@ -40,6 +42,7 @@ from gancore.processes import helper_pool
 from gancore.runtime import progress_bar
 from gancore.sources import BadImage, decode_image
 
+from .decoding import LIBJPEG_8D, PILLOW, decode_jpeg, decoder_description, jpeg_subsampling, require_decoder
 from .landmarks import read_celeba_landmarks
 from .manifest import ManifestWriter, latest_records, read_all_manifests, write_manifest
 from .selection import ImageListRow, parse_image_list
@@ -114,24 +117,55 @@ class DeltaError(Exception):
     """One row's delta cannot be used; the message is the skip reason."""
 
 
+class DamagedDelta(DeltaError):
+    """The delta member itself is at fault (not a Fernet token, not bz2, the wrong size); the message says how."""
+
+
+class WrongKey(DeltaError):
+    """A well-formed token whose HMAC fails under the photo's key: the photo is not the file the delta was made
+    from, or the token was changed (only the pre-delta md5 can tell which, `process_row`)."""
+
+
+#: A Fernet token: urlsafe base64 of version 0x80, 8-byte time, 16-byte IV, AES-CBC blocks of 16, 32-byte HMAC.
+_FERNET_OVERHEAD, _AES_BLOCK = 1 + 8 + 16 + 32, 16
+
+
+def check_token_form(token: bytes) -> None:
+    """DamagedDelta unless `token` has the form of a Fernet token (any key): a damaged member is the delta's
+    fault, whoever's photo is used."""
+    import binascii
+
+    try:
+        raw = base64.b64decode(token.strip(), altchars=b"-_", validate=True)
+    except (binascii.Error, ValueError):
+        raise DamagedDelta("not a Fernet token (not urlsafe base64)") from None
+    blocks = len(raw) - _FERNET_OVERHEAD
+    if not raw or raw[0] != 0x80:
+        raise DamagedDelta("not a Fernet token (no version byte 0x80)")
+    if blocks < _AES_BLOCK or blocks % _AES_BLOCK:
+        raise DamagedDelta(f"not a Fernet token ({len(raw)} bytes decoded: cut short or padded)")
+
+
 def decrypt_delta(token: bytes, jpeg_bytes: bytes, orig_file: str, resolution: int = OFFICIAL_RESOLUTION
                   ) -> np.ndarray:
-    """Fernet-decrypt and bz2-decompress one delta -> uint8 [3, R, R]; DeltaError with the reason otherwise."""
+    """Fernet-decrypt and bz2-decompress one delta -> uint8 [3, R, R]; DamagedDelta (the member's fault) or
+    WrongKey (the photo's, or a changed token) with the reason otherwise."""
     from cryptography.fernet import Fernet, InvalidToken
 
+    check_token_form(token)
     try:
         compressed = Fernet(delta_key(jpeg_bytes, orig_file)).decrypt(token)
     except InvalidToken:
-        raise DeltaError(f"decryption failed (InvalidToken): {orig_file} is not the file the deltas were made "
-                         "from") from None
+        raise WrongKey(f"decryption failed (InvalidToken): {orig_file} is not the file the deltas were made "
+                       "from") from None
     expected = 3 * resolution * resolution
     try:  # at most one byte more than expected is ever inflated: a hostile delta cannot exhaust memory
         raw = bz2.BZ2Decompressor().decompress(compressed, max_length=expected + 1)
     except (OSError, ValueError, EOFError) as error:
-        raise DeltaError(f"delta damaged: bz2 data does not decompress ({error})") from None
+        raise DamagedDelta(f"bz2 data does not decompress ({error})") from None
     if len(raw) != expected:
         size = f"more than {expected}" if len(raw) > expected else str(len(raw))
-        raise DeltaError(f"delta has {size} bytes, expected 3×{resolution}×{resolution}")
+        raise DamagedDelta(f"it has {size} bytes, expected 3×{resolution}×{resolution}")
     return np.frombuffer(raw, dtype=np.uint8).reshape(3, resolution, resolution)
 
 
@@ -179,6 +213,7 @@ class RowTask:
     out: Path
     legacy: bool
     resolution: int
+    decoder: str = LIBJPEG_8D  # celebahq.decoding.DECODERS
 
 
 @dataclass
@@ -195,6 +230,7 @@ class RowResult:
     proc_md5_match: bool | None = None
     final_md5_match: bool | None = None
     legacy: bool = True
+    decoder: str = LIBJPEG_8D  # the JPEG decoder of the photo (celebahq.decoding.DECODERS)
     seconds: float = 0.0
 
 
@@ -205,28 +241,45 @@ def _read_delta(task: RowTask) -> bytes:
     except KeyError:
         raise UserError(f"{task.delta_zip}: member {task.row.member} missing") from None
     except (zipfile.BadZipFile, OSError) as error:
-        raise DeltaError(f"{task.delta_zip.name}: member {task.row.member} damaged ({error})") from None
+        raise DamagedDelta(f"unreadable ({error})") from None
+
+
+def _delta_of(task: RowTask, jpeg: bytes, pre: np.ndarray) -> np.ndarray:
+    """The row's decrypted delta uint8 [3, R, R]. DeltaError naming who is at fault: the zip member (unreadable,
+    not a token, not bz2, the wrong size, or a token that the photo's key does not open although the photo renders
+    to proc_md5), else the photo (its bytes do not derive the key)."""
+    where = f"{task.delta_zip.name}: member {task.row.member} is damaged"
+    try:
+        return decrypt_delta(_read_delta(task), jpeg, task.row.orig_file, task.resolution)
+    except DamagedDelta as error:
+        raise DeltaError(f"{where}: {error}") from None
+    except WrongKey:
+        if md5_hex(pre) != task.row.proc_md5:
+            raise
+        raise DeltaError(f"{where}: it does not decrypt (InvalidToken) under the key of {task.row.orig_file}, "
+                         "whose pre-delta image matches proc_md5 (or the JPEG's bytes were changed without its "
+                         "pixels)") from None
 
 
 def process_row(task: RowTask) -> RowResult:
-    """Render, decrypt, apply, check and write one row (runs in a worker). Bad input -> a skipped result."""
+    """Read the photo once, decode, render, decrypt, apply, check and write one row (runs in a worker). Bad input
+    -> a skipped result whose reason blames the photo or the delta member."""
     started = time.perf_counter()
     row = task.row
-    result = RowResult(row.name, row.idx, row.orig_file, "skipped", legacy=task.legacy)
+    result = RowResult(row.name, row.idx, row.orig_file, "skipped", legacy=task.legacy, decoder=task.decoder)
     try:
         if task.landmarks is None:
             raise DeltaError(task.landmark_problem)
         try:
-            jpeg = task.photo.read_bytes()
+            jpeg = task.photo.read_bytes()  # the only read: these bytes are both the key and the pixels
         except OSError as error:
             raise DeltaError(f"{task.photo}: cannot read ({error.strerror or error})") from None
         try:
-            photo = decode_image(jpeg)
+            photo = decode_jpeg(jpeg, task.decoder)
         except BadImage as error:
             raise DeltaError(f"{row.orig_file}: unreadable image ({error})") from None
-        delta = decrypt_delta(_read_delta(task), jpeg, row.orig_file, task.resolution)
         pre = pre_delta_image(photo, task.landmarks, task.legacy, task.resolution)
-        final = pre + delta  # uint8: modulo 256, as the original
+        final = pre + _delta_of(task, jpeg, pre)  # uint8: modulo 256, as the original
     except DeltaError as error:
         result.reason = str(error)
     else:
@@ -248,10 +301,25 @@ class OfficialOptions:
     """Settings of `celebahq official` (its flags)."""
 
     legacy: bool = True  # Pillow 3.1.1 / numpy 1.x bit for bit; False: the current-Pillow reference render
+    decoder: str = LIBJPEG_8D  # the original's JPEG decoder; PILLOW only when asked for (not the official dataset)
     workers: int | None = None  # worker processes (default: the CPU count); 0 runs in this process
     limit: int | None = None  # only the first N rows (trials; the release has 30,000)
     resolution: int = OFFICIAL_RESOLUTION  # tests only: synthetic deltas at a small size; the release is 1024
     progress: bool = True
+
+
+@dataclass
+class DecoderCounts:
+    """Rows of one JPEG decoder: with an image, whose pre-delta (proc) and final md5 match the release."""
+
+    rows: int = 0
+    proc_match: int = 0
+    final_match: int = 0
+
+
+def _record_decoder(record: dict) -> str:
+    """The decoder a manifest record was made with (records from before the decoder choice: Pillow's)."""
+    return record.get("decoder", PILLOW)
 
 
 @dataclass
@@ -269,9 +337,17 @@ class OfficialReport:
     seconds: float = 0.0
     images_per_second: float = 0.0
     legacy: bool = True
+    decoder: str = LIBJPEG_8D  # this run's JPEG decoder
+    decoder_version: str = ""  # its library and version (celebahq.decoding.decoder_description)
+    by_decoder: dict[str, DecoderCounts] = field(default_factory=dict)  # imaged rows by the decoder that made them
+
+    @property
+    def official(self) -> bool:
+        """Every imaged row was decoded by libjpeg 8d and rendered by the legacy (Pillow 3.1.1) path."""
+        return self.legacy and set(self.by_decoder) <= {LIBJPEG_8D}
 
     def to_dict(self) -> dict:
-        return asdict(self)
+        return dict(asdict(self), official=self.official)
 
 
 def _source_layout(src: Path) -> tuple[Path, Path]:
@@ -300,13 +376,15 @@ def _landmarks_for(rows: list[ImageListRow], landmark_file: Path) -> dict[int, t
     return found
 
 
-def _pending(rows: list[ImageListRow], out: Path) -> list[ImageListRow]:
-    """Rows without a finished image (skipped rows are tried again); temporaries of a killed run are removed."""
+def _pending(rows: list[ImageListRow], out: Path, decoder: str) -> list[ImageListRow]:
+    """Rows without an image finished by `decoder` (skipped rows, and rows of another decoder, are done again);
+    temporaries of a killed run are removed."""
     for leftover in (out / "images").glob(".*.partial"):
         leftover.unlink(missing_ok=True)
     latest = latest_records(read_all_manifests(out))
     done = {source for source, record in latest.items()
-            if record.get("status") == "ok" and (out / record["output"]).is_file()}
+            if record.get("status") == "ok" and _record_decoder(record) == decoder
+            and (out / record["output"]).is_file()}
     return [row for row in rows if row.name not in done]
 
 
@@ -349,6 +427,7 @@ def build_official(src: str | os.PathLike, deltas: str | os.PathLike, out: str |
     """Build (or resume) the official CelebA-HQ into `out` from CelebA (`src`) and the released deltas."""
     options = options or OfficialOptions()
     _require_cryptography()
+    require_decoder(options.decoder)
     src, deltas, out = Path(src), Path(deltas), Path(out)
     images_dir, landmark_file = _source_layout(src)
     rows = read_image_list(deltas / "image_list.txt")
@@ -358,9 +437,9 @@ def build_official(src: str | os.PathLike, deltas: str | os.PathLike, out: str |
     started = time.perf_counter()
     with FolderLock(out, "celebahq official"):
         (out / "images").mkdir(parents=True, exist_ok=True)
-        pending = _pending(rows, out)
+        pending = _pending(rows, out, options.decoder)
         tasks = [RowTask(row, images_dir / row.orig_file, *landmarks[row.idx], deltas / row.zip_name, out,
-                         options.legacy, options.resolution) for row in pending]
+                         options.legacy, options.resolution, options.decoder) for row in pending]
         workers = options.workers if options.workers is not None else (os.cpu_count() or 1)
         with ManifestWriter(out) as manifest, progress_bar(len(tasks), "celebahq official", options.progress) as bar:
             def record(result: RowResult) -> None:
@@ -370,14 +449,25 @@ def build_official(src: str | os.PathLike, deltas: str | os.PathLike, out: str |
             _run(tasks, min(workers, len(tasks)) if workers else 0, record)
         latest = _summary(rows, out)
         elapsed = time.perf_counter() - started
-        report = _report(rows, latest, len(pending), elapsed, options.legacy)
+        report = _report(rows, latest, len(pending), elapsed, options)
         with atomic_output(out / "report.json") as temporary:
             temporary.write_text(json.dumps(report.to_dict(), indent=1))
     return report
 
 
+def _counts_by_decoder(records: list[dict], final_matches: list[bool]) -> dict[str, DecoderCounts]:
+    """DecoderCounts of imaged rows' manifest records, the final md5 verdicts given separately (same order)."""
+    counts: dict[str, DecoderCounts] = {}
+    for record, final_match in zip(records, final_matches):
+        entry = counts.setdefault(_record_decoder(record), DecoderCounts())
+        entry.rows += 1
+        entry.proc_match += bool(record.get("proc_md5_match"))
+        entry.final_match += bool(final_match)
+    return counts
+
+
 def _report(rows: list[ImageListRow], latest: dict[str, dict], processed: int, elapsed: float,
-            legacy: bool) -> OfficialReport:
+            options: OfficialOptions) -> OfficialReport:
     ok = [latest[row.name] for row in rows if latest.get(row.name, {}).get("status") == "ok"]
     return OfficialReport(
         rows=len(rows), processed=processed, already_done=len(rows) - processed, ok=len(ok),
@@ -386,7 +476,8 @@ def _report(rows: list[ImageListRow], latest: dict[str, dict], processed: int, e
         final_mismatch=[r["idx"] for r in ok if not r["final_md5_match"]],
         skipped={name: r.get("reason") or "not done" for name, r in latest.items() if r.get("status") != "ok"},
         seconds=round(elapsed, 3), images_per_second=round(processed / elapsed, 3) if elapsed > 0 else 0.0,
-        legacy=legacy)
+        legacy=options.legacy, decoder=options.decoder, decoder_version=decoder_description(options.decoder),
+        by_decoder=_counts_by_decoder(ok, [bool(r["final_md5_match"]) for r in ok]))
 
 
 def export_official(out: str | os.PathLike, report: OfficialReport, h5_path=None, zip_path=None,
@@ -410,14 +501,21 @@ def export_official(out: str | os.PathLike, report: OfficialReport, h5_path=None
 # Checks of a finished folder and of the JPEG decoder
 
 
+#: verify's decoder for a PNG whose row has no finished manifest line (a later run of another decoder skipped it)
+UNFINISHED = "unknown (no finished manifest line)"
+
+
 @dataclass
 class VerifyReport:
-    """`celebahq verify`: rows whose PNG's CHW bytes have the release's final md5, differ, or are missing."""
+    """`celebahq verify`: rows whose PNG's CHW bytes have the release's final md5, differ, or are missing; the
+    present ones counted by the decoder that made them (from OUT/manifest.jsonl: its proc md5 verdict, the final
+    md5 checked again here)."""
 
     rows: int
     exact: int
     mismatched: list[int] = field(default_factory=list)
     missing: list[int] = field(default_factory=list)
+    by_decoder: dict[str, DecoderCounts] = field(default_factory=dict)
 
     @property
     def ok(self) -> bool:
@@ -449,46 +547,70 @@ def verify_official(out: str | os.PathLike, deltas: str | os.PathLike, limit: in
         else:
             md5s = [bar.update(1) or _final_md5_of(path) for path in paths]
     report = VerifyReport(rows=len(rows), exact=0)
+    latest = latest_records(read_all_manifests(out))
+    present, verdicts = [], []
     for row, path, md5 in zip(rows, paths, md5s):
         if md5 is None:
             report.missing.append(row.idx)
-        elif md5 == row.final_md5:
-            report.exact += 1
-        else:
+            continue
+        report.exact += md5 == row.final_md5
+        if md5 != row.final_md5:
             report.mismatched.append(row.idx)
+        record = latest.get(row.name, {})
+        present.append(record if record.get("status") == "ok" else {"decoder": UNFINISHED})
+        verdicts.append(md5 == row.final_md5)
+    report.by_decoder = _counts_by_decoder(present, verdicts)
     return report
 
 
 @dataclass
-class DecoderCheck:
-    """The original's libjpeg 8d check: md5 of img_celeba/000001.jpg decoded to uint8 HWC."""
+class DecoderUse:
+    """Which JPEG decoder a command uses, its library and version, and why it cannot run here (None: it can)."""
 
-    path: str
-    md5: str
-    expected: str
-    decoder: str  # the JPEG library Pillow uses here
-    subsampling: str  # the file's chroma subsampling: only subsampled chroma is upsampled differently by decoders
+    command: str
+    decoder: str
+    version: str
+    problem: str | None
+
+
+@dataclass
+class DecoderCheck:
+    """The decoders of `official` (libjpeg 8d) and `build` (Pillow's) and, given CelebA, the original's check:
+    md5 of img_celeba/000001.jpg decoded to uint8 HWC RGB (`np.array(PIL.Image.open(path)).tobytes()` there)."""
+
+    uses: list[DecoderUse]
+    path: str | None = None  # CelebA's 000001.jpg, when a folder was given
+    subsampling: str | None = None  # its chroma subsampling: only subsampled chroma decodes differently
+    md5s: dict[str, str] = field(default_factory=dict)  # decoder -> md5 of its decode (those that run here)
+    expected: str = DECODER_MD5
 
     @property
     def matches(self) -> bool:
-        return self.md5 == self.expected
+        """The official decoder runs here and, when CelebA was given, decodes 000001.jpg to the original's md5."""
+        usable = self.uses[0].problem is None
+        return usable and (self.path is None or self.md5s.get(LIBJPEG_8D) == self.expected)
 
 
-def check_decoder(celeba: str | os.PathLike) -> DecoderCheck:
-    """Decode CelebA's 000001.jpg as the original did and compare with libjpeg 8d's md5."""
-    from PIL import Image, JpegImagePlugin, features
+def check_decoder(celeba: str | os.PathLike | None = None) -> DecoderCheck:
+    """The decoder of each command; with CelebA's folder, 000001.jpg's md5 by each against libjpeg 8d's."""
+    from .decoding import decoder_problem
 
+    uses = [DecoderUse("official", LIBJPEG_8D, decoder_description(LIBJPEG_8D), decoder_problem(LIBJPEG_8D)),
+            DecoderUse("build", PILLOW, decoder_description(PILLOW), None)]
+    check = DecoderCheck(uses)
+    if celeba is None:
+        return check
     path = Path(celeba) / IMAGES_DIR / "000001.jpg"
-    if not path.is_file():
-        raise UserError(f"{path}: not found (give CelebA's folder, which holds {IMAGES_DIR}/)")
     try:
-        pixels = decode_image(path)
-        with Image.open(path) as image:
-            sampling = JpegImagePlugin.get_sampling(image) if image.format == "JPEG" else -1
-    except (BadImage, OSError) as error:
-        raise UserError(f"{path}: unreadable ({error})") from None
-    turbo = features.check_feature("libjpeg_turbo")
-    decoder = (f"libjpeg-turbo {features.version('libjpeg_turbo')} (libjpeg API {features.version('jpg')})" if turbo
-               else f"libjpeg {features.version('jpg')}") + " through Pillow"
-    subsampling = {0: "4:4:4", 1: "4:2:2", 2: "4:2:0"}.get(sampling, "unknown")
-    return DecoderCheck(str(path), md5_hex(pixels), DECODER_MD5, decoder, subsampling)
+        data = path.read_bytes()
+    except OSError as error:
+        raise UserError(f"{path}: {'not found' if isinstance(error, FileNotFoundError) else error.strerror} "
+                        f"(give CelebA's folder, which holds {IMAGES_DIR}/)") from None
+    check.path, check.subsampling = str(path), jpeg_subsampling(data)
+    for use in uses:
+        if use.problem is None:
+            try:
+                check.md5s[use.decoder] = md5_hex(decode_jpeg(data, use.decoder))
+            except BadImage as error:
+                raise UserError(f"{path}: unreadable ({error})") from None
+    return check

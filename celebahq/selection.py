@@ -13,16 +13,23 @@ A selection is an ordered list of `Pick`s (source, rank = 1-based export positio
   number, which gives its rank idx + 1 and its name; read by `parse_image_list`, the one reader of that format,
   which `celebahq official` uses too), or our own list: one source path per line, in export order (blank lines and
   lines starting with `#` ignored).
+
+Both are UTF-8 text with LF or CRLF line ends (line numbers count either). Refused with `--select FILE, line N: …`:
+a byte order mark (BOM) at the start, an image_list.txt header followed by no rows, a misspelt header (two or more
+of its five fields close to the column names: `Idx orig_idx orig_file proc_md5 final_md5`), rows of image_list.txt
+without the header line, a source listed twice, and listed sources that are not in the source folder
+(`missing_sources`, with the line of each).
 """
 
 from __future__ import annotations
 
+import difflib
 import os
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
-from gancore.errors import UserError
+from gancore.errors import UserError, printable
 
 OFFICIAL_COLUMNS = ("idx", "orig_idx", "orig_file", "proc_md5", "final_md5")
 
@@ -34,6 +41,7 @@ class Pick:
     source: str
     rank: int
     output: str
+    line: int = field(default=0, compare=False)  # where a selection file lists it (0: not from a file)
 
 
 def hq_name(idx: int) -> str:
@@ -58,24 +66,59 @@ def best_picks(records: Iterable[dict], keep: int) -> list[Pick]:
 
 
 def read_selection(path: str | os.PathLike) -> list[Pick]:
-    """Read a selection file (the official image_list.txt or one source per line); raises UserError if malformed."""
+    """Read a selection file (the official image_list.txt or one source per line); raises UserError if malformed
+    ('--select FILE, line N: …', see the module's docstring)."""
     path = Path(path)
+    where = f"--select {path}"
     try:
-        text = path.read_text(encoding="utf-8")
+        text = path.read_text(encoding="utf-8")  # universal newlines: CRLF and CR line ends read as LF
     except (OSError, UnicodeDecodeError) as error:
-        raise UserError(f"--select {path}: cannot read ({getattr(error, 'strerror', None) or error})") from None
-    lines = [line.strip() for line in text.splitlines()]
-    lines = [line for line in lines if line and not line.startswith("#")]
-    if not lines:
-        raise UserError(f"--select {path}: no sources listed")
-    if lines[0].split()[:1] == ["idx"]:
-        picks = [Pick(row.orig_file, row.idx + 1, row.output) for row in parse_image_list(text, f"--select {path}")]
+        raise UserError(f"{where}: cannot read ({getattr(error, 'strerror', None) or error})") from None
+    if text.startswith("\ufeff"):
+        raise UserError(f"{where}, line 1: starts with a UTF-8 byte order mark (BOM); save the file without it")
+    numbered = [(number, line.strip()) for number, line in enumerate(text.split("\n"), start=1)
+                if line.strip() and not line.strip().startswith("#")]
+    if not numbered:
+        raise UserError(f"{where}: no sources listed")
+    first_line, first = numbered[0]
+    if _is_image_list_header(first.split()):
+        rows = parse_image_list(text, where)
+        if not rows:
+            raise UserError(f"{where}, line {first_line}: the header of image_list.txt is followed by no rows")
+        picks = [Pick(row.orig_file, row.idx + 1, row.output, row.line) for row in rows]
+    elif _is_image_list_row(first.split()):
+        raise UserError(f"{where}, line {first_line}: a row of image_list.txt, but the header line "
+                        f"{' '.join(OFFICIAL_COLUMNS)!r} is missing before it")
     else:
-        picks = [Pick(source, position + 1, output_name(source)) for position, source in enumerate(lines)]
-    duplicates = len(picks) - len({pick.source for pick in picks})
-    if duplicates:
-        raise UserError(f"--select {path}: {duplicates} sources listed more than once")
+        picks = [Pick(source, position + 1, output_name(source), number)
+                 for position, (number, source) in enumerate(numbered)]
+    seen: dict[str, int] = {}
+    for pick in picks:
+        if pick.source in seen:
+            raise UserError(f"{where}, line {pick.line}: {printable(pick.source)} is listed again (first on line "
+                            f"{seen[pick.source]})")
+        seen[pick.source] = pick.line
     return sorted(picks, key=lambda pick: pick.rank)
+
+
+def missing_sources(picks: list[Pick], known: set[str], where: str) -> None:
+    """Raise UserError when picks name sources that are not in `known` (the source folder's), with their lines."""
+    missing = [pick for pick in picks if pick.source not in known]
+    if missing:
+        examples = ", ".join(f"{printable(pick.source)} (line {pick.line})" for pick in missing[:3])
+        raise UserError(f"{where}: {len(missing)} listed sources are not in the source folder (e.g. {examples})")
+
+
+def _is_image_list_header(fields: list[str]) -> bool:
+    """Whether a first line is image_list.txt's header, maybe misspelt: it starts with `idx`, or two or more of
+    its fields are close to the column names (a source path with spaces hardly is)."""
+    close = [name for name in fields if difflib.get_close_matches(name.lower(), OFFICIAL_COLUMNS, n=1, cutoff=0.75)]
+    return fields[:1] == ["idx"] or (len(fields) >= 3 and len(close) >= 2)
+
+
+def _is_image_list_row(fields: list[str]) -> bool:
+    """Whether a first line looks like a row of image_list.txt (two integers, a file, two md5s)."""
+    return len(fields) == len(OFFICIAL_COLUMNS) and fields[0].isdigit() and fields[1].isdigit()
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -93,6 +136,7 @@ class ImageListRow:
     orig_file: str
     proc_md5: str
     final_md5: str
+    line: int = field(default=0, compare=False)  # in image_list.txt
 
     @property
     def name(self) -> str:
@@ -115,14 +159,15 @@ def parse_image_list(text: str, where: str, in_order: bool = False) -> list[Imag
     """The rows of an image_list.txt's text: the header `idx orig_idx orig_file proc_md5 final_md5`, then one row
     per line (blank lines and lines starting with `#` skipped), in the file's order; each idx at most once, and
     with `in_order` row i has idx i. Anything else raises UserError '<where>, line N: …'."""
-    numbered = [(number, line.split()) for number, line in enumerate(text.splitlines(), start=1)
+    numbered = [(number, line.split()) for number, line in enumerate(text.split("\n"), start=1)
                 if line.strip() and not line.lstrip().startswith("#")]
     if not numbered or tuple(numbered[0][1]) != OFFICIAL_COLUMNS:
-        number = numbered[0][0] if numbered else 1
-        raise UserError(f"{where}, line {number}: expected the header {' '.join(OFFICIAL_COLUMNS)!r}")
+        number, found = numbered[0] if numbered else (1, [])
+        raise UserError(f"{where}, line {number}: expected the header {' '.join(OFFICIAL_COLUMNS)!r}, found "
+                        f"{printable(' '.join(found))!r}")
     rows, seen = [], set()
     for number, fields in numbered[1:]:
-        row = _image_list_row(fields, f"{where}, line {number}")
+        row = _image_list_row(fields, f"{where}, line {number}", number)
         if in_order and row.idx != len(rows):
             raise UserError(f"{where}, line {number}: idx {row.idx}, expected {len(rows)} (rows in idx order)")
         if row.idx in seen:
@@ -132,7 +177,7 @@ def parse_image_list(text: str, where: str, in_order: bool = False) -> list[Imag
     return rows
 
 
-def _image_list_row(fields: list[str], where: str) -> ImageListRow:
+def _image_list_row(fields: list[str], where: str, line: int) -> ImageListRow:
     if len(fields) != len(OFFICIAL_COLUMNS):
         raise UserError(f"{where}: expected {len(OFFICIAL_COLUMNS)} fields ({' '.join(OFFICIAL_COLUMNS)}), "
                         f"found {len(fields)}")
@@ -147,4 +192,4 @@ def _image_list_row(fields: list[str], where: str) -> ImageListRow:
             raise UserError(f"{where}: {column} {value!r} is not an md5 (32 hex digits)")
     if not fields[2].isascii() or "/" in fields[2] or fields[2].startswith("."):
         raise UserError(f"{where}: orig_file {fields[2]!r} is not a plain CelebA file name")
-    return ImageListRow(idx, orig_idx, fields[2], fields[3].lower(), fields[4].lower())
+    return ImageListRow(idx, orig_idx, fields[2], fields[3].lower(), fields[4].lower(), line)

@@ -9,7 +9,8 @@ import sys
 import click
 
 from . import distributed
-from .errors import UserError
+from .errors import UserError, printable
+from .locking import TAKE_OVER_ENV_VAR
 from .runtime import resolve_device
 from .sources import DEFAULT_MAX_PIXELS, MAX_PIXELS_ENV_VAR
 
@@ -22,17 +23,18 @@ def emit(message: str = "", err: bool = False) -> None:
 
 def user_errors(command):
     """Turn UserError and OSError (and Ctrl-C) into one line on stderr and exit status 2 (1 for an interrupt); under
-    torchrun also a collective's failure because another rank stopped or died (`distributed.peer_failure`)."""
+    torchrun also a collective's failure because another rank stopped or died (`distributed.peer_failure`). The
+    line is `printable`: a name with a newline in the message cannot make it two lines."""
 
     @functools.wraps(command)
     def wrapper(*args, **kwargs):
         try:
             return command(*args, **kwargs)
         except UserError as error:
-            click.echo(f"error: {error}", err=True)
+            click.echo(f"error: {printable(error)}", err=True)
             sys.exit(2)
         except OSError as error:  # read-only folder, full disk, permission: one line naming the path
-            click.echo(f"error: {describe_os_error(error)}", err=True)
+            click.echo(f"error: {printable(describe_os_error(error))}", err=True)
             sys.exit(2)
         except KeyboardInterrupt:
             click.echo("interrupted", err=True)
@@ -82,6 +84,17 @@ max_pixels_option = click.option(
     help=f"Refuse (or with --skip-bad skip) images larger than this many pixels, from their headers "
          f"[${MAX_PIXELS_ENV_VAR} or {DEFAULT_MAX_PIXELS:,}].")
 
+def _set_take_over(context, parameter, value):
+    if value:
+        os.environ[TAKE_OVER_ENV_VAR] = "1"  # read by every FolderLock the command takes (gancore.locking)
+    return value
+
+
+take_over_lock_option = click.option(
+    "--take-over-lock", is_flag=True, expose_value=False, callback=_set_take_over,
+    help="Take over the output folder's lock when it names a process of another host (which cannot be checked "
+         f"from here) [${TAKE_OVER_ENV_VAR}].")
+
 common_source_options = [
     click.option("--device", default="auto", show_default=True, help="cuda, cuda:1, cpu, or auto."),
     click.option("--batch-size", type=click.IntRange(1), default=None, help="Images per batch [auto]."),
@@ -100,9 +113,15 @@ def report_skipped(skipped: dict[str, list[str]] | list[str]) -> int:
     count = 0
     for name, items in groups:
         for item in items:
-            emit(f"skipped{f' ({name})' if name else ''}: {item}", err=True)
+            emit(f"skipped{f' ({name})' if name else ''}: {printable(item)}", err=True)
             count += 1
     return count
+
+
+def emit_skipped(skipped: dict[str, str], label: str = "skipped") -> None:
+    """Print 'LABEL NAME: REASON' on stderr for each skipped name (names and reasons `printable`)."""
+    for name, reason in skipped.items():
+        emit(f"{label} {printable(name)}: {printable(reason)}", err=True)
 
 
 def source_options(command):

@@ -24,6 +24,17 @@ class SourceError(UserError):
         return SourceError(self.problem, advice)
 
 
+def printable(text: object) -> str:
+    """`text` (a path, a name, a message) safe to print in a one-line message: every character that is not
+    printable (newlines, tabs, other control characters, Unicode line separators, the surrogates that stand for
+    undecodable bytes in file names) written as its Python escape (`\\n`, `\\x1b`, `\\udcff`), so that a file name
+    cannot start a second line of its own, e.g. a forged `error:` line."""
+    text = str(text)
+    if text.isprintable():
+        return text
+    return "".join(char if char.isprintable() else repr(char)[1:-1] for char in text)
+
+
 SKIP_BAD_ADVICE = "Fix or remove them, or pass --skip-bad to skip them"
 
 

@@ -1,28 +1,56 @@
 """Writing outputs safely, without torch (a writer process imports only this, numpy and Pillow): atomic files
-(temporary name, then rename) and a check, before any work, that an output path can be written."""
+(temporary name, then rename), a check, before any work, that an output path can be written, and the marker that
+tells an output folder from a folder of sources."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 
 from .errors import UserError
+
+LOCK_NAME = ".lock"  # gancore.locking's writer lock file
+OUTPUT_MARKER = ".gancore-output"  # an empty file: "this folder is a command's output, not a source"
+FILE_COUNT_LIMIT = 100_000  # files one command writes unless told it may write more (the paper's FID: 50,000)
 
 
 @contextlib.contextmanager
 def atomic_output(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside `path` (hidden, ending in .partial, unique to this process and call); when the
-    block succeeds it is renamed to `path`, otherwise removed: readers never see a half-written file."""
+    block succeeds it is renamed to `path`, otherwise removed: readers never see a half-written file.
+
+    An OSError of the write (a full disk: a failed `write` names no file) is raised again naming `path`, not the
+    hidden temporary, so that the CLIs' one line says which output failed ('PATH: No space left on device')."""
     path = Path(path)
     temporary = path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.partial")
     try:
         yield temporary
         os.replace(temporary, path)
+    except OSError as error:
+        if error.filename not in (None, str(temporary), temporary):
+            raise  # about another file (e.g. a source read inside the block)
+        raise os_error_naming(error, path) from error
     finally:
         temporary.unlink(missing_ok=True)
+
+
+def os_error_naming(error: OSError, path: str | os.PathLike) -> OSError:
+    """`error`'s errno and reason naming `path` (a failed `write` or `close` names no file); OSError picks the
+    subclass from the errno (FileNotFoundError for ENOENT, …)."""
+    return OSError(error.errno, error.strerror or str(error), str(path))
+
+
+def append_text(path: str | os.PathLike, text: str) -> None:
+    """Append `text` (UTF-8) to `path`, created if missing; an OSError (a full disk) names `path`."""
+    try:
+        with open(path, "a", encoding="utf-8") as file:
+            file.write(text)
+    except OSError as error:
+        raise os_error_naming(error, path) from error
 
 
 def check_output_path(path: str | os.PathLike, folder: bool = False) -> Path:
@@ -45,4 +73,51 @@ def check_output_path(path: str | os.PathLike, folder: bool = False) -> Path:
     except OSError as error:  # read-only file system, permission, no space for an inode
         raise UserError(f"cannot write in {target}: {error.strerror or error}") from None
     probe.unlink(missing_ok=True)
+    if folder:
+        mark_output_folder(path)
     return path
+
+
+def mark_output_folder(folder: str | os.PathLike) -> None:
+    """Mark the existing `folder` as a command's output: `gancore.imagefiles.list_image_files` never lists it as a
+    subfolder of a source folder. Raises OSError when the folder cannot be written."""
+    (Path(folder) / OUTPUT_MARKER).touch()
+
+
+def check_apart(out: str | os.PathLike, source: str | os.PathLike) -> None:
+    """Refuse (UserError) an output folder that is the source folder itself: its outputs would be listed as sources
+    on the next run (an output folder inside the source folder is fine: listings skip it by its marker)."""
+    if Path(out).resolve() == Path(source).resolve():
+        raise UserError(f"{out}: the output folder is the source folder; give the output a folder of its own (it "
+                        f"may lie inside the source folder)")
+
+
+def holds_output_marker(names: Iterable[str]) -> bool:
+    """Whether a folder holding files `names` is a command's output: the output marker, a writer lock (a command
+    writes there now) or a build manifest (`manifest.jsonl`, `manifest-I-of-N.jsonl`: builds made before the marker
+    existed)."""
+    return any(name in (OUTPUT_MARKER, LOCK_NAME, "manifest.jsonl")
+               or (name.startswith("manifest-") and name.endswith(".jsonl")) for name in names)
+
+
+def check_room_for_files(folder: str | os.PathLike, count: int, bytes_each: int, what: str, allow_many: bool,
+                         option: str = "--allow-many") -> None:
+    """Check, before any work, that `count` files of at most `bytes_each` bytes (`what`, e.g. "PNGs of 1024x1024")
+    may be written into the existing `folder`: at most FILE_COUNT_LIMIT of them unless `allow_many` (the user's
+    `option`), and no more bytes than the file system has free. Raises UserError naming what is needed."""
+    if count > FILE_COUNT_LIMIT and not allow_many:
+        raise UserError(f"{count:,} {what} asked, more than {FILE_COUNT_LIMIT:,}; pass {option} to write that many")
+    needed, free = count * bytes_each, shutil.disk_usage(folder).free
+    if needed > free:
+        raise UserError(f"{folder}: {count:,} {what} need up to {_byte_size(needed)}, only {_byte_size(free)} "
+                        f"free there")
+
+
+def _byte_size(count: int) -> str:
+    """'512 bytes', '3.1 MB', '46.9 GB', … (powers of 1000, as `df -H` shows them)."""
+    size, unit = float(count), "bytes"
+    for larger in ("kB", "MB", "GB", "TB", "PB", "EB"):
+        if size < 1000:
+            break
+        size, unit = size / 1000, larger
+    return f"{count} bytes" if unit == "bytes" else f"{size:.1f} {unit}"

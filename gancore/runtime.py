@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 
 from . import distributed
 from .errors import UserError
+from .outputs import atomic_output, os_error_naming
 
 
 def resolve_device(device: str | torch.device | None = None, share_gpus: bool = False) -> torch.device:
@@ -54,10 +55,31 @@ def exact_float32():
 
 
 def progress_bar(total: int | None, description: str, enabled: bool = True, unit: str = "img"):
-    """A tqdm bar on stderr (rank 0 only under torchrun); a silent no-op bar when disabled."""
-    enabled = enabled and distributed.is_main_process()
+    """A tqdm bar on stderr (rank 0 only under torchrun); a silent no-op bar when disabled or when there is
+    nothing to count (`total` 0: no empty bar is drawn)."""
+    enabled = enabled and total != 0 and distributed.is_main_process()
     return tqdm(total=total, desc=description, unit=unit, disable=not enabled, file=sys.stderr,
                 dynamic_ncols=True, leave=False)
+
+
+def torch_save_atomic(payload, path: str | os.PathLike) -> Path:
+    """`torch.save(payload)` into `path` atomically (temporary name, then rename). A failed write raises OSError
+    naming `path`: torch's own file writer reports a full disk as a RuntimeError ('… unexpected pos N vs M'), so
+    torch writes through a Python file, whose OSError ('No space left on device') is the real reason (raised
+    itself, or found in the RuntimeError's context); any other serialization failure of torch becomes an OSError
+    'cannot save (…)' naming `path` too."""
+    path = Path(path)
+    with atomic_output(path) as temporary:
+        try:
+            with open(temporary, "wb") as handle:
+                torch.save(payload, handle)
+        except RuntimeError as error:
+            cause = error.__cause__ or error.__context__
+            if isinstance(cause, OSError):
+                raise os_error_naming(cause, path) from error
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise OSError(None, f"cannot save ({reason})", str(path)) from error
+    return path
 
 
 CACHE_ENV_VAR = "GANEVAL_CACHE"

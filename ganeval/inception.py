@@ -385,7 +385,8 @@ class InceptionFeatureExtractor:
     pool3 comes from `inference_network`: a copy of the network (NVIDIA's TorchScript converted to ours when it
     provably computes the same) with each BatchNorm folded into its convolution, channels_last on the CPU.
     `network` stays as given (the classifier weight for the logits; a TorchScript that does not convert runs
-    as is). The folding changes pool3 by float32 rounding only (docs/metrics.md, "Speed of the feature pass").
+    as is). The folding changes pool3 by float32 rounding only (tests/ganeval/test_inception.py and
+    test_real_weights.py check it).
     """
 
     def __init__(self, network: nn.Module, resize: str = "tf", device=None, source: Path | None = None):

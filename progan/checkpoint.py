@@ -19,8 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from gancore.errors import SourceError, UserError
-from gancore.outputs import atomic_output
-from gancore.runtime import resolve_device
+from gancore.runtime import resolve_device, torch_save_atomic
 from gancore.sources import ImageSource, register_source_opener
 
 from .configs import TrainingConfig
@@ -34,11 +33,9 @@ SOURCE_IMAGES_VARIABLE = "PROGAN_SOURCE_IMAGES"
 
 
 def save_checkpoint(path: str | os.PathLike, state: dict) -> Path:
-    """Write `state` (plus the format tag) atomically: a temporary file renamed at the end."""
-    path = Path(path)
-    with atomic_output(path) as temporary:
-        torch.save({"format": FORMAT, "version": 1, **state}, temporary)
-    return path
+    """Write `state` (plus the format tag) atomically: a temporary file renamed at the end. A failed write (a full
+    disk) raises OSError naming `path` (gancore.runtime.torch_save_atomic), which the CLIs print as one line."""
+    return torch_save_atomic({"format": FORMAT, "version": 1, **state}, path)
 
 
 def load_checkpoint(path: str | os.PathLike, map_location="cpu") -> dict:
@@ -161,20 +158,6 @@ def latents_for(indices, latent_size: int, seed: int) -> torch.Tensor:
     rows = [torch.from_numpy(np.random.default_rng(np.random.SeedSequence([seed, int(i)]))
                              .standard_normal(latent_size, dtype=np.float32)) for i in indices]
     return torch.stack(rows)
-
-
-def smooth_latents(frames: int, latent_size: int, sigma: float, seed: int) -> torch.Tensor:
-    """The paper's interpolation latents: one N(0, I) latent per frame, blurred over time with a Gaussian of
-    `sigma` frames (wrapping, as the original's video), each renormalised onto the radius-sqrt(latent_size)
-    hypersphere. float32 [frames, latent_size]."""
-    from scipy.ndimage import gaussian_filter1d
-
-    rng = np.random.default_rng(np.random.SeedSequence([seed, 0x1E7]))
-    latents = rng.standard_normal((frames, latent_size))
-    if sigma > 0:
-        latents = gaussian_filter1d(latents, sigma, axis=0, mode="wrap")
-    latents *= np.sqrt(latent_size) / np.linalg.norm(latents, axis=1, keepdims=True)
-    return torch.from_numpy(latents.astype(np.float32))
 
 
 def images_to_uint8(images: torch.Tensor, resolution: int) -> torch.Tensor:

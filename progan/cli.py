@@ -15,36 +15,47 @@ import click
 import numpy as np
 import torch
 
-from gancore.cli import emit, start_distributed, user_errors
+from gancore.cli import emit, start_distributed, take_over_lock_option, user_errors
 from gancore.errors import UserError
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="progan-toolkit")
 def main():
-    """Train Progressive GANs (Karras et al. 2018) and sample from them; checkpoints are ganeval sources."""
+    """Train Progressive GANs (Karras et al. 2018), evaluate their snapshots, and sample and interpolate from
+    them. A checkpoint (.pt) is also an image source for every ganeval command, e.g.
+
+    \b
+      progan train --config tiny --data examples/real --out runs/tiny
+      progan evaluate runs/tiny --real examples/real --metrics swd
+      progan interpolate runs/tiny/network-snapshot-000008.pt --video lerp.mp4 --grid 4x2 --zoom 4
+
+    Run `progan COMMAND --help` for a command's options."""
 
 
-@main.command("train")
+@main.command("train", short_help="Train a ProGAN from scratch (--out) or continue a run (--resume).")
 @click.option("--config", "config_name", default="tiny", show_default=True, metavar="NAME",
               help="Preset: celebahq-1024 (the released presets for 1, 2, 4, 8 GPUs), celebahq-1024-v1 (the "
               "paper's, 1 GPU), celeba-128, table1-a … table1-g, cifar10, lsun-256, mnist-rgb, tiny.")
 @click.option("--data", "data_path", type=click.Path(exists=True), help="HDF5 from `celebahq export`, a folder, "
               "zip or array of square power-of-two images. Default when resuming: the run's.")
-@click.option("--out", "run_dir", type=click.Path(file_okay=False), help="Run directory [the resumed run's].")
+@click.option("--out", "run_dir", type=click.Path(file_okay=False),
+              help="Run folder: a new or empty one (one holding a run is refused) [the resumed run's].")
 @click.option("--kimg", type=click.FloatRange(min=0, min_open=True), default=None,
               help="Stop after this many thousand real images (total) [the config's total_kimg].")
 @click.option("--gpus", type=click.IntRange(1), default=1, show_default=True,
               help="Processes/GPUs; >1 relaunches itself under torchrun. Picks the preset's variant for N GPUs.")
 @click.option("--resume", type=click.Path(exists=True), default=None,
-              help="A run directory (latest snapshot) or a snapshot .pt: continue exactly.")
+              help="A run folder (its newest valid checkpoint) or a checkpoint .pt: continue exactly.")
 @click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
               help="Override any config value (JSON values, checked against the field's type), e.g. "
               "--set bf16=true --set 'minibatch_dict={\"4\":64}'.")
 @click.option("--device", default="auto", show_default=True, help="cuda, cpu or auto.")
 @user_errors
 def train_command(config_name, data_path, run_dir, kimg, gpus, resume, overrides, device):
-    """Train a ProGAN, e.g.
+    """Train a ProGAN on --data into a new run folder --out, or continue a run with --resume (its newest valid
+    checkpoint; the line "resuming from FILE (KIMG kimg, tick T)" says which). A folder that already holds a run
+    is refused: nothing in it is overwritten. Ctrl-C or SIGTERM stops at the next round with a checkpoint, e.g.
 
     \b
       progan train --config celebahq-1024 --data celebahq.h5 --out runs/celebahq
@@ -52,19 +63,24 @@ def train_command(config_name, data_path, run_dir, kimg, gpus, resume, overrides
       progan train --resume runs/tiny --kimg 12
     """
     from .configs import resolve_config
+    from .runs import check_new_run_dir, resume_setup
     from .schedule import check_gpu_split
-    from .training_loop import resume_setup, training_loop
+    from .training_loop import training_loop
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
     processes = world if world > 1 else gpus
     overrides = list(overrides) + ([f"total_kimg={kimg}"] if kimg is not None else [])
     if resume is not None:
         setup = resume_setup(resume, overrides, data_path, run_dir, note=lambda line: emit(line, err=True))
-        config, data_path, run_dir = setup.config, setup.data_path, setup.run_dir
+        config, data_path, run_dir, resume = setup.config, setup.data_path, setup.run_dir, setup.checkpoint
+        if world > 1 or gpus == 1:  # said once: by rank 0, not also by the torchrun launcher
+            emit(setup.describe(), err=True)
     else:
         config = resolve_config(config_name, overrides, processes)
     if data_path is None or run_dir is None:
         raise click.UsageError("give --data and --out (or --resume RUN)")
+    if resume is None and world == 1:  # before any process starts; the ranks under torchrun skip it
+        check_new_run_dir(run_dir)
     if config.resolution is not None:  # refused here, before any process starts (else once the data is known)
         check_gpu_split(config, processes, config_name if resume is None else "the resumed run's config")
     if gpus > 1 and world == 1:
@@ -108,20 +124,24 @@ def _relaunch_under_torchrun(gpus: int, run_dir: Path) -> typing.NoReturn:
     sys.exit(0)
 
 
-@main.command("generate")
+@main.command("generate", short_help="Write images of a checkpoint's EMA generator as PNG files.")
 @click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False))
 @click.option("--num", type=click.IntRange(1), default=64, show_default=True, help="Images to write.")
 @click.option("--out", "out_dir", required=True, type=click.Path(file_okay=False), help="Output folder of PNGs.")
 @click.option("--seed", type=int, default=0, show_default=True, help="Image i comes from latent (seed, i).")
 @click.option("--resolution", type=int, default=None,
               help="Output side: a power of two from 4 to the network's [the network's].")
-@click.option("--device", default="auto", show_default=True)
+@click.option("--device", default="auto", show_default=True, help="cuda, cpu or auto.")
+@click.option("--allow-many", is_flag=True, help="Allow --num above 100,000.")
+@take_over_lock_option
 @user_errors
-def generate_command(checkpoint, num, out_dir, seed, resolution, device):
-    """Write NUM images of CHECKPOINT's EMA generator as OUT/000000.png … (each PNG written atomically)."""
-    from gancore.imagefiles import write_png
+def generate_command(checkpoint, num, out_dir, seed, resolution, device, allow_many):
+    """Write NUM images of CHECKPOINT's EMA generator as OUT/000000.png … (each PNG written atomically). Refused
+    before any work when NUM is above 100,000 without --allow-many, or when the PNGs could need more space than
+    OUT's disk has free (each at most its raw pixels' size)."""
+    from gancore.imagefiles import png_size_bound, write_png
     from gancore.locking import FolderLock
-    from gancore.outputs import check_output_path
+    from gancore.outputs import check_output_path, check_room_for_files
     from gancore.runtime import resolve_device
 
     from .checkpoint import (
@@ -134,7 +154,9 @@ def generate_command(checkpoint, num, out_dir, seed, resolution, device):
     out = check_output_path(out_dir, folder=True)
     device = resolve_device(device)
     G = generator_from_checkpoint(load_checkpoint(checkpoint), device)
-    source = GeneratorSource(G, resolution=check_output_resolution(resolution, G), num_images=num, seed=seed)
+    side = check_output_resolution(resolution, G)
+    check_room_for_files(out, num, png_size_bound(side, side), f"PNGs of {side}x{side}", allow_many)
+    source = GeneratorSource(G, resolution=side, num_images=num, seed=seed)
     with FolderLock(out, "progan generate"):
         for start in range(0, num, 64):
             batch = source.load_batch(np.arange(start, min(start + 64, num)))
@@ -143,45 +165,149 @@ def generate_command(checkpoint, num, out_dir, seed, resolution, device):
     emit(f"wrote {num} images -> {out}")
 
 
-@main.command("interpolate")
+@main.command("interpolate", short_help="A latent interpolation video (mp4) or its frames, from a checkpoint.")
 @click.argument("checkpoint", type=click.Path(exists=True, dir_okay=False))
-@click.option("--out", "out_path", required=True, type=click.Path(),
-              help="A folder of frames, or a .png file for one grid of all frames.")
-@click.option("--frames", type=click.IntRange(2), default=240, show_default=True)
-@click.option("--sigma", type=click.FloatRange(min=0), default=45.0, show_default=True,
-              help="Gaussian smoothing over time in frames (the paper's video: 45 frames at 60 Hz).")
-@click.option("--seed", type=int, default=1000, show_default=True)
-@click.option("--columns", type=click.IntRange(1), default=16, show_default=True, help="Grid columns.")
-@click.option("--device", default="auto", show_default=True)
+@click.option("--video", "video_path", type=click.Path(dir_okay=False), default=None,
+              help="Write an H.264 mp4 here (needs the [video] extra: imageio and imageio-ffmpeg).")
+@click.option("--out", "out_path", type=click.Path(),
+              help="Also (or instead) write the frames: a folder of PNGs, or a .png file for one sheet of them.")
+@click.option("--duration", type=click.FloatRange(min=0, min_open=True), default=60.0, show_default=True,
+              help="Length in seconds (frames = duration × fps, rounded).")
+@click.option("--fps", type=click.FloatRange(min=0, min_open=True), default=30.0, show_default=True,
+              help="Frames per second.")
+@click.option("--frames", type=click.IntRange(1), default=None, help="Frame count [duration × fps].")
+@click.option("--smoothing", type=click.FloatRange(min=0), default=1.0, show_default=True,
+              help="Standard deviation of the Gaussian blur of the latents over time, in seconds.")
+@click.option("--grid", "grid_size", default="1x1", show_default=True, metavar="CxR",
+              help="Each frame a grid of C columns × R rows of images, each with its own latent path.")
+@click.option("--zoom", type=click.IntRange(1), default=1, show_default=True,
+              help="Repeat each pixel ZOOM × ZOOM times (nearest neighbour).")
+@click.option("--seed", type=int, default=1000, show_default=True,
+              help="Latents from numpy's RandomState(seed), as the original.")
+@click.option("--columns", type=click.IntRange(1), default=16, show_default=True,
+              help="Frames per row of the .png sheet of --out.")
+@click.option("--device", default="auto", show_default=True, help="cuda, cpu or auto.")
 @user_errors
-def interpolate_command(checkpoint, out_path, frames, sigma, seed, columns, device):
-    """The paper's latent interpolation: per-frame N(0, I) latents, Gaussian-smoothed over time (wrapping),
-    renormalised to the hypersphere."""
+def interpolate_command(checkpoint, video_path, out_path, duration, fps, frames, smoothing, grid_size, zoom, seed,
+                        columns, device):
+    """The original's latent interpolation video: per-frame N(0, I) latents, Gaussian-smoothed over time
+    (wrapping, so the video loops) and renormalised, through CHECKPOINT's EMA generator, e.g.
+
+    \b
+      progan interpolate runs/tiny/network-snapshot-000008.pt --video lerp.mp4 --grid 4x2 --zoom 4
+      progan interpolate celebahq-1024.pt --video lerp.mp4 --duration 10 --out frames/
+    """
     from gancore.imagefiles import write_png
     from gancore.locking import FolderLock
     from gancore.outputs import check_output_path
     from gancore.runtime import resolve_device
 
-    from .checkpoint import generator_from_checkpoint, images_to_uint8, load_checkpoint, smooth_latents
-    from .training_loop import save_grid
+    from .checkpoint import generator_from_checkpoint, load_checkpoint
+    from .interpolation import (
+        check_video_support,
+        frame_count,
+        interpolation_frames,
+        smooth_latents,
+        write_video,
+    )
 
-    grid = Path(out_path).suffix.lower() == ".png"
-    out = check_output_path(out_path, folder=not grid)
-    device = resolve_device(device)
-    G = generator_from_checkpoint(load_checkpoint(checkpoint), device)
-    latents = smooth_latents(frames, G.latent_size, sigma, seed)
-    with torch.no_grad():
-        images = torch.cat([images_to_uint8(G(chunk.to(device)), G.resolution).cpu() for chunk in latents.split(32)])
-    if grid:
-        save_grid(images, columns, out)
-    else:
+    if video_path is None and out_path is None:
+        raise UserError("give --video FILE.mp4 and/or --out FOLDER|SHEET.png")
+    grid_columns, grid_rows = _parse_grid(grid_size)
+    if video_path is not None:
+        check_video_support()
+        check_output_path(video_path)
+    sheet = out_path is not None and Path(out_path).suffix.lower() == ".png"
+    out = check_output_path(out_path, folder=not sheet) if out_path is not None else None
+    G = generator_from_checkpoint(load_checkpoint(checkpoint), resolve_device(device))
+    count = frames or frame_count(duration, fps)
+    latents = smooth_latents(count, grid_columns * grid_rows, G.latent_size, smoothing * fps, seed)
+    if video_path is not None:
+        write_video(interpolation_frames(G, latents, grid_columns, zoom), video_path, fps)
+        emit(f"wrote {count} frames at {fps:g} fps -> {video_path}")
+    if sheet:
+        frames_hwc = np.stack(list(interpolation_frames(G, latents, grid_columns, zoom)))
+        write_png(out, _sheet(frames_hwc, columns))
+    elif out is not None:
         with FolderLock(out, "progan interpolate"):
-            for index, image in enumerate(images):
-                write_png(out / f"frame{index:05d}.png", image.permute(1, 2, 0).numpy())
-    emit(f"wrote {frames} frames -> {out}")
+            for index, frame in enumerate(interpolation_frames(G, latents, grid_columns, zoom)):
+                write_png(out / f"frame{index:05d}.png", frame)
+    if out is not None:
+        emit(f"wrote {count} frames -> {out}")
 
 
-@main.command("import")
+def _parse_grid(text: str) -> tuple[int, int]:
+    """'CxR' -> (C, R), both ≥ 1; UserError otherwise."""
+    columns, _, rows = text.lower().partition("x")
+    if not (columns.isdigit() and rows.isdigit() and int(columns) >= 1 and int(rows) >= 1):
+        raise UserError(f"--grid {text}: give columns x rows, e.g. 4x2")
+    return int(columns), int(rows)
+
+
+def _sheet(frames: np.ndarray, columns: int) -> np.ndarray:
+    """uint8 [N, H, W, C] frames -> one HWC sheet, `columns` frames per row."""
+    from .interpolation import tile
+
+    return tile(torch.from_numpy(frames).permute(0, 3, 1, 2), min(columns, len(frames)))
+
+
+@main.command("evaluate", short_help="Score every snapshot of a run: a table (Markdown, JSON) and curves.")
+@click.argument("run_dir", metavar="RUN", type=click.Path(exists=True, file_okay=False))
+@click.option("--real", "real_path", required=True, type=click.Path(exists=True),
+              help="The real images: an HDF5 from `celebahq export`, a folder, zip or array (ganeval pairs its size "
+              "with each snapshot's resolution).")
+@click.option("--metrics", default="swd", show_default=True, metavar="NAMES",
+              help="Comma-separated ganeval metrics: swd, msssim, fid, is, kid, pr.")
+@click.option("--swd-images", type=click.IntRange(2), default=16384, show_default=True,
+              help="Images per set for SWD (MS-SSIM: --msssim-pairs).")
+@click.option("--msssim-pairs", type=click.IntRange(1), default=10000, show_default=True,
+              help="Generated image pairs for MS-SSIM.")
+@click.option("--fid-images", type=click.IntRange(2), default=50000, show_default=True,
+              help="Images per set for the Inception metrics (fid, is, kid, pr).")
+@click.option("--seed", type=int, default=1000, show_default=True,
+              help="Generated images from latents (seed, i); the reals' sample from seed + 1.")
+@click.option("--inception", type=click.Path(exists=True, dir_okay=False), default=None,
+              help="Inception weights file [$GANEVAL_INCEPTION, torch hub cache, download].")
+@click.option("--resize", type=click.Choice(["tf", "clean"]), default="tf", show_default=True,
+              help="How images are resized to the Inception's 299x299 (tf: the original FID code's).")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
+              help="Folder for evaluation.json, evaluation.md and the curves [RUN/evaluation].")
+@click.option("--no-plots", is_flag=True, help="Write the table only (the curves need matplotlib: the [plot] extra).")
+@click.option("--device", default="auto", show_default=True, help="cuda, cpu or auto.")
+@click.option("--json", "as_json", is_flag=True, help="Print the evaluation as one JSON object.")
+@user_errors
+def evaluate_command(run_dir, real_path, metrics, swd_images, msssim_pairs, fid_images, seed, inception, resize,
+                     out_dir, no_plots, device, as_json):
+    """Score every network snapshot of RUN against --real, each at its trained resolution, e.g.
+
+    \b
+      progan evaluate runs/tiny --real examples/real --metrics swd,fid
+
+    Writes OUT/evaluation.json, OUT/evaluation.md (one row per snapshot) and OUT/<metric>.png (the metric
+    against kimg; SWD one line per level). A rerun scores only the snapshots and metrics not yet in
+    evaluation.json with the same settings; the table is rewritten (atomically) after every snapshot.
+    """
+    from gancore.outputs import check_output_path
+    from ganeval.metric_main import MetricSettings, parse_metric_names
+
+    from .evaluation import check_plotting, evaluate_run, run_snapshots
+
+    names = parse_metric_names(metrics)
+    run_snapshots(Path(run_dir))
+    if not no_plots:
+        check_plotting()
+    out = check_output_path(out_dir or Path(run_dir) / "evaluation", folder=True)
+    settings = MetricSettings(seed=seed, swd_images=swd_images, msssim_pairs=msssim_pairs, fid_images=fid_images)
+    result = evaluate_run(run_dir, real_path, names, settings, out, device=device, inception=inception,
+                          resize=resize, plots=not no_plots, note=lambda line: emit(line, err=True))
+    if as_json:
+        emit(json.dumps(result.to_dict()))
+        return
+    emit(f"{len(result.rows)} snapshots: {result.computed} values computed, {result.reused} reused -> "
+         + ", ".join(Path(file).name for file in result.files) + f" in {out}")
+
+
+@main.command("import", short_help="Convert an official TensorFlow network (.pkl) into a progan checkpoint.")
 @click.argument("pickle_path", metavar="FILE.pkl", type=click.Path(exists=True, dir_okay=False))
 @click.argument("out_path", metavar="OUT.pt", type=click.Path(dir_okay=False))
 @user_errors
@@ -212,12 +338,14 @@ def import_command(pickle_path, out_path):
          f"parameters -> {result.path}")
 
 
-@main.command("info")
-@click.option("--config", "config_name", default="celebahq-1024", show_default=True, metavar="NAME")
-@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE")
+@main.command("info", short_help="A preset's parameter counts, training schedule and resolved config.")
+@click.option("--config", "config_name", default="celebahq-1024", show_default=True, metavar="NAME",
+              help="Preset, as for `progan train --config`.")
+@click.option("--set", "overrides", multiple=True, metavar="KEY=VALUE",
+              help="Override a config value, as for `progan train --set`.")
 @click.option("--resolution", type=int, default=None, help="Output side when the config leaves it to the data.")
 @click.option("--gpus", type=click.IntRange(1), default=1, show_default=True, help="For the minibatch schedule.")
-@click.option("--json", "as_json", is_flag=True, help="Print one JSON object.")
+@click.option("--json", "as_json", is_flag=True, help="Print everything as one JSON object.")
 @user_errors
 def info_command(config_name, overrides, resolution, gpus, as_json):
     """Parameter counts (total and per working resolution), the schedule on --gpus GPUs (global and per-GPU
@@ -257,6 +385,9 @@ def info_command(config_name, overrides, resolution, gpus, as_json):
         emit(f"{row['start_kimg']:>8g}-{row['end_kimg']:<8g} {row['kind']:>10} {row['resolution']:>5} "
              f"{row['lod'][0]:>5.2f}-{row['lod'][1]:<5.2f} {row['minibatch']:>9} {row['per_gpu']:>7} "
              f"{row['group'] or '-':>5} {row['G_lr']:>8.4g} {row['D_lr']:>8.4g}")
+    emit("resolved config (`progan train --set KEY=VALUE` changes any of them):")
+    for key, value in info["settings"].items():
+        emit(f"  {key:<26} {json.dumps(value)}")
 
 
 if __name__ == "__main__":

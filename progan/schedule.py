@@ -50,12 +50,6 @@ def compute_lod(kimg: float, resolution: int, initial_resolution: int, training_
     return max(lod, 0.0)
 
 
-def layer_weight(lod: float, resolution_log2: int, layer_resolution: int) -> float:
-    """The original's lerp_clip weight of the coarser path at the layer of `layer_resolution` (spec 5.4):
-    clip(lod - (log2 R - log2 res), 0, 1). The new layer's fade-in weight is 1 minus this."""
-    return min(max(lod - (resolution_log2 - math.log2(layer_resolution)), 0.0), 1.0)
-
-
 def training_phase(config: TrainingConfig, kimg: float, num_gpus: int = 1) -> Phase:
     """Schedule values at `kimg` for a run of `config` (config.resolution must be set) on `num_gpus`."""
     resolution = config.resolution

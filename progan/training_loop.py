@@ -21,8 +21,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import json
-import math
-import re
 import resource
 import signal
 import threading
@@ -40,14 +38,25 @@ from gancore import distributed
 from gancore.errors import UserError
 from gancore.imagefiles import write_png
 from gancore.locking import FolderLock
-from gancore.outputs import atomic_output
+from gancore.outputs import append_text, atomic_output
 from gancore.runtime import resolve_device
+from ganeval.metric_main import MetricSettings, metric_spec, parse_metric_names
 
-from .checkpoint import GeneratorSource, images_to_uint8, load_checkpoint, save_checkpoint
+from .checkpoint import images_to_uint8, load_checkpoint, save_checkpoint
 from .configs import TrainingConfig
 from .dataset import RealsSource, TrainingData, to_float_reals
+from .evaluation import score_generator_source
+from .interpolation import tile
 from .loss import make_loss
 from .networks import build_networks
+from .runs import (  # noqa: F401  (find_checkpoint, resume_setup: the API's old home)
+    INTERRUPTED_NAME,
+    ResumeSetup,
+    check_new_run_dir,
+    find_checkpoint,
+    resume_setup,
+    truncate_stats,
+)
 from .schedule import Phase, check_gpu_split, training_phase
 
 SWD_MIN_RESOLUTION = 16
@@ -63,66 +72,6 @@ class Progress:
     lod_bounds: tuple[int, int] | None = None
     skipped_steps: int = 0
     interrupted: bool = False
-
-
-SNAPSHOT_NAME = re.compile(r"network-snapshot-(\d+)\.pt$")
-INTERRUPTED_NAME = re.compile(r"interrupted-(\d+)\.pt$")
-
-
-def find_checkpoint(path) -> Path:
-    """A checkpoint file, or the latest checkpoint of a run directory: the network-snapshot-<kimg>.pt or
-    interrupted-<nimg>.pt with the most images shown (an interrupted one wins a tie)."""
-    path = Path(path)
-    if path.is_dir():
-        candidates = []
-        for file in path.iterdir():
-            if match := SNAPSHOT_NAME.match(file.name):
-                candidates.append((int(match.group(1)) * 1000, 0, file))
-            elif match := INTERRUPTED_NAME.match(file.name):
-                candidates.append((int(match.group(1)), 1, file))
-        if not candidates:
-            raise UserError(f"{path}: no network-snapshot-*.pt or interrupted-*.pt to resume from")
-        return max(candidates)[2]
-    if not path.is_file():
-        raise UserError(f"{path}: no such checkpoint or run directory")
-    return path
-
-
-@dataclass
-class ResumeSetup:
-    """What `progan train --resume` continues: the checkpoint, its config, data and run directory."""
-
-    checkpoint: Path
-    config: TrainingConfig
-    data_path: str | None
-    run_dir: Path
-
-
-def resume_setup(resume, overrides: list[str], data_path=None, run_dir=None, note=print) -> ResumeSetup:
-    """Find the checkpoint of `resume` (a snapshot file or a run directory) and its config: the run's config.json
-    when readable, else the config stored in the checkpoint (`note` says so). `overrides` ('key=value') apply on
-    top; --data and --out (`data_path`, `run_dir`) default to the run's."""
-    from .configs import parse_override
-
-    checkpoint = find_checkpoint(resume)
-    config_file = checkpoint.parent / "config.json"
-    try:
-        values = json.loads(config_file.read_text())
-        if not isinstance(values, dict):
-            raise TypeError("not a JSON object")
-    except (OSError, ValueError, TypeError) as error:
-        state = load_checkpoint(checkpoint)
-        values = {**state["config"], "data_path": state.get("data_path")}
-        reason = "missing" if isinstance(error, FileNotFoundError) else f"unreadable ({error})"
-        note(f"note: {config_file} is {reason}; using the config stored in {checkpoint.name}")
-    data_path = data_path or values.pop("data_path", None)
-    values.pop("data_path", None)
-    values.update(parse_override(text) for text in overrides)
-    if data_path is None:
-        raise UserError(f"{checkpoint}: the run's data path is unknown (no config.json, an old checkpoint); "
-                        "pass --data")
-    return ResumeSetup(checkpoint, TrainingConfig.from_dict(values), str(data_path),
-                       Path(run_dir) if run_dir else checkpoint.parent)
 
 
 class StopRequest:
@@ -154,22 +103,6 @@ class StopRequest:
         return bool(distributed.all_reduce_sum(flag.to(device)) > 0)
 
 
-def truncate_stats(stats_file: Path, last_tick: int) -> None:
-    """Drop the rows of stats.jsonl after tick `last_tick` (and any torn last line), atomically."""
-    if not stats_file.is_file():
-        return
-    kept = []
-    for line in stats_file.read_text().splitlines():
-        try:
-            row = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(row, dict) and isinstance(row.get("tick"), int) and row["tick"] <= last_tick:
-            kept.append(line)
-    with atomic_output(stats_file) as temporary:
-        temporary.write_text("".join(line + "\n" for line in kept))
-
-
 def grid_shape(config: TrainingConfig) -> tuple[int, int]:
     """(columns, rows) of the image grids: the original's clip(1920/R, 3, 32) × clip(1080/R, 2, 32)."""
     if config.grid_size:
@@ -180,12 +113,7 @@ def grid_shape(config: TrainingConfig) -> tuple[int, int]:
 
 def save_grid(images: torch.Tensor, columns: int, path: Path) -> None:
     """uint8 NCHW images -> one PNG, `columns` per row, written atomically."""
-    n, c, h, w = images.shape
-    rows = math.ceil(n / columns)
-    canvas = torch.zeros(rows * columns, c, h, w, dtype=torch.uint8)
-    canvas[:n] = images
-    canvas = canvas.reshape(rows, columns, c, h, w).permute(0, 3, 1, 4, 2).reshape(rows * h, columns * w, c)
-    write_png(path, canvas.numpy())
+    write_png(path, tile(images, columns))
 
 
 class GradientReducer:
@@ -319,39 +247,65 @@ def _memory_stats(device: torch.device) -> dict:
     return stats
 
 
-def score_generator(G_ema, lod: float, data: TrainingData, config: TrainingConfig, device) -> dict:
-    """The `config.metrics` (ganeval registry names) of the EMA generator against the reals, both at the current
-    working resolution, from one pass (`ganeval.metric_main.compute_metrics`; generated stream seed
-    `config.seed`, reals `config.seed + 1`). SWD reads `metric_swd_images` per set, MS-SSIM half as many
-    pairs, the Inception metrics (fid, is, kid, pr) `metric_fid_images`, and only when the Inception weights
-    are on disk (nothing is downloaded). Returns {name: the metric's JSON object + "resolution"}; empty below
-    16×16 (SWD's smallest level)."""
-    from ganeval.inception import find_inception_weights
-    from ganeval.metric_main import MetricSettings, compute_metrics, metric_spec, parse_metric_names
+@dataclass
+class SnapshotMetrics:
+    """What the trainer scores at each network snapshot: the metrics (ganeval names), their settings, the
+    Inception weights file (None: none needed), and a note for each asked metric it leaves out or cuts down."""
 
-    resolution = G_ema.working_resolution(lod)
-    if resolution < SWD_MIN_RESOLUTION:
-        return {}
-    swd_count, fid_count = (min(count, data.num_images) for count in (config.metric_swd_images,
-                                                                       config.metric_fid_images))
-    names = [name for name in parse_metric_names(config.metrics)
-             if (fid_count if metric_spec(name).features else swd_count) >= 2]
+    names: list[str]
+    settings: MetricSettings | None
+    inception: Path | None
+    notes: list[str]
+
+
+def snapshot_metrics(config: TrainingConfig, num_images: int) -> SnapshotMetrics:
+    """The snapshot metrics of `config.metrics` on data of `num_images` images: SWD reads `metric_swd_images` per
+    set, MS-SSIM half as many pairs, the Inception metrics (fid, is, kid, pr) `metric_fid_images`, each capped at
+    the data's size, and those only when the Inception weights are on disk (training downloads nothing). A
+    metric whose count is 0 (or below 2) is off; every such decision gets a note."""
+    from ganeval.inception import find_inception_weights
+    asked = parse_metric_names(config.metrics) if config.metrics else []
+    counts = {"swd": (config.metric_swd_images, "metric_swd_images"),
+              "features": (config.metric_fid_images, "metric_fid_images")}
+    names, notes = [], []
+    for name in asked:
+        count, key = counts["features" if metric_spec(name).features else "swd"]
+        if min(count, num_images) < 2:
+            notes.append(f"note: snapshot metric {name} is off ({key} = {count}, the data holds {num_images})")
+        else:
+            names.append(name)
+            if count > num_images:
+                notes.append(f"note: snapshot metric {name} reads {num_images} images per set, all the data holds "
+                             f"({key} = {count})")
     weights = None
-    if any(metric_spec(name).features for name in names):
+    featured = [name for name in names if metric_spec(name).features]
+    if featured:
         try:
             weights = find_inception_weights(download=False)
         except UserError:
-            names = [name for name in names if not metric_spec(name).features]
-    if not names:
-        return {}
+            names = [name for name in names if name not in featured]
+            notes.append(f"note: snapshot metric{'s' if len(featured) > 1 else ''} {', '.join(featured)} skipped: no "
+                         "Inception weights on this machine (training downloads nothing; set $GANEVAL_INCEPTION "
+                         "to the file, or run `ganeval fid` once to fetch them)")
+    if names:
+        notes.append(f"note: snapshot metrics ({', '.join(names)}) are scored from {SWD_MIN_RESOLUTION}x"
+                     f"{SWD_MIN_RESOLUTION} on, at the working resolution")
+    swd_count, fid_count = (min(count, num_images) for count in (config.metric_swd_images, config.metric_fid_images))
     settings = MetricSettings(seed=config.seed, swd_images=swd_count, msssim_pairs=swd_count // 2,
-                              fid_images=fid_count, allow_singular=True, is_splits=min(10, fid_count),
-                              pr_k=min(3, fid_count - 1), progress=False)
-    needed = max(swd_count if not metric_spec(name).features else fid_count for name in names)
-    fakes = GeneratorSource(G_ema, lod, resolution, needed, seed=config.seed, device=device)
-    scores = compute_metrics(fakes, RealsSource(data, resolution), names, settings, inception=weights,
-                             device=device)
-    return {name: dict(result.to_dict(), resolution=resolution) for name, result in scores.results.items()}
+                              fid_images=fid_count, allow_singular=True, is_splits=max(1, min(10, fid_count)),
+                              pr_k=max(1, min(3, fid_count - 1)), progress=False) if names else None
+    return SnapshotMetrics(names, settings, weights, notes)
+
+
+def score_generator(G_ema, lod: float, data: TrainingData, plan: SnapshotMetrics, device) -> dict:
+    """The snapshot metrics of `plan` for the EMA generator against the reals, both at the current working
+    resolution, through `progan.evaluation.score_generator_source` (the path of `progan evaluate` too).
+    Returns {name: the metric's JSON object + "resolution"}; empty below 16×16 (SWD's smallest level)."""
+    resolution = G_ema.working_resolution(lod)
+    if resolution < SWD_MIN_RESOLUTION or not plan.names:
+        return {}
+    return score_generator_source(G_ema, lod, resolution, RealsSource(data, resolution), plan.names, plan.settings,
+                                  device, inception=plan.inception)
 
 
 def training_loop(config: TrainingConfig, data_path, run_dir, resume=None, device="auto", log=print,
@@ -361,6 +315,8 @@ def training_loop(config: TrainingConfig, data_path, run_dir, resume=None, devic
     (rank 0); `progress_fn(progress, phase)` is called after every tick. SIGTERM / SIGINT end the run at the next
     round with a checkpoint (see the module docstring). Returns the final counters."""
     run_dir = Path(run_dir)
+    if resume is None and not distributed.is_distributed():  # under torchrun the launcher checked (progan.cli)
+        check_new_run_dir(run_dir)
     lock = FolderLock(run_dir, "progan train") if distributed.is_main_process() else None
     with lock or contextlib.nullcontext(), StopRequest() as stop:
         return _train(config, data_path, run_dir, resume, device, log, progress_fn, stop)
@@ -384,6 +340,10 @@ def _train(config: TrainingConfig, data_path, run_dir: Path, resume, device, log
                         workers=config.data_workers)
     config.resolution = data.resolution
     check_gpu_split(config, world)
+    metrics_plan = snapshot_metrics(config, data.num_images)
+    if main:
+        for line in metrics_plan.notes:
+            log(line)
 
     # Networks, optimizers, loss.
     G, D = build_networks(config)
@@ -400,8 +360,9 @@ def _train(config: TrainingConfig, data_path, run_dir: Path, resume, device, log
 
     # Resume.
     if resume is not None:
-        checkpoint = load_checkpoint(find_checkpoint(resume), map_location=device)
-        _check_resumable(checkpoint, config, find_checkpoint(resume))
+        resume_file = find_checkpoint(resume)
+        checkpoint = load_checkpoint(resume_file, map_location=device)
+        _check_resumable(checkpoint, config, resume_file)
         for module, key in ((G, "G"), (D, "D"), (G_ema, "G_ema")):
             module.load_state_dict(checkpoint[key])
         G_opt.load_state_dict(checkpoint["G_opt"])
@@ -446,7 +407,7 @@ def _train(config: TrainingConfig, data_path, run_dir: Path, resume, device, log
     def snapshot_network(phase: Phase, path: Path | None = None) -> Path:
         cuda_rng = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
         progress = {**state.__dict__, "lod_bounds": list(state.lod_bounds) if state.lod_bounds else None}
-        return save_checkpoint(path or run_dir / f"network-snapshot-{state.cur_nimg // 1000:06d}.pt", {
+        return save_checkpoint(path or run_dir / snapshot_name(state.cur_nimg), {
             "config": config.to_dict(), "data_path": data_path, "kimg": state.cur_nimg / 1000, "lod": phase.lod,
             "G": G.state_dict(), "D": D.state_dict(), "G_ema": G_ema.state_dict(),
             "G_opt": G_opt.state_dict(), "D_opt": D_opt.state_dict(), "loss_state": loss.state_dict(),
@@ -462,7 +423,7 @@ def _train(config: TrainingConfig, data_path, run_dir: Path, resume, device, log
             G_ema.lod.fill_(phase.lod)
             path = snapshot_network(phase, run_dir / f"interrupted-{state.cur_nimg:09d}.pt")
             log(f"stopped by signal {stop.signal or 'on another rank'} at {state.cur_nimg / 1000:.3f} kimg: "
-                f"{path.name} written; continue with: progan train --resume {run_dir}")
+                f"{path.name} written")
 
     # Train.
     total_nimg = round(config.total_kimg * 1000)
@@ -556,14 +517,15 @@ def _train(config: TrainingConfig, data_path, run_dir: Path, resume, device, log
         G_ema.lod.fill_(phase.lod)
         if main and (state.tick % config.image_snapshot_ticks == 0 or done):
             snapshot_images(phase)
-        if state.tick % config.network_snapshot_ticks == 0 or done:
-            if main:
-                entry["snapshot"] = snapshot_network(phase).name
+        network_snapshot = state.tick % config.network_snapshot_ticks == 0 or done
+        if network_snapshot:
+            entry["snapshot"] = snapshot_name(state.cur_nimg)
+            entry["metrics"] = score_generator(G_ema, phase.lod, data, metrics_plan, device)
+        if main:  # the row first, then its snapshot: a resume from any checkpoint finds its tick's row
+            append_text(stats_file, json.dumps(entry) + "\n")  # a full disk: one line naming the file
+            if network_snapshot:
+                snapshot_network(phase)
                 _remove_superseded(run_dir, state.cur_nimg)
-            entry["metrics"] = score_generator(G_ema, phase.lod, data, config, device)
-        if main:
-            with open(stats_file, "a") as file:
-                file.write(json.dumps(entry) + "\n")
             if board is not None:
                 _write_scalars(board, entry)
             log(f"tick {state.tick:<4d} kimg {entry['kimg']:<8.1f} lod {phase.lod:<5.2f} "
@@ -583,6 +545,11 @@ def _train(config: TrainingConfig, data_path, run_dir: Path, resume, device, log
     if board is not None:
         board.close()
     return state
+
+
+def snapshot_name(nimg: int) -> str:
+    """The file name of the network snapshot after `nimg` images: network-snapshot-<whole kimg>.pt."""
+    return f"network-snapshot-{nimg // 1000:06d}.pt"
 
 
 def _remove_superseded(run_dir: Path, nimg: int) -> None:

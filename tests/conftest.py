@@ -9,33 +9,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 from ganeval.inception import WEIGHTS_ENV_VAR
-
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
-
-
-def load_folder(folder: Path, count: int | None = None) -> np.ndarray:
-    """uint8 NHWC RGB array of the first `count` PNGs of a folder (sorted)."""
-    files = sorted(folder.glob("*.png"))[:count]
-    return np.stack([np.asarray(Image.open(f).convert("RGB")) for f in files])
+from toolkit_testing.images import EXAMPLES, load_folder
 
 
 @pytest.fixture(scope="session")
 def real_photos() -> np.ndarray:
     """128 real 128×128 crops of public-domain photographs, uint8 NHWC."""
     return load_folder(EXAMPLES / "real")
-
-
-def write_images(folder: Path, images: np.ndarray, fmt: str = "png") -> list[Path]:
-    folder.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for index, image in enumerate(images):
-        path = folder / f"{index:04d}.{fmt}"
-        Image.fromarray(image).save(path)
-        paths.append(path)
-    return paths
 
 
 @pytest.fixture(autouse=True)
@@ -73,14 +55,24 @@ def read_only(tmp_path):
         subprocess.run(["umount", str(target)], capture_output=True, check=False)
 
 
-@pytest.fixture
-def tiny_disk(tmp_path):
-    """A 64 kB tmpfs (root only), so that writes meet a full disk."""
-    target = tmp_path / "tiny"
+def mounted_tmpfs(target: Path, size: str):
+    """A tmpfs of `size` mounted on the new folder `target` while the generator runs (root only; else skip)."""
     target.mkdir()
-    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(target)], capture_output=True,
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(target)], capture_output=True,
                           check=False)
     if done.returncode != 0:
         pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
     yield target
     subprocess.run(["umount", str(target)], capture_output=True, check=False)
+
+
+@pytest.fixture
+def tiny_disk(tmp_path):
+    """A 64 kB tmpfs (root only), so that writes meet a full disk."""
+    yield from mounted_tmpfs(tmp_path / "tiny", "64k")
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """A 1 MB tmpfs (root only): room for a training run's first files, not for its network snapshot."""
+    yield from mounted_tmpfs(tmp_path / "disk", "1m")

@@ -28,8 +28,7 @@ def test_device_suite_smoke_writes_its_table(tmp_path):
 
 
 def test_device_suite_reports_a_missing_section_without_failing(tmp_path, monkeypatch):
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    import device_suite
+    import device_suite  # benchmarks/ is on the tests' path (pyproject.toml: pythonpath)
 
     monkeypatch.setattr(device_suite, "section_file", lambda name: tmp_path / "absent.py")
     rows, status = device_suite.run_section("build", 1.0, {}, "cpu")

@@ -36,7 +36,7 @@ from PIL import Image
 
 from gancore.errors import UserError
 from gancore.imagefiles import list_image_files, write_png
-from gancore.outputs import check_output_path
+from gancore.outputs import check_apart, check_output_path
 from gancore.runtime import progress_bar
 from gancore.sources import BadImage, decode_image, to_rgb_hwc
 
@@ -306,6 +306,7 @@ def restore_folder(restorer: Restorer, in_dir: str | os.PathLike, out_dir: str |
     in_dir, out_dir = Path(in_dir), Path(out_dir)
     if not in_dir.is_dir():
         raise UserError(f"{in_dir}: no such folder")
+    check_apart(out_dir, in_dir)
     check_output_path(out_dir, folder=True)
     files = list_image_files(in_dir)
     targets = restored_names([path.relative_to(in_dir) for path in files])

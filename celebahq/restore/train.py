@@ -24,8 +24,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from gancore.errors import UserError
-from gancore.outputs import atomic_output
-from gancore.runtime import progress_bar, resolve_device
+from gancore.runtime import progress_bar, resolve_device, torch_save_atomic
 from gancore.sources import BadImage, decode_image
 
 from .degrade import SR_SCALE, bicubic_upscale, downscale, jpeg_roundtrip
@@ -177,11 +176,6 @@ class PatchDiscriminator(nn.Module):
 # Weight files
 
 
-def save_atomic(payload: dict, path: Path) -> None:
-    with atomic_output(path) as temporary:
-        torch.save(payload, temporary)
-
-
 def weights_payload(kind: str, model: nn.Module, training: dict, validation: dict) -> dict:
     """The shipped weight-file layout: tensors and plain types only (torch.load(weights_only=True) reads it)."""
     return {"format": "celebahq-restorer-1", "kind": kind, "config": model_config(model),
@@ -193,7 +187,8 @@ def weights_payload(kind: str, model: nn.Module, training: dict, validation: dic
 # Training
 
 
-def train(kind: str, images, out: str | os.PathLike, val_images=(), options: TrainOptions | None = None) -> dict:
+def train_restorer(kind: str, images, out: str | os.PathLike, val_images=(),
+                   options: TrainOptions | None = None) -> dict:
     """Train (or resume) a `kind` ("cleanup" or "sr") network; returns the best validation figures."""
     options = options or TrainOptions()
     if kind not in ("cleanup", "sr"):
@@ -262,7 +257,7 @@ def train(kind: str, images, out: str | os.PathLike, val_images=(), options: Tra
                      history=history, seconds=seconds)
         if critic is not None:
             state.update(critic=critic.state_dict(), critic_optimizer=critic_optimizer.state_dict())
-        save_atomic(state, checkpoint_path)
+        torch_save_atomic(state, checkpoint_path)
 
     model.train()
     with progress_bar(options.steps, f"train {kind}", options.progress, unit="step") as bar:
@@ -296,7 +291,7 @@ def train(kind: str, images, out: str | os.PathLike, val_images=(), options: Tra
                 history.append(figures)
                 if best is None or figures.get("gain_db", 0.0) >= best.get("gain_db", 0.0):
                     best = figures
-                    save_atomic(weights_payload(kind, model, training_record(done), best), out)
+                    torch_save_atomic(weights_payload(kind, model, training_record(done), best), out)
                 checkpoint(done)
     if best is None:  # resumed a finished run
         best = torch.load(out, weights_only=True)["validation"]

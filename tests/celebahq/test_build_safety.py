@@ -14,14 +14,14 @@ from pathlib import Path
 import numpy as np
 from click.testing import CliRunner
 from PIL import Image
-from process_pause import resume, stop_when
 
 from celebahq.cli import main
-from celebahq.export import selected_images
 from celebahq.landmarks import read_celeba_landmarks, write_celeba_landmarks
 from celebahq.manifest import latest_records, read_all_manifests
 from celebahq.pipeline import BuildOptions, build
-from gancore.processes import descendants, process_state
+from toolkit_testing.builds import selected_images
+from toolkit_testing.process_pause import resume, stop_when
+from toolkit_testing.process_tree import descendants, process_state
 
 MINI = Path(__file__).resolve().parents[2] / "examples" / "celeba_wild_mini"
 

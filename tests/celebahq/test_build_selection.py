@@ -3,7 +3,6 @@ image_list.txt; the HDF5 / zip exports written straight from the render."""
 
 from __future__ import annotations
 
-import shutil
 import zipfile
 from pathlib import Path
 
@@ -13,12 +12,13 @@ import pytest
 from click.testing import CliRunner
 
 from celebahq.cli import main
-from celebahq.export import export_hdf5, export_zip, selected_images
-from celebahq.landmarks import read_celeba_landmarks, write_celeba_landmarks
+from celebahq.export import export_hdf5, export_zip
 from celebahq.manifest import latest_records, read_all_manifests
 from celebahq.pipeline import BuildOptions, build
 from celebahq.rank import rank_build
 from celebahq.selection import read_selection
+from toolkit_testing.builds import selected_images, small_celeba
+from toolkit_testing.official_release import HEADER, MD5S
 
 MINI = Path(__file__).resolve().parents[2] / "examples" / "celeba_wild_mini"
 
@@ -56,22 +56,6 @@ def test_two_passes_equal_one_pass_then_rank_pixel_for_pixel(tmp_path):
     assert again.processed == 0 and again.ok == 0 and again.already_done == 15
 
 
-def small_celeba(tmp_path: Path, count: int) -> Path:
-    """A CelebA-layout folder with the first `count` bundled photos and their landmark rows."""
-    src = tmp_path / "celeba"
-    (src / "img_celeba").mkdir(parents=True)
-    table = read_celeba_landmarks(MINI / "Anno" / "list_landmarks_celeba.txt")
-    names = sorted(table)[:count]
-    for name in names:
-        shutil.copy(MINI / "img_celeba" / name, src / "img_celeba" / name)
-    write_celeba_landmarks(src / "Anno" / "list_landmarks_celeba.txt", {name: table[name] for name in names})
-    return src
-
-
-HEADER = "idx orig_idx orig_file proc_md5 final_md5"
-MD5S = "0123456789abcdef0123456789abcdef fedcba9876543210fedcba9876543210"
-
-
 def test_select_with_the_official_image_list_writes_exactly_those_sources(tmp_path):
     src = small_celeba(tmp_path, 5)
     image_list = tmp_path / "image_list.txt"
@@ -106,7 +90,7 @@ def test_selection_errors_are_one_line(tmp_path):
     listing = tmp_path / "list.txt"
     listing.write_text("000001.jpg\nmissing.jpg\n")
     missing = runner.invoke(main, ["build", "--src", str(src), "--out", str(tmp_path / "o"), "--select", str(listing)])
-    assert missing.exit_code == 2 and "1 listed sources are not in the source folder (e.g. missing.jpg)" in missing.stderr
+    assert missing.exit_code == 2 and "1 listed sources are not in the source folder (e.g. missing.jpg (line 2))" in missing.stderr
     for text, where in (("idx orig_idx orig_file\n0 1 000001.jpg\n", "line 1: expected the header"),
                         (f"# CelebA-HQ\n{HEADER}\n\n0 1\n", "line 4: expected 5 fields"),
                         (f"{HEADER}\n0 0 000001.jpg {MD5S}\n0 1 000002.jpg {MD5S}\n", "line 3: idx 0 is listed twice")):

@@ -12,13 +12,14 @@ import h5py
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import write_images
 
 from celebahq.cli import main
-from celebahq.export import box_pyramid, export_hdf5, export_zip, selected_images
-from celebahq.manifest import MANIFEST_NAME, ManifestWriter, load_manifest, read_manifest
+from celebahq.export import box_pyramid, export_hdf5, export_zip
+from celebahq.manifest import MANIFEST_NAME, ManifestWriter, load_manifest
 from gancore.errors import UserError
 from gancore.sources import ImageStream
+from toolkit_testing.builds import read_manifest, selected_images
+from toolkit_testing.images import write_images
 
 
 def fake_build(tmp_path, images: np.ndarray):

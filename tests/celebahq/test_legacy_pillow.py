@@ -4,7 +4,8 @@ Three references: md5s recorded from Pillow 3.1.1 itself (built from its PyPI sd
 1.19.5 and scipy 1.5.4, 2026-11-26; `_PILLOW311_SCRIPT` is the recording script), slow per-pixel
 transliterations of the C code written here independently of the vectorised module, and the original
 `process_func` arithmetic on hand-worked landmarks. With `PILLOW311_PYTHON=/path/to/python3.6` (that environment)
-the tests also run Pillow 3.1.1 live on fresh cases.
+the tests also run Pillow 3.1.1 live on fresh cases. The md5 checks run through both paths, the compiled kernels
+(celebahq/_native/legacy_pillow.c) and numpy, and further cases compare the two byte for byte.
 """
 
 from __future__ import annotations
@@ -13,14 +14,23 @@ import hashlib
 import json
 import math
 import os
+import platform
+import re
+import shutil
 import subprocess
 
 import numpy as np
 import pytest
+import scipy.ndimage
 from PIL import Image
 
+import celebahq.legacy_pillow as legacy_module
+import gancore.native
 from celebahq.legacy_pillow import (
+    gaussian_half_kernel,
+    kernel_status,
     legacy_plan,
+    pad_blur_legacy,
     quad_data,
     render_legacy,
     resample_coefficients,
@@ -29,6 +39,11 @@ from celebahq.legacy_pillow import (
 )
 
 F32 = np.float32
+KERNEL_EXPECTED = gancore.native.find_compiler() is not None and not gancore.native.turned_off()
+# both paths: the compiled kernels (where they build: test_the_kernel_builds_here says whether they should) and numpy
+BOTH_PATHS = pytest.mark.parametrize("native", [
+    pytest.param(True, id="compiled", marks=pytest.mark.skipif(not KERNEL_EXPECTED, reason="no compiled kernel")),
+    pytest.param(False, id="numpy")])
 
 
 def _md5(array: np.ndarray) -> str:
@@ -142,9 +157,10 @@ def slow_transform(image: np.ndarray, size, a) -> np.ndarray:
 # ANTIALIAS resize
 
 
+@BOTH_PATHS
 @pytest.mark.parametrize("size", list(PILLOW311_RESIZE))
-def test_resize_matches_pillow_311(size):
-    assert _md5(resize_antialias(_random_image(), size)) == PILLOW311_RESIZE[size]
+def test_resize_matches_pillow_311(size, native):
+    assert _md5(resize_antialias(_random_image(), size, native)) == PILLOW311_RESIZE[size]
 
 
 @pytest.mark.parametrize("size", [(13, 11), (80, 61), (37, 10)])
@@ -180,10 +196,11 @@ def test_resize_differs_from_current_pillow_by_rounding_only():
 # QUAD + BILINEAR transform
 
 
-def test_transform_matches_pillow_311_and_the_slow_transliteration():
+@BOTH_PATHS
+def test_transform_matches_pillow_311_and_the_slow_transliteration(native):
     image = _random_image()
     data = quad_data(QUAD + F32(0.5), 64, 48)
-    out = transform_quad_bilinear(image, (64, 48), data, rows_per_block=7)
+    out = transform_quad_bilinear(image, (64, 48), data, rows_per_block=7, native=native)
     assert _md5(out) == PILLOW311_TRANSFORM
     assert np.array_equal(out, slow_transform(image, (64, 48), data))
     assert out[0, 0].tolist() == [0, 0, 0]  # above the image: the fill
@@ -259,13 +276,14 @@ PILLOW311_RENDER = {
 }
 
 
+@BOTH_PATHS
 @pytest.mark.parametrize("name, resolution", list(PILLOW311_RENDER))
-def test_render_matches_pillow_311(name, resolution):
+def test_render_matches_pillow_311(name, resolution, native):
     from celebahq.landmarks import read_celeba_landmarks
     from gancore.sources import decode_image
 
     lm = read_celeba_landmarks(os.path.join(EXAMPLE, "Anno", "list_landmarks_celeba.txt"))[name]
-    out = render_legacy(decode_image(os.path.join(EXAMPLE, "img_celeba", name)), lm, resolution)
+    out = render_legacy(decode_image(os.path.join(EXAMPLE, "img_celeba", name)), lm, resolution, native)
     assert _md5(out.transpose(2, 0, 1)) == PILLOW311_RENDER[name, resolution]
 
 
@@ -290,3 +308,122 @@ def test_live_pillow_311(case):
         corners = np.float32(case["quad"]) + F32(0.5)
         out = transform_quad_bilinear(image, case["size"], quad_data(corners, *case["size"]))
     assert _md5(out) == expected
+
+
+# --------------------------------------------------------------------------------------------------------------
+# The compiled kernels against the numpy path, byte for byte
+
+
+def test_the_kernel_builds_here():
+    """Where a C compiler exists (and GANEVAL_NATIVE does not turn it off) the kernel builds and passes its
+    self-check, so the compiled cases above are not silently numpy."""
+    status = kernel_status()
+    assert ("compiled kernel" in status) == KERNEL_EXPECTED, status
+    assert "-ffp-contract=off" in status or not KERNEL_EXPECTED
+
+
+needs_kernel = pytest.mark.skipif(not KERNEL_EXPECTED, reason="no C compiler, or GANEVAL_NATIVE=0")
+
+
+@needs_kernel
+@pytest.mark.parametrize("shape, size", [
+    ((29, 37), (148, 87)), ((96, 8), (2, 24)), ((1, 1), (5, 3)), ((64, 257), (63, 64)), ((200, 160), (50, 40)),
+    ((31, 17), (17, 31)), ((5, 300), (300, 5))])
+def test_resize_kernel_equals_numpy(shape, size):
+    image = _random_image(*shape, seed=sum(shape))
+    assert np.array_equal(resize_antialias(image, size, True), resize_antialias(image, size, False))
+
+
+@needs_kernel
+@pytest.mark.parametrize("seed", range(4))
+def test_transform_kernel_equals_numpy(seed):
+    rng = np.random.RandomState(seed)
+    image = _random_image(23 + seed, 41 - seed, seed)
+    corners = (np.float32([[0, 0], [0, 25], [40, 25], [40, 0]]) + rng.uniform(-9, 9, (4, 2))).astype(np.float32)
+    size = (57 + seed, 33)
+    data = quad_data(corners + F32(0.5), *size)
+    assert np.array_equal(transform_quad_bilinear(image, size, data, native=True),
+                          transform_quad_bilinear(image, size, data, native=False))
+
+
+@needs_kernel
+@pytest.mark.parametrize("shape, pad, sigma", [
+    ((29, 37), (9, 9, 9, 9), 3.3),  # the recipe's case: every side padded
+    ((20, 24), (30, 5, 0, 41), 7.9),  # one side 0, pads over the image's size (repeated reflection)
+    ((6, 5), (3, 2, 4, 1), 20.0),  # a blur radius of 80 over a 9-row image: scipy's reflection repeats
+    ((40, 3), (1, 1, 1, 1), 0.4),  # radius 2
+    ((17, 19), (4, 4, 4, 4), 0.1),  # radius 0
+])
+def test_pad_blur_kernel_equals_numpy(shape, pad, sigma):
+    image = _random_image(*shape, seed=sum(pad))
+    assert np.array_equal(pad_blur_legacy(image, pad, sigma, True), pad_blur_legacy(image, pad, sigma, False))
+
+
+@needs_kernel
+def test_pad_blur_kernel_equals_numpy_on_a_photo():
+    """A real photo, where the blended values land near .5 (round half to even) and the median is a mean of two."""
+    from gancore.sources import decode_image
+
+    photo = decode_image(os.path.join(EXAMPLE, "img_celeba", "000006.jpg"))[:40, :50]
+    assert np.array_equal(pad_blur_legacy(photo, (21, 20, 21, 20), 6.5, True),
+                          pad_blur_legacy(photo, (21, 20, 21, 20), 6.5, False))
+
+
+@pytest.mark.parametrize("sigma", [0.4, 3.3, 27.70542236328125])
+def test_gaussian_weights_are_scipys(sigma):
+    """scipy's own weights: its filter of a unit impulse gives each weight exactly (the other terms add 0)."""
+    weights = gaussian_half_kernel(sigma)
+    radius = len(weights) - 1
+    impulse = np.zeros(4 * radius + 3)
+    impulse[2 * radius + 1] = 1.0
+    response = scipy.ndimage.gaussian_filter1d(impulse, sigma)
+    assert radius == int(4.0 * sigma + 0.5)
+    assert np.array_equal(response[2 * radius + 1:3 * radius + 2], weights)
+
+
+@needs_kernel
+@pytest.mark.parametrize("pixels", [1, 2, 7, 10, 1001])
+def test_median_kernel_equals_numpy(pixels):
+    import ctypes
+
+    kernel = legacy_module._kernel()
+    rng = np.random.default_rng(pixels)
+    values = rng.normal(0, 60, (pixels, 3)).astype(np.float32)
+    values[::3] = np.round(values[::3])  # ties
+    values[1::5, 0] = -0.0
+    median = np.empty(3, dtype=np.float32)
+    assert kernel.legacy_channel_median(values.ctypes.data, pixels, 3, median.ctypes.data) == 0
+    np.testing.assert_array_equal(median, np.median(values.reshape(pixels, 1, 3), axis=(0, 1)))
+    assert isinstance(kernel, ctypes.CDLL)
+
+
+@needs_kernel
+def test_a_kernel_that_disagrees_is_not_used(monkeypatch):
+    """The self-check on first use compares every stage with numpy: a kernel giving other bytes is reported."""
+    import ctypes
+
+    real = legacy_module._kernel()
+
+    class Broken:
+        def __getattr__(self, name):
+            return getattr(real, name)
+
+        @staticmethod
+        def legacy_quad_bilinear(image, height, width, channels, coefficients, out_height, out_width, transposed,
+                                 out):
+            ctypes.memset(out, 7, out_height * out_width * channels)
+            return 0
+
+    assert legacy_module._self_check(real) is None
+    assert legacy_module._self_check(Broken()) == "quad transform"
+
+
+@needs_kernel
+@pytest.mark.skipif(not shutil.which("objdump") or platform.machine() != "x86_64", reason="needs objdump on x86-64")
+def test_the_kernel_has_no_fused_multiply_add():
+    """Built with -ffp-contract=off: no product fused into a sum (an FMA rounds once where the C code and numpy
+    round twice; the same source built with -ffp-contract=fast holds such instructions on an FMA CPU)."""
+    library = kernel_status().split("compiled kernel ", 1)[1].split(" (", 1)[0]
+    disassembly = subprocess.run(["objdump", "-d", library], capture_output=True, text=True, check=True).stdout
+    assert "legacy_resample_rows" in disassembly
+    assert not re.search(r"\bv?f(n)?m(add|sub)\d{3}[ps][sd]\b", disassembly)

@@ -3,12 +3,12 @@
 `make_release` writes deltas in the release's exact format (PBKDF2-HMAC-SHA256 keyed by the JPEG bytes, Fernet,
 bz2, uint8 CHW, zips `deltas%05d.zip` of members `delta%05d.dat`, image_list.txt with both md5s): "official"
 final images are made up from the pre-delta images of the legacy renderer (a tone curve and seeded noise), at a
-small test resolution (the release is 1024²; only the Python API has the knob).
+small test resolution (the release is 1024²; only the Python API has the knob). The photos are decoded for the
+release as NVIDIA's were, by IJG libjpeg 8d (`decode_8d`: jpeglib straight from the file, not our wrapper).
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import shutil
 import signal
@@ -21,71 +21,39 @@ from pathlib import Path
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from process_pause import resume, stop_when
 
 from celebahq.cli import main
 from celebahq.landmarks import read_celeba_landmarks
-from celebahq.manifest import read_manifest
 from celebahq.official import (
-    OfficialOptions,
     build_official,
     check_deltas,
-    encrypt_delta,
     export_official,
     pre_delta_image,
     read_image_list,
     verify_official,
 )
+from celebahq.png_writers import pixels_md5
 from celebahq.selection import ImageListRow
 from gancore.errors import UserError
-from gancore.processes import descendants, process_state
 from gancore.sources import decode_image
-
-EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "celeba_wild_mini"
-RESOLUTION = 32
-# CelebA-HQ idx -> CelebA file: shuffled on purpose (the output follows idx, not the source order)
-SOURCES = ["000006.jpg", "000002.jpg", "000011.jpg", "000007.jpg"]
-
-
-def _md5(array: np.ndarray) -> str:
-    return hashlib.md5(np.ascontiguousarray(array).tobytes()).hexdigest()
-
-
-def make_release(deltas: Path, sources: list[str] = SOURCES, src: Path = EXAMPLE,
-                 resolution: int = RESOLUTION) -> dict[int, np.ndarray]:
-    """Write image_list.txt and deltas*.zip for `sources` (row i = sources[i]); return {idx: final uint8 CHW}."""
-    deltas.mkdir(parents=True, exist_ok=True)
-    table = list(read_celeba_landmarks(src / "Anno" / "list_landmarks_celeba.txt").items())
-    positions = {name: i for i, (name, _) in enumerate(table)}
-    lines, finals, members = ["idx orig_idx orig_file proc_md5 final_md5"], {}, {}
-    rng = np.random.default_rng(17)
-    for idx, name in enumerate(sources):
-        jpeg = (src / "img_celeba" / name).read_bytes()
-        pre = pre_delta_image(decode_image(jpeg), table[positions[name]][1], True, resolution)
-        curve = np.clip(pre.astype(np.float64) ** 0.9 * 1.1 + rng.normal(0, 3, pre.shape), 0, 255)
-        final = np.round(curve).astype(np.uint8)
-        members[f"delta{idx:05d}.dat"] = encrypt_delta(final - pre, jpeg, name)  # uint8: modulo 256
-        lines.append(f"{idx} {positions[name]} {name} {_md5(pre)} {_md5(final)}")
-        finals[idx] = final
-    with zipfile.ZipFile(deltas / "deltas00000.zip", "w") as archive:
-        for member, token in members.items():
-            archive.writestr(member, token)
-    (deltas / "image_list.txt").write_text("\n".join(lines) + "\n")
-    return finals
+from toolkit_testing.builds import read_manifest
+from toolkit_testing.official_release import (
+    EXAMPLE,
+    RESOLUTION,
+    SOURCES,
+    decode_8d,
+    make_release,
+    official_options,
+    png_chw,
+)
+from toolkit_testing.process_pause import resume, stop_when
+from toolkit_testing.process_tree import descendants, process_state
 
 
 @pytest.fixture(scope="module")
 def release(tmp_path_factory) -> tuple[Path, dict[int, np.ndarray]]:
     deltas = tmp_path_factory.mktemp("deltas")
     return deltas, make_release(deltas)
-
-
-def _options(**kwargs) -> OfficialOptions:
-    return OfficialOptions(**{"resolution": RESOLUTION, "workers": 0, "progress": False, **kwargs})
-
-
-def _png_chw(out: Path, idx: int) -> np.ndarray:
-    return decode_image(out / "images" / f"imgHQ{idx:05d}.png").transpose(2, 0, 1)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -95,19 +63,20 @@ def _png_chw(out: Path, idx: int) -> np.ndarray:
 def test_build_reproduces_the_finals_bit_for_bit(release, tmp_path):
     deltas, finals = release
     out = tmp_path / "out"
-    report = build_official(EXAMPLE, deltas, out, _options())  # worker processes: the kill test
+    report = build_official(EXAMPLE, deltas, out, official_options())  # worker processes: the kill test
     assert (report.rows, report.ok, report.exact, report.skipped) == (4, 4, 4, {})
     assert report.proc_mismatch == [] and report.final_mismatch == []
     for idx, final in finals.items():
-        assert np.array_equal(_png_chw(out, idx), final)
+        assert np.array_equal(png_chw(out, idx), final)
     records = read_manifest(out)
     assert [r["idx"] for r in records] == [0, 1, 2, 3]
     assert all(r["proc_md5_match"] and r["final_md5_match"] and r["legacy"] for r in records)
+    assert {r["decoder"] for r in records} == {"libjpeg-8d"} and report.official
     assert records[1]["orig_file"] == "000002.jpg" and records[1]["output"] == "images/imgHQ00001.png"
     assert not (out / ".lock").exists() or "celebahq official" in (out / ".lock").read_text()
     assert verify_official(out, deltas, workers=0, progress=False).ok
 
-    again = build_official(EXAMPLE, deltas, out, _options())
+    again = build_official(EXAMPLE, deltas, out, official_options())
     assert (again.processed, again.already_done, again.exact) == (0, 4, 4)
 
 
@@ -116,15 +85,15 @@ def test_a_different_pre_delta_still_gives_an_image(release, tmp_path):
     report names it."""
     deltas, finals = release
     out = tmp_path / "out"
-    report = build_official(EXAMPLE, deltas, out, _options(legacy=False))
+    report = build_official(EXAMPLE, deltas, out, official_options(legacy=False))
     assert report.ok == 4 and report.proc_mismatch and report.proc_mismatch == report.final_mismatch
     assert report.exact == 4 - len(report.proc_mismatch)
     for row in read_image_list(deltas / "image_list.txt"):
-        photo = decode_image(EXAMPLE / "img_celeba" / row.orig_file)
+        photo = decode_8d(EXAMPLE / "img_celeba" / row.orig_file)
         lm = list(read_celeba_landmarks(EXAMPLE / "Anno" / "list_landmarks_celeba.txt").values())[row.orig_idx]
         ours = pre_delta_image(photo, lm, False, RESOLUTION)
         official = pre_delta_image(photo, lm, True, RESOLUTION)
-        assert np.array_equal(_png_chw(out, row.idx), finals[row.idx] + (ours - official))
+        assert np.array_equal(png_chw(out, row.idx), finals[row.idx] + (ours - official))
     result = CliRunner().invoke(main, ["verify", str(out), "--deltas", str(deltas), "--workers", "0", "--quiet"])
     assert result.exit_code == 1, result.output
     assert f"{len(report.proc_mismatch)} differ" in result.output
@@ -135,7 +104,7 @@ def test_export_follows_celebahq_numbering(release, tmp_path):
 
     deltas, finals = release
     out = tmp_path / "out"
-    report = build_official(EXAMPLE, deltas, out, _options())
+    report = build_official(EXAMPLE, deltas, out, official_options())
     h5_path, zip_path = export_official(out, report, tmp_path / "hq.h5", tmp_path / "hq.zip", progress=False)
     with h5py.File(h5_path, "r") as h5:
         assert np.array_equal(h5[f"data{RESOLUTION}x{RESOLUTION}"][:], np.stack([finals[i] for i in range(4)]))
@@ -155,16 +124,16 @@ def test_wrong_source_file_is_skipped_then_redone(release, tmp_path):
     good = (src / "img_celeba" / "000011.jpg").read_bytes()
     (src / "img_celeba" / "000011.jpg").write_bytes((src / "img_celeba" / "000012.jpg").read_bytes())
     out = tmp_path / "out"
-    report = build_official(src, deltas, out, _options())
+    report = build_official(src, deltas, out, official_options())
     assert report.ok == 3 and list(report.skipped) == ["imgHQ00002"]
     assert "InvalidToken" in report.skipped["imgHQ00002"] and "000011.jpg" in report.skipped["imgHQ00002"]
     with pytest.raises(UserError, match="rows have no image"):
         export_official(out, report, tmp_path / "x.h5")
 
     (src / "img_celeba" / "000011.jpg").write_bytes(good)
-    fixed = build_official(src, deltas, out, _options())
+    fixed = build_official(src, deltas, out, official_options())
     assert (fixed.processed, fixed.exact, fixed.skipped) == (1, 4, {})
-    assert np.array_equal(_png_chw(out, 2), finals[2])
+    assert np.array_equal(png_chw(out, 2), finals[2])
 
 
 def _copy_release(release, tmp_path: Path) -> Path:
@@ -178,7 +147,7 @@ def test_truncated_zip(release, tmp_path):
     data = (deltas / "deltas00000.zip").read_bytes()
     (deltas / "deltas00000.zip").write_bytes(data[: len(data) // 2])
     with pytest.raises(UserError, match=r"deltas00000\.zip: not a readable zip, truncated or damaged"):
-        build_official(EXAMPLE, deltas, tmp_path / "out", _options())
+        build_official(EXAMPLE, deltas, tmp_path / "out", official_options())
 
 
 def test_missing_member_and_missing_zip(release, tmp_path):
@@ -189,7 +158,7 @@ def test_missing_member_and_missing_zip(release, tmp_path):
             if name != "delta00002.dat":
                 partial.writestr(name, full.read(name))
     with pytest.raises(UserError, match=r"deltas00000\.zip: member delta00002\.dat missing"):
-        build_official(EXAMPLE, deltas, tmp_path / "out", _options())
+        build_official(EXAMPLE, deltas, tmp_path / "out", official_options())
     (deltas / "deltas00000.zip").unlink()
     with pytest.raises(UserError, match=r"deltas00000\.zip: missing \(rows 0–3 need it\)"):
         check_deltas(deltas, read_image_list(deltas / "image_list.txt"))
@@ -220,15 +189,23 @@ def test_landmark_row_must_name_the_file(release, tmp_path):
     deltas = _copy_release(release, tmp_path)
     text = (deltas / "image_list.txt").read_text().replace(" 1 000002.jpg ", " 4 000002.jpg ")
     (deltas / "image_list.txt").write_text(text)
-    report = build_official(EXAMPLE, deltas, tmp_path / "out", _options())
+    report = build_official(EXAMPLE, deltas, tmp_path / "out", official_options())
     assert report.skipped == {"imgHQ00001": "landmark row 4 is 000005.jpg, image_list.txt says 000002.jpg"}
 
 
-def test_check_decoder_reports_the_md5(tmp_path):
-    result = CliRunner().invoke(main, ["check-decoder", str(EXAMPLE)])
+def test_check_decoder_reports_thepixels_md5(tmp_path):
+    result = CliRunner().invoke(main, ["check-decoder", "--src", str(EXAMPLE)])
     assert result.exit_code == 1  # the example's 000001.jpg is not CelebA's
-    assert "9cad8178d6cb0196b36f7b34bc5eb6d3" in result.output and "libjpeg" in result.output
-    result = CliRunner().invoke(main, ["check-decoder", str(tmp_path)])
+    assert "9cad8178d6cb0196b36f7b34bc5eb6d3" in result.output
+    assert "official: libjpeg-8d, IJG libjpeg 8d (jpeglib " in result.output and "build: pillow, " in result.output
+    sample = EXAMPLE / "img_celeba" / "000001.jpg"
+    assert f"by libjpeg-8d: md5 {pixels_md5(decode_8d(sample))}, differs" in result.output
+    assert f"by pillow: md5 {pixels_md5(decode_image(sample))}, differs" in result.output
+    assert pixels_md5(decode_8d(sample)) != pixels_md5(decode_image(sample))  # the example's 000001.jpg is 4:2:0
+    assert CliRunner().invoke(main, ["check-decoder", str(EXAMPLE)]).output == result.output  # CELEBA = --src
+    result = CliRunner().invoke(main, ["check-decoder"])
+    assert result.exit_code == 0 and "official: libjpeg-8d" in result.output and "available" in result.output
+    result = CliRunner().invoke(main, ["check-decoder", "--src", str(tmp_path)])
     assert result.exit_code == 2 and "000001.jpg: not found" in result.output
 
 
@@ -254,12 +231,12 @@ def test_killed_build_resumes_and_leaves_no_worker(tmp_path):
     time.sleep(1.0)
     assert not [pid for pid in workers if process_state(pid) not in (None, "Z")], "a worker outlived the build"
 
-    report = build_official(EXAMPLE, deltas, out, _options())
+    report = build_official(EXAMPLE, deltas, out, official_options())
     assert report.exact == 12 and report.already_done >= 2
     assert [r["idx"] for r in read_manifest(out)] == list(range(12))  # idx order, not the workers' order
     assert not list((out / "images").glob(".*"))
     for idx, final in finals.items():
-        assert np.array_equal(_png_chw(out, idx), final)
+        assert np.array_equal(png_chw(out, idx), final)
 
 
 def test_deltas_of_the_wrong_size_or_damaged_are_refused():

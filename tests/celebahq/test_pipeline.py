@@ -13,13 +13,13 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 from PIL import Image
-from process_pause import resume, stop_when
 
 from celebahq.cli import main
 from celebahq.landmarks import read_celeba_landmarks, write_celeba_landmarks
 from celebahq.manifest import latest_records, read_all_manifests
 from celebahq.pipeline import BuildOptions, build
 from gancore.errors import UserError
+from toolkit_testing.process_pause import resume, stop_when
 
 MINI = Path(__file__).resolve().parents[2] / "examples" / "celeba_wild_mini"
 

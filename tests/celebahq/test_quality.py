@@ -9,12 +9,19 @@ import pytest
 import torch
 from click.testing import CliRunner
 from PIL import Image
-from quality_cases import BLUR_SIGMAS, DEFECTS, NEUTRAL, SKIMAGE_PHOTOS, gaussian_blur, sample_photographs
-from reference_quality import reference_quality
 
 from celebahq.cli import main
 from celebahq.quality import quality_components, quality_score, score_paths
 from gancore.errors import UserError
+from toolkit_testing.quality_cases import (
+    BLUR_SIGMAS,
+    DEFECTS,
+    NEUTRAL,
+    SKIMAGE_PHOTOS,
+    gaussian_blur,
+    sample_photographs,
+)
+from toolkit_testing.quality_reference import reference_quality
 
 
 @pytest.fixture(scope="module")

@@ -15,12 +15,12 @@ from PIL import Image
 
 from celebahq import rank
 from celebahq.cli import main
-from celebahq.export import selected_images
-from celebahq.manifest import latest_records, read_all_manifests, read_manifest
+from celebahq.manifest import latest_records, read_all_manifests
 from celebahq.pipeline import BuildOptions, build
 from celebahq.quality import quality_score
 from celebahq.rank import contact_sheet, rank_build, write_preview
 from gancore.errors import UserError
+from toolkit_testing.builds import read_manifest, selected_images
 
 MINI = Path(__file__).resolve().parents[2] / "examples" / "celeba_wild_mini"
 

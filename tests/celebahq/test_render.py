@@ -23,9 +23,6 @@ from skimage import data
 
 from celebahq.geometry import plan_crop, source_to_output
 from celebahq.render import (
-    _banded_rows,
-    _resample_last_dim,
-    _round_clip,
     gaussian_blur_torch,
     lanczos_upscale,
     pad_with_blur,
@@ -38,6 +35,7 @@ from celebahq.render import (
     shrink_and_crop,
     shrink_and_crop_tensor,
 )
+from celebahq.render.torch_backend import _banded_rows, _resample_last_dim, _round_clip
 
 MAD_LIMIT = 0.5
 P99_LIMIT = 4.0

@@ -22,7 +22,6 @@ from celebahq.restore.eval import psnr
 from celebahq.restore.infer import SIZE_BUCKET_CUDA, Restorer, net_upscale, shipped_weights
 from celebahq.restore.models import (
     build_model,
-    gflops_per_megapixel,
     is_channels_last,
     load_restorer,
     pixel_shuffle_as,
@@ -30,6 +29,7 @@ from celebahq.restore.models import (
     warm_start,
 )
 from celebahq.restore.train import weights_payload
+from toolkit_testing.flops import gflops_per_megapixel
 
 MINI = Path(__file__).resolve().parents[2] / "examples" / "celeba_wild_mini"
 KINDS = ("cleanup", "sr")
@@ -387,7 +387,9 @@ def test_build_with_networks(backend, small_faces, tmp_path):
 def test_the_torch_build_cleans_up_on_the_device(device, small_faces, tmp_path, monkeypatch):
     """With the torch backend the workers send the whole photo and the cleanup net runs in the main process on the
     build's device, on tensors (never the host-array stage); the crops equal the pil backend's to rounding."""
-    from celebahq import pipeline
+    from celebahq import build_plan
+
+    cleanup_tensor = build_plan.cleanup_tensor
 
     def host_stage(image):
         raise AssertionError("the host cleanup stage ran in a torch build")
@@ -396,12 +398,12 @@ def test_the_torch_build_cleans_up_on_the_device(device, small_faces, tmp_path, 
 
     def device_stage(x):
         seen.append((type(x), x.device.type, tuple(x.shape)))
-        return pipeline.cleanup_tensor(x)
+        return cleanup_tensor(x)
 
     common = {"resolution": 256, "cleanup": "net", "sr": "net", "batch_size": 2, "num_workers": 0, "progress": False}
     build(small_faces, tmp_path / "pil", BuildOptions(backend="pil", device="cpu", **common))
-    monkeypatch.setitem(pipeline.CLEANUP_STAGES, "net", host_stage)
-    monkeypatch.setitem(pipeline.CLEANUP_DEVICE_STAGES, "net", device_stage)
+    monkeypatch.setattr(build_plan, "cleanup_image", host_stage)  # the stages the plan chooses from
+    monkeypatch.setattr(build_plan, "cleanup_tensor", device_stage)
     assert build(small_faces, tmp_path / "torch", BuildOptions(backend="torch", device=device, **common)).ok == 2
     assert len(seen) == 2 and all(kind is torch.Tensor and where == device for kind, where, _ in seen)
     assert {shape[1:] for _, _, shape in seen} == {Image.open(small_faces / "img_celeba" / name).size[::-1]
@@ -444,7 +446,8 @@ def test_restore_keeps_sources_that_share_a_stem_apart(tmp_path, photo):
     result = CliRunner().invoke(main, ["restore", "cleanup", str(src), str(tmp_path / "out"), "--quiet",
                                        "--device", "cpu"])
     assert result.exit_code == 0, result.output
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["face.jpg.png", "face.png.png", "other.png"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [".gancore-output", "face.jpg.png", "face.png.png",
+                                                                     "other.png"]
     assert (tmp_path / "out" / "face.jpg.png").read_bytes() != (tmp_path / "out" / "face.png.png").read_bytes()
 
 

@@ -251,7 +251,7 @@ def test_process_state_and_descendants_follow_a_child(tmp_path):
     import signal
     import time
 
-    from gancore.processes import descendants, process_state
+    from toolkit_testing.process_tree import descendants, process_state
 
     python = tmp_path / "a) (b c"  # the command name /proc/PID/stat shows in parentheses: the executable's
     python.symlink_to(sys.executable)

@@ -8,11 +8,11 @@ import h5py
 import numpy as np
 import pytest
 import torch
-from conftest import write_images
 from PIL import Image
 
 from gancore.errors import SourceError
 from gancore.sources import ImageStream, open_source
+from toolkit_testing.images import write_images
 
 
 @pytest.fixture()

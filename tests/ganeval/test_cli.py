@@ -9,10 +9,10 @@ import sys
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import EXAMPLES, write_images
 
 from gancore.sources import select_indices
 from ganeval.cli import main
+from toolkit_testing.images import EXAMPLES, write_images
 
 
 @pytest.fixture()

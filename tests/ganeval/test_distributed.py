@@ -3,30 +3,11 @@
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
-from conftest import EXAMPLES
 
-HERE = Path(__file__).resolve().parent
-
-
-def torchrun(args: list[str], processes: int = 2) -> str:
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join([str(HERE), *sys.path]))
-    result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", str(processes),
-                             "--standalone", *args], check=False, capture_output=True, text=True, timeout=300, env=env)
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result.stdout
-
-
-def single(args: list[str]) -> str:
-    result = subprocess.run([sys.executable, *args], check=False, capture_output=True, text=True, timeout=300,
-                            env=dict(os.environ, PYTHONPATH=os.pathsep.join([str(HERE), *sys.path])))
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result.stdout
+from toolkit_testing.images import EXAMPLES
+from toolkit_testing.subprocesses import single, torchrun
 
 
 @pytest.mark.parametrize("command", [
@@ -51,7 +32,7 @@ def test_all_with_fid_matches_one_process(tmp_path):
         "from gancore import distributed\n"
         "from ganeval.evaluate import evaluate_all\n"
         "distributed.start_from_environment(__import__('torch').device('cpu'))\n"
-        "from test_fid import TinyExtractor\n"
+        "from toolkit_testing.extractors import TinyExtractor\n"
         f"result = evaluate_all({str(EXAMPLES / 'gen')!r}, {str(EXAMPLES / 'real')!r}, swd_images=16,\n"
         "                      msssim_pairs=10, fid_images=30, seed=3, device='cpu', batch_size=4,\n"
         "                      extractor=TinyExtractor(), progress=False)\n"

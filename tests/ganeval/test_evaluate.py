@@ -7,14 +7,14 @@ import json
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import EXAMPLES
-from test_fid import TinyExtractor
 
 from ganeval.cli import main
 from ganeval.evaluate import evaluate_all, paper_table
 from ganeval.fid import compute_fid as fid
 from ganeval.msssim import msssim_diversity
 from ganeval.swd import compute_swd as swd
+from toolkit_testing.extractors import TinyExtractor
+from toolkit_testing.images import EXAMPLES
 
 
 def test_all_equals_the_single_metrics():

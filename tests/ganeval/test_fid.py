@@ -12,15 +12,11 @@ from __future__ import annotations
 import os
 import sys
 import zipfile
-from pathlib import Path
 
 import numpy as np
 import pytest
 import scipy.linalg
 import torch
-import torch.nn.functional as F
-from conftest import write_images
-from torch import nn
 
 from gancore.errors import SourceError, UserError
 from gancore.sources import open_source
@@ -38,6 +34,8 @@ from ganeval.fid_files import (
 )
 from ganeval.frechet import FeatureStatistics, frechet_distance, trace_sqrt_product
 from ganeval.inception import WEIGHTS_ENV_VAR, FIDInceptionV3
+from toolkit_testing.extractors import TinyExtractor, random_images, random_weights_file
+from toolkit_testing.images import write_images
 
 
 @pytest.fixture(autouse=True)
@@ -271,29 +269,6 @@ def test_bad_statistics_files(tmp_path):
 # Sources through a tiny extractor
 
 
-class TinyExtractor:
-    """Deterministic stand-in for the Inception: 2×2 average-pooled colours and their squares (24-d features),
-    10 'logits' from a fixed projection. Counts its calls."""
-
-    def __init__(self, resize: str = "tf"):
-        self.device, self.resize, self.source = torch.device("cpu"), resize, None
-        self.calls = 0
-        self.weight = torch.randn(10, 24, generator=torch.Generator().manual_seed(0))
-
-    def features(self, images, logits: bool = True):
-        self.calls += 1
-        x = F.adaptive_avg_pool2d(images.float() / 255, 2).flatten(1)
-        features = torch.cat([x, x * x], dim=1)
-        return features, (features @ self.weight.T if logits else None)
-
-
-def random_images(count: int, seed: int, size: int = 32) -> np.ndarray:
-    """uint8 NHWC images with smooth random content (so pooled features vary)."""
-    rng = np.random.default_rng(seed)
-    coarse = rng.integers(0, 256, (count, 4, 4, 3)).astype(np.uint8)
-    return np.repeat(np.repeat(coarse, size // 4, axis=1), size // 4, axis=2)
-
-
 @pytest.fixture
 def folders(tmp_path):
     a, b = tmp_path / "a", tmp_path / "b"
@@ -475,17 +450,6 @@ def test_cache_made_with_skipped_images_is_not_used_without_skip_bad(folders, tm
 
 # --------------------------------------------------------------------------------------------------------------
 # The real network (random weights), a handful of images
-
-
-def random_weights_file(path: Path) -> Path:
-    torch.manual_seed(0)
-    network = FIDInceptionV3()
-    with torch.no_grad():
-        for module in network.modules():
-            if isinstance(module, nn.Conv2d):  # He init keeps activations O(1) through the 94 units
-                module.weight.normal_(0, (2 / module.weight[0].numel()) ** 0.5)
-    torch.save(network.state_dict(), path)
-    return path
 
 
 def test_fid_with_a_real_inception_weights_file(tmp_path, monkeypatch):

@@ -5,13 +5,13 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import write_images
 from scipy.special import softmax
 from scipy.stats import entropy
-from test_fid import TinyExtractor, random_images, random_weights_file
 
 from gancore.errors import UserError
 from ganeval.isc import inception_score, inception_score_source
+from toolkit_testing.extractors import TinyExtractor, random_images, random_weights_file
+from toolkit_testing.images import write_images
 
 
 def reference_inception_score(logits: np.ndarray, splits: int) -> tuple[float, float]:

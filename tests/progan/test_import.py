@@ -335,7 +335,8 @@ def test_cli_import_then_generate_and_ganeval_source(tmp_path, monkeypatch):
     result = runner.invoke(progan_main, ["generate", str(tmp_path / "g.pt"), "--num", "3", "--out",
                                          str(tmp_path / "out"), "--device", "cpu"])
     assert result.exit_code == 0, result.output
-    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["000000.png", "000001.png", "000002.png"]
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == [".gancore-output", "000000.png", "000001.png",
+                                                                     "000002.png"]
     monkeypatch.setenv("PROGAN_SOURCE_IMAGES", "4")
     source = open_source(str(tmp_path / "g.pt"))
     assert len(source) == 4 and source.load_batch([0, 1]).shape == (2, 3, RESOLUTION, RESOLUTION)

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
-from test_progan import one_thread  # noqa: F401  (autouse: one intra-op thread on the shared machine)
 
 from progan.configs import resolve_config
 from progan.loss import WGANGP, original_gradient_norms
 from progan.networks import LRELU_SLOPE, DiscriminatorBlock, GeneratorBlock, build_networks, count_parameters
+from toolkit_testing.fixtures import one_thread  # noqa: F401  (autouse: one intra-op thread on the shared machine)
 
 
 def _randomise_biases(module: torch.nn.Module) -> None:

@@ -14,7 +14,7 @@ import subprocess
 import time
 from collections.abc import Callable
 
-from gancore.processes import process_state
+from .process_tree import process_state
 
 
 def stop_when(process: subprocess.Popen, condition: Callable[[], bool], seconds: float = 120) -> None:

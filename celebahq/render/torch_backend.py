@@ -1,32 +1,4 @@
-"""Render a CelebA-HQ crop from a photo and a `CropPlan` (spec section 4.3 steps 4–8), two backends.
-
-* `render_pil`: the slow reference, step by step as the original with PIL, numpy and scipy.
-* `render_torch`: the fast path. The cheap per-image steps run per image (shrink with PIL on the host for host
-  arrays, or in torch for device tensors, e.g. a photo the cleanup network restored on the GPU; crop by slicing;
-  then super-resolution and padding in torch on `device`); then the bilinear sampling at 4R × 4R and the
-  downscale to R × R, one image at a time (a 4R canvas is 200 MB at R = 1024). It emulates Pillow's arithmetic
-  (QUAD pixel centres, truncation of the bilinear result to uint8, the two-pass Lanczos/box resampling with
-  8-bit rounding between the passes), so the two backends agree to within rounding. Measured on real photographs
-  (astronaut, Grace Hopper, rotated, padded, shrunk, super-resolved, the bundled crops), R = 128 … 1024, CPU and
-  CUDA (H100): mean absolute difference 0.001–0.02 grey levels, 99th percentile 0–1, max 1–2 (limits 0.5 and 4);
-  see tests/celebahq/test_render.py.
-
-Note on the original's `quad + 0.5` in the QUAD call (kept, as the spec asks): with Pillow ≥ 4's pixel-centre
-convention it moves the picture by half a pixel of the rendered image along the source axes, i.e. ≤ 0.71 output
-pixels in a direction that turns with the face (`geometry.source_to_output` accounts for it).
-
-Pillow conventions the fast path reproduces (checked by the tests against the installed Pillow):
-  - `transform(QUAD, BILINEAR)`: output pixel (i, j) samples the source at the bilinear interpolation of the four
-    corners at X = i + 0.5, Y = j + 0.5; the bilinear filter reads pixel centres at k + 0.5, clamps to the edge
-    pixel inside the image, returns 0 (black) for samples outside [0, W) × [0, H), and truncates to uint8.
-  - `resize(LANCZOS | BOX)`: separable, horizontal pass first, each output's window = the filter support scaled
-    by max(in/out, 1) and normalised to sum 1 (also where the image edge truncates it), uint8 rounding after each
-    pass. For the shrink by a non-integer ratio (`resize_pillow_torch`) also Pillow's 22-bit fixed-point weights
-    (upstream `libImaging/Resample.c`), so a pass equals Pillow's bit for bit. One caveat: the Pillow 13.0.0 wheel
-    on our CI machine sometimes runs the vertical pass first (tall images; its rule is not upstream's), which moves
-    a shrunk pixel by up to 14 grey levels there (mean ≤ 0.24; benchmarks/pillow_shrink.py); after the 4× sampling and downscale that follow, rendered
-    crops still agree to within the limits below (tests/celebahq/test_render.py).
-"""
+"""The fast render backend: torch on any device, emulating Pillow's arithmetic (celebahq/render/__init__.py)."""
 
 from __future__ import annotations
 
@@ -37,76 +9,17 @@ from dataclasses import dataclass
 
 import cv2
 import numpy as np
-import scipy.ndimage
 import torch
 import torch.nn.functional as F
-from PIL import Image
 
-from celebahq.geometry import CropPlan, plan_crop, quad_coefficients
+from celebahq.geometry import CropPlan, quad_coefficients
 from gancore.runtime import host_to_device
 
-Upscale = Callable[[np.ndarray, int], np.ndarray]
-
-DOWNSCALE_FILTERS = ("lanczos", "box")
-_PIL_FILTERS = {"lanczos": Image.Resampling.LANCZOS, "box": Image.Resampling.BOX}
+from .common import Upscale, apply_upscale, check_downscale, check_image, plan_for, shrunk_crop
 
 # Rounding guard for the emulated uint8 truncation of PIL's bilinear filter: float32 weights that should sum to 1
 # make 255 into 254.99998; PIL computes in double.
 _TRUNCATE_EPS = 1e-3
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Shared helpers
-
-
-def _check_image(image: np.ndarray | torch.Tensor) -> np.ndarray | torch.Tensor:
-    """A uint8 HWC RGB array, or a [3, H, W] tensor (uint8, or float with uint8 values), checked."""
-    if isinstance(image, torch.Tensor):
-        if image.ndim != 3 or image.shape[0] != 3 or min(image.shape[1:]) < 1:
-            raise ValueError(f"expected a [3, H, W] image tensor; got shape {tuple(image.shape)}")
-        return image
-    image = np.asarray(image)
-    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
-        raise ValueError(f"expected a uint8 HWC RGB image; got dtype {image.dtype}, shape {image.shape}")
-    if image.shape[0] < 1 or image.shape[1] < 1:
-        raise ValueError(f"empty image, shape {image.shape}")
-    return image
-
-
-def _plan_for(image: np.ndarray | torch.Tensor, plan_or_landmarks, resolution: int) -> CropPlan:
-    height, width = image.shape[1:] if isinstance(image, torch.Tensor) else image.shape[:2]
-    if isinstance(plan_or_landmarks, CropPlan):
-        plan = plan_or_landmarks
-        if tuple(plan.image_size) != (width, height):
-            raise ValueError(f"the plan is for a {plan.image_size} image; got {(width, height)}")
-        return plan
-    return plan_crop(plan_or_landmarks, (width, height), resolution)
-
-
-def _check_downscale(downscale: str) -> str:
-    if downscale not in DOWNSCALE_FILTERS:
-        raise ValueError(f"downscale must be one of {DOWNSCALE_FILTERS}; got {downscale!r}")
-    return downscale
-
-
-def lanczos_upscale(image: np.ndarray, factor: int) -> np.ndarray:
-    """The original release's "simulated super-resolution": PIL Lanczos resize by an integer factor (uint8 HWC)."""
-    height, width = image.shape[:2]
-    return np.asarray(Image.fromarray(image).resize((width * factor, height * factor), Image.Resampling.LANCZOS))
-
-
-def shrink_and_crop(image: np.ndarray, plan: CropPlan) -> tuple[np.ndarray, CropPlan]:
-    """Steps 4–5 done ahead (e.g. in a decode worker): uint8 HWC source -> (cropped uint8 HWC, the plan for it).
-    Rendering the pair gives the same pixels as rendering the source with `plan`."""
-    return _shrink_and_crop(image, plan), plan.after_crop()
-
-
-def _shrink_and_crop(image: np.ndarray, plan: CropPlan) -> np.ndarray:
-    """Steps 4–5 on uint8 HWC: PIL Lanczos shrink by the plan's integer factor, then the crop (shrunk pixels)."""
-    if plan.shrink > 1:
-        image = np.asarray(Image.fromarray(image).resize(plan.shrunk_size, Image.Resampling.LANCZOS))
-    left, top, right, bottom = plan.crop
-    return image[top:bottom, left:right]
 
 
 @dataclass(frozen=True)
@@ -125,78 +38,6 @@ def _apply_device_upscale(upscale: DeviceUpscale, x: torch.Tensor, factor: int) 
     return out.to(torch.float32)
 
 
-def _apply_upscale(upscale: Upscale, image: np.ndarray, factor: int) -> np.ndarray:
-    out = np.asarray(upscale(np.ascontiguousarray(image), factor))
-    expected = (image.shape[0] * factor, image.shape[1] * factor, 3)
-    if out.dtype != np.uint8 or out.shape != expected:
-        raise ValueError(f"upscale must return uint8 {expected}; got {out.dtype} {out.shape}")
-    return out
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Reference path (PIL / numpy / scipy)
-
-
-def pad_with_blur(image: np.ndarray, pad: Sequence[int], blur_sigma: float) -> np.ndarray:
-    """Step 7: reflect-pad a float32 HWC image and blend the padding into blur and the median colour.
-
-    pad: (left, top, right, bottom) pixels; blur_sigma: Gaussian σ in pixels. Returns float32 HWC (not rounded).
-    A side with pad 0 does not take part in the mask (the original never has one: all four sides get ≥ the minimum
-    padding once padding is needed). All pads 0 returns a copy.
-    """
-    img = np.asarray(image, dtype=np.float32)
-    left, top, right, bottom = (int(p) for p in pad)
-    if min(left, top, right, bottom) < 0:
-        raise ValueError(f"pads must be non-negative; got {tuple(pad)}")
-    if max(left, top, right, bottom) == 0:
-        return img.copy()
-    img = np.pad(img, ((top, bottom), (left, right), (0, 0)), mode="reflect")
-    height, width = img.shape[:2]
-    y, x, _ = np.mgrid[:height, :width, :1]
-    x, y = x.astype(np.float32), y.astype(np.float32)
-    sides = ((x, left), (y, top), (width - 1 - x, right), (height - 1 - y, bottom))
-    distance = np.minimum.reduce([t / np.float32(p) for t, p in sides if p > 0])
-    mask = np.float32(1.0) - distance  # 1 at the outer edge, 0 at the photo's edge, < 0 inside
-    img = img + (scipy.ndimage.gaussian_filter(img, [blur_sigma, blur_sigma, 0]) - img) * np.clip(
-        mask * 3.0 + 1.0, 0.0, 1.0)
-    img = img + (np.median(img, axis=(0, 1)) - img) * np.clip(mask, 0.0, 1.0)
-    return img.astype(np.float32, copy=False)
-
-
-def render_pil(
-    image: np.ndarray,
-    landmarks,
-    resolution: int = 1024,
-    upscale: Upscale | None = None,
-    downscale: str = "lanczos",
-) -> np.ndarray:
-    """Reference render: uint8 RGB image [H, W, 3] + CelebA 5 landmarks (or a CropPlan) → uint8 [R, R, 3].
-
-    upscale(image_uint8_hwc, factor) -> uint8 hwc is the super-resolution stage (default: PIL Lanczos, the original
-    release's stand-in). downscale: "lanczos" (the original code) or "box" (the paper's text).
-    With a CropPlan, its own resolution is used.
-    """
-    image = _check_image(image)
-    _check_downscale(downscale)
-    plan = _plan_for(image, landmarks, resolution)
-    upscale = upscale or lanczos_upscale
-    size = plan.render_size
-
-    img = _shrink_and_crop(image, plan)
-    if plan.superres > 1:
-        img = _apply_upscale(upscale, img, plan.superres)
-    if plan.padded:
-        padded = pad_with_blur(img.astype(np.float32), plan.pad, plan.blur_sigma)
-        img = np.uint8(np.clip(np.round(padded), 0, 255))
-    pil = Image.fromarray(np.ascontiguousarray(img))
-    pil = pil.transform((size, size), Image.Transform.QUAD, (plan.quad + 0.5).flatten().tolist(),
-                        Image.Resampling.BILINEAR)
-    pil = pil.resize((plan.resolution, plan.resolution), _PIL_FILTERS[downscale])
-    return np.asarray(pil)
-
-
-# ----------------------------------------------------------------------------------------------------------------
-# Fast path (torch)
 
 
 def _default_device() -> torch.device:
@@ -562,9 +403,9 @@ def _cropped_on_device(image: np.ndarray | torch.Tensor, plan: CropPlan, upscale
         if not on_host:
             return x
         image, plan = x.permute(1, 2, 0).to(torch.uint8).cpu().numpy(), plan.after_crop()
-    img = _shrink_and_crop(image, plan)
+    img = shrunk_crop(image, plan)
     if on_host:
-        img = _apply_upscale(upscale, img, plan.superres)
+        img = apply_upscale(upscale, img, plan.superres)
     pixels = np.require(img, requirements=("C", "W"))  # PIL's arrays are read-only; torch wants writable ones
     return host_to_device(pixels, device).permute(2, 0, 1).to(torch.float32)
 
@@ -620,14 +461,14 @@ def render_torch_tensor(
     same bytes out; `benchmarks/render_memory.py`).
     Speed: docs/celebahq.md, "On one GPU" (the build's draw stage).
     """
-    _check_downscale(downscale)
+    check_downscale(downscale)
     if len(images) != len(plans_or_landmarks):
         raise ValueError(f"{len(images)} images but {len(plans_or_landmarks)} plans/landmarks")
     device = torch.device(device) if device is not None else _default_device()
     if not images:
         return torch.empty((0, 3, resolution, resolution), dtype=torch.uint8, device=device)
-    images = [_check_image(image) for image in images]
-    plans = [_plan_for(image, p, resolution) for image, p in zip(images, plans_or_landmarks)]
+    images = [check_image(image) for image in images]
+    plans = [plan_for(image, p, resolution) for image, p in zip(images, plans_or_landmarks)]
     if len({plan.resolution for plan in plans}) != 1:
         raise ValueError("all plans of one call must share the output resolution")
     # One image at a time from its photo to its output (a 4R × 4R canvas is plenty of work for a GPU and 200 MB at

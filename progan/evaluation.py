@@ -1,0 +1,282 @@
+"""Scoring generators with ganeval: the one path behind the trainer's snapshot metrics and `progan evaluate`,
+which scores every network snapshot of a run and writes a table (Markdown + JSON) and curves against kimg.
+
+`score_generator_source` draws images of a generator (image i from latent (seed, i), `GeneratorSource`) and
+hands them with the reals to `ganeval.compute_metrics` (one pass; generated stream `settings.seed`, reals
+`settings.seed + 1`). The trainer calls it at the working resolution with the training data reduced to it;
+`evaluate_run` at each snapshot's trained resolution with the reals given (ganeval pairs their sizes).
+
+evaluation.json (format "progan-evaluation", version 1) holds one row per snapshot: file, kimg, tick, resolution,
+lod, the settings it was scored with and every metric's JSON object (ganeval's, plus "resolution"). A rerun
+reuses each metric of a row whose snapshot file (size, modification time) and settings are unchanged.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from gancore.errors import SourceError, UserError
+from gancore.outputs import atomic_output
+
+from .checkpoint import GeneratorSource, generator_from_checkpoint, load_checkpoint
+from .runs import SNAPSHOT_NAME
+
+FORMAT = "progan-evaluation"
+CURVE_FIELDS = ("value", "avg", "mean", "precision", "recall")  # the numbers of a metric's JSON drawn as curves
+
+
+def images_needed(names: Iterable[str], settings) -> int:
+    """Generated images one pass over `names` reads: SWD's count, two per MS-SSIM pair, the Inception metrics'
+    counts (`settings`: a ganeval MetricSettings)."""
+    from ganeval.metric_main import metric_spec
+
+    counts = []
+    for name in names:
+        if metric_spec(name).features:
+            counts.append(settings.images_for(name))
+        elif name == "msssim":
+            counts.append(2 * settings.msssim_pairs)
+        else:
+            counts.append(settings.swd_images)
+    return max(counts)
+
+
+def score_generator_source(G, lod: float, resolution: int, real, names: list[str], settings, device,
+                           inception=None, resize: str = "tf", extractor=None) -> dict[str, dict]:
+    """The metrics `names` of generator G at `lod`, its images at `resolution` (box-reduced or nearest-upsampled
+    as `images_to_uint8`), against `real` (any ganeval source). Returns {name: the metric's JSON object plus
+    "resolution"}."""
+    from ganeval.metric_main import compute_metrics
+
+    fakes = GeneratorSource(G, lod, resolution, images_needed(names, settings), seed=settings.seed, device=device)
+    scores = compute_metrics(fakes, real, names, settings, inception=inception, resize=resize, device=device,
+                             extractor=extractor)
+    return {name: dict(result.to_dict(), resolution=resolution) for name, result in scores.results.items()}
+
+
+def curve_values(name: str, result: dict) -> dict[str, float]:
+    """The numbers of one metric's JSON object that the table and the curves show, by label: SWD's levels
+    ("swd 16", …, "swd avg"), else the fields in CURVE_FIELDS that it has ("fid", "pr precision", …)."""
+    out = {}
+    if isinstance(result.get("levels"), dict):
+        out.update({f"{name} {level}": float(value) for level, value in result["levels"].items()})
+    for key in CURVE_FIELDS:
+        value = result.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            out[name if key in ("value", "mean") else f"{name} {key}"] = float(value)
+    return out
+
+
+@dataclass
+class SnapshotRow:
+    """One snapshot's scores: its file (name, size, modification time in ns), kimg, tick, the resolution it was
+    scored at, lod, the settings and each metric's JSON object."""
+
+    snapshot: str
+    size: int
+    mtime_ns: int
+    kimg: float
+    tick: int
+    resolution: int
+    lod: float
+    settings: dict
+    metrics: dict[str, dict] = field(default_factory=dict)
+    seconds: float = 0.0
+
+
+@dataclass
+class RunEvaluation:
+    """`evaluate_run`'s result: the rows (by kimg), how many metric values were computed and reused, the files."""
+
+    run: str
+    real: str
+    metrics: list[str]
+    rows: list[SnapshotRow]
+    computed: int = 0
+    reused: int = 0
+    files: list[str] = field(default_factory=list)
+
+    def to_dict(self) -> dict:
+        return {"format": FORMAT, "version": 1, "run": self.run, "real": self.real, "metrics": self.metrics,
+                "rows": [asdict(row) for row in self.rows]}
+
+
+def run_snapshots(run_dir: Path) -> list[Path]:
+    """The network-snapshot-<kimg>.pt files of a run folder, oldest first; UserError when there are none."""
+    if not run_dir.is_dir():
+        raise UserError(f"{run_dir}: not a run folder")
+    found = sorted((int(match.group(1)), file) for file in run_dir.iterdir()
+                   if (match := SNAPSHOT_NAME.match(file.name)))
+    if not found:
+        raise UserError(f"{run_dir}: no network-snapshot-*.pt to evaluate")
+    return [file for _, file in found]
+
+
+def _previous_rows(path: Path, note) -> dict[str, SnapshotRow]:
+    """The rows of an earlier evaluation.json by snapshot name; {} (with a note) when it cannot be read."""
+    if not path.is_file():
+        return {}
+    try:
+        data = json.loads(path.read_text())
+        if data.get("format") != FORMAT:
+            raise ValueError(f"not a {FORMAT} file")
+        return {row["snapshot"]: SnapshotRow(**row) for row in data["rows"]}
+    except (OSError, ValueError, TypeError, KeyError, AttributeError) as error:
+        note(f"note: {path} is unreadable ({error}); every snapshot is scored again")
+        return {}
+
+
+def evaluate_run(run_dir, real, metrics: list[str], settings, out_dir=None, device=None, inception=None,
+                 resize: str = "tf", extractor=None, plots: bool = True,
+                 note: Callable[[str], None] = lambda line: None) -> RunEvaluation:
+    """Score every network snapshot of `run_dir` with `metrics` (ganeval names) against `real`, each at its trained
+    resolution, through `score_generator_source`; write OUT/evaluation.json and evaluation.md after each
+    snapshot and, with `plots`, one OUT/<metric>.png per metric at the end (all atomically; OUT defaults to
+    RUN/evaluation). Metrics already in evaluation.json for an unchanged snapshot and equal settings are reused.
+    `note(line)` receives one line per snapshot and any notes."""
+    from gancore.runtime import resolve_device
+
+    run_dir = Path(run_dir)
+    out_dir = Path(out_dir) if out_dir is not None else run_dir / "evaluation"
+    snapshots = run_snapshots(run_dir)
+    if plots:
+        check_plotting()
+    out_dir.mkdir(parents=True, exist_ok=True)
+    device = resolve_device(device)
+    common = {"real": str(Path(real).resolve()) if isinstance(real, (str, os.PathLike)) else repr(real),
+              "resize": resize, "extractor": None if extractor is None else type(extractor).__name__,
+              **{key: value for key, value in asdict(settings).items() if key != "progress"}}
+    previous = _previous_rows(out_dir / "evaluation.json", note)
+    result = RunEvaluation(str(run_dir), common["real"], list(metrics), [])
+    for file in snapshots:
+        row = _score_snapshot(file, previous.get(file.name), real, metrics, settings, common, device, inception,
+                              resize, extractor, result)
+        result.rows.append(row)
+        write_table(result, out_dir)
+        shown = ", ".join(f"{label} {value:.4g}" for name in metrics
+                          for label, value in curve_values(name, row.metrics.get(name, {})).items())
+        note(f"{file.name}: {row.kimg:g} kimg at {row.resolution}x{row.resolution}: {shown}")
+    result.files = [str(out_dir / "evaluation.json"), str(out_dir / "evaluation.md")]
+    if plots:
+        result.files += [str(path) for path in plot_curves(result, out_dir)]
+    return result
+
+
+def _score_snapshot(file: Path, previous: SnapshotRow | None, real, metrics, settings, common: dict, device,
+                    inception, resize, extractor, result: RunEvaluation) -> SnapshotRow:
+    """One row: the previous row's metrics where the file and settings are unchanged, the others computed."""
+    stat = file.stat()
+    same = previous is not None and (previous.size, previous.mtime_ns, previous.settings) == (
+        stat.st_size, stat.st_mtime_ns, common)
+    kept = {name: previous.metrics[name] for name in metrics if same and name in previous.metrics}
+    missing = [name for name in metrics if name not in kept]
+    result.reused += len(kept)
+    if not missing:
+        return previous
+    started = time.perf_counter()
+    state = load_checkpoint(file)
+    G = generator_from_checkpoint(state, device)
+    progress = state.get("progress") or {}
+    scores = score_generator_source(G, float(G.lod), G.resolution, real, missing, settings, device,
+                                    inception=inception, resize=resize, extractor=extractor)
+    result.computed += len(missing)
+    del state
+    return SnapshotRow(file.name, stat.st_size, stat.st_mtime_ns, float(state_kimg(progress, file)),
+                       int(progress.get("tick", 0)), G.resolution, round(float(G.lod), 6), common,
+                       {name: (kept.get(name) or scores[name]) for name in metrics},
+                       round(time.perf_counter() - started, 3))
+
+
+def state_kimg(progress: dict, file: Path) -> float:
+    """Images shown (thousands) at a snapshot: its progress counters, else the kimg in its file name."""
+    if isinstance(progress.get("cur_nimg"), int):
+        return progress["cur_nimg"] / 1000
+    match = SNAPSHOT_NAME.match(file.name)
+    if match is None:
+        raise SourceError(f"{file}: not a network snapshot")
+    return float(match.group(1))
+
+
+def write_table(result: RunEvaluation, out_dir: Path) -> None:
+    """evaluation.json (RunEvaluation.to_dict) and evaluation.md (one row per snapshot, one column per number
+    of `curve_values`), each atomically."""
+    with atomic_output(out_dir / "evaluation.json") as temporary:
+        temporary.write_text(json.dumps(result.to_dict(), indent=1) + "\n")
+    with atomic_output(out_dir / "evaluation.md") as temporary:
+        temporary.write_text(markdown_table(result))
+
+
+def markdown_table(result: RunEvaluation) -> str:
+    """The rows as a Markdown table: snapshot, kimg, resolution, then every metric number (4 significant
+    digits; blank where a row lacks it)."""
+    values = [{label: value for name in result.metrics
+               for label, value in curve_values(name, row.metrics.get(name, {})).items()} for row in result.rows]
+    labels = list(dict.fromkeys(label for row in values for label in row))
+    lines = [f"Run `{result.run}` against `{result.real}`.", "",
+             "| snapshot | kimg | resolution | " + " | ".join(labels) + " |",
+             "|---|---:|---:|" + "---:|" * len(labels)]
+    for row, numbers in zip(result.rows, values):
+        cells = [f"{numbers[label]:.4g}" if label in numbers else "" for label in labels]
+        lines.append(f"| {row.snapshot} | {row.kimg:g} | {row.resolution} | " + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+PLOT_EXTRA = "pip install 'progan-toolkit[plot]'"
+
+
+def check_plotting() -> None:
+    """UserError (before any work) when matplotlib, which draws the curves, is not installed."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise UserError(f"the curves need matplotlib: {PLOT_EXTRA} (or pass --no-plots for the table only)") from None
+
+
+def plot_curves(result: RunEvaluation, out_dir: Path) -> list[Path]:
+    """One PNG per metric, OUT/<metric>.png: each of its numbers (SWD: one line per level and the average)
+    against kimg, written atomically. Returns the paths."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    paths = []
+    for name in result.metrics:
+        series: dict[str, list[tuple[float, float]]] = {}
+        for row in result.rows:
+            for label, value in curve_values(name, row.metrics.get(name, {})).items():
+                if math.isfinite(value):
+                    series.setdefault(label, []).append((row.kimg, value))
+        if not series:
+            continue
+        figure, axes = plt.subplots(figsize=(6.4, 4.0), dpi=100)
+        for label, points in series.items():
+            kimg, values = zip(*points)
+            average = label == f"{name} avg"   # SWD's mean of the levels: black and dashed over them
+            axes.plot(kimg, values, marker="o", markersize=3, label=label, linewidth=1.6,
+                      **({"color": "black", "linestyle": "--"} if average else {}))
+        axes.set_xlabel("kimg (thousands of real images shown)")
+        axes.set_ylabel(_axis_label(name))
+        axes.set_title(f"{name} of {Path(result.run).name}")
+        axes.grid(alpha=0.3)
+        axes.legend(fontsize=8)
+        figure.tight_layout()
+        path = out_dir / f"{name}.png"
+        with atomic_output(path) as temporary:
+            figure.savefig(temporary, format="png")
+        plt.close(figure)
+        paths.append(path)
+    return paths
+
+
+def _axis_label(name: str) -> str:
+    return {"swd": "SWD ×10³ per level (lower is better)", "fid": "FID (lower is better)",
+            "kid": "KID (lower is better)", "is": "Inception score (higher is better)",
+            "pr": "precision / recall (higher is better)",
+            "msssim": "MS-SSIM (lower: more diverse)"}.get(name, name)

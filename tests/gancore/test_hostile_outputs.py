@@ -1,0 +1,175 @@
+"""gancore's guards for the last hostile cases: output folders never listed as sources, one escaping function for
+names in messages, disk-full errors naming the output (torch.save's too), N files checked against a limit and
+the free space, locks that name another host."""
+
+from __future__ import annotations
+
+import json
+import socket
+import subprocess
+import sys
+
+import click
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+
+from gancore.cli import user_errors
+from gancore.errors import UserError, printable
+from gancore.imagefiles import list_image_files, write_png
+from gancore.locking import FolderLock
+from gancore.outputs import FILE_COUNT_LIMIT, append_text, check_output_path, check_room_for_files
+from gancore.runtime import torch_save_atomic
+
+
+def image(folder, name):
+    folder.mkdir(parents=True, exist_ok=True)
+    return write_png(folder / name, np.zeros((2, 2, 3), np.uint8))
+
+
+def names(folder):
+    return [path.relative_to(folder).as_posix() for path in list_image_files(folder)]
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Output folders are not sources
+
+
+@pytest.mark.parametrize("marker", [".gancore-output", ".lock", "manifest.jsonl", "manifest-0-of-2.jsonl"])
+def test_a_marked_subfolder_is_not_listed_but_a_marked_root_is(tmp_path, marker):
+    image(tmp_path, "a.png")
+    image(tmp_path / "sub", "b.png")
+    image(tmp_path / "out" / "images", "a.png.png")
+    (tmp_path / "out" / marker).write_text("")
+    assert names(tmp_path) == ["a.png", "sub/b.png"]
+    assert names(tmp_path / "out") == ["images/a.png.png"]
+
+
+def test_output_folders_are_marked_by_the_check_and_by_the_lock(tmp_path):
+    image(tmp_path, "a.png")
+    check_output_path(tmp_path / "checked", folder=True)
+    image(tmp_path / "checked", "x.png")
+    with FolderLock(tmp_path / "locked", "progan generate"):
+        image(tmp_path / "locked", "y.png")
+    assert names(tmp_path) == ["a.png"]
+    check_output_path(tmp_path / "file.png")  # a file's parent is not marked
+    assert not (tmp_path / ".gancore-output").exists()
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Names in messages
+
+
+def test_printable_escapes_what_would_break_a_line():
+    assert printable("plain name ünïcode.png") == "plain name ünïcode.png"
+    assert printable("a\nerror: b\r\t\x1b[2K\u2028\x85\udcff.png") == "a\\nerror: b\\r\\t\\x1b[2K\\u2028\\x85\\udcff.png"
+
+
+def test_a_user_error_naming_a_hostile_file_is_one_line():
+    @click.command()
+    @user_errors
+    def command():
+        raise UserError("x\nerror: forged.png: unreadable")
+
+    result = CliRunner().invoke(command)
+    assert result.exit_code == 2 and result.stderr == "error: x\\nerror: forged.png: unreadable\n"
+
+
+# --------------------------------------------------------------------------------------------------------------
+# A full disk names the output
+
+
+def test_a_full_disk_names_the_png_not_its_temporary(tiny_disk):
+    noise = np.random.default_rng(0).integers(0, 256, (256, 256, 3), dtype=np.uint8)
+    with pytest.raises(OSError, match="No space left on device") as caught:
+        write_png(tiny_disk / "big.png", noise)
+    assert caught.value.filename == str(tiny_disk / "big.png")
+
+
+def test_torch_save_on_a_full_disk_is_an_os_error_naming_the_file(tiny_disk):
+    with pytest.raises(OSError, match="No space left on device") as caught:
+        torch_save_atomic({"weights": torch.zeros(100_000)}, tiny_disk / "net.pt")
+    assert caught.value.filename == str(tiny_disk / "net.pt") and list(tiny_disk.iterdir()) == []
+
+    @click.command()
+    @user_errors
+    def command():
+        torch_save_atomic({"weights": torch.zeros(100_000)}, tiny_disk / "net.pt")
+
+    result = CliRunner().invoke(command)
+    assert result.exit_code == 2 and result.stderr == f"error: {tiny_disk / 'net.pt'}: No space left on device\n"
+
+
+def test_an_append_on_a_full_disk_names_the_file(tiny_disk):
+    append_text(tiny_disk / "stats.jsonl", "{}\n")
+    with pytest.raises(OSError, match="No space left on device") as caught:
+        append_text(tiny_disk / "stats.jsonl", "x" * 100_000)
+    assert caught.value.filename == str(tiny_disk / "stats.jsonl")
+
+
+def test_torch_serialization_errors_are_os_errors_naming_the_file(tmp_path, monkeypatch):
+    def failing_save(payload, handle):
+        raise RuntimeError("[enforce fail at inline_container.cc:672] . unexpected pos 576 vs 534\nmore")
+
+    monkeypatch.setattr(torch, "save", failing_save)
+    with pytest.raises(OSError) as caught:
+        torch_save_atomic({}, tmp_path / "net.pt")
+    assert caught.value.strerror == "cannot save ([enforce fail at inline_container.cc:672] . unexpected pos 576 vs 534)"
+    assert caught.value.filename == str(tmp_path / "net.pt") and list(tmp_path.iterdir()) == []
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Many files
+
+
+def test_file_count_and_free_space_are_checked(tmp_path, tiny_disk):
+    check_room_for_files(tmp_path, FILE_COUNT_LIMIT, 10, "PNGs of 4x4", allow_many=False)
+    with pytest.raises(UserError, match=r"^1,000,000,000,000 PNGs of 4x4 asked, more than 100,000; pass "
+                                        r"--allow-many to write that many$"):
+        check_room_for_files(tmp_path, 10**12, 10, "PNGs of 4x4", allow_many=False)
+    with pytest.raises(UserError, match=r"tiny: 1,000 PNGs of 64x64 need up to 12\.3 MB, only \d+\.\d kB free"):
+        check_room_for_files(tiny_disk, 1000, 12_288, "PNGs of 64x64", allow_many=False)
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Locks naming another host
+
+
+def foreign_lock(folder):
+    folder.mkdir()
+    holder = {"pid": 4242, "host": f"not-{socket.gethostname()}", "started": "2026-01-02T03:04:05+00:00",
+              "command": "celebahq build"}
+    (folder / ".lock").write_text(json.dumps(holder) + "\n")
+    return holder
+
+
+def test_a_lock_of_another_host_is_refused_unless_taken_over(tmp_path, monkeypatch):
+    holder = foreign_lock(tmp_path / "out")
+    monkeypatch.delenv("GANCORE_TAKE_OVER_LOCK", raising=False)
+    with pytest.raises(UserError) as caught:
+        FolderLock(tmp_path / "out", "celebahq rank").acquire()
+    message = str(caught.value)
+    assert f"pid 4242 on {holder['host']}, since 2026-01-02T03:04:05+00:00" in message
+    assert "another host" in message and "--take-over-lock" in message and "no longer running" not in message
+    assert json.loads((tmp_path / "out" / ".lock").read_text()) == holder  # left as it was
+    notes = []
+    with FolderLock(tmp_path / "out", "celebahq rank", notify=notes.append, take_over=True):
+        assert json.loads((tmp_path / "out" / ".lock").read_text())["host"] == socket.gethostname()
+    assert len(notes) == 1 and "on another host, as asked" in notes[0]
+    foreign_lock(tmp_path / "again")
+    monkeypatch.setenv("GANCORE_TAKE_OVER_LOCK", "1")
+    with FolderLock(tmp_path / "again", "celebahq rank", notify=notes.append):
+        pass
+
+
+def test_a_hostile_lock_file_cannot_forge_a_line(tmp_path):
+    (tmp_path / "out").mkdir()
+    gone = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True,
+                          check=True)  # a pid that no longer runs
+    holder = {"pid": int(gone.stdout), "host": socket.gethostname(), "started": "x", "command": "evil\nerror: forged"}
+    (tmp_path / "out" / ".lock").write_text(json.dumps(holder))
+    notes = []
+    with FolderLock(tmp_path / "out", "celebahq rank", notify=notes.append):
+        pass
+    assert len(notes) == 1 and "\n" not in notes[0] and "evil\\nerror: forged" in notes[0]

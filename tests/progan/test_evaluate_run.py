@@ -1,0 +1,139 @@
+"""`progan evaluate RUN --real DATA`: every snapshot scored at its resolution, a table (Markdown + JSON) and curves,
+resumable; the trainer's snapshot metrics come from the same path (equal values for the final snapshot)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import torch.nn.functional as F
+from click.testing import CliRunner
+
+import ganeval.inception
+from gancore.errors import UserError
+from ganeval.metric_main import MetricSettings
+from progan.cli import main as progan_main
+from progan.configs import resolve_config
+from progan.evaluation import curve_values, evaluate_run
+from progan.training_loop import snapshot_metrics
+
+# 16×16 (4 → 8 → 16 by 1.25 kimg) in 3 kimg, a network snapshot every 1-kimg tick: 000001, 000002, 000003
+RUN = {"lod_training_kimg": 0.25, "lod_transition_kimg": 0.25, "tick_kimg_base": 1.0, "total_kimg": 3.0,
+       "metric_swd_images": 64, "network_snapshot_ticks": 1, "image_snapshot_ticks": 3, "data_workers": 1,
+       "tensorboard": False}
+
+
+class PooledColours:
+    """A stand-in for the Inception (no download): 2×2 average-pooled colours and their squares, 24-d features,
+    10 'logits' from a fixed projection."""
+
+    def __init__(self):
+        self.device, self.resize, self.source = torch.device("cpu"), "tf", None
+        self.weight = torch.randn(10, 24, generator=torch.Generator().manual_seed(0))
+
+    def features(self, images, logits: bool = True):
+        x = F.adaptive_avg_pool2d(images.float() / 255, 2).flatten(1)
+        features = torch.cat([x, x * x], dim=1)
+        return features, (features @ self.weight.T if logits else None)
+
+
+pytestmark = pytest.mark.usefixtures("single_thread")
+
+
+@pytest.fixture(scope="module")
+def reals(tmp_path_factory) -> Path:
+    """128 smooth random 16×16 images (the run's resolution), as an array file."""
+    path = tmp_path_factory.mktemp("reals") / "reals.npy"
+    coarse = np.random.default_rng(0).integers(0, 256, (128, 4, 4, 3), dtype=np.uint8)
+    np.save(path, np.repeat(np.repeat(coarse, 4, axis=1), 4, axis=2))
+    return path
+
+
+@pytest.fixture(scope="module")
+def run(reals, tmp_path_factory, train_quietly) -> Path:
+    run = tmp_path_factory.mktemp("run") / "run"
+    return train_quietly(RUN, reals, run)
+
+
+def test_evaluate_writes_the_table_and_curves_and_resumes(run, reals, tmp_path):
+    out = tmp_path / "eval"
+    args = ["evaluate", str(run), "--real", str(reals), "--metrics", "swd,msssim", "--swd-images", "64",
+            "--msssim-pairs", "32", "--out", str(out), "--device", "cpu"]
+    result = CliRunner().invoke(progan_main, args)
+    assert result.exit_code == 0, result.output
+    assert "3 snapshots: 6 values computed, 0 reused" in result.output
+    table = json.loads((out / "evaluation.json").read_text())
+    assert table["format"] == "progan-evaluation" and table["metrics"] == ["swd", "msssim"]
+    rows = table["rows"]
+    assert [row["snapshot"] for row in rows] == [f"network-snapshot-00000{k}.pt" for k in (1, 2, 3)]
+    assert [row["kimg"] for row in rows] == sorted(row["kimg"] for row in rows)
+    assert all(row["resolution"] == 16 and set(row["metrics"]["swd"]["levels"]) == {"16"} for row in rows)
+    markdown = (out / "evaluation.md").read_text().splitlines()
+    assert markdown[2].startswith("| snapshot | kimg | resolution | swd 16 | swd avg | msssim |")
+    assert len(markdown) == 4 + 3
+    swd = rows[-1]["metrics"]["swd"]["avg"]
+    assert f"{swd:.4g}" in markdown[-1]
+    for name in ("swd", "msssim"):
+        assert (out / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+    before = {path.name: path.stat().st_mtime_ns for path in out.iterdir()}
+    again = CliRunner().invoke(progan_main, args + ["--metrics", "swd"])   # the last --metrics wins
+    assert again.exit_code == 0 and "3 snapshots: 0 values computed, 3 reused" in again.output, again.output
+    assert json.loads((out / "evaluation.json").read_text())["rows"][2]["metrics"]["swd"]["avg"] == swd
+    assert (out / "msssim.png").stat().st_mtime_ns == before["msssim.png"]   # not this run's metric
+    other_seed = CliRunner().invoke(progan_main, args + ["--seed", "7"])
+    assert other_seed.exit_code == 0 and "6 values computed, 0 reused" in other_seed.output
+    assert not list(out.glob(".*partial"))
+
+
+def test_inception_metrics_through_an_extractor_and_partial_reuse(run, reals, tmp_path):
+    settings = MetricSettings(seed=1, swd_images=64, fid_images=64, progress=False)
+    first = evaluate_run(run, reals, ["swd"], settings, tmp_path, device="cpu", extractor=PooledColours(),
+                         plots=False)
+    second = evaluate_run(run, reals, ["swd", "fid", "pr"], settings, tmp_path, device="cpu",
+                          extractor=PooledColours(), plots=False)
+    assert (first.computed, second.computed, second.reused) == (3, 6, 3)
+    assert [row.metrics["swd"] for row in first.rows] == [row.metrics["swd"] for row in second.rows]
+    labels = curve_values("pr", second.rows[0].metrics["pr"])
+    assert set(labels) == {"pr precision", "pr recall"} and all(0 <= v <= 1 for v in labels.values())
+    assert second.rows[0].metrics["fid"]["value"] > 0
+
+
+def test_the_trainer_scores_through_the_same_path(run, reals, tmp_path):
+    """The final snapshot (lod 0, 16×16) evaluated with the trainer's settings gives the trainer's SWD."""
+    last = json.loads((run / "stats.jsonl").read_text().splitlines()[-1])
+    config = resolve_config("tiny", RUN)
+    settings = snapshot_metrics(config, 128).settings
+    result = evaluate_run(run, reals, ["swd"], settings, tmp_path, device="cpu", plots=False)
+    assert result.rows[-1].snapshot == last["snapshot"]
+    assert result.rows[-1].metrics["swd"]["levels"] == last["metrics"]["swd"]["levels"]
+
+
+def test_snapshot_metrics_say_what_they_leave_out(monkeypatch):
+    def no_weights(download):
+        raise UserError("no weights")
+
+    monkeypatch.setattr(ganeval.inception, "find_inception_weights", no_weights)
+    config = resolve_config("tiny", {"metrics": ["swd", "fid", "kid"], "metric_fid_images": 100,
+                                     "metric_swd_images": 1024})
+    plan = snapshot_metrics(config, 256)
+    assert plan.names == ["swd"]
+    text = "\n".join(plan.notes)
+    assert "swd reads 256 images per set" in text and "fid, kid skipped: no Inception weights" in text
+    off = snapshot_metrics(resolve_config("tiny", {"metrics": ["swd", "fid"]}), 256)   # tiny: metric_fid_images 0
+    assert any("snapshot metric fid is off (metric_fid_images = 0" in line for line in off.notes)
+
+
+def test_evaluate_refuses_before_work(run, reals, tmp_path, monkeypatch):
+    result = CliRunner().invoke(progan_main, ["evaluate", str(tmp_path), "--real", str(reals)])
+    assert result.exit_code == 2 and "no network-snapshot-*.pt to evaluate" in result.output
+    result = CliRunner().invoke(progan_main, ["evaluate", str(run), "--real", str(reals), "--metrics", "swd,nope"])
+    assert result.exit_code == 2 and "unknown metric" in result.output
+    monkeypatch.setitem(__import__("sys").modules, "matplotlib", None)
+    result = CliRunner().invoke(progan_main, ["evaluate", str(run), "--real", str(reals), "--out",
+                                              str(tmp_path / "e")])
+    assert result.exit_code == 2 and "pip install 'progan-toolkit[plot]'" in result.output
+    assert not (tmp_path / "e").exists()
