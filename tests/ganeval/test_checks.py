@@ -10,14 +10,14 @@ import re
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import EXAMPLES
-from test_fid import TinyExtractor
 
 import gancore.sources
 import ganeval.features
 from gancore.errors import UserError
 from ganeval.cli import main
 from ganeval.fid_files import save_statistics
+from toolkit_testing.extractors import TinyExtractor
+from toolkit_testing.images import EXAMPLES
 
 GEN, REAL = str(EXAMPLES / "gen"), str(EXAMPLES / "real")
 

@@ -10,8 +10,6 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from conftest import EXAMPLES, load_folder
-from test_fid import TinyExtractor
 
 import ganeval.features
 from gancore.sources import box_reduce
@@ -19,6 +17,8 @@ from ganeval.cli import main
 from progan.checkpoint import save_checkpoint
 from progan.configs import resolve_config
 from progan.networks import build_networks
+from toolkit_testing.extractors import TinyExtractor
+from toolkit_testing.images import EXAMPLES, load_folder
 
 
 @pytest.fixture(scope="module")

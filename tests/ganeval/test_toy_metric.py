@@ -11,13 +11,13 @@ import click
 import numpy as np
 import pytest
 from click.testing import CliRunner
-from conftest import EXAMPLES, load_folder
 
 from gancore.sources import select_indices
 from ganeval import metric_main
 from ganeval.cli import main
 from ganeval.metric_main import MetricOption, MetricSpec, register_metric
 from ganeval.metric_utils import Needs, stream_seed
+from toolkit_testing.images import EXAMPLES, load_folder
 
 
 @dataclass
