@@ -136,21 +136,29 @@ def cache_options(command):
 
 
 class RegisteredOptionsCommand(click.Command):
-    """A command whose options end with those the registered metrics bring (`MetricSpec.options`: every
-    metric's counts and settings, or only the named `spec_options`), read each time it parses or shows its
-    help, so that a metric registered after this module was imported has them too."""
+    """A command whose parameters end with the options the registered metrics bring (`MetricSpec.options`:
+    every metric's counts and settings, or only the named `spec_options`), looked up whenever its `params` are
+    read (parsing, --help, anything that lists them), so that a metric registered after this module was
+    imported has them too."""
 
     def __init__(self, *args, spec_options: tuple[str, ...] | None = None, **kwargs):
-        super().__init__(*args, **kwargs)
         self.spec_options = spec_options
+        super().__init__(*args, **kwargs)
 
-    def get_params(self, ctx):
+    @property
+    def params(self) -> list[click.Parameter]:
         from .metric_main import registered_options
 
-        added = [option.click_option() for option in registered_options()
-                 if self.spec_options is None or option.name in self.spec_options]
-        params = super().get_params(ctx)
-        return params[:-1] + added + params[-1:]  # --help stays last
+        wanted = [option for option in registered_options()
+                  if self.spec_options is None or option.name in self.spec_options]
+        if wanted != self._registered:  # rebuilt only when the registry changed: click relies on the objects
+            self._registered = wanted
+            self._params[:] = self._own_params + [option.click_option() for option in wanted]
+        return self._params
+
+    @params.setter
+    def params(self, value: list[click.Parameter]) -> None:
+        self._own_params, self._params, self._registered = list(value), list(value), None
 
 
 @main.command("fid", cls=RegisteredOptionsCommand, spec_options=("allow-singular",))
