@@ -65,7 +65,7 @@ def main() -> None:
     scores = json.loads(run("evaluate", ["ganeval.cli", "all", str(checkpoint), str(build / "images"), "--metrics",
                                          metrics, "--swd-images", str(num_images), "--msssim-pairs",
                                          str(num_images // 2), "--fid-images", str(num_images),
-                                         "--json", "--quiet"], report))
+                                         "--allow-singular", "--json", "--quiet"], report))
     stats = [json.loads(line) for line in (run_dir / "stats.jsonl").read_text().splitlines()]
     report.update(images=num_images, checkpoint=str(checkpoint.relative_to(out)), scores=scores,
                   training={"kimg": stats[-1]["kimg"], "loss_D": stats[-1]["loss_D"], "loss_G": stats[-1]["loss_G"],
@@ -79,7 +79,7 @@ def main() -> None:
         print(f"{stage:<9} {entry['seconds']:>7.1f} s   {entry['command']}")
     print(f"trained {stats[-1]['kimg']:.1f} kimg on {num_images} faces at {args.resolution}x{args.resolution}, "
           f"{report['training']['images_per_second']} img/s; in-loop SWD {report['training']['swd_in_loop']}")
-    print(f"ganeval all: {json.dumps({k: v for k, v in scores.items() if k in ('swd', 'msssim', 'fid')})}")
+    print(f"ganeval all: {json.dumps(scores['metrics'])}")
 
 
 if __name__ == "__main__":

@@ -645,3 +645,118 @@ def peek_shape(source: ImageSource, skip_bad: bool = False) -> tuple[int, int]:
                           f"{sum(map(len, sizes.values()))} sampled files are {majority[1]}x{majority[0]} (WxH), "
                           f"these differ: {listed}{more}", SKIP_BAD_ADVICE)
     return majority
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Two sources at one resolution (what every two-set metric compares)
+
+
+def box_reduce(images: torch.Tensor, steps: int) -> torch.Tensor:
+    """uint8 NCHW [N, C, H, W] -> uint8 [N, C, H/2^steps, W/2^steps] by the original's 2×2 box filter chain.
+
+    The chain of NVIDIA's dataset_tool.py (TFRecordExporter.add_image), which made every lower level of the
+    training data: in float32, each step is (x[0::2, 0::2] + x[0::2, 1::2] + x[1::2, 0::2] + x[1::2, 1::2]) * 0.25
+    of the previous step's float image (not of a rounded one); the last is rounded half to even and clipped.
+    Sides must stay even down the chain."""
+    if steps == 0:
+        return images
+    level = images.float()
+    for _ in range(steps):
+        level = (level[..., 0::2, 0::2] + level[..., 0::2, 1::2] + level[..., 1::2, 0::2]
+                 + level[..., 1::2, 1::2]) * 0.25
+    return level.round().clamp_(0, 255).to(torch.uint8)
+
+
+class ReducedSource(ImageSource):
+    """Another source's images reduced 2^steps times per side by `box_reduce` (as they are loaded)."""
+
+    def __init__(self, inner: ImageSource, steps: int):
+        self.inner, self.steps, self.path = inner, steps, inner.path
+        factor = 2 ** steps
+        self.shape = None if inner.shape is None else (inner.shape[0] // factor, inner.shape[1] // factor)
+        if callable(getattr(inner, "load_batch", None)):  # a generator: whole batches, reduced on its device
+            self.load_batch = lambda indices: box_reduce(inner.load_batch(indices), steps)
+
+    def __len__(self) -> int:
+        return len(self.inner)
+
+    def load(self, index: int) -> np.ndarray:
+        image = torch.from_numpy(np.ascontiguousarray(self.inner.load(index))).permute(2, 0, 1)[None]
+        return box_reduce(image, self.steps)[0].permute(1, 2, 0).numpy()
+
+    def image_size(self, index: int) -> tuple[int, int]:
+        height, width = self.inner.image_size(index)
+        return height // 2 ** self.steps, width // 2 ** self.steps
+
+    def item_name(self, index: int) -> str:
+        return self.inner.item_name(index)
+
+    def describe(self) -> str:
+        return f"{self.inner.describe()} reduced {2 ** self.steps}x by the 2x2 box filter chain"
+
+    def close(self) -> None:
+        self.inner.close()
+
+    def __getstate__(self):  # the generator's bound loader does not travel to decoding workers (none are used)
+        return {key: value for key, value in vars(self).items() if key != "load_batch"}
+
+
+@dataclass
+class SourcePair:
+    """Two opened sources with images of one size (H, W), and the notes saying how they were matched."""
+
+    gen: ImageSource
+    real: ImageSource
+    size: tuple[int, int]
+    notes: list[str]
+
+
+def _reduction_steps(large: tuple[int, int], small: tuple[int, int]) -> int | None:
+    """k when `large` halved k ≥ 1 times (even sides all the way) is `small`; else None."""
+    steps, size = 0, tuple(large)
+    while size != tuple(small):
+        if size[0] % 2 or size[1] % 2 or size[0] <= small[0]:
+            return None
+        size, steps = (size[0] // 2, size[1] // 2), steps + 1
+    return steps
+
+
+def _size_text(size: tuple[int, int]) -> str:
+    return f"{size[1]}x{size[0]}"
+
+
+def at_size(source: ImageSource, current: tuple[int, int], target: tuple[int, int],
+            steps: int) -> tuple[ImageSource, str]:
+    """`source` (images of `current` size) at the smaller `target` size: a multi-resolution HDF5 file's matching
+    level, else its images reduced by the box filter chain; with the note line saying which."""
+    if isinstance(source, HDF5Source) and target[0] == target[1]:
+        levels = _hdf5_resolutions(source.path)
+        if target[0] in levels:
+            return HDF5Source(source.path, target[0]), (
+                f"{source.path}: its {levels[target[0]]} level is used, to match the other source's "
+                f"{_size_text(target)} images")
+    return ReducedSource(source, steps), (
+        f"{source.path}: {_size_text(current)} images reduced {2 ** steps}x to {_size_text(target)} by the "
+        f"original's 2x2 box filter chain, to match the other source")
+
+
+def pair_sources(gen, real, skip_bad: bool = False) -> SourcePair:
+    """Open GEN and REAL (anything `open_source` takes) at one image size, as the original evaluated a snapshot
+    at its resolution: the larger side becomes the smaller one's size, reading the matching level of a
+    multi-resolution HDF5 file, else reducing with `box_reduce`. Sizes read from headers (nothing decoded).
+
+    Raises SourceError naming both sizes when neither is the other halved a whole number of times."""
+    gen, real = open_source(gen), open_source(real)
+    sizes = {"gen": tuple(peek_shape(gen, skip_bad)), "real": tuple(peek_shape(real, skip_bad))}
+    if sizes["gen"] == sizes["real"]:
+        return SourcePair(gen, real, sizes["gen"], [])
+    large, small = sorted(sizes, key=lambda name: sizes[name][0] * sizes[name][1], reverse=True)
+    steps = _reduction_steps(sizes[large], sizes[small])
+    if steps is None:
+        raise SourceError(
+            f"the two sources have image sizes {_size_text(sizes['gen'])} ({gen.path}) and "
+            f"{_size_text(sizes['real'])} ({real.path}); one must be the other halved a whole number of times "
+            f"(2x, 4x, 8x, ...) to compare them at one resolution")
+    opened = {"gen": gen, "real": real}
+    opened[large], note = at_size(opened[large], sizes[large], sizes[small], steps)
+    return SourcePair(opened["gen"], opened["real"], sizes[small], [note])

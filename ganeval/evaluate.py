@@ -13,7 +13,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .metric_main import MetricSettings, MetricsResult, compute_metrics
+from .metric_main import MetricSettings, MetricsResult, compute_metrics, metric_spec
 from .swd import SWDLevels, SWDResult
 
 METRICS = ("swd", "msssim", "fid")  # the paper's Table 1; `compute_metrics` runs every registered metric
@@ -62,22 +62,9 @@ def evaluate_all(gen, real, metrics=METRICS, swd_images: int = 16384, msssim_pai
 
 def paper_table(result: MetricsResult) -> tuple[list[str], list[float]]:
     """Columns and values shaped like the paper's Table 1: SWD per level and avg (×1e3), MS-SSIM, FID; then
-    IS, KID and precision/recall when they were computed."""
-    columns, values = [], []
-    for name, item in result.results.items():
-        if name == "swd":
-            columns += [f"SWD {key}" for key in item.levels] + ["SWD avg"]
-            values += list(item.levels.values()) + [item.avg]
-        elif name in ("msssim", "fid"):
-            columns.append({"msssim": "MS-SSIM", "fid": "FID"}[name])
-            values.append(item.value)
-        elif name in ("is", "kid"):
-            columns.append(name.upper())
-            values.append(item.mean)
-        elif name == "pr":
-            columns += ["precision", "recall"]
-            values += [item.precision, item.recall]
-    return columns, list(np.asarray(values, dtype=float))
+    IS, KID, precision/recall and any other registered metric's columns (`MetricSpec.table_columns`)."""
+    pairs = [pair for name, item in result.results.items() for pair in metric_spec(name).table_columns(item)]
+    return [column for column, _ in pairs], list(np.asarray([value for _, value in pairs], dtype=float))
 
 
 __all__ = ["METRICS", "AllResult", "evaluate_all", "paper_table"]

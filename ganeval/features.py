@@ -17,8 +17,9 @@ from gancore.errors import UserError
 from gancore.runtime import resolve_device
 from gancore.sources import ImageStream, open_source
 
+from .fid_files import FeatureCache, default_cache_dir, weights_identity
 from .frechet import FeatureStatistics
-from .inception import RESIZE_MODES, find_inception_weights, load_inception
+from .inception import FEATURE_DIM, FID_WEIGHTS_FILENAME, RESIZE_MODES, find_inception_weights, load_inception
 from .metric_utils import Batch, ImageSet, Needs, PassOptions, RowCollector, run_pass
 
 SET_NAME = "images"
@@ -36,13 +37,14 @@ class LazyExtractor:
         if extractor is None and resize not in RESIZE_MODES:
             raise UserError(f"unknown resize mode {resize!r}; choose one of {', '.join(RESIZE_MODES)}")
         self.extractor, self.inception, self.resize, self.requested_device = extractor, inception, resize, device
+        self.given = extractor  # the extractor passed in (None: the Inception, loaded or not)
         self._weights_path: Path | None = None
 
     def weights_file(self) -> Path | None:
         """The weights file that loading would use, found without downloading; None when there is none on this
         machine and none was named (UserError when a named file is missing), or for a given extractor."""
-        if self.extractor is not None:
-            source = getattr(self.extractor, "source", None)
+        if self.given is not None:
+            source = getattr(self.given, "source", None)
             return Path(source) if source is not None else None
         if self._weights_path is None:
             try:
@@ -56,6 +58,25 @@ class LazyExtractor:
     @property
     def resize_mode(self) -> str:
         return getattr(self.extractor, "resize", self.resize)
+
+    @property
+    def feature_dim(self) -> int | None:
+        """D of the pool features: 2048 for the Inception, a given extractor's `feature_dim` (None: unknown)."""
+        if self.given is None:
+            return FEATURE_DIM
+        return getattr(self.given, "feature_dim", None)
+
+    def logits_problem(self) -> str | None:
+        """Why these weights cannot give logits (the Inception Score's input), or None. Another weights file than
+        the standard one is loaded to see; the standard one (found or still to be downloaded) has them."""
+        weights = self.weights_file() if self.given is None else None
+        if self.given is None and (weights is None or weights.name == FID_WEIGHTS_FILENAME):
+            return None  # the standard weights (found or still to be downloaded) have the classifier
+        if getattr(self.get(), "logits_available", True):
+            return None
+        named = self.weights_file()
+        return (f"{f'the Inception weights {named}' if named else 'the feature extractor'} has no 1008-way "
+                f"classifier, so it gives no logits for the Inception Score; use {FID_WEIGHTS_FILENAME}")
 
     @property
     def loaded(self) -> bool:
@@ -93,6 +114,8 @@ class Extraction:
     skipped: list[str]
     device: str
     resize: str
+    cache_path: Path | None = None  # the cache entry holding these features (None: not cached)
+    cached: bool = False  # whether they came from it
 
 
 class _FeaturePass:
@@ -119,17 +142,27 @@ class _FeaturePass:
         return self
 
 
+def feature_cache(lazy: LazyExtractor, cache: bool = True, cache_dir=None):
+    """The `fid_files.FeatureCache` for features made by `lazy` (in `cache_dir`, else $GANEVAL_CACHE/fid, else
+    ~/.cache/ganeval/fid), or None when `cache` is off."""
+    if not cache:
+        return None
+    directory = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
+    return FeatureCache(directory, lazy.resize_mode, weights_identity(lazy.weights_file(), lazy.given, directory))
+
+
 def extract(source, num_images: int | None = None, seed: int | None = None, extractor=None, inception=None,
             resize: str = "tf", device=None, batch_size: int = 64, skip_bad: bool = False,
             num_workers: int | None = None, progress: bool = True, want_logits: bool = False,
-            description: str = "Inception") -> Extraction:
+            description: str = "Inception", cache=None) -> Extraction:
     """Stream `num_images` images of a source (None: all) through the Inception once (`run_pass`).
 
     `source`: a path, ImageSource, uint8 array or an `ImageStream` (its count, seed, batch size, skip_bad and
     workers are used). `extractor`: an `InceptionFeatureExtractor`, a `LazyExtractor` or anything with
     `.features(uint8 NCHW, logits=bool)` and `.device`; None loads one from `inception` with `resize` on
     `device`. Returns pool3 statistics and, with `want_logits`, the logits stacked as float64 [N, C] on the CPU
-    (N·8 kB: 400 MB for 50k) for the Inception Score. Raises SourceError when the source has fewer images.
+    (N·8 kB: 400 MB for 50k) for the Inception Score. `cache`: a `fid_files.FeatureCache` to read the features
+    from or write them to. Raises SourceError when the source has fewer images.
     """
     if isinstance(source, ImageStream):
         opened, num_images, seed = source.source, source.num_images, source.seed
@@ -141,12 +174,14 @@ def extract(source, num_images: int | None = None, seed: int | None = None, extr
     lazy = extractor if isinstance(extractor, LazyExtractor) else LazyExtractor(extractor, inception, resize,
                                                                                  device)
     feature_pass = _FeaturePass(count, want_logits)
-    options = PassOptions(device=lazy.device, batch_size=batch_size, skip_bad=skip_bad, num_workers=num_workers,
-                          progress=progress, description=description)
+    options = PassOptions(device=lazy.math_device(), batch_size=batch_size, skip_bad=skip_bad,
+                          num_workers=num_workers, progress=progress, description=description, cache=cache)
     report = run_pass([feature_pass], {SET_NAME: ImageSet(opened, seed)}, options, extractor=lazy)
     logits = feature_pass.logits.rows if feature_pass.logits is not None else None
     return Extraction(statistics=feature_pass.statistics, logits=logits, num_images=feature_pass.statistics.count,
-                      skipped=report.skipped.get(SET_NAME, []), device=str(lazy.device), resize=lazy.resize_mode)
+                      skipped=report.skipped.get(SET_NAME, []), device=str(lazy.math_device()),
+                      resize=lazy.resize_mode, cache_path=report.cache_paths.get(SET_NAME),
+                      cached=SET_NAME in report.cache_hits)
 
 
-__all__ = ["Extraction", "LazyExtractor", "extract"]
+__all__ = ["Extraction", "LazyExtractor", "extract", "feature_cache"]

@@ -9,34 +9,31 @@ compatible `.npz` with `mu` and `sigma`) and `FIDMetric`, the form `ganeval all`
 
 from __future__ import annotations
 
+import json
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-
-from gancore import distributed
 from gancore.errors import UserError
-from gancore.sources import ImageSource, ImageStream, open_source
+from gancore.sources import ImageSource, ImageStream, open_source, pair_sources
 
-from .features import LazyExtractor, extract
+from .features import LazyExtractor, extract, feature_cache
 from .fid_files import (
     CACHE_ENV_VAR,
     StatsResult,
-    cache_file_for,
-    cache_key,
     default_cache_dir,
     is_statistics_file,
-    read_cached,
     read_statistics,
+    settings_problems,
     to_numpy64,
     weights_identity,
-    write_cached,
 )
 from .frechet import FeatureStatistics, frechet_distance
-from .metric_utils import Batch, Needs
+from .metric_utils import Batch, Needs, Problems, default_count, stream_seed
 
 DEFAULT_NUM_IMAGES = 50000
+DEFAULT_SEED = 1000
 
 
 def singular_note(count: int, dim: int, allow_singular: bool, option: str = "--num-images") -> str | None:
@@ -52,67 +49,66 @@ def singular_note(count: int, dim: int, allow_singular: bool, option: str = "--n
     return f"{problem}; compare only numbers made with the same count (papers: 50000)"
 
 
-def _check_count(source: ImageSource, num_images: int | None) -> int:
-    count = len(source) if num_images is None else int(num_images)
-    if count < 2:
-        raise UserError(f"{source.path}: FID statistics need at least 2 images, {count} "
-                        f"{'available' if num_images is None else 'asked'} (papers use 50000)")
-    return count
+def singular_problem(count: int, dim: int, allow_singular: bool, problems, setting: str = "fid_images") -> None:
+    """Add to `problems` (a `metric_utils.Problems`) that `count` images per set give a singular covariance
+    for `dim`-d features, before anything is computed; with `allow_singular` a note instead."""
+    if count > dim:
+        return
+    problem = (f"only {count} images per set for {dim}-d features: the covariance is singular and FID is "
+               "strongly biased upwards")
+    if not allow_singular:  # allowed: `singular_note` says so with the result
+        problems.add(f"{problem}; use more than {dim} images per set ({problems.option(setting)}; papers: "
+                     f"50000), or pass {problems.option('allow_singular')} to compute it anyway")
 
 
-def _cached(opened: ImageSource, count: int, seed, lazy: LazyExtractor, skip_bad: bool,
-            cache_dir) -> tuple[StatsResult | None, Path | None, str | None]:
-    """(cache hit or None, entry path or None, key or None); every rank takes the same branch."""
+def feature_identity(lazy: LazyExtractor, cache_dir=None) -> str:
+    """The feature network's identity as statistics files record it (`weights_identity` as JSON)."""
     directory = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
-    identity = weights_identity(lazy.weights_file(), lazy.extractor, directory)
-    key = cache_key(opened, count, seed, lazy.resize_mode, identity)
-    if key is None:
-        return None, None, None
-    path = cache_file_for(directory, opened, key)
-    hit = read_cached(path, key, skip_bad)
-    if distributed.is_distributed():  # all ranks take the same branch, or the collectives would hang
-        hits = distributed.all_reduce_sum(torch.tensor([int(hit is not None)], dtype=torch.int64))
-        hit = hit if int(hits) == distributed.world_size() else None
-    return hit, path, key
+    return json.dumps(weights_identity(lazy.weights_file(), lazy.given, directory))
 
 
 def _compute(source, num_images, seed, lazy: LazyExtractor, batch_size, skip_bad, num_workers, progress,
              cache, cache_dir, description) -> StatsResult:
+    """Statistics of the first `num_images` of a source's stream (`seed`), through the feature cache."""
     opened = open_source(source)
-    count = _check_count(opened, num_images)
+    count = len(opened) if num_images is None else int(num_images)
     stream = ImageStream(opened, num_images=count, seed=seed, batch_size=batch_size, skip_bad=skip_bad,
                          num_workers=num_workers)  # raises SourceError when the source is too small
-    hit, path, key = _cached(opened, count, seed, lazy, skip_bad, cache_dir) if cache else (None, None, None)
-    if hit is not None:
-        hit.source = opened.path
-        return hit
-    extraction = extract(stream, extractor=lazy, progress=progress, description=description)
+    features = feature_cache(lazy, cache, cache_dir)
+    identity = feature_identity(lazy, cache_dir)  # before loading: what a check before work compares with
+    extraction = extract(stream, extractor=lazy, progress=progress, description=description, cache=features)
     statistics = extraction.statistics
-    result = StatsResult(mu=to_numpy64(statistics.mean()), sigma=to_numpy64(statistics.covariance()),
-                         num_images=statistics.count, skipped=extraction.skipped, source=opened.path)
-    if path is not None:
-        result.cache_path = write_cached(path, key, result) if distributed.is_main_process() else path
-        if distributed.is_distributed():  # a barrier: no rank looks for the entry before it is written
-            distributed.all_reduce_sum(torch.zeros(1))
-    return result
+    return StatsResult(mu=to_numpy64(statistics.mean()), sigma=to_numpy64(statistics.covariance()),
+                       num_images=statistics.count, skipped=extraction.skipped, source=opened.path,
+                       resize=lazy.resize_mode, features=identity, seed=seed,
+                       cache_path=extraction.cache_path, cached=extraction.cached, device=extraction.device,
+                       notes=features.notes if features is not None else [])
 
 
-def compute_statistics(source, num_images: int | None = None, seed: int | None = None, extractor=None,
+def compute_statistics(source, num_images: int | None = None, seed: int | None = DEFAULT_SEED, extractor=None,
                        inception=None, resize: str = "tf", device=None, batch_size: int = 64,
                        skip_bad: bool = False, num_workers: int | None = None, progress: bool = True,
                        cache: bool = True, cache_dir=None) -> StatsResult:
-    """FID statistics (μ float64 [D], Σ float64 [D, D] of pool3) of `num_images` images of a source (None: all),
-    cached on disk.
+    """FID statistics (μ float64 [D], Σ float64 [D, D] of pool3) of `num_images` images of a source (None: the
+    paper's 50000, or all when it holds fewer, with a note), cached on disk.
 
-    source: a folder, .zip, .npy/.npz of images, .h5, an ImageSource or a uint8 array. With `seed` a random
-    subset is drawn. The cache (`cache_dir`, else $GANEVAL_CACHE/fid, else ~/.cache/ganeval/fid) is keyed by
+    source: a folder, .zip, .npy/.npz of images, .h5, an ImageSource or a uint8 array, streamed as the REAL set
+    of the sampling rule (`stream_seed(seed, "real")`), so that `compute_fid(gen, file)` equals
+    `compute_fid(gen, source)`. The result records what `settings_problems` compares. The cache (`cache_dir`, else $GANEVAL_CACHE/fid, else ~/.cache/ganeval/fid) is keyed by
     the source's content listing and the settings (count, seed, resize, weights content); in-memory sources are
     not cached. `extractor` overrides `inception`/`resize`/`device`. Raises SourceError when the source has
     fewer images than asked, UserError for fewer than 2.
     """
+    started = time.perf_counter()
     lazy = LazyExtractor(extractor, inception, resize, device)
-    return _compute(source, num_images, seed, lazy, batch_size, skip_bad, num_workers, progress, cache,
-                    cache_dir, "Inception")
+    problems = Problems({"fid_images": "--num-images"})
+    opened = open_source(source)
+    count = _side_count(num_images, {"source": opened}, {}, problems)
+    problems.raise_if_any()
+    result = _compute(opened, count, stream_seed(seed, "real"), lazy, batch_size, skip_bad, num_workers, progress,
+                      cache, cache_dir, "Inception")
+    result.notes, result.seconds = problems.notes + result.notes, time.perf_counter() - started
+    return result
 
 
 @dataclass
@@ -140,29 +136,45 @@ class FIDResult:
         return out
 
 
-def compute_fid(source_a, source_b, num_images: int | None = DEFAULT_NUM_IMAGES, seed: int | None = None,
+def compute_fid(source_a, source_b, num_images: int | None = None, seed: int | None = DEFAULT_SEED,
                 inception=None, resize: str = "tf", device=None, batch_size: int = 64, skip_bad: bool = False,
                 num_workers: int | None = None, progress: bool = True, cache: bool = True, cache_dir=None,
-                extractor=None, method: str = "symmetric", allow_singular: bool = False) -> FIDResult:
+                extractor=None, method: str = "symmetric", allow_singular: bool = False,
+                option_names: Mapping[str, str] | None = None) -> FIDResult:
     """FID between two image sets; either side may be a statistics `.npz` (keys `mu`, `sigma`).
 
-    A set of N ≤ D images (D = 2048 for pool3) has a singular covariance and a strongly biased FID: that is a
-    UserError unless `allow_singular`, which computes it anyway (exactly) and adds a note.
+    Image sides use `num_images` images each (None: the paper's 50000, or all when a side holds fewer, with a
+    note), sampled by the rule of every command (`metric_utils.stream_seed`: A is the GEN stream, B the REAL
+    one), so the value equals `ganeval all`'s FID for the same seed and count. Two image sides of different
+    sizes are compared at the smaller (`pair_sources`). One shared Inception, loaded only if some side is not
+    a statistics file or a cache hit.
 
-    Image sides use `num_images` images each (None: all; a seeded random subset with `seed`, the same seed for
-    both sides) and go through one shared Inception (loaded only if some side is not a statistics file or a
-    cache hit). Raises SourceError when a source has fewer images than asked, UserError for fewer than 2,
-    mismatched feature dimensions or statistics that are not a Gaussian's.
+    Before any image is decoded, every problem is raised together as one UserError (naming the settings as
+    `option_names` maps them; default: the CLI's `--num-images`): too few images, a statistics file made with
+    other settings (`fid_files.settings_problems`), and N ≤ D images (D = 2048 for pool3), whose covariance is
+    singular and FID strongly biased, unless `allow_singular` (then computed exactly, with a note).
     """
     started = time.perf_counter()
     lazy = LazyExtractor(extractor, inception, resize, device)
-    sides = {}
-    for name, source in (("a", source_a), ("b", source_b)):
-        if is_statistics_file(source):
-            sides[name] = read_statistics(source)
-        else:
-            sides[name] = _compute(source, num_images, seed, lazy, batch_size, skip_bad, num_workers, progress,
-                                   cache, cache_dir, f"Inception {name}")
+    problems = Problems({"fid_images": "--num-images", **(option_names or {})})
+    files = {name: read_statistics(source) for name, source in (("a", source_a), ("b", source_b))
+             if is_statistics_file(source)}
+    images, notes = _image_sides(source_a, source_b, files, skip_bad)
+    count = _side_count(num_images, images, files, problems)
+    reference = (lazy.resize_mode, feature_identity(lazy, cache_dir)) if images else \
+        (files["a"].resize, files["a"].features)  # two files: each other's settings
+    for statistics in files.values():
+        problems.items.extend(settings_problems(statistics, *reference))
+        notes += statistics.notes
+    known = [n for n in [count] + [f.num_images for f in files.values()] if n is not None]
+    dim = next((f.mu.shape[0] for f in files.values()), lazy.feature_dim)
+    if known and dim is not None:
+        singular_problem(min(known), dim, allow_singular, problems, "fid_images")
+    problems.raise_if_any()
+    sides = dict(files)
+    for name, opened in images.items():
+        sides[name] = _compute(opened, count, stream_seed(seed, FID_SIDE_SETS[name]), lazy, batch_size, skip_bad,
+                               num_workers, progress, cache, cache_dir, f"Inception {name}")
     a, b = sides["a"], sides["b"]
     if a.mu.shape != b.mu.shape:
         raise UserError(f"the two sets' statistics have different feature dimensions ({a.mu.shape[0]} and "
@@ -171,10 +183,38 @@ def compute_fid(source_a, source_b, num_images: int | None = DEFAULT_NUM_IMAGES,
     note = singular_note(min(counts), a.mu.shape[0], allow_singular) if counts else None
     math_device = lazy.math_device()
     value = frechet_distance(a.mu, a.sigma, b.mu, b.sigma, method=method, device=math_device)
+    notes += problems.notes + [text for name in images for text in sides[name].notes] + ([note] if note else [])
     return FIDResult(value=value, num_images={"a": a.num_images, "b": b.num_images},
                      resize=lazy.resize_mode, device=str(math_device), seed=seed,
                      seconds=time.perf_counter() - started, skipped={"a": a.skipped, "b": b.skipped},
-                     cached={"a": a.cached, "b": b.cached}, notes=[note] if note else [])
+                     cached={"a": a.cached, "b": b.cached}, notes=notes)
+
+
+FID_SIDE_SETS = {"a": "gen", "b": "real"}
+
+
+def _side_count(num_images: int | None, images: dict[str, ImageSource], files: dict[str, StatsResult],
+                problems: Problems) -> int | None:
+    """The images per image side: `num_images`, else the paper's, or what the smallest side holds (a
+    statistics file: its recorded count); problems for sides holding fewer or a count below 2."""
+    if not images:
+        return None
+    held = [len(opened) for opened in images.values()] + [f.num_images for f in files.values() if f.num_images]
+    count = default_count(num_images, DEFAULT_NUM_IMAGES, min(held), "FID images per set", "fid_images", problems)
+    if count < 2:
+        problems.add(f"FID needs at least 2 images per set, {count} {'asked' if num_images else 'available'}")
+    for opened in images.values():
+        problems.source_count(opened, count, "FID", "fid_images")
+    return count  # `compute_fid`'s sides in the sampling rule
+
+
+def _image_sides(source_a, source_b, files: dict, skip_bad: bool) -> tuple[dict[str, ImageSource], list[str]]:
+    """The opened image sides of `compute_fid` (not statistics files), paired when both are images."""
+    if not files:
+        pair = pair_sources(source_a, source_b, skip_bad)
+        return {"a": pair.gen, "b": pair.real}, list(pair.notes)
+    return {name: open_source(source) for name, source in (("a", source_a), ("b", source_b))
+            if name not in files}, []
 
 
 @dataclass

@@ -1,13 +1,14 @@
-"""FID statistics files (pytorch-fid compatible .npz: mu, sigma) and the on-disk statistics cache.
+"""FID statistics files (pytorch-fid compatible .npz: mu, sigma) and the on-disk feature cache.
 
 A statistics file holds `mu` float64 [D] and `sigma` float64 [D, D] (what pytorch-fid's `--save-stats` writes)
 plus optional metadata arrays (`num_images`). Reading refuses files whose arrays are not a Gaussian's
 (non-finite, or a sigma that is not symmetric positive semi-definite: `frechet.check_gaussian`).
 
-The cache keeps the statistics of image sources under `cache_root()/fid`, keyed (sha256) by the source's
+The cache (`FeatureCache`) keeps the Inception features and logits of image sources under `cache_root()/fid`
+(FID statistics, IS, KID and PR all derive from them), keyed (sha256) by the source's
 content listing, the image count, the seed, the resize mode and the weights' identity. The weights are
 identified by a sha256 of their content, computed once per file and remembered by (path, size, mtime) in
-`weights-sha256.json` beside the cached statistics; the standard hash-named file
+`weights-sha256.json` beside the cached features; the standard hash-named file
 (`pt_inception-2015-12-05-6726825d.pth`, whose name carries its hash prefix as torch hub names do) is identified
 by its name, so that statistics made with it still serve an offline machine without the file.
 """
@@ -28,12 +29,12 @@ import torch
 from gancore.errors import UserError
 from gancore.outputs import atomic_output
 from gancore.runtime import CACHE_ENV_VAR, cache_root
-from gancore.sources import ArraySource, FolderSource, HDF5Source, ImageSource, ZipSource
+from gancore.sources import ArraySource, FolderSource, HDF5Source, ImageSource, ReducedSource, ZipSource
 
 from .frechet import check_gaussian
 from .inception import FID_WEIGHTS_FILENAME
 
-CACHE_FORMAT_VERSION = 2  # 2: weights identified by a content hash (1: by name and size)
+CACHE_FORMAT_VERSION = 3  # 3: features and logits (2: statistics, weights by content hash; 1: by name and size)
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -129,10 +130,18 @@ class StatsResult:
     cache_path: Path | None = None
     cached: bool = False
     source: str = ""
+    resize: str | None = None  # how the images were resized to 299 (None: not recorded)
+    features: str | None = None  # the feature network's identity (`weights_identity` as JSON; None: not recorded)
+    seed: int | None = None
+    notes: list[str] = field(default_factory=list)
+    device: str = "cpu"  # where the features were computed
+    seconds: float = 0.0  # how long making these statistics took
 
     def save(self, path) -> Path:
-        """Write a pytorch-fid compatible statistics file (with `num_images` metadata)."""
-        return save_statistics(path, self.mu, self.sigma, num_images=self.num_images)
+        """Write a pytorch-fid compatible statistics file with metadata: image count, resize mode, feature network
+        and weights hash, seed and source (what `settings_problems` compares)."""
+        return save_statistics(path, self.mu, self.sigma, num_images=self.num_images, resize=self.resize,
+                               features=self.features, seed=self.seed, source=self.source)
 
     def to_dict(self) -> dict:
         return {"metric": "fid-stats", "source": self.source, "num_images": self.num_images,
@@ -149,7 +158,33 @@ def read_statistics(path) -> StatsResult:
     mu, sigma = _validated(path, arrays)
     count = arrays.get("num_images")
     num_images = int(count) if count is not None and count.size == 1 else None
-    return StatsResult(mu=mu, sigma=sigma, num_images=num_images, source=str(path))
+    seed = arrays.get("seed")
+    return StatsResult(mu=mu, sigma=sigma, num_images=num_images, source=str(path), resize=_text(arrays, "resize"),
+                       features=_text(arrays, "features"), seed=int(seed) if seed is not None else None)
+
+
+def _text(arrays: dict[str, np.ndarray], key: str) -> str | None:
+    value = arrays.get(key)
+    return str(value) if value is not None and value.size == 1 else None
+
+
+def settings_problems(statistics: StatsResult, resize: str, features: str | None) -> list[str]:
+    """Why a statistics file cannot be compared with features made with `resize` and the network `features`
+    (its identity, None: unknown), as problems; a file that records neither gets a note in its `notes`."""
+    problems = []
+    if statistics.resize is None and statistics.features is None:
+        statistics.notes.append(f"{statistics.source} records neither its resize mode nor its feature network "
+                                "(made by pytorch-fid or an older ganeval): the value is only meaningful if "
+                                "both match this call's")
+        return problems
+    if statistics.resize is not None and statistics.resize != resize:
+        problems.append(f"{statistics.source} was made with --resize {statistics.resize}, this call uses "
+                        f"--resize {resize}; FID compares only statistics made the same way (pass --resize "
+                        f"{statistics.resize} or remake the file)")
+    if statistics.features is not None and features is not None and statistics.features != features:
+        problems.append(f"{statistics.source} was made with the feature network {statistics.features}, this call "
+                        f"uses {features}; pass the same --inception weights or remake the file")
+    return problems
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -171,8 +206,11 @@ def source_fingerprint(source: ImageSource) -> list | None:
 
     Folders: every image's relative name, size and mtime_ns (not the folder's own path, so a copy made with
     its times kept shares the entry). Zips: every member's name, size and CRC-32. Arrays and HDF5: the file's
-    resolved path, size and mtime_ns (and the HDF5 level).
+    resolved path, size and mtime_ns (and the HDF5 level). A reduced source: its source's and the steps.
     """
+    if isinstance(source, ReducedSource):
+        inner = source_fingerprint(source.inner)
+        return None if inner is None else ["reduced", source.steps, inner]
     if isinstance(source, FolderSource):
         root = Path(source.path)
         listing = []
@@ -270,38 +308,77 @@ def cache_file_for(directory: Path, source: ImageSource, key: str) -> Path:
     return directory / f"{stem}-{key[:24]}.npz"
 
 
-def read_cached(path: Path, key: str, skip_bad: bool) -> StatsResult | None:
-    """The cached statistics, or None when absent, corrupt, for another key, or made by skipping bad images
-    while this call does not allow skipping (so that the bad images are reported again)."""
-    if not path.is_file():
-        return None
-    try:
-        arrays = _read_npz(path)
-        mu, sigma = _validated(path, arrays)
-        if str(arrays["key"]) != key or int(arrays["version"]) != CACHE_FORMAT_VERSION:
+@dataclass
+class CachedFeatures:
+    """One cache entry: the Inception pool features float32 [N, D] and logits float32 [N, C] (None when the
+    weights give none) of the first N images of a source's stream, and the files skipped to get them."""
+
+    features: torch.Tensor
+    logits: torch.Tensor | None
+    skipped: list[str]
+    path: Path
+
+
+class FeatureCache:
+    """The on-disk cache of Inception features (like torch-fidelity's), shared by FID, IS, KID and PR and by
+    every command: an entry is keyed by the source's content (`source_fingerprint`), the image count, the
+    stream's seed, the resize mode and the weights' identity. Entries are written atomically; one that cannot
+    be written is a note in `notes`, not an error."""
+
+    def __init__(self, directory, resize: str, weights: list):
+        self.directory, self.resize, self.weights = Path(directory), resize, weights
+        self.notes: list[str] = []
+
+    def entry(self, source: ImageSource, count: int, seed: int | None) -> tuple[Path, str] | None:
+        """(entry path, key), or None for a source that cannot be cached (in memory, a generator)."""
+        key = cache_key(source, count, seed, self.resize, self.weights)
+        return None if key is None else (cache_file_for(self.directory, source, key), key)
+
+    def read(self, source: ImageSource, count: int, seed: int | None, want_logits: bool,
+             skip_bad: bool) -> CachedFeatures | None:
+        """The entry, or None when absent, corrupt, for another key, without the logits asked for, or made by
+        skipping bad images while this call does not allow skipping (so that they are reported again)."""
+        found = self.entry(source, count, seed)
+        if found is None or not found[0].is_file():
             return None
-        skipped = [str(item) for item in arrays.get("skipped", np.array([], dtype=str))]
-        num_images = int(arrays["num_images"])
-    except (UserError, KeyError, ValueError, TypeError):
-        return None
-    if skipped and not skip_bad:
-        return None
-    return StatsResult(mu=mu, sigma=sigma, num_images=num_images, skipped=skipped, cache_path=path, cached=True)
+        path, key = found
+        try:
+            arrays = _read_npz(path)
+            if str(arrays["key"]) != key or int(arrays["version"]) != CACHE_FORMAT_VERSION:
+                return None
+            features = torch.from_numpy(np.asarray(arrays["features"], np.float32))
+            logits = torch.from_numpy(np.asarray(arrays["logits"], np.float32)) if "logits" in arrays else None
+            skipped = [str(item) for item in arrays.get("skipped", np.array([], dtype=str))]
+        except (UserError, KeyError, ValueError, TypeError):
+            return None
+        if features.shape[0] != count or (want_logits and logits is None) or (skipped and not skip_bad):
+            return None
+        return CachedFeatures(features, logits, skipped, path)
+
+    def write(self, source: ImageSource, count: int, seed: int | None, features: torch.Tensor,
+              logits: torch.Tensor | None, skipped: list[str]) -> Path | None:
+        """Store an entry (atomically); None, with a note, when it cannot be written."""
+        found = self.entry(source, count, seed)
+        if found is None:
+            return None
+        path, key = found
+        arrays = {"features": features.to("cpu", torch.float32).numpy(), "key": np.array(key),
+                  "version": np.array(CACHE_FORMAT_VERSION), "skipped": np.array(skipped, dtype=str),
+                  "source": np.array(source.path)}
+        if logits is not None:
+            arrays["logits"] = logits.to("cpu", torch.float32).numpy()
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            with atomic_output(path) as temporary, open(temporary, "wb") as handle:
+                np.savez(handle, **arrays)
+        except OSError as error:
+            self.notes.append(f"the feature cache {path} could not be written ({error}); the next run computes "
+                              "these features again (--no-cache skips the cache)")
+            return None
+        return path
 
 
-def write_cached(path: Path, key: str, result: StatsResult) -> Path | None:
-    """Store `result` under `key` (atomically); a warning and None when the cache cannot be written."""
-    try:
-        return save_statistics(path, result.mu, result.sigma, num_images=result.num_images, key=key,
-                               version=CACHE_FORMAT_VERSION,
-                               skipped=np.array(result.skipped, dtype=str), source=result.source)
-    except OSError as error:
-        warnings.warn(f"could not write the FID statistics cache {path}: {error}", stacklevel=3)
-        return None
-
-
-
-__all__ = ["CACHE_ENV_VAR", "CACHE_FORMAT_VERSION", "StatsResult", "cache_file_for", "cache_key",
-           "default_cache_dir", "is_statistics_file", "load_statistics", "read_cached", "read_statistics",
-           "save_statistics", "source_fingerprint", "statistics_path", "to_numpy64", "weights_identity",
-           "weights_sha256", "write_cached"]
+__all__ = ["CACHE_ENV_VAR", "CACHE_FORMAT_VERSION", "CachedFeatures", "FeatureCache", "StatsResult",
+           "cache_file_for", "cache_key", "default_cache_dir", "is_statistics_file", "load_statistics",
+           "read_statistics", "save_statistics", "settings_problems", "source_fingerprint", "statistics_path",
+           "to_numpy64", "weights_identity", "weights_sha256"]

@@ -15,13 +15,14 @@ import numpy as np
 import torch
 
 from gancore.errors import UserError
-from gancore.sources import ImageStream
+from gancore.sources import ImageStream, open_source
 
-from .features import extract
-from .metric_utils import Batch, Needs, RowCollector
+from .features import LazyExtractor, extract, feature_cache
+from .metric_utils import Batch, Needs, Problems, RowCollector, default_count, stream_seed
 
 DEFAULT_NUM_IMAGES = 50000
 DEFAULT_SPLITS = 10
+DEFAULT_SEED = 1000
 
 
 def inception_score(logits, splits: int = DEFAULT_SPLITS) -> tuple[float, float]:
@@ -58,6 +59,7 @@ class ISResult:
     device: str = "cpu"
     seconds: float = 0.0
     skipped: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         """The JSON object of `ganeval is --json` (skipped images as a count)."""
@@ -66,29 +68,42 @@ class ISResult:
                 "seconds": round(self.seconds, 3), "skipped": len(self.skipped)}
 
 
-def inception_score_source(source, num_images: int | None = DEFAULT_NUM_IMAGES, splits: int = DEFAULT_SPLITS,
-                           seed: int | None = None, inception=None, resize: str = "tf", device=None,
+def inception_score_source(source, num_images: int | None = None, splits: int = DEFAULT_SPLITS,
+                           seed: int | None = DEFAULT_SEED, inception=None, resize: str = "tf", device=None,
                            batch_size: int = 64, skip_bad: bool = False, num_workers: int | None = None,
-                           progress: bool = True, extractor=None) -> ISResult:
-    """Inception Score of `num_images` images of a source (None: all; a seeded random subset with `seed`).
+                           progress: bool = True, extractor=None, cache: bool = False,
+                           cache_dir=None) -> ISResult:
+    """Inception Score of `num_images` images of a source (None: the paper's 50000, or all when it holds fewer,
+    with a note), streamed as the GEN set of the sampling rule (`stream_seed(seed, "gen")`), so it equals
+    `ganeval all`'s IS for the same seed and count.
 
     One pass through the Inception (`ganeval.features.extract`, logits kept as float64 [N, 1008] on the CPU).
-    Raises SourceError when the source has fewer images than asked, UserError for fewer than `splits`.
+    Every problem (too few images for the count or the splits, weights without logits) is raised together as
+    one UserError before any image is decoded. With `cache`, the logits come from / go to the feature cache
+    (`fid_files.FeatureCache`, in `cache_dir`), shared with FID, KID and PR.
     """
     started = time.perf_counter()
-    if splits < 1:
-        raise UserError(f"splits must be at least 1, got {splits}")
-    stream = ImageStream(source, num_images=num_images, seed=seed, batch_size=batch_size, skip_bad=skip_bad,
-                         num_workers=num_workers)
-    if len(stream) < splits:
-        raise UserError(f"{stream.source.path}: the Inception Score with {splits} splits needs at least "
-                           f"{splits} images, {len(stream)} asked")
-    extraction = extract(stream, extractor=extractor, inception=inception, resize=resize, device=device,
-                         progress=progress, want_logits=True, description="Inception")
+    problems = Problems({"is_images": "--num-images"})
+    opened = open_source(source)
+    count = default_count(num_images, DEFAULT_NUM_IMAGES, len(opened), "IS images", "is_images", problems)
+    problems.source_count(opened, count, "IS", "is_images")
+    if count < splits:
+        problems.add(f"the Inception Score with {splits} splits needs at least {splits} images, {count} asked "
+                     f"(lower --splits)")
+    lazy = extractor if isinstance(extractor, LazyExtractor) else LazyExtractor(extractor, inception, resize,
+                                                                                 device)
+    if not problems.all() and (reason := lazy.logits_problem()):
+        problems.add(reason)
+    problems.raise_if_any()
+    stream = ImageStream(opened, num_images=count, seed=stream_seed(seed, "gen"), batch_size=batch_size,
+                         skip_bad=skip_bad, num_workers=num_workers)
+    features = feature_cache(lazy, cache, cache_dir)
+    extraction = extract(stream, extractor=lazy, progress=progress, want_logits=True, description="Inception",
+                         cache=features)
     mean, std = inception_score(extraction.logits, splits)
     return ISResult(mean=mean, std=std, num_images=extraction.num_images, splits=splits, seed=seed,
                     resize=extraction.resize, device=extraction.device, seconds=time.perf_counter() - started,
-                    skipped=extraction.skipped)
+                    skipped=extraction.skipped, notes=problems.notes + (features.notes if features else []))
 
 
 class ISMetric:

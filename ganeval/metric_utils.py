@@ -16,7 +16,8 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Protocol
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
 
 import numpy as np
 import torch
@@ -25,6 +26,9 @@ from gancore import distributed
 from gancore.errors import UserError
 from gancore.runtime import progress_bar
 from gancore.sources import ImageSource, ImageStream
+
+if TYPE_CHECKING:
+    from .fid_files import FeatureCache
 
 
 @dataclass(frozen=True)
@@ -103,6 +107,7 @@ class PassOptions:
     num_workers: int | None = None
     progress: bool = True
     description: str = ""
+    cache: FeatureCache | None = None  # where features and logits are read from and written to (None: nowhere)
 
 
 @dataclass
@@ -111,6 +116,77 @@ class PassReport:
 
     counts: dict[str, int] = field(default_factory=dict)
     skipped: dict[str, list[str]] = field(default_factory=dict)
+    cache_paths: dict[str, Path] = field(default_factory=dict)  # sets whose features the cache holds
+    cache_hits: set[str] = field(default_factory=set)  # sets whose features came from it
+
+
+SET_SEED_OFFSETS = {"gen": 0, "real": 1}
+
+
+def stream_seed(seed: int | None, set_name: str) -> int | None:
+    """The one sampling rule of every command: a set's stream is the permutation drawn from `seed` plus the
+    set's offset (GEN: seed, REAL: seed + 1; other names: seed), and a metric reading N images of a set
+    takes the first N of that stream. None: the source's own order (Python API only)."""
+    return None if seed is None else seed + SET_SEED_OFFSETS.get(set_name, 0)
+
+
+class Problems:
+    """Everything wrong with a call, found before any image is decoded, reported together in one UserError.
+
+    `options` maps a setting's name (e.g. "fid_images") to what the calling command calls it ("--num-images");
+    unmapped names read as options ("--fid-images"). `notes` collects what is worth saying but not wrong."""
+
+    def __init__(self, options: Mapping[str, str] | None = None):
+        self.options = dict(options or {})
+        self.items: list[str] = []
+        self.notes: list[str] = []
+        self._short: dict[tuple[str, int, int, str], list[str]] = {}  # (source, has, needs, option) -> metrics
+
+    def option(self, setting: str) -> str:
+        """The command's name for a setting."""
+        return self.options.get(setting, "--" + setting.replace("_", "-"))
+
+    def add(self, problem: str) -> None:
+        self.items.append(problem)
+
+    def source_count(self, source: ImageSource, needed: int, what: str, setting: str) -> None:
+        """A problem when `source` holds fewer images than `needed` (by `what`, under `setting`); metrics short
+        of the same images read as one problem."""
+        whats = self._short.setdefault((source.path, len(source), needed, self.option(setting)), [])
+        if needed > len(source) and what not in whats:
+            whats.append(what)
+
+    def all(self) -> list[str]:
+        """Every problem: the short sources first."""
+        short = [f"{path} has {have} images, {_listing(whats)} need{'s' if len(whats) == 1 else ''} {needed} "
+                 f"(lower {option})" for (path, have, needed, option), whats in self._short.items() if whats]
+        return short + self.items
+
+    def raise_if_any(self) -> None:
+        """UserError listing every problem (nothing has been computed)."""
+        items = self.all()
+        if len(items) == 1:
+            raise UserError(items[0])
+        if items:
+            listed = "; ".join(f"({number}) {item}" for number, item in enumerate(items, 1))
+            raise UserError(f"{len(items)} problems, nothing computed: {listed}")
+
+
+def _listing(names: list[str]) -> str:
+    """"A", "A and B", "A, B and C"."""
+    return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
+
+
+def default_count(asked: int | None, paper: int, available: int, what: str, setting: str,
+                  problems: Problems) -> int:
+    """`asked`, else the paper's count, else (a source holds fewer) all `available`, with a note saying so."""
+    if asked is not None:
+        return asked
+    if available >= paper:
+        return paper
+    problems.notes.append(f"{what}: {available} (all there are; the paper used {paper}; "
+                          f"set {problems.option(setting)} to choose)")
+    return available
 
 
 def images_needed(metrics: list[Metric], set_name: str, *, features: bool = False) -> int:
@@ -140,8 +216,10 @@ def run_pass(metrics: list[Metric], sets: Mapping[str, ImageSet], options: PassO
 
     `extractor`: anything with `.features(uint8 NCHW, logits=bool) -> (features [B, D], logits [B, C] | None)`
     and optionally `.device` (required when a metric needs features or logits; `features.LazyExtractor` loads
-    the Inception only when a batch needs it). Each set's stream holds the
-    longest prefix any metric reads; features are computed only for the prefix the feature metrics read.
+    the Inception only when a batch needs it). Each set's stream holds the longest prefix any metric reads;
+    features are computed only for the prefix the feature metrics read. With `options.cache`, a set's features
+    and logits come from the cache when it holds them (no image decoded when no metric reads pixels), and are
+    written to it otherwise.
     """
     check_counts(metrics, sets)
     report = PassReport()
@@ -150,32 +228,111 @@ def run_pass(metrics: list[Metric], sets: Mapping[str, ImageSet], options: PassO
         count = images_needed(readers, set_name)
         if count == 0:
             continue
-        stream = ImageStream(image_set.source, num_images=count, seed=image_set.seed,
-                             batch_size=options.batch_size, skip_bad=options.skip_bad,
-                             num_workers=options.num_workers)
+        feature_count = images_needed(readers, set_name, features=True)
+        cached = _cache_hit(options, image_set, feature_count, any(m.needs.logits for m in readers))
+        recorder = _FeatureRecorder(set_name, feature_count) if options.cache is not None and cached is None \
+            and feature_count and options.cache.entry(image_set.source, feature_count, image_set.seed) else None
+        stream = None
+        if cached is not None and count == feature_count and not any(m.needs.pixels for m in readers):
+            batches = _cached_batches(cached, set_name, options.batch_size)
+        else:
+            stream = ImageStream(image_set.source, num_images=count, seed=image_set.seed,
+                                 batch_size=options.batch_size, skip_bad=options.skip_bad,
+                                 num_workers=options.num_workers)
+            batches = _set_batches(stream, set_name, readers, options.device, extractor, cached, recorder)
         label = options.description if len(sets) == 1 else f"{options.description} {set_name}".strip()
         with progress_bar(count // distributed.world_size(), label, options.progress) as bar:
-            for batch in _set_batches(stream, set_name, readers, options.device, extractor):
+            for batch in batches:
                 for metric in readers:
                     metric.add(batch)
                 bar.update(batch.pixels.shape[0])
         report.counts[set_name] = count
-        report.skipped[set_name] = [f"{item.name}: {item.reason}" for item in stream.skipped]
+        skipped = [f"{item.name}: {item.reason}" for item in stream.skipped] if stream is not None else []
+        report.skipped[set_name] = cached.skipped if cached is not None else skipped
+        if cached is not None:
+            report.cache_hits.add(set_name)
+            report.cache_paths[set_name] = cached.path
+        elif recorder is not None:
+            path = recorder.write(options.cache, image_set, skipped)
+            if path is not None:
+                report.cache_paths[set_name] = path
     for metric in metrics:
         metric.combine_ranks()
     return report
 
 
-def _set_batches(stream: ImageStream, set_name: str, readers: list[Metric], device: torch.device, extractor):
-    """The stream's batches as `Batch`es, with features/logits for the prefix the feature metrics read."""
+def _cache_hit(options: PassOptions, image_set: ImageSet, count: int, want_logits: bool):
+    """The cached features of a set's first `count` images, or None; under torchrun only when every rank has
+    them (all ranks take the same branch, or the collectives would hang)."""
+    if options.cache is None or count == 0:
+        return None
+    hit = options.cache.read(image_set.source, count, image_set.seed, want_logits, options.skip_bad)
+    if distributed.is_distributed():
+        hits = distributed.all_reduce_sum(torch.tensor([int(hit is not None)], dtype=torch.int64))
+        hit = hit if int(hits) == distributed.world_size() else None
+    return hit
+
+
+def _cached_batches(cached, set_name: str, batch_size: int):
+    """Batches of cached features and logits (no pixels: an empty [B, 0, 0, 0]), this rank's blocks only."""
+    total = cached.features.shape[0]
+    for start in range(0, total, batch_size):
+        if distributed.owns_block(start // batch_size):
+            stop = min(start + batch_size, total)
+            yield Batch(set_name, start, torch.empty((stop - start, 0, 0, 0), dtype=torch.uint8),
+                        cached.features[start:stop],
+                        None if cached.logits is None else cached.logits[start:stop])
+
+
+class _FeatureRecorder:
+    """Keeps a set's features and logits as they are computed, to write them to the cache after the pass."""
+
+    def __init__(self, set_name: str, count: int):
+        self.count = count
+        self.features = RowCollector(set_name, count, "features")
+        self.logits = RowCollector(set_name, count, "logits")
+
+    def add(self, batch: Batch) -> None:
+        self.features.add(batch)
+        if batch.logits is not None:
+            self.logits.add(batch)
+
+    def write(self, cache: FeatureCache, image_set: ImageSet, skipped: list[str]) -> Path | None:
+        """Gather every rank's rows and write the entry (the main process; the others wait for it)."""
+        features, logits = self.features.combine_ranks(), self.logits.combine_ranks()
+        logits = logits if logits.shape[0] == self.count and logits.numel() else None
+        path = cache.write(image_set.source, self.count, image_set.seed, features, logits, skipped) \
+            if distributed.is_main_process() else None
+        if distributed.is_distributed():  # a barrier: no rank looks for the entry before it is written
+            distributed.all_reduce_sum(torch.zeros(1))
+        return path
+
+
+def _set_batches(stream: ImageStream, set_name: str, readers: list[Metric], device: torch.device, extractor,
+                 cached=None, recorder: _FeatureRecorder | None = None):
+    """The stream's batches as `Batch`es, with features/logits for the prefix the feature metrics read: from
+    `cached` features, else from the extractor (with the logits too when `recorder` keeps them for the cache)."""
     feature_count = images_needed(readers, set_name, features=True)
-    want_logits = any(m.needs.logits for m in readers)
+    want_logits = any(m.needs.logits for m in readers) or (recorder is not None and _gives_logits(extractor))
     for position, pixels in stream.batches():
         pixels = pixels.to(device, non_blocking=True)
         batch = Batch(set_name, position, pixels)
         if position < feature_count:
-            batch.features, batch.logits = batch_features(extractor, pixels[:feature_count - position], want_logits)
+            stop = min(position + pixels.shape[0], feature_count)
+            if cached is not None:
+                batch.features = cached.features[position:stop]
+                batch.logits = None if cached.logits is None else cached.logits[position:stop]
+            else:
+                batch.features, batch.logits = batch_features(extractor, pixels[:stop - position], want_logits)
+                if recorder is not None:
+                    recorder.add(batch)
         yield batch
+
+
+def _gives_logits(extractor) -> bool:
+    """Whether the extractor can give logits (the Inception's classifier); loads a lazy one's network."""
+    network = extractor.get() if hasattr(extractor, "get") else extractor
+    return bool(getattr(network, "logits_available", True))
 
 
 def batch_features(extractor, pixels: torch.Tensor, want_logits: bool) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -287,6 +444,24 @@ def feature_pair(gen, real, device, what: str) -> tuple[torch.Tensor, torch.Tens
     return gen, real
 
 
-__all__ = ["Batch", "ImageSet", "Metric", "MetricResult", "Needs", "PassOptions", "PassReport", "RowCollector",
-           "TwoSetFeatures", "batch_features", "check_counts", "feature_pair", "gather_rows", "images_needed",
-           "run_pass", "share_feature_rows"]
+__all__ = [
+    "Batch",
+    "ImageSet",
+    "Metric",
+    "MetricResult",
+    "Needs",
+    "PassOptions",
+    "PassReport",
+    "Problems",
+    "RowCollector",
+    "TwoSetFeatures",
+    "batch_features",
+    "check_counts",
+    "default_count",
+    "feature_pair",
+    "gather_rows",
+    "images_needed",
+    "run_pass",
+    "share_feature_rows",
+    "stream_seed",
+]

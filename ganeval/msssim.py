@@ -48,12 +48,12 @@ import torch
 import torch.nn.functional as F
 
 from gancore import distributed
-from gancore.errors import SourceError, UserError
+from gancore.errors import UserError
 from gancore.runtime import resolve_device
 from gancore.sources import open_source, peek_shape
 
 from . import native
-from .metric_utils import Batch, ImageSet, Needs, PassOptions, run_pass
+from .metric_utils import Batch, ImageSet, Needs, PassOptions, Problems, default_count, run_pass, stream_seed
 
 FILTER_SIZE = 11
 FILTER_SIGMA = 1.5
@@ -500,6 +500,7 @@ class MSSSIMResult:
     device: str = "cpu"
     seconds: float = 0.0
     skipped: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         """The JSON object of `ganeval msssim --json` (skipped images as a count)."""
@@ -539,39 +540,41 @@ class MSSSIMMetric:
                             device=str(self.device))
 
 
-def msssim_diversity(source, num_pairs: int = DEFAULT_NUM_PAIRS, seed: int | None = DEFAULT_SEED,
+def msssim_diversity(source, num_pairs: int | None = None, seed: int | None = DEFAULT_SEED,
                      device: str | torch.device | None = None, batch_size: int | None = None,
                      skip_bad: bool = False, progress: bool = True,
                      num_workers: int | None = None) -> MSSSIMResult:
     """MS-SSIM diversity of one image set: mean MS-SSIM over `num_pairs` pairs of consecutive images.
 
     source: a path (folder, .zip, .npy/.npz, .h5), an ImageSource or a uint8 NCHW/NHWC array; images of one
-    size ≥ 16². The 2·num_pairs images are a random subset/order drawn with `seed` (None: the source's first
-    images in order). Raises SourceError when the source has fewer than 2·num_pairs images.
+    size ≥ 16². `num_pairs` None: the paper's 10000, or all pairs a source holds when fewer (a note). The
+    2·num_pairs images are the first of the GEN stream of the sampling rule (`stream_seed`; seed None: the
+    source's first images in order). Every problem (count, size) is raised together before decoding.
     """
-    if num_pairs < 1:
-        raise UserError(f"num_pairs must be at least 1, got {num_pairs}")
     device = resolve_device(device)
     opened = open_source(source)
-    needed = 2 * num_pairs
-    if len(opened) < needed:
-        raise SourceError(f"{opened.path}: has {len(opened)} images, MS-SSIM with {num_pairs} pairs needs "
-                          f"{needed} (pass --num-pairs {len(opened) // 2} or fewer; the score's noise depends "
-                          f"on the count)")
+    problems = Problems({"msssim_pairs": "--num-pairs"})
+    num_pairs = default_count(num_pairs, DEFAULT_NUM_PAIRS, len(opened) // 2, "MS-SSIM pairs", "msssim_pairs",
+                              problems)
+    problems.source_count(opened, 2 * num_pairs, f"MS-SSIM with {num_pairs} pairs", "msssim_pairs")
+    if num_pairs < 1:
+        problems.add(f"{opened.path}: MS-SSIM needs at least one pair of images")
     started = time.perf_counter()
     height, width = peek_shape(opened, skip_bad)
     if min(height, width) < MIN_SIZE:
-        raise UserError(f"{opened.path}: images of {width}x{height} are too small for MS-SSIM "
-                           f"({NUM_SCALES} scales need sides of at least {MIN_SIZE} pixels)")
+        problems.add(f"{opened.path}: images of {width}x{height} are too small for MS-SSIM "
+                     f"({NUM_SCALES} scales need sides of at least {MIN_SIZE} pixels)")
+    problems.raise_if_any()
     batch_size = batch_size or default_batch_size(height, width, device)
     if distributed.is_distributed():
         batch_size += batch_size % 2  # blocks of whole pairs on every rank
     metric = MSSSIMMetric(num_pairs, device, seed)
     options = PassOptions(device=device, batch_size=batch_size, skip_bad=skip_bad, num_workers=num_workers,
                           progress=progress, description="MS-SSIM")
-    report = run_pass([metric], {"gen": ImageSet(opened, seed)}, options)
+    report = run_pass([metric], {"gen": ImageSet(opened, stream_seed(seed, "gen"))}, options)
     result = metric.result()
     result.seconds, result.skipped = time.perf_counter() - started, report.skipped["gen"]
+    result.notes = problems.notes
     return result
 
 

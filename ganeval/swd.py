@@ -33,9 +33,9 @@ import torch
 from gancore import distributed
 from gancore.errors import UserError
 from gancore.runtime import exact_float32, progress_bar, resolve_device
-from gancore.sources import open_source, peek_shape
+from gancore.sources import pair_sources, peek_shape
 
-from .metric_utils import Batch, ImageSet, Needs, PassOptions, run_pass
+from .metric_utils import Batch, ImageSet, Needs, PassOptions, Problems, default_count, run_pass, stream_seed
 
 PATCH_SIZE = 7
 PATCHES_PER_IMAGE = 128
@@ -327,6 +327,7 @@ class SWDResult:
     skipped: dict[str, list[str]] = field(default_factory=dict)
     device: str = "cpu"
     seconds: float = 0.0
+    notes: list[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         """The JSON object of `ganeval swd --json`."""
@@ -338,6 +339,8 @@ class SWDResult:
             out["baseline"] = dict(asdict(self.baseline), num_images=self.baseline_num_images)
         out["skipped"] = {name: len(items) for name, items in self.skipped.items()}
         out["device"], out["seconds"] = self.device, round(self.seconds, 3)
+        if self.notes:
+            out["notes"] = list(self.notes)
         return out
 
 
@@ -451,6 +454,19 @@ def check_swd_sources(gen_source, real_source, num_images: int, skip_bad: bool) 
     return sizes
 
 
+def swd_problems(size: tuple[int, int], real_count: int, baseline: bool) -> list[str]:
+    """What keeps SWD from running on images of `size` (H, W) (with the real-vs-real `baseline` over
+    `real_count` reals): found from sizes and counts alone."""
+    problems = []
+    try:
+        pyramid_resolutions(*size)
+    except UserError as error:
+        problems.append(str(error))
+    if baseline and real_count < 4:
+        problems.append(f"--baseline needs at least 4 real images, the real source has {real_count}")
+    return problems
+
+
 def baseline_count_for(num_images: int, real_count: int) -> int:
     count = min(num_images, real_count // 2)
     if count < 2:
@@ -498,34 +514,45 @@ def _evaluate_once(gen_source, real_source, num_images: int, seed: int, device: 
     metric = SWDMetric(num_images, sizes, seed, device, baseline_count, progress)
     options = PassOptions(device=device, batch_size=batch_size or default_batch_size(*sizes[0], device),
                           skip_bad=skip_bad, num_workers=num_workers, progress=progress, description="SWD")
-    report = run_pass([metric], {"gen": ImageSet(gen_source, seed), "real": ImageSet(real_source, seed + 1)},
-                      options)
+    report = run_pass([metric], {name: ImageSet(source, stream_seed(seed, name))
+                                 for name, source in (("gen", gen_source), ("real", real_source))}, options)
     result = metric.result()
     result.skipped = report.skipped
     return result
 
 
-def compute_swd(source_a, source_b, num_images: int = DEFAULT_NUM_IMAGES, seed: int = DEFAULT_SEED,
+def compute_swd(source_a, source_b, num_images: int | None = None, seed: int = DEFAULT_SEED,
                 device: str | torch.device | None = None, batch_size: int | None = None, repeats: int = 1,
                 baseline: bool = False, skip_bad: bool = False, num_workers: int | None = None,
                 progress: bool = True) -> SWDResult:
     """Sliced Wasserstein distance (×1e3 per level and average) between two image sources.
 
-    source_a: generated images, source_b: real images — paths, ImageSources or uint8 NCHW/NHWC arrays of one
-    size (≥ 16², even sides down the pyramid). `num_images` of each are used (a seeded random subset when a
-    source is larger). `repeats` > 1 re-runs with seeds seed, seed+1, … and reports the mean and the sample
+    source_a: generated images, source_b: real images — paths, ImageSources or uint8 NCHW/NHWC arrays (≥ 16²,
+    even sides down the pyramid); of two sizes, the larger is matched to the smaller (`pair_sources`: an HDF5
+    level or the box filter chain, said in `notes`). `num_images` of each are used (None: the paper's 16384, or
+    all when a source holds fewer, with a note), sampled by the rule of every command (`stream_seed`). `repeats` > 1 re-runs with seeds seed, seed+1, … and reports the mean and the sample
     std. `baseline` adds the real-vs-real floor: SWD between two disjoint sets of min(num_images, |b|/2) reals.
     """
     if repeats < 1:
         raise UserError("--repeats must be at least 1")
     device = resolve_device(device)
-    gen_source, real_source = open_source(source_a), open_source(source_b)
+    pair = pair_sources(source_a, source_b, skip_bad)
+    gen_source, real_source = pair.gen, pair.real
+    problems = Problems({"swd_images": "--num-images"})
+    num_images = default_count(num_images, DEFAULT_NUM_IMAGES, min(len(gen_source), len(real_source)),
+                               "SWD images per set", "swd_images", problems)
+    for source in (gen_source, real_source):
+        problems.source_count(source, num_images, "SWD", "swd_images")
+    problems.items.extend(swd_problems(pair.size, len(real_source), baseline))
+    problems.raise_if_any()
     started = time.perf_counter()
     runs = []
     for repeat in range(repeats):
         runs.append(_evaluate_once(gen_source, real_source, num_images, seed + repeat, device, batch_size,
                                    baseline, skip_bad, num_workers, progress))
-    return _combine_repeats(runs, seed, str(device), time.perf_counter() - started)
+    result = _combine_repeats(runs, seed, str(device), time.perf_counter() - started)
+    result.notes = pair.notes + problems.notes
+    return result
 
 
 def _combine_repeats(runs: list[SWDResult], seed: int, device: str, seconds: float) -> SWDResult:
@@ -573,4 +600,5 @@ __all__ = [
     "random_directions",
     "sliced_wasserstein",
     "swd_memory_bytes",
+    "swd_problems",
 ]

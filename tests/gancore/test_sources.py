@@ -182,3 +182,76 @@ def test_registered_opener_and_batch_sources(tmp_path):
     batches = list(ImageStream(checkpoint, num_images=7, batch_size=3))
     assert [b.shape[0] for b in batches] == [3, 3, 1]
     assert torch.cat(batches)[:, 0, 0, 0].tolist() == list(range(7))
+
+
+# --------------------------------------------------------------------------------------------------------------
+# Two sources at one resolution
+
+
+def reference_box_chain(image: np.ndarray, steps: int) -> np.ndarray:
+    """The original's dataset_tool.py chain written out pixel by pixel (slow): CHW uint8 -> CHW uint8."""
+    level = image.astype(np.float32)
+    for _ in range(steps):
+        channels, height, width = level.shape
+        out = np.zeros((channels, height // 2, width // 2), np.float32)
+        for c in range(channels):
+            for y in range(height // 2):
+                for x in range(width // 2):
+                    total = (level[c, 2 * y, 2 * x] + level[c, 2 * y, 2 * x + 1]) + level[c, 2 * y + 1, 2 * x]
+                    out[c, y, x] = np.float32(total + level[c, 2 * y + 1, 2 * x + 1]) * np.float32(0.25)
+        level = out
+    return np.clip(np.rint(level), 0, 255).astype(np.uint8)
+
+
+@pytest.mark.parametrize("steps", [1, 2, 3])
+def test_box_reduce_equals_the_originals_chain(steps):
+    from gancore.sources import box_reduce
+
+    images = np.random.default_rng(steps).integers(0, 256, (3, 3, 16, 24), dtype=np.uint8)
+    reduced = box_reduce(torch.from_numpy(images), steps).numpy()
+    expected = np.stack([reference_box_chain(image, steps) for image in images])
+    assert reduced.shape == (3, 3, 16 >> steps, 24 >> steps)
+    np.testing.assert_array_equal(reduced, expected)
+
+
+def test_pair_reduces_the_larger_folder_with_a_note(tmp_path):
+    from gancore.sources import pair_sources
+
+    small = np.random.default_rng(0).integers(0, 256, (4, 8, 8, 3), dtype=np.uint8)
+    large = np.random.default_rng(1).integers(0, 256, (5, 32, 32, 3), dtype=np.uint8)
+    write_images(tmp_path / "small", small)
+    write_images(tmp_path / "large", large)
+    pair = pair_sources(tmp_path / "small", tmp_path / "large")
+    assert pair.size == (8, 8) and len(pair.notes) == 1
+    assert "reduced 4x to 8x8" in pair.notes[0] and "box filter" in pair.notes[0]
+    batch = next(iter(ImageStream(pair.real, batch_size=8)))
+    expected = np.stack([reference_box_chain(image.transpose(2, 0, 1), 2) for image in large])
+    np.testing.assert_array_equal(batch.numpy(), expected)
+    flipped = pair_sources(tmp_path / "large", tmp_path / "small")  # the generated side may be the larger one
+    assert flipped.size == (8, 8) and flipped.gen.shape is None and flipped.gen.image_size(0) == (8, 8)
+
+
+def test_pair_reads_the_matching_hdf5_level(tmp_path):
+    from gancore.sources import pair_sources
+
+    images = np.random.default_rng(2).integers(0, 256, (6, 3, 32, 32), dtype=np.uint8)
+    path = tmp_path / "data.h5"
+    with h5py.File(path, "w") as file:
+        for steps, side in enumerate((32, 16, 8, 4)):
+            file.create_dataset(f"data{side}x{side}", data=np.full((6, 3, side, side), steps, np.uint8))
+    gen = images[:, :, :16, :16].copy()
+    pair = pair_sources(gen, path)
+    assert pair.size == (16, 16) and pair.real.dataset_name == "data16x16"
+    assert "data16x16" in pair.notes[0]
+    assert int(pair.real.load(0)[0, 0, 0]) == 1  # the 16x16 level itself, not a reduction of the 32x32 one
+
+
+@pytest.mark.parametrize("sizes", [((16, 16), (24, 24)), ((16, 16), (32, 16)), ((12, 12), (40, 40))])
+def test_pair_refuses_sizes_that_are_not_halvings(sizes):
+    from gancore.sources import pair_sources
+
+    a, b = (np.zeros((2, h, w, 3), np.uint8) for h, w in sizes)
+    with pytest.raises(SourceError) as caught:
+        pair_sources(a, b)
+    message = str(caught.value)
+    assert f"{sizes[0][1]}x{sizes[0][0]}" in message and f"{sizes[1][1]}x{sizes[1][0]}" in message

@@ -25,10 +25,13 @@ def test_swd_json_contract(runner):
                                   "--seed", "3", "--json", "--quiet", "--device", "cpu"])
     assert result.exit_code == 0, result.output
     payload = json.loads(result.stdout)
-    assert payload["metric"] == "swd" and payload["num_images"] == 16 and payload["seed"] == 3
-    assert list(payload["levels"]) == ["128", "64", "32", "16"]
-    assert payload["avg"] == pytest.approx(np.mean(list(payload["levels"].values())))
-    assert "std" not in payload and "baseline" not in payload
+    assert payload["command"] == "swd" and payload["num_images"] == {"swd": 16} and payload["seed"] == 3
+    assert set(payload) == {"command", "metrics", "num_images", "seed", "sources", "notes", "skipped", "device",
+                            "seconds"}  # the shape of every ganeval command
+    swd = payload["metrics"]["swd"]
+    assert list(swd["levels"]) == ["128", "64", "32", "16"] and "seconds" not in swd
+    assert swd["avg"] == pytest.approx(np.mean(list(swd["levels"].values())))
+    assert "std" not in swd and "baseline" not in swd
 
 
 def test_swd_table_with_repeats_and_baseline(runner):
@@ -41,8 +44,8 @@ def test_swd_table_with_repeats_and_baseline(runner):
     assert lines[3].startswith("reals vs reals (8)")
     json_result = runner.invoke(main, ["swd", str(EXAMPLES / "gen"), str(EXAMPLES / "real"), "--num-images", "8",
                                        "--repeats", "2", "--baseline", "--quiet", "--json"])
-    payload = json.loads(json_result.stdout)
-    assert set(payload["std"]) == {"levels", "avg"} and payload["baseline"]["num_images"] == 8
+    swd = json.loads(json_result.stdout)["metrics"]["swd"]
+    assert set(swd["std"]) == {"levels", "avg"} and swd["baseline"]["num_images"] == 8
 
 
 def test_bad_inputs_give_one_line_errors(runner, tmp_path):
@@ -50,7 +53,7 @@ def test_bad_inputs_give_one_line_errors(runner, tmp_path):
     cases = [
         ([str(tmp_path / "empty"), str(EXAMPLES / "real")], "empty source"),
         ([str(tmp_path / "missing"), str(EXAMPLES / "real")], "no such file or directory"),
-        ([str(EXAMPLES / "gen"), str(EXAMPLES / "real"), "--num-images", "100"], "has 64 images, SWD asked for 100"),
+        ([str(EXAMPLES / "gen"), str(EXAMPLES / "real"), "--num-images", "100"], "has 64 images, SWD needs 100 (lower --num-images)"),
         ([str(EXAMPLES / "gen"), str(EXAMPLES / "real"), "--num-images", "4", "--device", "cuda:7"], "device"),
     ]
     for args, message in cases:
@@ -72,7 +75,8 @@ def test_skip_bad_reports_count(runner, tmp_path):
     assert failed.exit_code == 2 and "0001.png" in failed.stderr and "--skip-bad" in failed.stderr
     result = runner.invoke(main, args + ["--skip-bad"])
     assert result.exit_code == 0, result.output
-    assert json.loads(result.stdout)["skipped"] == {"gen": 1, "real": 0}
+    skipped = json.loads(result.stdout)["skipped"]
+    assert len(skipped["gen"]) == 1 and "0001.png" in skipped["gen"][0] and skipped["real"] == []
     assert "0001.png" in result.stderr
 
 
@@ -81,14 +85,15 @@ def test_installed_entry_point_runs():
                              str(EXAMPLES / "real"), "--num-images", "4", "--json", "--quiet"],
                             check=False, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr
-    assert json.loads(result.stdout)["metric"] == "swd"
+    assert json.loads(result.stdout)["command"] == "swd"
 
 
 def test_msssim_json_and_errors(runner, tmp_path):
     result = runner.invoke(main, ["msssim", str(EXAMPLES / "real"), "--num-pairs", "8", "--json", "--quiet"])
     assert result.exit_code == 0, result.output
     payload = json.loads(result.stdout)
-    assert payload["metric"] == "msssim" and payload["num_pairs"] == 8 and 0.0 <= payload["value"] <= 1.0
+    msssim = payload["metrics"]["msssim"]
+    assert payload["command"] == "msssim" and msssim["num_pairs"] == 8 and 0.0 <= msssim["value"] <= 1.0
     too_many = runner.invoke(main, ["msssim", str(EXAMPLES / "gen"), "--num-pairs", "40", "--quiet"])
     assert too_many.exit_code == 2 and "needs 80" in too_many.stderr and "Traceback" not in too_many.stderr
     rng = np.random.default_rng(2)

@@ -45,14 +45,15 @@ def test_all_cli_json_and_errors(tmp_path):
     weights = tmp_path / "inception.pth"
     torch.save(FIDInceptionV3().state_dict(), weights)
     args = ["all", str(EXAMPLES / "gen"), str(EXAMPLES / "real"), "--swd-images", "8", "--msssim-pairs", "4",
-            "--fid-images", "4", "--is-splits", "2", "--inception", str(weights), "--json", "--quiet",
+            "--fid-images", "4", "--is-splits", "2", "--inception", str(weights), "--json", "--quiet", "--no-cache",
             "--allow-singular"]
     result = runner.invoke(main, args)
     assert result.exit_code == 0, result.output
     payload = json.loads(result.stdout)
-    assert payload["metric"] == "all" and set(payload) >= {"swd", "msssim", "fid"}
-    assert list(payload["swd"]["levels"]) == ["128", "64", "32", "16"]
-    assert payload["msssim"]["num_pairs"] == 4 and payload["fid"]["num_images"] == 4
+    metrics = payload["metrics"]
+    assert payload["command"] == "all" and set(metrics) >= {"swd", "msssim", "fid"}
+    assert list(metrics["swd"]["levels"]) == ["128", "64", "32", "16"]
+    assert metrics["msssim"]["num_pairs"] == 4 and payload["num_images"]["fid"] == 4
     only_swd = runner.invoke(main, ["all", str(EXAMPLES / "gen"), str(EXAMPLES / "real"), "--metrics", "swd",
                                     "--swd-images", "8", "--quiet"])
     assert only_swd.exit_code == 0 and "MS-SSIM" not in only_swd.stdout and "SWD avg" in only_swd.stdout

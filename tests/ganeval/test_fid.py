@@ -284,14 +284,15 @@ def direct_features(images_nhwc: np.ndarray) -> np.ndarray:
 
 def test_fid_of_folders_equals_the_direct_computation(folders, tmp_path):
     a, b = folders
-    result = fid(a, b, num_images=None, extractor=TinyExtractor(), num_workers=0, progress=False,
+    result = fid(a, b, num_images=None, seed=None, extractor=TinyExtractor(), num_workers=0, progress=False,
                  cache_dir=tmp_path / "cache", allow_singular=True)
-    # 12 and 10 images of 24-d features: singular covariances, so the exact formula is the reference
-    expected = reference_fid_from_features(direct_features(random_images(12, 1)),
+    # all a side holds, the smaller's count (10) for both, in the sources' order (seed None);
+    # 10 images of 24-d features: singular covariances, so the exact formula is the reference
+    expected = reference_fid_from_features(direct_features(random_images(12, 1)[:10]),
                                            direct_features(random_images(10, 2)))
     assert result.value == pytest.approx(expected, rel=1e-11)
     out = result.to_dict()
-    assert out["metric"] == "fid" and out["num_images"] == {"a": 12, "b": 10}
+    assert out["metric"] == "fid" and out["num_images"] == {"a": 10, "b": 10}
     assert out["skipped"] == {"a": 0, "b": 0} and out["resize"] == "tf" and out["device"] == "cpu"
     assert "notes" in out  # 12 images for 24-d features: singular covariance, said so
     assert set(out) >= {"value", "seconds"}
@@ -308,7 +309,7 @@ def test_fid_with_statistics_files_and_image_npz(folders, tmp_path):
     from_file = fid(a, stats_file, num_images=None, extractor=extractor, num_workers=0, progress=False,
                     cache=False, allow_singular=True)
     assert from_file.value == pytest.approx(from_dir.value, rel=1e-12)
-    assert from_file.num_images == {"a": 12, "b": 10}
+    assert from_file.num_images == {"a": 10, "b": 10}  # the file's count bounds the image side's default
     # an .npz of images is an image source, not statistics
     np.savez(tmp_path / "images.npz", images=random_images(10, 2))
     assert not is_statistics_file(tmp_path / "images.npz")
@@ -329,7 +330,7 @@ def test_mismatched_feature_dimensions(tmp_path):
 
 def test_too_few_images(folders, tmp_path):
     a, _ = folders
-    with pytest.raises(SourceError, match="asked"):
+    with pytest.raises(UserError, match="has 12 images, FID needs 50"):
         fid(a, a, num_images=50, extractor=TinyExtractor(), num_workers=0, progress=False, cache=False)
     with pytest.raises(UserError, match="at least 2"):
         fid(a, a, num_images=1, extractor=TinyExtractor(), num_workers=0, progress=False, cache=False)
@@ -481,9 +482,9 @@ def _distributed_worker(rank: int, world: int, init_file: str, folder: str, cach
     try:
         extraction = extract(folder, num_images=10, extractor=TinyExtractor(), batch_size=3, num_workers=0,
                              progress=False, want_logits=True)
-        first = compute_statistics(folder, num_images=10, extractor=TinyExtractor(), batch_size=3,
-                                   num_workers=0, progress=False, cache_dir=cache_dir)
-        second = compute_statistics(folder, num_images=10, extractor=TinyExtractor(), batch_size=3,
+        first = compute_statistics(folder, num_images=10, seed=None, extractor=TinyExtractor(), batch_size=3,
+                                   num_workers=0, progress=False, cache_dir=cache_dir)  # seed None: like extract
+        second = compute_statistics(folder, num_images=10, seed=None, extractor=TinyExtractor(), batch_size=3,
                                     num_workers=0, progress=False, cache_dir=cache_dir)
         np.savez(f"{out}/rank{rank}.npz", mu=extraction.statistics.mean().numpy(),
                  sigma=extraction.statistics.covariance().numpy(), logits=extraction.logits.numpy(),

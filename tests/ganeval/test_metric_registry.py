@@ -60,7 +60,7 @@ def flat_numbers(payload: dict) -> dict[str, float]:
     """Every metric's numbers from `MetricsResult.to_dict()`, flattened to 'metric.key' -> float."""
     out = {}
     for name in ALL:
-        entry = payload[name]
+        entry = payload["metrics"][name]
         for key in ("value", "mean", "std", "avg", "precision", "recall"):
             if key in entry:
                 out[f"{name}.{key}"] = entry[key]
@@ -87,8 +87,9 @@ def test_all_metrics_from_one_decode_and_one_feature_pass(image_sets, monkeypatc
     assert extractor.images == 60  # the features of each image computed once for FID, IS, KID and PR
     assert extractor.calls == 2 * 5  # 30 images in batches of 6, per set
     payload = json.loads(json.dumps(result.to_dict()))
-    assert set(payload) >= set(ALL) and payload["metric"] == "all"
-    assert payload["kid"]["subset_size"] == 10 and payload["pr"]["k"] == 3 and payload["is"]["splits"] == 3
+    metrics = payload["metrics"]
+    assert set(metrics) >= set(ALL) and payload["command"] == "all"
+    assert metrics["kid"]["subset_size"] == 10 and metrics["pr"]["k"] == 3 and metrics["is"]["splits"] == 3
 
 
 def test_each_value_equals_the_single_metric_form(image_sets):

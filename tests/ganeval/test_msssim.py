@@ -7,7 +7,7 @@ import pytest
 import torch
 from PIL import Image, ImageFilter
 
-from gancore.errors import SourceError, UserError
+from gancore.errors import UserError
 from ganeval.msssim import (
     MSSSIMDiversity,
     default_batch_size,
@@ -241,7 +241,7 @@ def test_msssim_diversity_on_a_folder(tmp_path, real_photos):
 
 def test_msssim_diversity_with_too_few_images_raises(tmp_path, real_photos):
     write_images(tmp_path / "few", resized(real_photos[:5], 32))
-    with pytest.raises(SourceError, match="5 images.*3 pairs needs 6"):
+    with pytest.raises(UserError, match="5 images.*3 pairs needs 6"):
         msssim_diversity(tmp_path / "few", num_pairs=3, progress=False)
     with pytest.raises(UserError):
         msssim_diversity(tmp_path / "few", num_pairs=0, progress=False)
