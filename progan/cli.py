@@ -276,12 +276,16 @@ def _sheet(frames: np.ndarray, columns: int) -> np.ndarray:
               "with each snapshot's resolution).")
 @click.option("--metrics", default="swd", show_default=True, metavar="NAMES",
               help="Comma-separated ganeval metrics: swd, msssim, fid, is, kid, pr.")
-@click.option("--swd-images", type=click.IntRange(2), default=16384, show_default=True,
-              help="Images per set for SWD (MS-SSIM: --msssim-pairs).")
-@click.option("--msssim-pairs", type=click.IntRange(1), default=10000, show_default=True,
-              help="Generated image pairs for MS-SSIM.")
-@click.option("--fid-images", type=click.IntRange(2), default=50000, show_default=True,
-              help="Images per set for the Inception metrics (fid, is, kid, pr).")
+@click.option("--swd-images", type=click.IntRange(2), default=None,
+              help="Images per set for SWD [the paper's 16384, or all the reals hold when fewer: said in a note].")
+@click.option("--msssim-pairs", type=click.IntRange(1), default=None,
+              help="Generated image pairs for MS-SSIM [the paper's 10000].")
+@click.option("--fid-images", type=click.IntRange(2), default=None,
+              help="Images per set for the Inception metrics (fid, is, kid, pr) [50000, or all the reals hold when "
+                   "fewer].")
+@click.option("--allow-singular", is_flag=True,
+              help="Compute FID even with fewer images than Inception features (2048), whose covariance is then "
+                   "singular; refused otherwise, before any work.")
 @click.option("--seed", type=int, default=1000, show_default=True,
               help="Generated images from latents (seed, i); the reals' sample from seed + 1.")
 @click.option("--inception", type=click.Path(exists=True, dir_okay=False), default=None,
@@ -294,8 +298,8 @@ def _sheet(frames: np.ndarray, columns: int) -> np.ndarray:
 @click.option("--device", default="auto", show_default=True, help="cuda, cpu or auto.")
 @click.option("--json", "as_json", is_flag=True, help="Print the evaluation as one JSON object.")
 @user_errors
-def evaluate_command(run_dir, real_path, metrics, swd_images, msssim_pairs, fid_images, seed, inception, resize,
-                     out_dir, no_plots, device, as_json):
+def evaluate_command(run_dir, real_path, metrics, swd_images, msssim_pairs, fid_images, allow_singular, seed,
+                     inception, resize, out_dir, no_plots, device, as_json):
     """Score every network snapshot of RUN against --real, each at its trained resolution, e.g.
 
     \b
@@ -315,7 +319,8 @@ def evaluate_command(run_dir, real_path, metrics, swd_images, msssim_pairs, fid_
     if not no_plots:
         check_plotting()
     out = check_output_path(out_dir or Path(run_dir) / "evaluation", folder=True)
-    settings = MetricSettings(seed=seed, swd_images=swd_images, msssim_pairs=msssim_pairs, fid_images=fid_images)
+    settings = MetricSettings(seed=seed, swd_images=swd_images, msssim_pairs=msssim_pairs, fid_images=fid_images,
+                              allow_singular=allow_singular)
     result = evaluate_run(run_dir, real_path, names, settings, out, device=device, inception=inception,
                           resize=resize, plots=not no_plots, note=lambda line: emit(line, err=True))
     if as_json:
