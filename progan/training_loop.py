@@ -311,6 +311,14 @@ def _update(module, optimizer, loss: torch.Tensor, reducer: GradientReducer | No
     return finite
 
 
+@torch.no_grad()
+def update_ema(G_ema, G, beta: float) -> None:
+    """G_ema ← beta · G_ema + (1 - beta) · G for every parameter (one fused foreach lerp); buffers copied."""
+    torch._foreach_lerp_(list(G_ema.parameters()), list(G.parameters()), 1.0 - beta)
+    for b_ema, b in zip(G_ema.buffers(), G.buffers()):
+        b_ema.copy_(b)
+
+
 def _memory_stats(device: torch.device) -> dict:
     stats = {"cpu_max_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)}
     if device.type == "cuda":
@@ -515,11 +523,7 @@ def _train(config: TrainingConfig, data_path, run_dir: Path, resume, device, log
                 D_loss, D_stats, finite = discriminator_step(G, D, D_opt, loss, reals, z, mixing.to(device),
                                                              phase.lod, autocast, D_reducer)
                 state.skipped_steps += not finite
-                with torch.no_grad():
-                    for p_ema, p in zip(G_ema.parameters(), G.parameters()):
-                        p_ema.lerp_(p, 1.0 - config.G_ema_beta)
-                    for b_ema, b in zip(G_ema.buffers(), G.buffers()):
-                        b_ema.copy_(b)
+                update_ema(G_ema, G, config.G_ema_beta)
                 state.cur_nimg += phase.minibatch
                 record({"loss_D": D_loss, **D_stats})
 
