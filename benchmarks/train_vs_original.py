@@ -222,12 +222,14 @@ def plans(args) -> list[dict]:
              "steps": args.steps, "warmup": args.warmup, "seed": 1000} for r in resolutions]
 
 
-def run_child(interpreter: str, side: str, plan: dict, original: str | None) -> dict:
-    """Run one side in its own process; its last stdout line is the JSON measurement."""
+def run_child(interpreter: str, side: str, plan: dict, original: str | None, wait_policy: str) -> dict:
+    """Run one side in its own process; its last stdout line is the JSON measurement. `wait_policy`: the OpenMP
+    runtime's (torch's CPU threads; TensorFlow's own thread pool ignores it)."""
     command = [interpreter, str(Path(__file__).resolve()), "--child", side, "--plan", json.dumps(plan)]
     if original:
         command += ["--original", original]
-    environment = dict(os.environ, OMP_NUM_THREADS=str(plan["threads"]), TF_CPP_MIN_LOG_LEVEL="2",
+    environment = dict(os.environ, OMP_NUM_THREADS=str(plan["threads"]), OMP_WAIT_POLICY=wait_policy,
+                       TF_CPP_MIN_LOG_LEVEL="2",
                        PYTHONPATH=str(Path(__file__).resolve().parent.parent))
     completed = subprocess.run(command, capture_output=True, text=True, env=environment, check=False)
     if completed.returncode != 0:
@@ -262,6 +264,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--steps", type=int, default=3)
     parser.add_argument("--warmup", type=int, default=1)
+    parser.add_argument("--omp-wait-policy", choices=("PASSIVE", "ACTIVE"), default="PASSIVE",
+                        help="OpenMP threads sleep (PASSIVE) or spin (ACTIVE) between parallel regions. PASSIVE "
+                             "[default] behaves like TensorFlow's thread pool; spinning threads on a machine "
+                             "shared with other jobs made our step 4-8x slower.")
     parser.add_argument("--record", action="store_true", help="Write the table into benchmarks/RESULTS.md.")
     parser.add_argument("--child", choices=("ours", "original"), help=argparse.SUPPRESS)
     parser.add_argument("--plan", help=argparse.SUPPRESS)
@@ -277,8 +283,8 @@ def main() -> None:
     rows = []
     for plan in plans(args):
         r = plan["working_resolution"]
-        ours = run_child(sys.executable, "ours", plan, None)
-        original = run_child(args.tf_python, "original", plan, args.original)
+        ours = run_child(sys.executable, "ours", plan, None, args.omp_wait_policy)
+        original = run_child(args.tf_python, "original", plan, args.original, args.omp_wait_policy)
         rows.append({"resolution": r, "minibatch": plan["minibatch"], "ours": ours, "original": original})
         print(f"{r:>4}²  minibatch {plan['minibatch']:>3}  ours {ours['images_per_second']:8.1f} img/s "
               f"(peak RSS {ours['peak_rss_mb']:.0f} MiB)  original {original['images_per_second']:8.1f} img/s "
@@ -291,7 +297,8 @@ def main() -> None:
         import results_record
 
         settings = (f"config {args.config} with fmap_base {args.fmap_base}, fused_scale {args.fused_scale}, "
-                    f"{args.threads} threads, {args.steps} timed steps after {args.warmup}, fp32")
+                    f"{args.threads} threads (OMP_WAIT_POLICY {args.omp_wait_policy}), {args.steps} timed steps "
+                    f"after {args.warmup}, fp32")
         results_record.record_section("progan: one training step vs the original (CPU)",
                                       textwrap.dedent(f"{settings}\n\n{body}\n"), load_before=load_before)
 
