@@ -62,8 +62,8 @@ def projected_hours(config, images_per_second: dict[int, float], step_kimg: floa
     images/s of that step's working resolution (fades run at the new resolution, as the trainer does)."""
     seconds, kimg = 0.0, 0.0
     while kimg < config.total_kimg:
-        resolution = training_phase(config, kimg).resolution
         span = min(step_kimg, config.total_kimg - kimg)
+        resolution = training_phase(config, kimg + span / 2).resolution  # mid-step: growth starts after a bound
         seconds += span * 1000 / images_per_second[resolution]
         kimg += span
     return seconds / 3600
