@@ -25,7 +25,7 @@ from progan.configs import resolve_config
 from progan.loss import make_loss
 from progan.networks import build_networks
 from progan.schedule import training_phase
-from progan.training_loop import discriminator_step, generator_step, update_ema
+from progan.training_loop import discriminator_step, generator_step, make_optimizers, update_ema
 
 
 def measure(config, resolution: int, device: torch.device, bf16: bool, steps: int, warmup: int,
@@ -37,10 +37,9 @@ def measure(config, resolution: int, device: torch.device, bf16: bool, steps: in
     kimg = next(k for k in (x * 10.0 for x in range(10 ** 6)) if training_phase(config, k).lod <= lod)
     phase = training_phase(config, kimg)
     torch.manual_seed(0)
-    G, D = (network.to(device) for network in build_networks(config))
+    G, D = (network.to(device) for network in build_networks(config, channels_last=True))
     G_ema = copy.deepcopy(G).requires_grad_(False)
-    adam = {"betas": (config.adam_beta1, config.adam_beta2), "eps": config.adam_epsilon}
-    G_opt, D_opt = torch.optim.Adam(G.parameters(), **adam), torch.optim.Adam(D.parameters(), **adam)
+    G_opt, D_opt = make_optimizers(G, D, config)
     loss = make_loss(config)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
     batch = minibatch or phase.minibatch

@@ -180,18 +180,17 @@ def ours_step(plan: dict) -> dict:
     from progan.dataset import to_float_reals
     from progan.loss import make_loss
     from progan.networks import build_networks
-    from progan.training_loop import discriminator_step, generator_step, update_ema
+    from progan.training_loop import discriminator_step, generator_step, make_optimizers, update_ema
 
     after_import = rss_mb()
     torch.set_num_threads(plan["threads"])
     torch.manual_seed(plan["seed"])
     config = TrainingConfig.from_dict(plan["config"])
     device = torch.device("cpu")
-    G, D = build_networks(config)
-    G_ema = build_networks(config)[0].requires_grad_(False)
+    G, D = build_networks(config, channels_last=True)
+    G_ema = build_networks(config, channels_last=True)[0].requires_grad_(False)
     G_ema.load_state_dict(G.state_dict())
-    adam = {"betas": (config.adam_beta1, config.adam_beta2), "eps": config.adam_epsilon, "lr": config.G_lr}
-    G_opt, D_opt = torch.optim.Adam(G.parameters(), **adam), torch.optim.Adam(D.parameters(), **adam)
+    G_opt, D_opt = make_optimizers(G, D, config)
     loss = make_loss(config)
     autocast = torch.autocast("cpu", enabled=False)
     batch, r, lod = plan["minibatch"], plan["working_resolution"], plan["lod"]

@@ -337,13 +337,14 @@ def parameters_at(G: Generator, D: Discriminator, resolution: int) -> dict[str, 
     return {"G": g, "D": d}
 
 
-def build_networks(config: TrainingConfig, channels_last: bool = True) -> tuple[Generator, Discriminator]:
+def build_networks(config: TrainingConfig, channels_last: bool = False) -> tuple[Generator, Discriminator]:
     """G and D for `config` (config.resolution must be set), initialised from the torch RNG.
 
     `channels_last`: the conv weights stored NHWC (`torch.channels_last`), so every convolution takes and returns
     NHWC activations, the layout oneDNN (CPU) and cuDNN's tensor-core kernels run natively (no layout reorder per
-    call). The same function: values as the NCHW networks' to fp32 rounding (tests/progan/test_training_speed.py);
-    state dicts load into either layout."""
+    call); the trainer builds them so. The same function: values as the NCHW networks' to fp32 rounding
+    (tests/progan/test_training_speed.py); state dicts load into either layout (a saved channels_last tensor
+    keeps its NHWC storage order)."""
     G, D = Generator(config), Discriminator(config)
     if channels_last:
         G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)

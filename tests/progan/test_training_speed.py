@@ -16,7 +16,7 @@ from progan import networks
 from progan.configs import resolve_config
 from progan.loss import WGANGP
 from progan.networks import build_networks
-from progan.training_loop import update_ema
+from progan.training_loop import make_optimizers, update_ema
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -154,3 +154,24 @@ def test_projected_hours_walk_the_schedule():
     extra = 3000 * 1000 / 100 / 3600
     assert device_train.projected_hours(config, slow_top) == pytest.approx(
         config.total_kimg * 1000 / 100 / 3600 + extra)
+
+
+def test_fused_adam_is_the_per_parameter_update():
+    config = _config(fused_scale=True)
+    torch.manual_seed(4)
+    G, D = build_networks(config)
+    G_ref, D_ref = build_networks(config)
+    G_ref.load_state_dict(G.state_dict())
+    D_ref.load_state_dict(D.state_dict())
+    G_opt, _ = make_optimizers(G, D, config)
+    reference = torch.optim.Adam(G_ref.parameters(), lr=config.G_lr, betas=(config.adam_beta1, config.adam_beta2),
+                                 eps=config.adam_epsilon, foreach=False)
+    assert G_opt.defaults["fused"]
+    z = torch.randn(4, config.latent_size, generator=torch.Generator().manual_seed(0))
+    for _ in range(3):  # lod 1: the 32² layers get no gradient and must stay as they are
+        for network, optimizer in ((G, G_opt), (G_ref, reference)):
+            optimizer.zero_grad(set_to_none=True)
+            network(z, 1.0).square().mean().backward()
+            optimizer.step()
+    for got, want in zip(G.parameters(), G_ref.parameters()):
+        torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
