@@ -51,7 +51,7 @@ def step_memory(config, resolution: int, minibatch: int, bf16: bool) -> dict:
     """Autograd-saved bytes of one D step and one G step at `resolution` on the meta device, and the state."""
     lod = math.log2(config.resolution) - math.log2(resolution)
     with torch.device("meta"):
-        G, D = build_networks(config, channels_last=True)
+        G, D = build_networks(config)
         reals = torch.empty(minibatch, 3, resolution, resolution)
         z = torch.empty(minibatch, config.latent_size)
         mixing = torch.empty(minibatch, 1, 1, 1)

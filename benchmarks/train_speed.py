@@ -37,7 +37,7 @@ def measure(config, resolution: int, device: torch.device, bf16: bool, steps: in
     kimg = next(k for k in (x * 10.0 for x in range(10 ** 6)) if training_phase(config, k).lod <= lod)
     phase = training_phase(config, kimg)
     torch.manual_seed(0)
-    G, D = (network.to(device) for network in build_networks(config, channels_last=True))
+    G, D = (network.to(device) for network in build_networks(config, channels_last=device.type == "cuda"))
     G_ema = copy.deepcopy(G).requires_grad_(False)
     G_opt, D_opt = make_optimizers(G, D, config)
     loss = make_loss(config)

@@ -342,7 +342,7 @@ def build_networks(config: TrainingConfig, channels_last: bool = False) -> tuple
 
     `channels_last`: the conv weights stored NHWC (`torch.channels_last`), so every convolution takes and returns
     NHWC activations, the layout oneDNN (CPU) and cuDNN's tensor-core kernels run natively (no layout reorder per
-    call); the trainer builds them so. The same function: values as the NCHW networks' to fp32 rounding
+    call); the trainer builds them so on CUDA. The same function: values as the NCHW networks' to fp32 rounding
     (tests/progan/test_training_speed.py); state dicts load into either layout (a saved channels_last tensor
     keeps its NHWC storage order)."""
     G, D = Generator(config), Discriminator(config)

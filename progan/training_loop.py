@@ -403,7 +403,7 @@ def _train(config: TrainingConfig, data_path, run_dir: Path, resume, device, log
     check_gpu_split(config, world)
 
     # Networks, optimizers, loss.
-    G, D = build_networks(config, channels_last=True)
+    G, D = build_networks(config, channels_last=device.type == "cuda")  # NHWC for cuDNN's tensor cores
     G, D = G.to(device), D.to(device)
     G_ema = copy.deepcopy(G).eval().requires_grad_(False)
     G_opt, D_opt = make_optimizers(G, D, config)
