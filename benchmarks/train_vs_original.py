@@ -22,7 +22,9 @@ minibatch at each resolution, the stable phase at that resolution (lod = log2 R 
 intra-op threads (TensorFlow: one inter-op thread). As in training, the original's networks work on R×R images
 at every lod (its reals are upscaled to R×R, its D box-downsamples them); ours work at r×r. Each side runs in
 its own process (peak RSS = that process's ru_maxrss, which includes the framework's own footprint, shown
-separately as the RSS after import).
+separately as the RSS after import). Besides images per wall second the table gives images per CPU second
+(user + system time of the process): on a machine shared with other jobs the wall figures swing with the
+share of the cores each side happens to get, the CPU-time figures much less.
 """
 
 from __future__ import annotations
@@ -160,12 +162,20 @@ def timed_steps(step, plan: dict, after_import: float) -> dict:
     """Run `step` plan["warmup"] times, then time plan["steps"] runs; images/s counts reals shown to D."""
     for _ in range(plan["warmup"]):
         step()
-    started = time.perf_counter()
+    started, cpu_started = time.perf_counter(), cpu_seconds()
     for _ in range(plan["steps"]):
         step()
-    seconds = time.perf_counter() - started
-    return {"images_per_second": plan["steps"] * plan["minibatch"] / seconds, "seconds": seconds,
+    seconds, cpu = time.perf_counter() - started, cpu_seconds() - cpu_started
+    images = plan["steps"] * plan["minibatch"]
+    return {"images_per_second": images / seconds, "images_per_cpu_second": images / cpu, "seconds": seconds,
             "peak_rss_mb": rss_mb(), "rss_after_import_mb": after_import}
+
+
+def cpu_seconds() -> float:
+    """User + system CPU time of this process so far (all its threads): the work a step costs, whatever share
+    of the cores a loaded machine gives it."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -238,14 +248,17 @@ def run_child(interpreter: str, side: str, plan: dict, original: str | None, wai
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| resolution | minibatch | ours img/s | original img/s | ratio | ours peak RSS | original peak RSS |"
-             " ours RSS after import | original RSS after import |",
-             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = ["| resolution | minibatch | ours img/s | original img/s | ratio | ours img/CPU-s | original img/CPU-s |"
+             " ratio (CPU time) | ours peak RSS | original peak RSS | ours RSS after import |"
+             " original RSS after import |",
+             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for row in rows:
         ours, original = row["ours"], row["original"]
         lines.append(f"| {row['resolution']}² | {row['minibatch']} | {ours['images_per_second']:.1f} | "
                      f"{original['images_per_second']:.1f} | "
                      f"{ours['images_per_second'] / original['images_per_second']:.2f}× | "
+                     f"{ours['images_per_cpu_second']:.2f} | {original['images_per_cpu_second']:.2f} | "
+                     f"{ours['images_per_cpu_second'] / original['images_per_cpu_second']:.2f}× | "
                      f"{ours['peak_rss_mb']:.0f} MiB | {original['peak_rss_mb']:.0f} MiB | "
                      f"{ours['rss_after_import_mb']:.0f} MiB | {original['rss_after_import_mb']:.0f} MiB |")
     return "\n".join(lines)
