@@ -4,7 +4,7 @@ counted through `torch.autograd.graph.saved_tensors_hooks` (each storage once).
 
     python benchmarks/train_memory.py                                  # celebahq-1024, 1-GPU preset, 4²-1024²
     python benchmarks/train_memory.py --resolutions 64 --minibatch 32 --json
-    PYTHONPATH=/tmp/older-checkout python benchmarks/train_memory.py   # the same figures for other code
+    python benchmarks/train_memory.py --compare-with /tmp/older-checkout [--record]   # before/after columns
 
 Per resolution (stable phase, fp32 unless --bf16): the persistent state (G, D, the EMA copy of G, both Adam
 states and one set of gradients), what autograd keeps alive at the D step's backward (the real, fake and mixed
@@ -18,6 +18,9 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
+import subprocess
+import sys
 
 import torch
 
@@ -86,6 +89,36 @@ def _used(name: str, resolution: int) -> bool:
     return True
 
 
+def measure_with(code_root: str, args) -> list[dict]:
+    """The rows of this script run on the progan package found at `code_root` (another checkout)."""
+    command = [sys.executable, __file__, "--config", args.config, "--json"]
+    command += ["--resolutions", args.resolutions] if args.resolutions else []
+    command += ["--minibatch", str(args.minibatch)] if args.minibatch else []
+    command += ["--bf16"] if args.bf16 else []
+    environment = dict(os.environ, PYTHONPATH=os.pathsep.join([code_root, os.environ.get("PYTHONPATH", "")]))
+    completed = subprocess.run(command, capture_output=True, text=True, env=environment, check=True)
+    return json.loads(completed.stdout.strip().splitlines()[-1])
+
+
+def table(rows: list[dict], before: list[dict] | None) -> str:
+    if before is None:
+        lines = ["| resolution | minibatch | state (G, D, EMA, grads, Adam) | saved by the D step |"
+                 " saved by the G step | floor of the peak |", "|---:|---:|---:|---:|---:|---:|"]
+        for row in rows:
+            lines.append(f"| {row['resolution']}² | {row['minibatch']} | {row['state_gib']:.2f} GiB | "
+                         f"{row['D_step_saved_gib']:.2f} GiB | {row['G_step_saved_gib']:.2f} GiB | "
+                         f"{row['floor_gib']:.2f} GiB |")
+        return "\n".join(lines)
+    lines = ["| resolution | minibatch | state | D step keeps, before | after | G step keeps, before | after |"
+             " floor before | after |", "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for old, row in zip(before, rows):
+        lines.append(f"| {row['resolution']}² | {row['minibatch']} | {row['state_gib']:.2f} GiB | "
+                     f"{old['D_step_saved_gib']:.2f} GiB | {row['D_step_saved_gib']:.2f} GiB | "
+                     f"{old['G_step_saved_gib']:.2f} GiB | {row['G_step_saved_gib']:.2f} GiB | "
+                     f"{old['floor_gib']:.2f} GiB | {row['floor_gib']:.2f} GiB |")
+    return "\n".join(lines)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--config", default="celebahq-1024")
@@ -93,6 +126,10 @@ def main() -> None:
     parser.add_argument("--minibatch", type=int, default=None, help="[the preset's at each resolution]")
     parser.add_argument("--bf16", action="store_true")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--compare-with", metavar="CHECKOUT",
+                        help="Another checkout of the project (e.g. git archive of an older commit): its figures "
+                             "as the 'before' columns.")
+    parser.add_argument("--record", action="store_true", help="Write the table into benchmarks/RESULTS.md.")
     args = parser.parse_args()
     config = resolve_config(args.config)
     resolutions = ([int(r) for r in args.resolutions.split(",")] if args.resolutions
@@ -105,11 +142,14 @@ def main() -> None:
     if args.json:
         print(json.dumps(rows))
         return
-    print("| resolution | minibatch | state (G, D, EMA, grads, Adam) | saved by the D step | saved by the G step |"
-          " floor of the peak |\n|---:|---:|---:|---:|---:|---:|")
-    for row in rows:
-        print(f"| {row['resolution']}² | {row['minibatch']} | {row['state_gib']:.2f} GiB | "
-              f"{row['D_step_saved_gib']:.2f} GiB | {row['G_step_saved_gib']:.2f} GiB | {row['floor_gib']:.2f} GiB |")
+    body = table(rows, measure_with(args.compare_with, args) if args.compare_with else None)
+    print(body)
+    if args.record:
+        import results_record
+
+        what = f"{args.config}, {'bf16' if args.bf16 else 'fp32'}, the preset's 1-GPU minibatch, GiB"
+        results_record.record_section("progan: memory one training step keeps (meta device)",
+                                      f"{what}; before = {args.compare_with or '-'}\n\n{body}\n")
 
 
 if __name__ == "__main__":
