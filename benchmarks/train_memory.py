@@ -102,15 +102,15 @@ def measure_with(code_root: str, args) -> list[dict]:
 
 def table(rows: list[dict], before: list[dict] | None) -> str:
     if before is None:
-        lines = ["| resolution | minibatch | state (G, D, EMA, grads, Adam) | saved by the D step |"
-                 " saved by the G step | floor of the peak |", "|---:|---:|---:|---:|---:|---:|"]
+        lines = [("| resolution | minibatch | state (G, D, EMA, grads, Adam) | saved by the D step |"
+                  " saved by the G step | floor of the peak |"), "|---:|---:|---:|---:|---:|---:|"]
         for row in rows:
             lines.append(f"| {row['resolution']}² | {row['minibatch']} | {row['state_gib']:.2f} GiB | "
                          f"{row['D_step_saved_gib']:.2f} GiB | {row['G_step_saved_gib']:.2f} GiB | "
                          f"{row['floor_gib']:.2f} GiB |")
         return "\n".join(lines)
-    lines = ["| resolution | minibatch | state | D step keeps, before | after | G step keeps, before | after |"
-             " floor before | after |", "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [("| resolution | minibatch | state | D step keeps, before | after | G step keeps, before | after |"
+              " floor before | after |"), "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for old, row in zip(before, rows):
         lines.append(f"| {row['resolution']}² | {row['minibatch']} | {row['state_gib']:.2f} GiB | "
                      f"{old['D_step_saved_gib']:.2f} GiB | {row['D_step_saved_gib']:.2f} GiB | "

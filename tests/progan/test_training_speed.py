@@ -132,7 +132,7 @@ def test_bf16_autocast_keeps_the_penalty_finite_and_near_fp32():
     torch.manual_seed(2)
     G, D = build_networks(config)
     reals, fakes, lod, mixing = _inputs(G, config)
-    fp32_loss, fp32_stats = WGANGP(config).D_loss(D, reals, fakes, lod, mixing)
+    _, fp32_stats = WGANGP(config).D_loss(D, reals, fakes, lod, mixing)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         bf16_loss, bf16_stats = WGANGP(config).D_loss(D, reals, fakes, lod, mixing)
     bf16_loss.backward()
