@@ -92,24 +92,28 @@ class UnlabelledSet:
 
 
 def original_step(checkout: Path, plan: dict) -> dict:
-    """Build the original's training step for `plan` and time it; returns the measurement as a dict."""
-    folder = Path(tempfile.mkdtemp(prefix="progan-original-"))
-    for name in ORIGINAL_MODULES:
-        (folder / name).write_text(adapted_for_tf2(read_original_file(checkout, name)))
-    sys.path.insert(0, str(folder))
+    """Build the original's training step for `plan` and time it; returns the measurement as a dict. The adapted
+    modules live in a temporary folder for the call (tfutil.Network reads its module's source file)."""
+    with tempfile.TemporaryDirectory(prefix="progan-original-") as folder:
+        for name in ORIGINAL_MODULES:
+            (Path(folder) / name).write_text(adapted_for_tf2(read_original_file(checkout, name)))
+        sys.path.insert(0, folder)
+        return _original_step_from(checkout, plan)
+
+
+def _original_step_from(checkout: Path, plan: dict) -> dict:
+    import loss  # noqa: F401  (imported by name through tfutil.call_func_by_name)
     import numpy as np
     import tensorflow.compat.v1 as tf
-
-    import loss  # noqa: F401  (imported by name through tfutil.call_func_by_name)
     import tfutil
 
     tf.disable_v2_behavior()
     after_import = rss_mb()
     misc = type("misc", (), {})
-    exec(function_source(read_original_file(checkout, "misc.py"), "adjust_dynamic_range"),
+    exec(function_source(read_original_file(checkout, "misc.py"), "adjust_dynamic_range"),  # noqa: S102 (the original's own function)
          {"np": np}, namespace := {})
     misc.adjust_dynamic_range = staticmethod(namespace["adjust_dynamic_range"])
-    exec(function_source(read_original_file(checkout, "train.py"), "process_reals"),
+    exec(function_source(read_original_file(checkout, "train.py"), "process_reals"),  # noqa: S102 (the same)
          scope := {"tf": tf, "tfutil": tfutil, "misc": misc})
     process_reals = scope["process_reals"]
 
@@ -117,8 +121,8 @@ def original_step(checkout: Path, plan: dict) -> dict:
     tfutil.init_tf({"graph_options.place_pruned_graph": True, "intra_op_parallelism_threads": plan["threads"],
                     "inter_op_parallelism_threads": 1})
     c, batch = plan["config"], plan["minibatch"]
-    shared = dict(num_channels=3, resolution=c["resolution"], label_size=0, fmap_base=c["fmap_base"],
-                  fmap_max=c["fmap_max"], use_wscale=c["use_wscale"], fused_scale=c["fused_scale"])
+    shared = {"num_channels": 3, "resolution": c["resolution"], "label_size": 0, "fmap_base": c["fmap_base"],
+              "fmap_max": c["fmap_max"], "use_wscale": c["use_wscale"], "fused_scale": c["fused_scale"]}
     G = tfutil.Network("G", func="networks.G_paper", latent_size=c["latent_size"],
                        normalize_latents=c["normalize_latents"], **shared)
     D = tfutil.Network("D", func="networks.D_paper", mbstd_group_size=c["mbstd_group_size"], **shared)
@@ -130,8 +134,8 @@ def original_step(checkout: Path, plan: dict) -> dict:
     rng = np.random.RandomState(plan["seed"])
     r = plan["working_resolution"]
     reals = tf.Variable(rng.randint(0, 256, size=[batch, 3, r, r]).astype(np.uint8), trainable=False)
-    adam = dict(tf_optimizer="tensorflow.compat.v1.train.AdamOptimizer", beta1=c["adam_beta1"],
-                beta2=c["adam_beta2"], epsilon=c["adam_epsilon"])
+    adam = {"tf_optimizer": "tensorflow.compat.v1.train.AdamOptimizer", "beta1": c["adam_beta1"],
+            "beta2": c["adam_beta2"], "epsilon": c["adam_epsilon"]}
     G_opt = tfutil.Optimizer(name="TrainG", learning_rate=lrate_in, **adam)
     D_opt = tfutil.Optimizer(name="TrainD", learning_rate=lrate_in, **adam)
     lod_assign_ops = [tf.assign(G.find_var("lod"), lod_in), tf.assign(D.find_var("lod"), lod_in)]
@@ -248,9 +252,9 @@ def run_child(interpreter: str, side: str, plan: dict, original: str | None, wai
 
 
 def table(rows: list[dict]) -> str:
-    lines = ["| resolution | minibatch | ours img/s | original img/s | ratio | ours img/CPU-s | original img/CPU-s |"
-             " ratio (CPU time) | ours peak RSS | original peak RSS | ours RSS after import |"
-             " original RSS after import |",
+    lines = [("| resolution | minibatch | ours img/s | original img/s | ratio | ours img/CPU-s |"
+              " original img/CPU-s | ratio (CPU time) | ours peak RSS | original peak RSS | ours RSS after import |"
+              " original RSS after import |"),
              "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for row in rows:
         ours, original = row["ours"], row["original"]
