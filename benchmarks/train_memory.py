@@ -5,12 +5,17 @@ counted through `torch.autograd.graph.saved_tensors_hooks` (each storage once).
     python benchmarks/train_memory.py                                  # celebahq-1024, 1-GPU preset, 4²-1024²
     python benchmarks/train_memory.py --resolutions 64 --minibatch 32 --json
     python benchmarks/train_memory.py --compare-with /tmp/older-checkout [--record]   # before/after columns
+    python benchmarks/train_memory.py --real-step --resolutions 1024      # peak RSS of one real step on the CPU
 
 Per resolution (stable phase, fp32 unless --bf16): the persistent state (G, D, the EMA copy of G, both Adam
 states and one set of gradients), what autograd keeps alive at the D step's backward (the real, fake and mixed
 passes and the gradient penalty's first-order graph, which create_graph keeps) and at the G step's backward, and
 their sum with the state: the floor of the step's peak. Transients on top of it (a backward's temporaries, the
 allocator's cached blocks, cuDNN workspaces) are device-specific and measured by the device suite.
+
+`--real-step` runs one real D + G step (the trainer's step functions, fp32, one thread) per resolution on the CPU
+instead, each in its own process, and reports its peak RSS and what the step added to the RSS before it (minutes
+and about 11 GiB at 1024²). With --compare-with both checkouts run it.
 """
 
 from __future__ import annotations
@@ -89,15 +94,49 @@ def _used(name: str, resolution: int) -> bool:
     return True
 
 
+def real_step_rss(config, resolution: int, minibatch: int) -> dict:
+    """Peak RSS (GiB) of one real D + G step at `resolution` on the CPU, and what the step added to the RSS."""
+    import resource
+
+    from progan.training_loop import discriminator_step, generator_step
+
+    def rss() -> float:
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2 ** 20
+
+    torch.set_num_threads(1)
+    lod = math.log2(config.resolution) - math.log2(resolution)
+    G, D = build_networks(config)
+    adam = {"betas": (config.adam_beta1, config.adam_beta2), "eps": config.adam_epsilon}
+    G_opt, D_opt = torch.optim.Adam(G.parameters(), **adam), torch.optim.Adam(D.parameters(), **adam)
+    loss, autocast = make_loss(config), torch.autocast("cpu", enabled=False)
+    reals = torch.rand(minibatch, 3, resolution, resolution) * 2 - 1
+    before = rss()
+    discriminator_step(G, D, D_opt, loss, reals, torch.randn(minibatch, config.latent_size),
+                       torch.rand(minibatch, 1, 1, 1), lod, autocast)
+    generator_step(G, D, G_opt, loss, torch.randn(minibatch, config.latent_size), lod, autocast)
+    return {"resolution": resolution, "minibatch": minibatch, "peak_rss_gib": rss(), "step_added_gib": rss() - before}
+
+
 def measure_with(code_root: str, args) -> list[dict]:
     """The rows of this script run on the progan package found at `code_root` (another checkout)."""
     command = [sys.executable, __file__, "--config", args.config, "--json"]
     command += ["--resolutions", args.resolutions] if args.resolutions else []
     command += ["--minibatch", str(args.minibatch)] if args.minibatch else []
     command += ["--bf16"] if args.bf16 else []
+    command += ["--real-step"] if args.real_step else []
     environment = dict(os.environ, PYTHONPATH=os.pathsep.join([code_root, os.environ.get("PYTHONPATH", "")]))
     completed = subprocess.run(command, capture_output=True, text=True, env=environment, check=True)
     return json.loads(completed.stdout.strip().splitlines()[-1])
+
+
+def rss_table(rows: list[dict], before: list[dict] | None) -> str:
+    lines = ["| resolution | minibatch | peak RSS, before | after | the step added, before | after |",
+             "|---:|---:|---:|---:|---:|---:|"]
+    for old, row in zip(before or [{}] * len(rows), rows):
+        lines.append(f"| {row['resolution']}² | {row['minibatch']} | {old.get('peak_rss_gib', math.nan):.2f} GiB | "
+                     f"{row['peak_rss_gib']:.2f} GiB | {old.get('step_added_gib', math.nan):.2f} GiB | "
+                     f"{row['step_added_gib']:.2f} GiB |")
+    return "\n".join(lines)
 
 
 def table(rows: list[dict], before: list[dict] | None) -> str:
@@ -129,6 +168,8 @@ def main() -> None:
     parser.add_argument("--compare-with", metavar="CHECKOUT",
                         help="Another checkout of the project (e.g. git archive of an older commit): its figures "
                              "as the 'before' columns.")
+    parser.add_argument("--real-step", action="store_true",
+                        help="Peak RSS of one real step per resolution on the CPU instead of the meta-device count.")
     parser.add_argument("--record", action="store_true", help="Write the table into benchmarks/RESULTS.md.")
     args = parser.parse_args()
     config = resolve_config(args.config)
@@ -138,18 +179,33 @@ def main() -> None:
     for resolution in resolutions:
         minibatch = args.minibatch or min(config.minibatch_dict.get(resolution, config.minibatch_base),
                                           config.max_minibatch_per_gpu.get(resolution, 1 << 30))
-        rows.append(step_memory(config, resolution, minibatch, args.bf16))
+        if args.real_step:
+            rows.append(_in_child(args, resolution) if len(resolutions) > 1 else
+                        real_step_rss(config, resolution, minibatch))
+        else:
+            rows.append(step_memory(config, resolution, minibatch, args.bf16))
     if args.json:
         print(json.dumps(rows))
         return
-    body = table(rows, measure_with(args.compare_with, args) if args.compare_with else None)
+    before = measure_with(args.compare_with, args) if args.compare_with else None
+    body = (rss_table if args.real_step else table)(rows, before)
     print(body)
     if args.record:
         import results_record
 
         what = f"{args.config}, {'bf16' if args.bf16 else 'fp32'}, the preset's 1-GPU minibatch, GiB"
-        results_record.record_section("progan: memory one training step keeps (meta device)",
+        title = ("progan: peak RSS of one training step (CPU)" if args.real_step
+                 else "progan: memory one training step keeps (meta device)")
+        results_record.record_section(title,
                                       f"{what}; before = {args.compare_with or '-'}\n\n{body}\n")
+
+
+def _in_child(args, resolution: int) -> dict:
+    """One resolution's real step in a fresh process (its own peak RSS)."""
+    command = [sys.executable, __file__, "--config", args.config, "--json", "--real-step",
+               "--resolutions", str(resolution)] + (["--minibatch", str(args.minibatch)] if args.minibatch else [])
+    completed = subprocess.run(command, capture_output=True, text=True, check=True)
+    return json.loads(completed.stdout.strip().splitlines()[-1])[0]
 
 
 if __name__ == "__main__":
