@@ -12,6 +12,7 @@ real images shown to D, as the paper's kimg.
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import math
 import resource
@@ -24,23 +25,27 @@ from progan.configs import resolve_config
 from progan.loss import make_loss
 from progan.networks import build_networks
 from progan.schedule import training_phase
-from progan.training_loop import discriminator_step, generator_step
+from progan.training_loop import discriminator_step, generator_step, make_optimizers, update_ema
 
 
-def measure(config, resolution: int, device: torch.device, bf16: bool, steps: int, warmup: int) -> dict:
+def measure(config, resolution: int, device: torch.device, bf16: bool, steps: int, warmup: int,
+            max_seconds: float = math.inf, minibatch: int | None = None) -> dict:
+    """Time up to `steps` D+G steps (at least one; fewer once `max_seconds` of timed steps are spent) after
+    `warmup` steps, at `resolution` with the config's minibatch there (or `minibatch`)."""
     log2r = int(math.log2(config.resolution))
     lod = float(log2r - int(math.log2(resolution)))
     kimg = next(k for k in (x * 10.0 for x in range(10 ** 6)) if training_phase(config, k).lod <= lod)
     phase = training_phase(config, kimg)
     torch.manual_seed(0)
-    G, D = (network.to(device) for network in build_networks(config))
-    adam = {"betas": (config.adam_beta1, config.adam_beta2), "eps": config.adam_epsilon}
-    G_opt, D_opt = torch.optim.Adam(G.parameters(), **adam), torch.optim.Adam(D.parameters(), **adam)
+    G, D = (network.to(device) for network in build_networks(config, channels_last=device.type == "cuda"))
+    G_ema = copy.deepcopy(G).requires_grad_(False)
+    G_opt, D_opt = make_optimizers(G, D, config)
     loss = make_loss(config)
     autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16)
-    batch = phase.minibatch
+    batch = minibatch or phase.minibatch
     reals = torch.rand(batch, 3, resolution, resolution, device=device) * 2 - 1
     if device.type == "cuda":
+        torch.cuda.empty_cache()  # the reserved peak is this point's
         torch.cuda.reset_peak_memory_stats(device)
 
     last = {}
@@ -50,6 +55,7 @@ def measure(config, resolution: int, device: torch.device, bf16: bool, steps: in
         _, stats, applied = discriminator_step(G, D, D_opt, loss, reals, z, torch.rand(batch, 1, 1, 1, device=device),
                                                lod, autocast)
         last.update(gradient_penalty=float(stats["gradient_penalty"].detach()), D_applied=applied)
+        update_ema(G_ema, G, config.G_ema_beta)
         generator_step(G, D, G_opt, loss, torch.randn(batch, config.latent_size, device=device), lod, autocast)
 
     for _ in range(warmup):
@@ -57,11 +63,16 @@ def measure(config, resolution: int, device: torch.device, bf16: bool, steps: in
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     started = time.perf_counter()
-    for _ in range(steps):
+    done = 0
+    while done < max(steps, 1) and (done == 0 or time.perf_counter() - started < max_seconds):
         step()
+        done += 1
+        if device.type == "cuda" and max_seconds < math.inf:
+            torch.cuda.synchronize(device)  # the time check sees finished steps
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     seconds = time.perf_counter() - started
+    steps = done
     result = {"resolution": resolution, "minibatch": batch, "precision": "bf16" if bf16 else "fp32",
               "images_per_second": round(steps * batch / seconds, 1),
               "sec_per_kimg": round(seconds / (steps * batch) * 1000, 2),
@@ -69,6 +80,8 @@ def measure(config, resolution: int, device: torch.device, bf16: bool, steps: in
               "gradient_penalty": last["gradient_penalty"], "gradients_finite": last["D_applied"]}
     if device.type == "cuda":
         result["gpu_peak_mb"] = round(torch.cuda.max_memory_allocated(device) / 2 ** 20)
+        result["gpu_peak_reserved_mb"] = round(torch.cuda.max_memory_reserved(device) / 2 ** 20)
+    result["steps"] = steps
     return result
 
 

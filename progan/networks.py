@@ -132,7 +132,16 @@ def minibatch_stddev(x: torch.Tensor, group_size: int) -> torch.Tensor:
 
 
 def _activation(name: str) -> nn.Module:
-    return nn.LeakyReLU(LRELU_SLOPE) if name == "lrelu" else nn.ReLU()
+    """G's activation, in place: autograd then keeps one tensor per layer (the activation, which the next layer
+    saves anyway) instead of the conv output as well; the same values and gradients."""
+    return nn.LeakyReLU(LRELU_SLOPE, inplace=True) if name == "lrelu" else nn.ReLU(inplace=True)
+
+
+def leaky_relu_(x: torch.Tensor) -> torch.Tensor:
+    """LReLU(0.2) in place on a fresh layer output (a conv's or a norm's, which nothing else keeps): its backward
+    reads the result, so D's passes, the gradient penalty's double backward included, keep one tensor per layer
+    instead of two."""
+    return F.leaky_relu_(x, LRELU_SLOPE)
 
 
 class GeneratorBlock(nn.Module):
@@ -238,11 +247,11 @@ class DiscriminatorBlock(nn.Module):
         self.norm1 = nn.GroupNorm(1, out_channels) if layer_norm else nn.Identity()
 
     def forward(self, x: torch.Tensor, noise_std: float = 0.0) -> torch.Tensor:
-        x = F.leaky_relu(self.norm0(self.conv0(_multiplicative_noise(x, noise_std))), LRELU_SLOPE)
+        x = leaky_relu_(self.norm0(self.conv0(_multiplicative_noise(x, noise_std))))
         x = _multiplicative_noise(x, noise_std)
         if self.fused_scale:
-            return F.leaky_relu(self.norm1(self.conv1_down(x)), LRELU_SLOPE)
-        return F.avg_pool2d(F.leaky_relu(self.norm1(self.conv1(x)), LRELU_SLOPE), 2)
+            return leaky_relu_(self.norm1(self.conv1_down(x)))
+        return F.avg_pool2d(leaky_relu_(self.norm1(self.conv1(x))), 2)
 
 
 def _multiplicative_noise(x: torch.Tensor, std: float) -> torch.Tensor:
@@ -267,9 +276,9 @@ class DiscriminatorEpilogue(nn.Module):
     def forward(self, x: torch.Tensor, noise_std: float = 0.0) -> torch.Tensor:
         if self.mbstd_group_size > 1:
             x = minibatch_stddev(x, self.mbstd_group_size)
-        x = F.leaky_relu(self.norm_conv(self.conv(_multiplicative_noise(x, noise_std))), LRELU_SLOPE)
+        x = leaky_relu_(self.norm_conv(self.conv(_multiplicative_noise(x, noise_std))))
         x = _multiplicative_noise(x.flatten(1), noise_std)
-        x = F.leaky_relu(self.norm_dense(self.dense(x)), LRELU_SLOPE)
+        x = leaky_relu_(self.norm_dense(self.dense(x)))
         return self.out(x)
 
 
@@ -294,7 +303,7 @@ class Discriminator(nn.Module):
         self.noise_std = 0.0  # set by the LSGAN loss each step
 
     def _from_rgb(self, image: torch.Tensor) -> torch.Tensor:
-        return F.leaky_relu(self.from_rgb[str(image.shape[-1])](image), LRELU_SLOPE)
+        return leaky_relu_(self.from_rgb[str(image.shape[-1])](image))
 
     def forward(self, image: torch.Tensor, lod: float) -> torch.Tensor:
         old_weight = lod - math.floor(lod)
@@ -328,6 +337,15 @@ def parameters_at(G: Generator, D: Discriminator, resolution: int) -> dict[str, 
     return {"G": g, "D": d}
 
 
-def build_networks(config: TrainingConfig) -> tuple[Generator, Discriminator]:
-    """G and D for `config` (config.resolution must be set), initialised from the torch RNG."""
-    return Generator(config), Discriminator(config)
+def build_networks(config: TrainingConfig, channels_last: bool = False) -> tuple[Generator, Discriminator]:
+    """G and D for `config` (config.resolution must be set), initialised from the torch RNG.
+
+    `channels_last`: the conv weights stored NHWC (`torch.channels_last`), so every convolution takes and returns
+    NHWC activations, the layout oneDNN (CPU) and cuDNN's tensor-core kernels run natively (no layout reorder per
+    call); the trainer builds them so on CUDA. The same function: values as the NCHW networks' to fp32 rounding
+    (tests/progan/test_training_speed.py); state dicts load into either layout (a saved channels_last tensor
+    keeps its NHWC storage order)."""
+    G, D = Generator(config), Discriminator(config)
+    if channels_last:
+        G, D = G.to(memory_format=torch.channels_last), D.to(memory_format=torch.channels_last)
+    return G, D
