@@ -239,11 +239,16 @@ def _update(module, optimizer, loss: torch.Tensor, reducer: GradientReducer | No
     return finite
 
 
-def make_optimizers(G, D, config: TrainingConfig) -> tuple[torch.optim.Adam, torch.optim.Adam]:
-    """Adam for G and D (the config's betas, epsilon and base learning rates), fused: one kernel per step for all
-    parameters on the CPU and CUDA instead of several per parameter; the same update as the per-parameter
-    implementation to fp32 rounding (tests/progan/test_training_speed.py)."""
-    adam = {"betas": (config.adam_beta1, config.adam_beta2), "eps": config.adam_epsilon, "fused": True}
+def make_optimizers(G, D, config: TrainingConfig, fused: bool | None = None) -> tuple[torch.optim.Adam,
+                                                                                        torch.optim.Adam]:
+    """Adam for G and D (the config's betas, epsilon and base learning rates); on CUDA fused: one kernel per step
+    for all parameters instead of several per parameter, the same update as the per-parameter implementation to
+    fp32 rounding (tests/progan/test_training_speed.py). On the CPU, where fusing gains nothing measurable, torch's
+    default implementation, whose roundings a run split over processes reproduces to 1e-5. `fused`: force it
+    either way (None: fused on CUDA only)."""
+    if fused is None:
+        fused = next(G.parameters()).device.type == "cuda"
+    adam = {"betas": (config.adam_beta1, config.adam_beta2), "eps": config.adam_epsilon, "fused": fused or None}
     return (torch.optim.Adam(G.parameters(), lr=config.G_lr, **adam),
             torch.optim.Adam(D.parameters(), lr=config.D_lr, **adam))
 

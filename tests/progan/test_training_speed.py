@@ -163,7 +163,7 @@ def test_fused_adam_is_the_per_parameter_update():
     G_ref, D_ref = build_networks(config)
     G_ref.load_state_dict(G.state_dict())
     D_ref.load_state_dict(D.state_dict())
-    G_opt, _ = make_optimizers(G, D, config)
+    G_opt, _ = make_optimizers(G, D, config, fused=True)  # what a CUDA run uses
     reference = torch.optim.Adam(G_ref.parameters(), lr=config.G_lr, betas=(config.adam_beta1, config.adam_beta2),
                                  eps=config.adam_epsilon, foreach=False)
     assert G_opt.defaults["fused"]
