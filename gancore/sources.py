@@ -681,7 +681,7 @@ class ReducedSource(ImageSource):
         return len(self.inner)
 
     def load(self, index: int) -> np.ndarray:
-        image = torch.from_numpy(np.ascontiguousarray(self.inner.load(index))).permute(2, 0, 1)[None]
+        image = torch.from_numpy(np.array(self.inner.load(index), copy=True)).permute(2, 0, 1)[None]  # writable
         return box_reduce(image, self.steps)[0].permute(1, 2, 0).numpy()
 
     def image_size(self, index: int) -> tuple[int, int]:

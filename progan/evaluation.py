@@ -33,17 +33,21 @@ CURVE_FIELDS = ("value", "avg", "mean", "precision", "recall")  # the numbers of
 
 def images_needed(names: Iterable[str], settings) -> int:
     """Generated images one pass over `names` reads: SWD's count, two per MS-SSIM pair, the Inception metrics'
-    counts (`settings`: a ganeval MetricSettings)."""
-    from ganeval.metric_main import metric_spec
+    counts (`settings`: a ganeval MetricSettings; a count left None is the paper's, which ganeval then lowers to
+    what the reals hold)."""
+    from ganeval.metric_main import PAPER_COUNTS, metric_spec
+
+    def count(setting: str, value: int | None) -> int:
+        return PAPER_COUNTS[setting] if value is None else value
 
     counts = []
     for name in names:
         if metric_spec(name).features:
-            counts.append(settings.images_for(name))
+            counts.append(count("fid_images", settings.images_for(name)))
         elif name == "msssim":
-            counts.append(2 * settings.msssim_pairs)
+            counts.append(2 * count("msssim_pairs", settings.msssim_pairs))
         else:
-            counts.append(settings.swd_images)
+            counts.append(count("swd_images", settings.swd_images))
     return max(counts)
 
 
@@ -57,7 +61,9 @@ def score_generator_source(G, lod: float, resolution: int, real, names: list[str
     fakes = GeneratorSource(G, lod, resolution, images_needed(names, settings), seed=settings.seed, device=device)
     scores = compute_metrics(fakes, real, names, settings, inception=inception, resize=resize, device=device,
                              extractor=extractor)
-    return {name: dict(result.to_dict(), resolution=resolution) for name, result in scores.results.items()}
+    notes = scores.all_notes()  # default counts, reductions: recorded with every metric of the pass
+    return {name: dict(result.to_dict(), resolution=resolution, **({"notes": notes} if notes else {}))
+            for name, result in scores.results.items()}
 
 
 def curve_values(name: str, result: dict) -> dict[str, float]:
@@ -154,11 +160,16 @@ def evaluate_run(run_dir, real, metrics: list[str], settings, out_dir=None, devi
               **{key: value for key, value in asdict(settings).items() if key != "progress"}}
     previous = _previous_rows(out_dir / "evaluation.json", note)
     result = RunEvaluation(str(run_dir), common["real"], list(metrics), [])
+    said: set[str] = set()
     for file in snapshots:
         row = _score_snapshot(file, previous.get(file.name), real, metrics, settings, common, device, inception,
                               resize, extractor, result)
         result.rows.append(row)
         write_table(result, out_dir)
+        for text in dict.fromkeys(text for entry in row.metrics.values() for text in entry.get("notes", [])):
+            if text not in said:  # each note once, not once per snapshot
+                said.add(text)
+                note(f"note: {text}")
         shown = ", ".join(f"{label} {value:.4g}" for name in metrics
                           for label, value in curve_values(name, row.metrics.get(name, {})).items())
         note(f"{file.name}: {row.kimg:g} kimg at {row.resolution}x{row.resolution}: {shown}")

@@ -89,6 +89,16 @@ def test_evaluate_writes_the_table_and_curves_and_resumes(run, reals, tmp_path):
     assert not list(out.glob(".*partial"))
 
 
+def test_default_counts_are_the_papers_or_all_the_reals_hold(run, reals, tmp_path):
+    """No count given: SWD reads the paper's 16384 per set, lowered (with a note) to the 128 the reals hold."""
+    result = CliRunner().invoke(progan_main, ["evaluate", str(run), "--real", str(reals), "--out",
+                                              str(tmp_path / "eval"), "--device", "cpu", "--no-plots", "--json"])
+    assert result.exit_code == 0, result.output
+    rows = json.loads((tmp_path / "eval" / "evaluation.json").read_text())["rows"]
+    assert len(rows) == 3 and all(row["metrics"]["swd"]["levels"] for row in rows)
+    assert "128" in result.stderr and "note:" in result.stderr, result.stderr
+
+
 def test_inception_metrics_through_an_extractor_and_partial_reuse(run, reals, tmp_path):
     settings = MetricSettings(seed=1, swd_images=64, fid_images=64, progress=False)
     first = evaluate_run(run, reals, ["swd"], settings, tmp_path, device="cpu", extractor=PooledColours(),
