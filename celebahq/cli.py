@@ -43,10 +43,11 @@ def _shard(_ctx, _param, value: str | None):
                    "CUDA) or none (the original release; the default on a CPU).")
 @click.option("--downscale", type=click.Choice(["lanczos", "box"]), default="lanczos", show_default=True,
               help="4R -> R filter: lanczos (original code) or box (the paper's text).")
-@click.option("--batch-size", type=click.IntRange(1), default=8, show_default=True)
+@click.option("--batch-size", type=click.IntRange(1), default=8, show_default=True,
+              help="Sources rendered together on the device.")
 @click.option("--workers", "num_workers", type=click.IntRange(0), default=None, help="Decoding processes.")
 @click.option("--writers", "num_writers", type=click.IntRange(1), default=None, help="PNG-encoding processes.")
-@click.option("--device", default="auto", show_default=True)
+@click.option("--device", default="auto", show_default=True, help="cuda, cpu or auto (CUDA when available).")
 @click.option("--shard", callback=_shard, default=None, help="i/N: process every N-th source from i.")
 @click.option("--limit", type=click.IntRange(1), default=None, help="Only the first N sources.")
 @click.option("--num-images", type=click.IntRange(1), default=None,
@@ -63,7 +64,7 @@ def _shard(_ctx, _param, value: str | None):
               help="Render landmarks whose geometry cannot be a face's (eyes swapped, mouth above the eyes) instead "
                    "of skipping them with the reason.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-@click.option("--quiet", is_flag=True)
+@click.option("--quiet", is_flag=True, help="No progress bars.")
 @take_over_lock_option
 @user_errors
 def build_command(src, out, resolution, backend, sr, cleanup, downscale, batch_size, num_workers, num_writers, device,
@@ -103,7 +104,7 @@ def build_command(src, out, resolution, backend, sr, cleanup, downscale, batch_s
 @click.option("--h5", "h5_path", type=click.Path(dir_okay=False), help="Multi-resolution HDF5 (original ProGAN).")
 @click.option("--zip", "zip_path", type=click.Path(dir_okay=False), help="stylegan2-ada-pytorch dataset zip.")
 @click.option("--num-images", type=click.IntRange(1), default=None, help="Only the first N (ranking order).")
-@click.option("--quiet", is_flag=True)
+@click.option("--quiet", is_flag=True, help="No progress bars.")
 @take_over_lock_option
 @user_errors
 def export_command(out, h5_path, zip_path, num_images, quiet):
@@ -128,10 +129,11 @@ def export_command(out, h5_path, zip_path, num_images, quiet):
 def _scoring_options(command):
     """--batch-size, --workers, --device and --quiet of the commands that score images."""
     for option in reversed([
-        click.option("--batch-size", type=click.IntRange(1), default=16, show_default=True),
+        click.option("--batch-size", type=click.IntRange(1), default=16, show_default=True,
+                     help="Images scored together (same-size neighbours)."),
         click.option("--workers", "num_workers", type=click.IntRange(0), default=None, help="Decoding processes."),
-        click.option("--device", default="auto", show_default=True),
-        click.option("--quiet", is_flag=True),
+        click.option("--device", default="auto", show_default=True, help="cuda, cpu or auto (CUDA when available)."),
+        click.option("--quiet", is_flag=True, help="No progress bar."),
     ]):
         command = option(command)
     return command
@@ -212,8 +214,8 @@ RESTORERS = click.Choice(["cleanup", "sr"])
               help="A weight file from train-restorer (default: the shipped weights).")
 @click.option("--tile", type=click.IntRange(8), default=None, help="Tile side in input pixels.")
 @click.option("--batch-size", type=click.IntRange(1), default=8, show_default=True, help="Tiles per batch.")
-@click.option("--device", default="auto", show_default=True)
-@click.option("--quiet", is_flag=True)
+@click.option("--device", default="auto", show_default=True, help="cuda, cpu or auto (CUDA when available).")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
 @user_errors
 def restore_command(kind, in_dir, out_dir, weights, tile, batch_size, device, quiet):
     """Remove JPEG artifacts (cleanup) or upscale 4× (sr) every image of IN_DIR into OUT_DIR as PNG (same stems)."""
@@ -247,23 +249,24 @@ def _weights_file(kind: str, weights: str | None) -> str:
               help="Held-out photographs for the periodic validation PSNR.")
 @click.option("--out", required=True, type=click.Path(dir_okay=False),
               help="Weights file (best validation so far); OUT.ckpt holds the latest state for resuming.")
-@click.option("--steps", type=click.IntRange(1), default=20000, show_default=True)
+@click.option("--steps", type=click.IntRange(1), default=20000, show_default=True, help="Optimizer steps.")
 @click.option("--patch", type=click.IntRange(32), default=96, show_default=True,
               help="High-resolution patch side (multiple of 8).")
-@click.option("--batch", type=click.IntRange(1), default=16, show_default=True)
+@click.option("--batch", type=click.IntRange(1), default=16, show_default=True, help="Training crops per step.")
 @click.option("--lr", type=float, default=4e-4, show_default=True, help="Adam learning rate (cosine decay).")
-@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True, help="Seed of the initial weights and the crops.")
 @click.option("--adversarial-weight", type=float, default=0.0, show_default=True,
               help="sr only: weight of the GAN term added to the L1 loss (0 = off; the shipped weights used 0).")
-@click.option("--val-every", type=click.IntRange(1), default=500, show_default=True)
+@click.option("--val-every", type=click.IntRange(1), default=500, show_default=True,
+              help="Steps between validations (the best validated weights are kept).")
 @click.option("--threads", type=click.IntRange(1), default=None, help="CPU threads for torch.")
 @click.option("--restart", is_flag=True, help="Ignore OUT.ckpt and start from scratch.")
 @click.option("--init", "init_weights", type=click.Path(exists=True, dir_okay=False), default=None,
               help="Start from these weights (matching layers; extra residual blocks start as the identity).")
 @click.option("--config", "config_json", default=None,
               help='Network size as JSON, e.g. \'{"widths": [32, 48, 64], "blocks": [2, 2, 4]}\' (default: shipped).')
-@click.option("--device", default="auto", show_default=True)
-@click.option("--quiet", is_flag=True)
+@click.option("--device", default="auto", show_default=True, help="cuda, cpu or auto (CUDA when available).")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
 @user_errors
 def train_restorer_command(kind, more_images, images, val_images, out, steps, patch, batch, lr, seed,
                            adversarial_weight, val_every, threads, restart, init_weights, config_json, device,
@@ -306,7 +309,7 @@ def _network_config(config_json: str | None) -> dict:
               help="cleanup: JPEG quality of the degraded inputs.")
 @click.option("--weights", type=click.Path(dir_okay=False, exists=True), default=None,
               help="A weight file from train-restorer (default: the shipped weights).")
-@click.option("--device", default="auto", show_default=True)
+@click.option("--device", default="auto", show_default=True, help="cuda, cpu or auto (CUDA when available).")
 @click.option("--json", "as_json", is_flag=True, help="Print the figures as JSON (with per-image figures).")
 @user_errors
 def eval_restorer_command(kind, more_images, images, quality, weights, device, as_json):
@@ -352,7 +355,7 @@ def eval_restorer_command(kind, more_images, images, quality, weights, device, a
 @click.option("--h5", "h5_path", type=click.Path(dir_okay=False), help="Also write the multi-resolution HDF5.")
 @click.option("--zip", "zip_path", type=click.Path(dir_okay=False), help="Also write the StyleGAN dataset zip.")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
-@click.option("--quiet", is_flag=True)
+@click.option("--quiet", is_flag=True, help="No progress bars.")
 @take_over_lock_option
 @user_errors
 def official_command(src, deltas, out, legacy, decoder, workers, limit, h5_path, zip_path, as_json, quiet):
@@ -389,8 +392,8 @@ def official_command(src, deltas, out, legacy, decoder, workers, limit, h5_path,
               help="The deltas folder (only image_list.txt is read).")
 @click.option("--limit", type=click.IntRange(1), default=None, help="Only the first N rows.")
 @click.option("--workers", type=click.IntRange(0), default=None, help="Decoding processes [CPU count].")
-@click.option("--json", "as_json", is_flag=True)
-@click.option("--quiet", is_flag=True)
+@click.option("--json", "as_json", is_flag=True, help="Print the verification as JSON.")
+@click.option("--quiet", is_flag=True, help="No progress bars.")
 @user_errors
 def verify_command(out, deltas, limit, workers, as_json, quiet):
     """Check OUT/images/imgHQ%05d.png against the release's final md5s; exit 1 unless all match."""
