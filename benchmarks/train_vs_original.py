@@ -97,8 +97,19 @@ def original_step(checkout: Path, plan: dict) -> dict:
     with tempfile.TemporaryDirectory(prefix="progan-original-") as folder:
         for name in ORIGINAL_MODULES:
             (Path(folder) / name).write_text(adapted_for_tf2(read_original_file(checkout, name)))
-        sys.path.insert(0, folder)
+        for name in ("tfutil.py", "networks.py", "loss.py"):  # importable by name (tfutil imports networks so)
+            _load_module(Path(folder) / name)
         return _original_step_from(checkout, plan)
+
+
+def _load_module(path: Path) -> None:
+    """Import the file `path` as the top-level module named after it (no change to sys.path)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(path.stem, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[path.stem] = module
+    spec.loader.exec_module(module)
 
 
 def _original_step_from(checkout: Path, plan: dict) -> dict:

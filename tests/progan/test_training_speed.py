@@ -4,21 +4,16 @@ the device suite's projection of a whole run."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 import torch
 import torch.nn.functional as F
-from test_progan import one_thread  # noqa: F401  (autouse: one intra-op thread on the shared machine)
 
 from progan import networks
 from progan.configs import resolve_config
 from progan.loss import WGANGP
 from progan.networks import build_networks
 from progan.training_loop import make_optimizers, update_ema
-
-ROOT = Path(__file__).resolve().parents[2]
+from toolkit_testing.fixtures import one_thread  # noqa: F401  (autouse: one intra-op thread on the shared machine)
 
 
 def _config(fused_scale: bool):
@@ -143,8 +138,7 @@ def test_bf16_autocast_keeps_the_penalty_finite_and_near_fp32():
 
 
 def test_projected_hours_walk_the_schedule():
-    sys.path.insert(0, str(ROOT / "benchmarks"))
-    import device_train
+    import device_train  # benchmarks/ is on pytest's pythonpath (pyproject.toml)
 
     config = resolve_config("celebahq-1024")
     constant = dict.fromkeys([2 ** k for k in range(2, 11)], 100.0)
