@@ -1,4 +1,5 @@
-"""Fixtures of the progan tests: one intra-op thread, and a quiet one-thread training run for module fixtures."""
+"""Fixtures of the progan tests: one intra-op thread, a quiet one-thread training run for module fixtures, and an
+untrained tiny checkpoint."""
 
 from __future__ import annotations
 
@@ -39,3 +40,19 @@ def train_quietly():
         return run
 
     return train
+
+
+@pytest.fixture(scope="session")
+def checkpoint(tmp_path_factory) -> Path:
+    """An untrained `tiny` checkpoint (seed 0) of G, D and G_ema, as `progan train` writes them."""
+    from progan.checkpoint import save_checkpoint
+    from progan.configs import resolve_config
+    from progan.networks import build_networks
+
+    torch.manual_seed(0)
+    config = resolve_config("tiny")
+    G, D = build_networks(config)
+    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
+    save_checkpoint(path, {"config": config.to_dict(), "lod": 0.0, "kimg": 1.0, "G": G.state_dict(),
+                           "D": D.state_dict(), "G_ema": G.state_dict()})
+    return path

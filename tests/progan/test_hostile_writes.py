@@ -7,25 +7,9 @@ import json
 import shutil
 
 import numpy as np
-import pytest
-import torch
 from click.testing import CliRunner
 
-from progan.checkpoint import save_checkpoint
 from progan.cli import main as progan_main
-from progan.configs import resolve_config
-from progan.networks import build_networks
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    torch.manual_seed(0)
-    config = resolve_config("tiny")
-    G, D = build_networks(config)
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
-    save_checkpoint(path, {"config": config.to_dict(), "lod": 0.0, "kimg": 1.0, "G": G.state_dict(),
-                           "D": D.state_dict(), "G_ema": G.state_dict()})
-    return path
 
 
 def one_error_line(result) -> str:

@@ -11,11 +11,8 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-from progan.checkpoint import save_checkpoint
 from progan.cli import main as progan_main
-from progan.configs import resolve_config
 from progan.interpolation import frame_count, smooth_latents, tile
-from progan.networks import build_networks
 
 
 def original_latents(frames: int, cells: int, latent_size: int, sigma: float, seed: int) -> np.ndarray:
@@ -51,17 +48,6 @@ def test_frame_count_and_tiling():
     assert grid.shape == (8, 8, 3)
     assert (grid[:4, :4] == images[0].permute(1, 2, 0).repeat_interleave(2, 0).repeat_interleave(2, 1).numpy()).all()
     assert (grid[4:, 4:] == 0).all()                                  # the empty fourth cell
-
-
-@pytest.fixture(scope="module")
-def checkpoint(tmp_path_factory):
-    torch.manual_seed(0)
-    config = resolve_config("tiny")
-    G, D = build_networks(config)
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
-    save_checkpoint(path, {"config": config.to_dict(), "lod": 0.0, "kimg": 1.0, "G": G.state_dict(),
-                           "D": D.state_dict(), "G_ema": G.state_dict()})
-    return path
 
 
 def test_video_is_a_playable_mp4(checkpoint, tmp_path):
