@@ -64,9 +64,10 @@ def start_distributed(device: str | None, share_gpus: bool = False) -> None:
 
 
 def format_table(columns: list[str], rows: list[tuple[str, list[float]]], precision: int = 3) -> str:
-    """A small right-aligned text table: one header line, one line per (label, values) row."""
+    """A small right-aligned text table: one header line, one line per (label, values) row; every column at
+    least one space wider than its name, so that names never run together."""
     label_width = max(len(label) for label, _ in rows)
-    width = max(8, *(len(c) for c in columns), precision + 6)
+    width = max(8, *(len(c) + 1 for c in columns), precision + 6)
     lines = [" " * label_width + "".join(f"{c:>{width}}" for c in columns)]
     for label, values in rows:
         lines.append(f"{label:<{label_width}}" + "".join(f"{v:>{width}.{precision}f}" for v in values))
