@@ -33,7 +33,7 @@ from gancore.errors import UserError
 from gancore.locking import FolderLock, pid_alive
 from gancore.outputs import atomic_output, check_output_path
 from gancore.runtime import progress_bar
-from gancore.sources import ImageStream
+from gancore.sources import ImageStream, box_levels, to_uint8
 
 from .manifest import latest_records, load_all_manifests
 
@@ -74,12 +74,12 @@ def selected_files(out_dir: Path, num_images: int | None) -> tuple[list[Path], s
 def box_pyramid(images: np.ndarray) -> dict[int, np.ndarray]:
     """uint8 NCHW [N, C, R, R] -> {R: …, R/2: …, …, 4: …}, each level the float32 2×2 mean of the previous
     float level, rounded and clipped to uint8 once."""
-    level = images.astype(np.float32)
+    import torch
+
+    steps = max(images.shape[-1] // 4, 1).bit_length() - 1  # down to 4×4
     levels = {images.shape[-1]: images}
-    while level.shape[-1] > 4:
-        level = 0.25 * (level[..., 0::2, 0::2] + level[..., 0::2, 1::2] + level[..., 1::2, 0::2]
-                        + level[..., 1::2, 1::2])
-        levels[level.shape[-1]] = np.clip(np.rint(level), 0, 255).astype(np.uint8)
+    for level in box_levels(torch.from_numpy(images), steps):  # the chain ganeval also pairs sources with
+        levels[level.shape[-1]] = to_uint8(level).numpy()
     return levels
 
 

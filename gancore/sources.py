@@ -660,11 +660,23 @@ def box_reduce(images: torch.Tensor, steps: int) -> torch.Tensor:
     Sides must stay even down the chain."""
     if steps == 0:
         return images
+    *_, last = box_levels(images, steps)
+    return to_uint8(last)
+
+
+def box_levels(images: torch.Tensor, steps: int) -> Iterator[torch.Tensor]:
+    """The float32 levels of the original's 2×2 box filter chain of uint8 NCHW `images`, halved `steps` times:
+    each the mean of 2×2 blocks of the previous float level (round one with `to_uint8`)."""
     level = images.float()
     for _ in range(steps):
         level = (level[..., 0::2, 0::2] + level[..., 0::2, 1::2] + level[..., 1::2, 0::2]
                  + level[..., 1::2, 1::2]) * 0.25
-    return level.round().clamp_(0, 255).to(torch.uint8)
+        yield level
+
+
+def to_uint8(level: torch.Tensor) -> torch.Tensor:
+    """A float level in 0–255 rounded half to even and clipped, as uint8."""
+    return level.round().clamp(0, 255).to(torch.uint8)
 
 
 class ReducedSource(ImageSource):
