@@ -309,6 +309,7 @@ def evaluate_command(run_dir, real_path, metrics, swd_images, msssim_pairs, fid_
     against kimg; SWD one line per level). A rerun scores only the snapshots and metrics not yet in
     evaluation.json with the same settings; the table is rewritten (atomically) after every snapshot.
     """
+    from gancore.locking import FolderLock
     from gancore.outputs import check_output_path
     from ganeval.metric_main import MetricSettings, parse_metric_names
 
@@ -321,8 +322,9 @@ def evaluate_command(run_dir, real_path, metrics, swd_images, msssim_pairs, fid_
     out = check_output_path(out_dir or Path(run_dir) / "evaluation", folder=True)
     settings = MetricSettings(seed=seed, swd_images=swd_images, msssim_pairs=msssim_pairs, fid_images=fid_images,
                               allow_singular=allow_singular)
-    result = evaluate_run(run_dir, real_path, names, settings, out, device=device, inception=inception,
-                          resize=resize, plots=not no_plots, note=lambda line: emit(line, err=True))
+    with FolderLock(out, "progan evaluate"):  # a second evaluation into the same folder is refused
+        result = evaluate_run(run_dir, real_path, names, settings, out, device=device, inception=inception,
+                              resize=resize, plots=not no_plots, note=lambda line: emit(line, err=True))
     if as_json:
         emit(json.dumps(result.to_dict()))
         return

@@ -99,6 +99,16 @@ def test_default_counts_are_the_papers_or_all_the_reals_hold(run, reals, tmp_pat
     assert "128" in result.stderr and "note:" in result.stderr, result.stderr
 
 
+def test_a_second_evaluation_into_the_same_folder_is_refused(run, reals, tmp_path):
+    from gancore.locking import FolderLock
+
+    with FolderLock(tmp_path / "eval", "progan evaluate"):
+        result = CliRunner().invoke(progan_main, ["evaluate", str(run), "--real", str(reals), "--out",
+                                                  str(tmp_path / "eval"), "--device", "cpu", "--no-plots"])
+    assert result.exit_code == 2 and result.stderr.startswith("error: "), result.output
+    assert "progan evaluate" in result.stderr and not (tmp_path / "eval" / "evaluation.json").exists()
+
+
 def test_inception_metrics_through_an_extractor_and_partial_reuse(run, reals, tmp_path):
     settings = MetricSettings(seed=1, swd_images=64, fid_images=64, progress=False)
     first = evaluate_run(run, reals, ["swd"], settings, tmp_path, device="cpu", extractor=PooledColours(),
