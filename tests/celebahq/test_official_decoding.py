@@ -257,3 +257,21 @@ def release_small(tmp_path_factory) -> Path:
     make_release(deltas)
     return deltas
 
+
+
+def test_libjpeg_7_and_later_agree_and_differ_from_6b_and_turbo_on_420():
+    """The two families of decoders, on the bundled 4:2:0 000001.jpg: IJG 7, 8, 8d, 9f give one image (DCT-scaled
+    chroma), 6b, libjpeg-turbo and Pillow another (fancy upsampling), and the two differ in many values."""
+    import jpeglib
+
+    path = EXAMPLE / "img_celeba" / "000001.jpg"
+
+    def decoded(version: str) -> np.ndarray:
+        with jpeglib.version(version):
+            return jpeglib.read_spatial(str(path)).spatial
+
+    ijg, old = [decoded(v) for v in ("7", "8", "8d", "9f")], [decoded(v) for v in ("6b", "turbo210")]
+    old.append(np.asarray(Image.open(path).convert("RGB")))
+    assert all(np.array_equal(image, ijg[0]) for image in ijg)
+    assert all(np.array_equal(image, old[0]) for image in old)
+    assert np.mean(ijg[0] != old[0]) > 0.1
