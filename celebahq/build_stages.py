@@ -435,11 +435,11 @@ class ImageWriter:
 
     def add_existing(self, pick: Pick) -> None:
         """Feed the exports an image an earlier run already wrote as PNG."""
-        path = self.out / pick.output
+        data = (self.out / pick.output).read_bytes()  # read once for both exports
         if self.h5 is not None:
-            self.h5.put(pick.rank - 1, decode_image(path).transpose(2, 0, 1)[None])
+            self.h5.put(pick.rank - 1, decode_image(data).transpose(2, 0, 1)[None])
         if self.zip is not None:
-            self.zip.put(pick.rank - 1, path.read_bytes())
+            self.zip.put(pick.rank - 1, data)
 
     def _submit(self, image: np.ndarray, record: dict, pick: Pick) -> None:
         """Queue one image for writing; `record` goes to the manifest once it is written."""

@@ -443,6 +443,9 @@ def _check(code: int) -> None:
         raise MemoryError("celebahq legacy kernel: out of memory for its scratch buffers")
 
 
+_UNSET = object()
+
+
 def _kernel() -> ctypes.CDLL | None:
     """The compiled celebahq/_native/legacy_pillow.c, or None (numpy path). On first use it is built and every
     function is checked against the numpy path on small images; one differing byte turns it off for the process
@@ -466,6 +469,7 @@ def _kernel() -> ctypes.CDLL | None:
 
 def _self_check(library: ctypes.CDLL) -> str | None:
     """The first stage whose compiled bytes differ from numpy's on small random images, or None."""
+    previous = _kernel_library.get("library", _UNSET)
     _kernel_library["library"] = library  # the functions below take the compiled path while this runs
     try:
         image = np.random.RandomState(0).randint(0, 256, (29, 37, 3)).astype(np.uint8)
@@ -483,8 +487,11 @@ def _self_check(library: ctypes.CDLL) -> str | None:
             if not np.array_equal(run(True), run(False)):
                 return stage
         return None
-    finally:
-        del _kernel_library["library"]
+    finally:  # whatever was loaded before (a direct call must not drop an already checked library)
+        if previous is _UNSET:
+            del _kernel_library["library"]
+        else:
+            _kernel_library["library"] = previous
 
 
 def kernel_status() -> str:

@@ -441,6 +441,10 @@ def build_official(src: str | os.PathLike, deltas: str | os.PathLike, out: str |
         tasks = [RowTask(row, images_dir / row.orig_file, *landmarks[row.idx], deltas / row.zip_name, out,
                          options.legacy, options.resolution, options.decoder) for row in pending]
         workers = options.workers if options.workers is not None else (os.cpu_count() or 1)
+        if options.legacy and tasks:  # build and check the compiled kernel once here: the workers load it cached
+            from .legacy_pillow import kernel_status
+
+            kernel_status()
         with ManifestWriter(out) as manifest, progress_bar(len(tasks), "celebahq official", options.progress) as bar:
             def record(result: RowResult) -> None:
                 manifest.append(asdict(result))
