@@ -693,7 +693,14 @@ class ReducedSource(ImageSource):
         return len(self.inner)
 
     def load(self, index: int) -> np.ndarray:
-        image = torch.from_numpy(np.array(self.inner.load(index), copy=True)).permute(2, 0, 1)[None]  # writable
+        """One image reduced; BadImage when its sides do not halve `steps` times (the stream skips or reports it;
+        an image that halves to another size is caught by the stream's size check, as in any source)."""
+        pixels = self.inner.load(index)
+        factor = 2 ** self.steps
+        if pixels.shape[0] % factor or pixels.shape[1] % factor:
+            raise BadImage(f"size {pixels.shape[1]}x{pixels.shape[0]} (WxH) cannot be reduced {factor}x like the "
+                           f"other images")
+        image = torch.from_numpy(np.array(pixels, copy=True)).permute(2, 0, 1)[None]  # writable
         return box_reduce(image, self.steps)[0].permute(1, 2, 0).numpy()
 
     def image_size(self, index: int) -> tuple[int, int]:

@@ -177,7 +177,7 @@ def settings_problems(statistics: StatsResult, resize: str, features: str | None
                                 "(made by pytorch-fid or an older ganeval): the value is only meaningful if "
                                 "both match this call's")
         return problems
-    if statistics.resize is not None and statistics.resize != resize:
+    if statistics.resize is not None and resize is not None and statistics.resize != resize:
         problems.append(f"{statistics.source} was made with --resize {statistics.resize}, this call uses "
                         f"--resize {resize}; FID compares only statistics made the same way (pass --resize "
                         f"{statistics.resize} or remake the file)")

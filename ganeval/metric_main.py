@@ -354,7 +354,7 @@ def resolve_counts(names: list[str], settings: MetricSettings, sources: dict[str
                                             len(sources["gen"]) // 2, "MS-SSIM pairs", "msssim_pairs", problems)
     feature_sets = {set_name for name in names if metric_spec(name).features for set_name in metric_spec(name).sets}
     if feature_sets and settings.fid_images is None:
-        unset = [name for name in names if metric_spec(name).features and getattr(settings, f"{name}_images") is None]
+        unset = [name for name in names if metric_spec(name).features and getattr(settings, f"{name}_images", None) is None]
         if unset:
             sets = {set_name for name in unset for set_name in metric_spec(name).sets}
             filled.fid_images = default_count(None, PAPER_COUNTS["fid_images"], available(sets),

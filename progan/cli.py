@@ -52,6 +52,7 @@ def main():
               help="Override any config value (JSON values, checked against the field's type), e.g. "
               "--set bf16=true --set 'minibatch_dict={\"4\":64}'.")
 @click.option("--device", default="auto", show_default=True, help="cuda, cpu or auto.")
+@take_over_lock_option
 @user_errors
 def train_command(config_name, data_path, run_dir, kimg, gpus, resume, overrides, device):
     """Train a ProGAN on --data into a new run folder --out, or continue a run with --resume (its newest valid
@@ -205,6 +206,7 @@ def generate_command(checkpoint, num, out_dir, seed, resolution, device, allow_m
 @click.option("--columns", type=click.IntRange(1), default=16, show_default=True,
               help="Frames per row of the .png sheet of --out.")
 @click.option("--device", default="auto", show_default=True, help="cuda, cpu or auto.")
+@take_over_lock_option
 @user_errors
 def interpolate_command(checkpoint, video_path, out_path, duration, fps, frames, smoothing, grid_size, zoom, seed,
                         columns, device):
@@ -297,6 +299,7 @@ def _sheet(frames: np.ndarray, columns: int) -> np.ndarray:
 @click.option("--no-plots", is_flag=True, help="Write the table only (the curves need matplotlib: the [plot] extra).")
 @click.option("--device", default="auto", show_default=True, help="cuda, cpu or auto.")
 @click.option("--json", "as_json", is_flag=True, help="Print the evaluation as one JSON object.")
+@take_over_lock_option
 @user_errors
 def evaluate_command(run_dir, real_path, metrics, swd_images, msssim_pairs, fid_images, allow_singular, seed,
                      inception, resize, out_dir, no_plots, device, as_json):

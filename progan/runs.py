@@ -104,6 +104,8 @@ def resume_setup(resume, overrides: list[str], data_path=None, run_dir=None, not
 
     checkpoint = find_checkpoint(resume, note)
     run_dir = Path(run_dir) if run_dir else checkpoint.parent
+    if run_dir.resolve() != checkpoint.parent.resolve():  # a branch: into a new folder, never another run's
+        check_new_run_dir(run_dir)
     state = load_checkpoint(checkpoint)
     progress = state.get("progress") or {}
     nimg = int(progress.get("cur_nimg", round(float(state.get("kimg", 0)) * 1000)))

@@ -117,6 +117,11 @@ def test_statistics_made_another_way_are_refused(tmp_path, tiny_inception):
     old = run("fid", GEN, bare, "--num-images", 40, "--allow-singular", "--no-cache", "--resize", "clean")
     assert old.exit_code == 0 and "records neither its resize mode nor its feature network" in old.stderr
 
+    both_orders = [run("fid", first, second, "--json") for first, second in ((bare, stats), (stats, bare))]
+    assert [result.exit_code for result in both_orders] == [0, 0], [r.output for r in both_orders]
+    values = [json.loads(result.stdout)["metrics"]["fid"]["value"] for result in both_orders]
+    assert values[0] == pytest.approx(values[1], rel=1e-12)  # an old file and a new one compare either way
+
 
 # --------------------------------------------------------------------------------------------------------------
 # The feature cache, shared by every Inception command

@@ -85,3 +85,22 @@ def test_the_api_pairs_the_same_way(multi_resolution_h5):
     metrics = compute_metrics(gen, EXAMPLES / "real", "swd", MetricSettings(swd_images=8, progress=False),
                               device="cpu")
     assert "reduced 4x to 32x32" in metrics.notes[0]
+
+
+def test_an_image_of_another_size_among_larger_reals_is_skipped_not_a_crash(checkpoint, tmp_path):
+    """Reals reduced to the checkpoint's 16x16: one 31x33 file among 32x32 ones is skipped with --skip-bad and
+    named in one error line without it."""
+    from PIL import Image
+
+    reals = tmp_path / "reals"
+    reals.mkdir()
+    images = load_folder(EXAMPLES / "real", 12)[:, ::4, ::4]  # 32x32
+    for index, image in enumerate(images):
+        Image.fromarray(np.ascontiguousarray(image)).save(reals / f"{index:02d}.png")
+    Image.fromarray(np.ascontiguousarray(images[0][:33, :31])).resize((31, 33)).save(reals / "99-odd.png")
+    args = ["swd", str(checkpoint), str(reals), "--num-images", "13", "--quiet", "--device", "cpu", "--json"]
+    skipped = CliRunner().invoke(main, args[:3] + ["--num-images", "12"] + args[5:] + ["--skip-bad"])
+    assert skipped.exit_code == 0, skipped.output
+    assert "99-odd.png" in skipped.stderr and "Traceback" not in skipped.output
+    refused = CliRunner().invoke(main, args)
+    assert refused.exit_code == 2 and "99-odd.png" in refused.stderr and "Traceback" not in refused.output

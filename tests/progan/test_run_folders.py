@@ -113,6 +113,14 @@ def test_resume_from_an_older_file_in_its_own_folder_is_refused(finished, tmp_pa
     assert (elsewhere.kimg, elsewhere.tick) == (1.024, 2)               # into a new folder: allowed
 
 
+
+def test_resume_into_another_runs_folder_is_refused(finished, tmp_path):
+    run, other = _copy(finished, tmp_path / "a"), _copy(finished, tmp_path / "b")
+    before = _hashes(other)
+    result = CliRunner().invoke(progan_main, ["train", "--resume", str(run / "network-snapshot-000001.pt"),
+                                              "--out", str(other), "--device", "cpu"])
+    assert result.exit_code == 2 and "already holds a run" in result.output, result.output
+    assert _hashes(other) == before
 class Died(Exception):
     """Stands for a SIGKILL at one point of the tick maintenance."""
 
