@@ -248,7 +248,7 @@ def run_pass(metrics: list[Metric], sets: Mapping[str, ImageSet], options: PassO
                 bar.update(batch.pixels.shape[0])
         report.counts[set_name] = count
         skipped = [f"{item.name}: {item.reason}" for item in stream.skipped] if stream is not None else []
-        report.skipped[set_name] = cached.skipped if cached is not None else skipped
+        report.skipped[set_name] = skipped if stream is not None else cached.skipped  # what this pass met
         if cached is not None:
             report.cache_hits.add(set_name)
             report.cache_paths[set_name] = cached.path
