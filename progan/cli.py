@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import os
@@ -242,16 +243,26 @@ def interpolate_command(checkpoint, video_path, out_path, duration, fps, frames,
     G = generator_from_checkpoint(load_checkpoint(checkpoint), resolve_device(device))
     count = frames or frame_count(duration, fps)
     latents = smooth_latents(count, grid_columns * grid_rows, G.latent_size, smoothing * fps, seed)
-    if video_path is not None:
-        write_video(interpolation_frames(G, latents, grid_columns, zoom), video_path, fps)
-        emit(f"wrote {count} frames at {fps:g} fps -> {video_path}")
-    if sheet:
-        frames_hwc = np.stack(list(interpolation_frames(G, latents, grid_columns, zoom)))
-        write_png(out, _sheet(frames_hwc, columns))
-    elif out is not None:
-        with FolderLock(out, "progan interpolate"):
-            for index, frame in enumerate(interpolation_frames(G, latents, grid_columns, zoom)):
+    kept: list[np.ndarray] = []  # the frames of a sheet
+
+    def frames_once():
+        """Each frame generated once, handed to the video and to the PNG folder or sheet alike."""
+        for index, frame in enumerate(interpolation_frames(G, latents, grid_columns, zoom)):
+            if sheet:
+                kept.append(frame)
+            elif out is not None:
                 write_png(out / f"frame{index:05d}.png", frame)
+            yield frame
+
+    with FolderLock(out, "progan interpolate") if out is not None and not sheet else contextlib.nullcontext():
+        if video_path is not None:
+            write_video(frames_once(), video_path, fps)
+            emit(f"wrote {count} frames at {fps:g} fps -> {video_path}")
+        else:
+            for _ in frames_once():
+                pass
+    if sheet:
+        write_png(out, _sheet(np.stack(kept), columns))
     if out is not None:
         emit(f"wrote {count} frames -> {out}")
 
