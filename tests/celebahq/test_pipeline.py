@@ -216,7 +216,7 @@ def test_prepared_photos_travel_as_tensors():
 def test_the_progress_bar_counts_sources_done_not_prepared(tmp_path, monkeypatch):
     """Each pass's bar moves when a batch is rendered and handed on (or a source skipped), never ahead of it, and
     ends at the pass's source count; the writes still in flight are finished while the bar is shown."""
-    import celebahq.pipeline as pipeline
+    from celebahq import pipeline
 
     bars = []
 

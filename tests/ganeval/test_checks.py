@@ -23,14 +23,6 @@ GEN, REAL = str(EXAMPLES / "gen"), str(EXAMPLES / "real")
 
 
 @pytest.fixture
-def tiny_inception(monkeypatch, tmp_path):
-    """The Inception stand-in (24-d features, taken as the 2048-d network's) for every loading of it."""
-    monkeypatch.setenv("GANEVAL_CACHE", str(tmp_path / "cache"))  # never the user's cache
-    monkeypatch.setattr(ganeval.features, "load_inception",
-                        lambda path=None, device=None, resize="tf", **kwargs: TinyExtractor(resize))
-
-
-@pytest.fixture
 def no_decoding(monkeypatch):
     def refuse(*args, **kwargs):
         raise AssertionError("an image was decoded")

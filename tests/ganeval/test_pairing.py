@@ -11,12 +11,9 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-import ganeval.features
 from gancore.sources import box_reduce
 from ganeval.cli import main
-from progan.checkpoint import save_checkpoint
-from progan.configs import resolve_config
-from progan.networks import build_networks
+from toolkit_testing.checkpoints import write_tiny_checkpoint
 from toolkit_testing.extractors import TinyExtractor
 from toolkit_testing.images import EXAMPLES, load_folder
 
@@ -24,11 +21,7 @@ from toolkit_testing.images import EXAMPLES, load_folder
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory):
     """An untrained tiny-preset checkpoint (16x16 images)."""
-    torch.manual_seed(0)
-    G, D = build_networks(resolve_config("tiny"))
-    state = {"config": resolve_config("tiny").to_dict(), "lod": 0.0, "kimg": 1.0, "G": G.state_dict(),
-             "D": D.state_dict(), "G_ema": G.state_dict()}
-    return save_checkpoint(tmp_path_factory.mktemp("ckpt") / "network-snapshot-000001.pt", state)
+    return write_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "network-snapshot-000001.pt")
 
 
 @pytest.fixture(scope="module")
@@ -41,13 +34,6 @@ def multi_resolution_h5(tmp_path_factory):
             side = 128 >> steps
             file.create_dataset(f"data{side}x{side}", data=box_reduce(images, steps).numpy())
     return path
-
-
-@pytest.fixture
-def tiny_inception(monkeypatch, tmp_path):
-    """The Inception stand-in for every loading of the network (no weights needed)."""
-    monkeypatch.setenv("GANEVAL_CACHE", str(tmp_path / "cache"))  # never the user's cache
-    monkeypatch.setattr(ganeval.features, "load_inception", lambda *args, **kwargs: TinyExtractor())
 
 
 def test_swd_of_a_checkpoint_against_larger_reals(checkpoint):

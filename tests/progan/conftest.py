@@ -45,14 +45,6 @@ def train_quietly():
 @pytest.fixture(scope="session")
 def checkpoint(tmp_path_factory) -> Path:
     """An untrained `tiny` checkpoint (seed 0) of G, D and G_ema, as `progan train` writes them."""
-    from progan.checkpoint import save_checkpoint
-    from progan.configs import resolve_config
-    from progan.networks import build_networks
+    from toolkit_testing.checkpoints import write_tiny_checkpoint
 
-    torch.manual_seed(0)
-    config = resolve_config("tiny")
-    G, D = build_networks(config)
-    path = tmp_path_factory.mktemp("ckpt") / "tiny.pt"
-    save_checkpoint(path, {"config": config.to_dict(), "lod": 0.0, "kimg": 1.0, "G": G.state_dict(),
-                           "D": D.state_dict(), "G_ema": G.state_dict()})
-    return path
+    return write_tiny_checkpoint(tmp_path_factory.mktemp("ckpt") / "tiny.pt")
