@@ -20,8 +20,8 @@ import platform
 import re
 import shlex
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 HEADER = ("# Measured figures\n\nEvery figure the docs quote, written by the benchmark that measured it "
@@ -67,9 +67,16 @@ def section_text(title: str, body: str, command: str | None = None, load_before:
             f"- {load}\n\n{body.strip()}\n")
 
 
+def markdown_table(header: list[str], rows: list[list[str]], align: str = "---:") -> str:
+    """A Markdown table: `header`, one alignment cell per column (`align`, right by default), one line per row of
+    already formatted cells."""
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join([align] * len(header)) + "|"]
+    return "\n".join(lines + ["| " + " | ".join(cells) + " |" for cells in rows])
+
+
 def replace_section(document: str, title: str, section: str) -> str:
     """`document` with the section headed `## title` replaced by `section` (appended when absent)."""
-    pattern = re.compile(rf"^## {re.escape(title)}\n.*?(?=^## |\Z)", re.M | re.S)
+    pattern = re.compile(rf"^## {re.escape(title)}\n.*?(?=^## |\Z)", re.MULTILINE | re.DOTALL)
     if pattern.search(document):
         return pattern.sub(lambda _: section.rstrip("\n") + "\n\n", document, count=1).rstrip("\n") + "\n"
     return document.rstrip("\n") + "\n\n" + section

@@ -27,6 +27,7 @@ import os
 import subprocess
 import sys
 
+import results_record
 import torch
 
 from progan.configs import resolve_config
@@ -130,32 +131,29 @@ def measure_with(code_root: str, args) -> list[dict]:
 
 
 def rss_table(rows: list[dict], before: list[dict] | None) -> str:
-    lines = ["| resolution | minibatch | peak RSS, before | after | the step added, before | after |",
-             "|---:|---:|---:|---:|---:|---:|"]
-    for old, row in zip(before or [{}] * len(rows), rows):
-        lines.append(f"| {row['resolution']}² | {row['minibatch']} | {old.get('peak_rss_gib', math.nan):.2f} GiB | "
-                     f"{row['peak_rss_gib']:.2f} GiB | {old.get('step_added_gib', math.nan):.2f} GiB | "
-                     f"{row['step_added_gib']:.2f} GiB |")
-    return "\n".join(lines)
+    header = ["resolution", "minibatch", "peak RSS, before", "after", "the step added, before", "after"]
+    cells = [[f"{row['resolution']}²", f"{row['minibatch']}", f"{old.get('peak_rss_gib', math.nan):.2f} GiB",
+              f"{row['peak_rss_gib']:.2f} GiB", f"{old.get('step_added_gib', math.nan):.2f} GiB",
+              f"{row['step_added_gib']:.2f} GiB"] for old, row in zip(before or [{}] * len(rows), rows)]
+    return results_record.markdown_table(header, cells)
 
 
 def table(rows: list[dict], before: list[dict] | None) -> str:
+    def gib(value: float) -> str:
+        return f"{value:.2f} GiB"
+
     if before is None:
-        lines = [("| resolution | minibatch | state (G, D, EMA, grads, Adam) | saved by the D step |"
-                  " saved by the G step | floor of the peak |"), "|---:|---:|---:|---:|---:|---:|"]
-        for row in rows:
-            lines.append(f"| {row['resolution']}² | {row['minibatch']} | {row['state_gib']:.2f} GiB | "
-                         f"{row['D_step_saved_gib']:.2f} GiB | {row['G_step_saved_gib']:.2f} GiB | "
-                         f"{row['floor_gib']:.2f} GiB |")
-        return "\n".join(lines)
-    lines = [("| resolution | minibatch | state | D step keeps, before | after | G step keeps, before | after |"
-              " floor before | after |"), "|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for old, row in zip(before, rows):
-        lines.append(f"| {row['resolution']}² | {row['minibatch']} | {row['state_gib']:.2f} GiB | "
-                     f"{old['D_step_saved_gib']:.2f} GiB | {row['D_step_saved_gib']:.2f} GiB | "
-                     f"{old['G_step_saved_gib']:.2f} GiB | {row['G_step_saved_gib']:.2f} GiB | "
-                     f"{old['floor_gib']:.2f} GiB | {row['floor_gib']:.2f} GiB |")
-    return "\n".join(lines)
+        header = ["resolution", "minibatch", "state (G, D, EMA, grads, Adam)", "saved by the D step",
+                  "saved by the G step", "floor of the peak"]
+        cells = [[f"{row['resolution']}²", f"{row['minibatch']}", gib(row["state_gib"]),
+                  gib(row["D_step_saved_gib"]), gib(row["G_step_saved_gib"]), gib(row["floor_gib"])] for row in rows]
+        return results_record.markdown_table(header, cells)
+    header = ["resolution", "minibatch", "state", "D step keeps, before", "after", "G step keeps, before", "after",
+              "floor before", "after"]
+    cells = [[f"{row['resolution']}²", f"{row['minibatch']}", gib(row["state_gib"]), gib(old["D_step_saved_gib"]),
+              gib(row["D_step_saved_gib"]), gib(old["G_step_saved_gib"]), gib(row["G_step_saved_gib"]),
+              gib(old["floor_gib"]), gib(row["floor_gib"])] for old, row in zip(before, rows)]
+    return results_record.markdown_table(header, cells)
 
 
 def main() -> None:
@@ -191,7 +189,6 @@ def main() -> None:
     body = (rss_table if args.real_step else table)(rows, before)
     print(body)
     if args.record:
-        import results_record
 
         what = f"{args.config}, {'bf16' if args.bf16 else 'fp32'}, the preset's 1-GPU minibatch, GiB"
         title = ("progan: peak RSS of one training step (CPU)" if args.real_step

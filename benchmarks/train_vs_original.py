@@ -42,6 +42,8 @@ import textwrap
 import time
 from pathlib import Path
 
+import results_record
+
 TF_IMPORT = "import tensorflow as tf"
 TF_COMPAT_IMPORT = "import tensorflow.compat.v1 as tf; tf.disable_v2_behavior()"
 ORIGINAL_MODULES = ("networks.py", "loss.py", "tfutil.py")
@@ -263,20 +265,20 @@ def run_child(interpreter: str, side: str, plan: dict, original: str | None, wai
 
 
 def table(rows: list[dict]) -> str:
-    lines = [("| resolution | minibatch | ours img/s | original img/s | ratio | ours img/CPU-s |"
-              " original img/CPU-s | ratio (CPU time) | ours peak RSS | original peak RSS | ours RSS after import |"
-              " original RSS after import |"),
-             "|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    header = ["resolution", "minibatch", "ours img/s", "original img/s", "ratio", "ours img/CPU-s",
+              "original img/CPU-s", "ratio (CPU time)", "ours peak RSS", "original peak RSS", "ours RSS after import",
+              "original RSS after import"]
+    cells = []
     for row in rows:
         ours, original = row["ours"], row["original"]
-        lines.append(f"| {row['resolution']}² | {row['minibatch']} | {ours['images_per_second']:.1f} | "
-                     f"{original['images_per_second']:.1f} | "
-                     f"{ours['images_per_second'] / original['images_per_second']:.2f}× | "
-                     f"{ours['images_per_cpu_second']:.2f} | {original['images_per_cpu_second']:.2f} | "
-                     f"{ours['images_per_cpu_second'] / original['images_per_cpu_second']:.2f}× | "
-                     f"{ours['peak_rss_mb']:.0f} MiB | {original['peak_rss_mb']:.0f} MiB | "
-                     f"{ours['rss_after_import_mb']:.0f} MiB | {original['rss_after_import_mb']:.0f} MiB |")
-    return "\n".join(lines)
+        cells.append([f"{row['resolution']}²", f"{row['minibatch']}", f"{ours['images_per_second']:.1f}",
+                      f"{original['images_per_second']:.1f}",
+                      f"{ours['images_per_second'] / original['images_per_second']:.2f}×",
+                      f"{ours['images_per_cpu_second']:.2f}", f"{original['images_per_cpu_second']:.2f}",
+                      f"{ours['images_per_cpu_second'] / original['images_per_cpu_second']:.2f}×",
+                      f"{ours['peak_rss_mb']:.0f} MiB", f"{original['peak_rss_mb']:.0f} MiB",
+                      f"{ours['rss_after_import_mb']:.0f} MiB", f"{original['rss_after_import_mb']:.0f} MiB"])
+    return results_record.markdown_table(header, cells)
 
 
 def main() -> None:
@@ -321,7 +323,6 @@ def main() -> None:
     print(body)
     print(f"load before: {load_before}; after: " + " / ".join(f"{value:.2f}" for value in os.getloadavg()))
     if args.record:
-        import results_record
 
         settings = (f"config {args.config} with fmap_base {args.fmap_base}, fused_scale {args.fused_scale}, "
                     f"{args.threads} threads (OMP_WAIT_POLICY {args.omp_wait_policy}), {args.steps} timed steps "
