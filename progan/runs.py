@@ -24,6 +24,9 @@ SNAPSHOT_NAME = re.compile(r"network-snapshot-(\d+)\.pt$")
 INTERRUPTED_NAME = re.compile(r"interrupted-(\d+)\.pt$")
 RUN_FILES = ("config.json", "stats.jsonl", "reals.png", "network-snapshot-*.pt", "interrupted-*.pt",
              "fakes*.png")
+# what a branch (--resume FILE --out DIR) must not find in DIR: another run's config and checkpoints (its
+# stats.jsonl, a history the branch continues, is cut back to the checkpoint's tick)
+BRANCH_REFUSES = ("config.json", "network-snapshot-*.pt", "interrupted-*.pt")
 
 
 def _discard(line: str) -> None:
@@ -64,13 +67,13 @@ def find_checkpoint(path, note=_discard) -> Path:
     raise UserError(f"{path}: none of its {len(candidates)} checkpoints can be read (see the notes above)")
 
 
-def check_new_run_dir(run_dir) -> None:
-    """UserError when `run_dir` already holds a run (any of RUN_FILES): a new run would overwrite its snapshots
-    and mix two histories in stats.jsonl. Nothing is written."""
+def check_new_run_dir(run_dir, patterns: tuple[str, ...] = RUN_FILES) -> None:
+    """UserError when `run_dir` already holds a run (any file matching `patterns`): a new run would overwrite its
+    snapshots and mix two histories in stats.jsonl. Nothing is written."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         return
-    held = sorted({file.name for pattern in RUN_FILES for file in run_dir.glob(pattern)})
+    held = sorted({file.name for pattern in patterns for file in run_dir.glob(pattern)})
     if held:
         shown = ", ".join(held[:3]) + (f" and {len(held) - 3} more" if len(held) > 3 else "")
         raise UserError(f"{run_dir} already holds a run ({shown}); continue it with --resume {run_dir}, or give "
@@ -104,8 +107,8 @@ def resume_setup(resume, overrides: list[str], data_path=None, run_dir=None, not
 
     checkpoint = find_checkpoint(resume, note)
     run_dir = Path(run_dir) if run_dir else checkpoint.parent
-    if run_dir.resolve() != checkpoint.parent.resolve():  # a branch: into a new folder, never another run's
-        check_new_run_dir(run_dir)
+    if run_dir.resolve() != checkpoint.parent.resolve():  # a branch: never into another run's folder
+        check_new_run_dir(run_dir, BRANCH_REFUSES)
     state = load_checkpoint(checkpoint)
     progress = state.get("progress") or {}
     nimg = int(progress.get("cur_nimg", round(float(state.get("kimg", 0)) * 1000)))
