@@ -8,6 +8,7 @@ floating-point sums). Outside torchrun everything here is a no-op for a world of
 
 from __future__ import annotations
 
+import atexit
 import os
 
 import torch
@@ -64,7 +65,19 @@ def start_from_environment(device: torch.device, share_gpus: bool = False) -> to
         torch.cuda.set_device(device)
     if not (dist.is_available() and dist.is_initialized()):
         dist.init_process_group(backend="nccl" if device.type == "cuda" and not share_gpus else "gloo")
+        atexit.register(_leave_process_group)
     return device
+
+
+def _leave_process_group() -> None:
+    """Destroy the process group at exit, while the interpreter is still whole: left to interpreter finalization,
+    gloo's worker threads are destroyed unjoined now and then and the rank dies of SIGABRT ('terminate called
+    without an active exception') after its work is done. Local to this rank: waits for no other."""
+    if dist.is_available() and dist.is_initialized():
+        try:
+            dist.destroy_process_group()
+        except Exception:  # a group already broken by a dead peer: nothing left to tidy  # noqa: BLE001
+            pass
 
 
 def _communication_device(tensor: torch.Tensor) -> torch.device:

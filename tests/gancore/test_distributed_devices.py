@@ -8,6 +8,7 @@ import torch
 
 from gancore import distributed
 from gancore.runtime import host_to_device
+from toolkit_testing.subprocesses import torchrun
 
 
 def test_ranks_take_their_gpu_or_share_fewer(monkeypatch):
@@ -52,3 +53,17 @@ def test_host_to_device_copies_and_converts(device):
     np.testing.assert_array_equal(got.cpu().numpy(), (np.arange(12).reshape(3, 4) / 7).astype(np.float32))
     photo = np.random.default_rng(0).integers(0, 256, (50, 40, 3), dtype=np.uint8)
     assert torch.equal(host_to_device(photo, device).cpu(), torch.from_numpy(photo))
+
+
+def test_each_rank_leaves_its_process_group_before_the_interpreter_ends(tmp_path):
+    """Left to interpreter finalization, gloo's threads now and then abort a finished rank (SIGABRT); the group is
+    destroyed by an exit handler instead. A handler registered before the group's runs after it and sees it gone."""
+    script = tmp_path / "leave.py"
+    script.write_text(
+        "import atexit, torch, torch.distributed as dist\n"
+        "from gancore import distributed\n"
+        "atexit.register(lambda: print(f'<initialized at exit: {dist.is_initialized()}>', flush=True))\n"
+        "distributed.start_from_environment(torch.device('cpu'))\n"
+        "distributed.barrier()\n")
+    output = torchrun([str(script)])
+    assert output.count("<initialized at exit: False>") == 2, output
