@@ -1,5 +1,6 @@
 """ganeval: the Progressive GAN paper's metrics (Laplacian SWD, MS-SSIM, FID, IS) and KID and precision/recall,
-faithful to the references and fast; every metric is registered in `ganeval.metric_main` and fed by one pass.
+faithful to the references and fast; every metric is a spec registered in `ganeval.registry` (the built-in six in `ganeval.metric_main`) and fed
+by one pass.
 
 Python API::
 
@@ -20,7 +21,8 @@ from .fid import compute_fid, compute_statistics
 from .frechet import frechet_distance
 from .isc import inception_score, inception_score_source
 from .kid import kernel_inception_distance
-from .metric_main import MetricSettings, compute_metrics, list_metrics, register_metric
+from .metric_main import compute_metrics
+from .registry import MetricSettings, MetricSpec, list_metrics, register_metric, setting
 from .msssim import ms_ssim, msssim_diversity
 from .precision_recall import knn_precision_recall
 from .swd import SWDResult, compute_swd, laplacian_pyramid, sliced_wasserstein
@@ -31,6 +33,7 @@ __all__ = [
     "ImageSource",
     "ImageStream",
     "MetricSettings",
+    "MetricSpec",
     "SWDResult",
     "SourceError",
     "UserError",
@@ -52,5 +55,6 @@ __all__ = [
     "open_source",
     "register_metric",
     "register_source_opener",
+    "setting",
     "sliced_wasserstein",
 ]

@@ -147,7 +147,7 @@ class RegisteredOptionsCommand(click.Command):
 
     @property
     def params(self) -> list[click.Parameter]:
-        from .metric_main import registered_options
+        from .registry import registered_options
 
         wanted = [option for option in registered_options()
                   if self.spec_options is None or option.name in self.spec_options]
@@ -299,9 +299,9 @@ def all_command(gen, real, metrics, seed, inception, resize, no_cache, cache_dir
     from one decoding pass per set (each image decoded once, the Inception run once per image), as a table like
     the paper's. Each metric's options come from its registered spec."""
     start_distributed(device)
-    from .metric_main import MetricSettings
+    from .registry import MetricSettings
 
-    settings = MetricSettings.from_options(seed, not quiet, metric_options)
+    settings = MetricSettings.from_values(seed, not quiet, **metric_options)
     run_registry("all", gen, real, metrics, settings, inception, resize, device, batch_size, num_workers, skip_bad,
                  as_json, cache_dir, no_cache)
 
@@ -322,10 +322,10 @@ def kid_command(gen, real, num_images, seed, kid_subsets, kid_subset_size, incep
                 device, batch_size, num_workers, skip_bad, as_json, quiet):
     """Kernel Inception distance between GEN and REAL: unbiased MMD² (cubic kernel) over subsets, mean ± std."""
     start_distributed(device)
-    from .metric_main import MetricSettings
+    from .registry import MetricSettings
 
-    settings = MetricSettings(seed=seed, kid_images=num_images, kid_subsets=kid_subsets,
-                              kid_subset_size=kid_subset_size, progress=not quiet)
+    settings = MetricSettings.from_values(seed, not quiet, kid_images=num_images, kid_subsets=kid_subsets,
+                                          kid_subset_size=kid_subset_size)
     run_registry("kid", gen, real, "kid", settings, inception, resize, device, batch_size, num_workers, skip_bad,
                  as_json, cache_dir, no_cache, {"kid_images": "--num-images", "fid_images": "--num-images"})
 
@@ -346,9 +346,9 @@ def pr_command(gen, real, num_images, seed, pr_k, inception, resize, no_cache, c
     """Precision and recall of GEN against REAL with k-NN manifolds of the Inception features (Kynkäänniemi
     et al. 2019)."""
     start_distributed(device)
-    from .metric_main import MetricSettings
+    from .registry import MetricSettings
 
-    settings = MetricSettings(seed=seed, pr_images=num_images, pr_k=pr_k, progress=not quiet)
+    settings = MetricSettings.from_values(seed, not quiet, pr_images=num_images, pr_k=pr_k)
     run_registry("pr", gen, real, "pr", settings, inception, resize, device, batch_size, num_workers, skip_bad,
                  as_json, cache_dir, no_cache, {"pr_images": "--num-images", "fid_images": "--num-images"})
 

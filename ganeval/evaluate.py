@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .metric_main import MetricSettings, MetricsResult, compute_metrics, metric_spec
+from .metric_main import MetricsResult, compute_metrics
+from .registry import MetricSettings, metric_spec
 from .swd import SWDLevels, SWDResult
 
 METRICS = ("swd", "msssim", "fid")  # the paper's Table 1; `compute_metrics` runs every registered metric
@@ -52,8 +53,9 @@ def evaluate_all(gen, real, metrics=METRICS, swd_images: int = 16384, msssim_pai
     `extractor` (anything with `.features(uint8 NCHW, logits=bool)`) replaces the Inception loaded from
     `inception`. Raises UserError / SourceError when a set has fewer images than a metric needs.
     """
-    settings = MetricSettings(seed=seed, swd_images=swd_images, baseline=baseline, msssim_pairs=msssim_pairs,
-                              fid_images=fid_images, allow_singular=allow_singular, progress=progress)
+    settings = MetricSettings.from_values(seed, progress, swd_images=swd_images, baseline=baseline,
+                                          msssim_pairs=msssim_pairs, fid_images=fid_images,
+                                          allow_singular=allow_singular)
     result = compute_metrics(gen, real, metrics, settings, inception=inception, resize=resize, device=device,
                              batch_size=batch_size, skip_bad=skip_bad, num_workers=num_workers,
                              extractor=extractor)

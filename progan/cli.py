@@ -325,7 +325,7 @@ def evaluate_command(run_dir, real_path, metrics, swd_images, msssim_pairs, fid_
     """
     from gancore.locking import FolderLock
     from gancore.outputs import check_output_path
-    from ganeval.metric_main import MetricSettings, parse_metric_names
+    from ganeval.registry import MetricSettings, parse_metric_names
 
     from .evaluation import check_plotting, evaluate_run, run_snapshots
 
@@ -334,8 +334,8 @@ def evaluate_command(run_dir, real_path, metrics, swd_images, msssim_pairs, fid_
     if not no_plots:
         check_plotting()
     out = check_output_path(out_dir or Path(run_dir) / "evaluation", folder=True)
-    settings = MetricSettings(seed=seed, swd_images=swd_images, msssim_pairs=msssim_pairs, fid_images=fid_images,
-                              allow_singular=allow_singular)
+    settings = MetricSettings.from_values(seed, swd_images=swd_images, msssim_pairs=msssim_pairs,
+                                          fid_images=fid_images, allow_singular=allow_singular)
     with FolderLock(out, "progan evaluate"):  # a second evaluation into the same folder is refused
         result = evaluate_run(run_dir, real_path, names, settings, out, device=device, inception=inception,
                               resize=resize, plots=not no_plots, note=lambda line: emit(line, err=True))

@@ -17,7 +17,7 @@ import json
 import math
 import os
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -31,34 +31,15 @@ FORMAT = "progan-evaluation"
 CURVE_FIELDS = ("value", "avg", "mean", "precision", "recall")  # the numbers of a metric's JSON drawn as curves
 
 
-def images_needed(names: Iterable[str], settings) -> int:
-    """Generated images one pass over `names` reads: SWD's count, two per MS-SSIM pair, the Inception metrics'
-    counts (`settings`: a ganeval MetricSettings; a count left None is the paper's, which ganeval then lowers to
-    what the reals hold)."""
-    from ganeval.metric_main import PAPER_COUNTS, metric_spec
-
-    def count(setting: str, value: int | None) -> int:
-        return PAPER_COUNTS[setting] if value is None else value
-
-    counts = []
-    for name in names:
-        if metric_spec(name).features:
-            counts.append(count("fid_images", settings.images_for(name)))
-        elif name == "msssim":
-            counts.append(2 * count("msssim_pairs", settings.msssim_pairs))
-        else:
-            counts.append(count("swd_images", settings.swd_images))
-    return max(counts)
-
-
 def score_generator_source(G, lod: float, resolution: int, real, names: list[str], settings, device,
                            inception=None, resize: str = "tf", extractor=None) -> dict[str, dict]:
     """The metrics `names` of generator G at `lod`, its images at `resolution` (box-reduced or nearest-upsampled
     as `images_to_uint8`), against `real` (any ganeval source). Returns {name: the metric's JSON object plus
     "resolution"}."""
     from ganeval.metric_main import compute_metrics
+    from ganeval.registry import images_asked
 
-    fakes = GeneratorSource(G, lod, resolution, images_needed(names, settings), seed=settings.seed, device=device)
+    fakes = GeneratorSource(G, lod, resolution, images_asked(names, settings), seed=settings.seed, device=device)
     scores = compute_metrics(fakes, real, names, settings, inception=inception, resize=resize, device=device,
                              extractor=extractor)
     notes = scores.all_notes()  # default counts, reductions: recorded with every metric of the pass
@@ -157,7 +138,7 @@ def evaluate_run(run_dir, real, metrics: list[str], settings, out_dir=None, devi
     device = resolve_device(device)
     common = {"real": str(Path(real).resolve()) if isinstance(real, (str, os.PathLike)) else repr(real),
               "resize": resize, "extractor": None if extractor is None else type(extractor).__name__,
-              **{key: value for key, value in asdict(settings).items() if key != "progress"}}
+              **settings.values()}
     previous = _previous_rows(out_dir / "evaluation.json", note)
     result = RunEvaluation(str(run_dir), common["real"], list(metrics), [])
     said: set[str] = set()

@@ -40,7 +40,7 @@ from gancore.imagefiles import write_png
 from gancore.locking import FolderLock
 from gancore.outputs import append_text, atomic_output
 from gancore.runtime import resolve_device
-from ganeval.metric_main import MetricSettings, metric_spec, parse_metric_names
+from ganeval.registry import MetricSettings, metric_spec, parse_metric_names
 
 from .checkpoint import images_to_uint8, load_checkpoint, save_checkpoint
 from .configs import TrainingConfig
@@ -313,9 +313,9 @@ def snapshot_metrics(config: TrainingConfig, num_images: int) -> SnapshotMetrics
         notes.append(f"note: snapshot metrics ({', '.join(names)}) are scored from {SWD_MIN_RESOLUTION}x"
                      f"{SWD_MIN_RESOLUTION} on, at the working resolution")
     swd_count, fid_count = (min(count, num_images) for count in (config.metric_swd_images, config.metric_fid_images))
-    settings = MetricSettings(seed=config.seed, swd_images=swd_count, msssim_pairs=swd_count // 2,
-                              fid_images=fid_count, allow_singular=True, is_splits=max(1, min(10, fid_count)),
-                              pr_k=max(1, min(3, fid_count - 1)), progress=False) if names else None
+    settings = None if not names else MetricSettings.from_values(
+        config.seed, False, swd_images=swd_count, msssim_pairs=swd_count // 2, fid_images=fid_count,
+        allow_singular=True, is_splits=max(1, min(10, fid_count)), pr_k=max(1, min(3, fid_count - 1)))
     return SnapshotMetrics(names, settings, weights, notes)
 
 

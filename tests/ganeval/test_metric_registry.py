@@ -18,7 +18,8 @@ from ganeval.cli import main
 from ganeval.fid import compute_fid, compute_statistics
 from ganeval.fid_files import save_statistics, weights_identity, weights_sha256
 from ganeval.isc import inception_score_source
-from ganeval.metric_main import MetricSettings, compute_metrics, list_metrics
+from ganeval.metric_main import compute_metrics
+from ganeval.registry import MetricSettings, list_metrics
 from ganeval.msssim import msssim_diversity
 from ganeval.swd import compute_swd
 from toolkit_testing.extractors import TinyExtractor, random_images
@@ -51,7 +52,7 @@ class CountingExtractor(TinyExtractor):
 
 
 def run_all(gen, real, batch_size=6, **overrides):
-    settings = MetricSettings(**dict(SETTINGS, **overrides))
+    settings = MetricSettings.from_values(**dict(SETTINGS, **overrides))
     return compute_metrics(gen, real, None, settings, device="cpu", batch_size=batch_size, num_workers=0,
                            extractor=TinyExtractor())
 
@@ -79,7 +80,7 @@ def test_all_metrics_from_one_decode_and_one_feature_pass(image_sets, monkeypatc
     original = gancore.sources.decode_image
     monkeypatch.setattr(gancore.sources, "decode_image", lambda data: decoded.append(data) or original(data))
     extractor = CountingExtractor()
-    result = compute_metrics(gen, real, None, MetricSettings(**SETTINGS), device="cpu", batch_size=6,
+    result = compute_metrics(gen, real, None, MetricSettings.from_values(**SETTINGS), device="cpu", batch_size=6,
                              num_workers=0, extractor=extractor)
     assert list(result.results) == ALL
     # gen: max(16 SWD, 16 MS-SSIM, 30 features) = 30 images, real: 30; each decoded once
@@ -109,7 +110,7 @@ def test_each_value_equals_the_single_metric_form(image_sets):
                       allow_singular=True)
     assert together.results["fid"].value == pytest.approx(fid.value, rel=1e-6)
     for name in ("kid", "pr"):  # their single commands are this registry with one name
-        alone = compute_metrics(gen, real, name, MetricSettings(**SETTINGS), device="cpu", num_workers=0,
+        alone = compute_metrics(gen, real, name, MetricSettings.from_values(**SETTINGS), device="cpu", num_workers=0,
                                 extractor=TinyExtractor())
         alone_dict, together_dict = alone.results[name].to_dict(), together.results[name].to_dict()
         assert alone_dict.keys() == together_dict.keys()
@@ -134,10 +135,11 @@ def test_two_torchrun_processes_give_the_same_numbers(image_sets, tmp_path):
         "import json\n"
         "import torch\n"
         "from gancore import distributed\n"
-        "from ganeval.metric_main import MetricSettings, compute_metrics\n"
+        "from ganeval.metric_main import compute_metrics\n"
+        "from ganeval.registry import MetricSettings\n"
         "from toolkit_testing.extractors import TinyExtractor\n"
         "distributed.start_from_environment(torch.device('cpu'))\n"
-        f"settings = MetricSettings(**{SETTINGS!r})\n"
+        f"settings = MetricSettings.from_values(**{SETTINGS!r})\n"
         f"result = compute_metrics({str(gen)!r}, {str(real)!r}, None, settings, device='cpu', batch_size=4,\n"
         "                         num_workers=0, extractor=TinyExtractor())\n"
         "if distributed.is_main_process():\n"

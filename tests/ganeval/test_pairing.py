@@ -68,7 +68,7 @@ def test_the_api_pairs_the_same_way(multi_resolution_h5):
     fid = compute_fid(gen, multi_resolution_h5, num_images=30, extractor=TinyExtractor(), progress=False,
                       cache=False)
     assert "data32x32" in fid.notes[0] and np.isfinite(fid.value)
-    metrics = compute_metrics(gen, EXAMPLES / "real", "swd", MetricSettings(swd_images=8, progress=False),
+    metrics = compute_metrics(gen, EXAMPLES / "real", "swd", MetricSettings.from_values(progress=False, swd_images=8),
                               device="cpu")
     assert "reduced 4x to 32x32" in metrics.notes[0]
 

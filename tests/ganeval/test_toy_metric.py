@@ -1,6 +1,6 @@
-"""One registered spec is one metric: a toy metric registered from outside the package, with its own settings,
-counts, table column and CLI options, shows in `ganeval all --help`, in the table and in the JSON, and its
-count is checked before work like any other, with no edit to ganeval."""
+"""One registered spec is one metric: a toy metric registered from outside the package, with its own settings
+dataclass (defaults and help text), count, table column and CLI options, shows in `ganeval all --help`, in the
+table and in the JSON, and its count is checked before work like any other, with no edit to ganeval."""
 
 from __future__ import annotations
 
@@ -13,11 +13,17 @@ import pytest
 from click.testing import CliRunner
 
 from gancore.sources import select_indices
-from ganeval import metric_main
 from ganeval.cli import main
-from ganeval.metric_main import MetricOption, MetricSpec, register_metric
+from ganeval import registry
+from ganeval.registry import MetricSettings, MetricSpec, register_metric, setting
 from ganeval.metric_utils import Needs, stream_seed
 from toolkit_testing.images import EXAMPLES, load_folder
+
+
+@dataclass(frozen=True)
+class BrightnessSettings:
+    images: int = setting(8, "Brightness: generated images read.", click.IntRange(1))
+    scale: float = setting(1.0, "Brightness: factor on the mean pixel value.", float)
 
 
 @dataclass
@@ -53,15 +59,11 @@ class BrightnessMetric:
 
 @pytest.fixture
 def brightness(monkeypatch):
-    monkeypatch.setattr(metric_main, "_registry", dict(metric_main._registry))  # gone after the test
+    monkeypatch.setattr(registry, "_registry", dict(registry._registry))  # gone after the test
     return register_metric(MetricSpec(
         "brightness", "mean pixel value of the generated images", ("gen",), False,
-        lambda settings, context: BrightnessMetric(settings.value("brightness_images"),
-                                                   settings.value("brightness_scale")),
-        counts=lambda settings: {"gen": (settings.value("brightness_images"), "brightness_images")},
-        title="brightness",
-        options=(MetricOption("brightness-images", click.IntRange(1), 8, "Brightness: generated images read."),
-                 MetricOption("brightness-scale", float, 1.0, "Brightness: factor on the mean pixel value."))))
+        lambda settings, context: BrightnessMetric(settings.images, settings.scale), BrightnessSettings, "images",
+        title="brightness"))
 
 
 def run(*args):
@@ -84,3 +86,9 @@ def test_a_toy_metric_registered_from_outside(brightness):
     assert table.exit_code == 0 and table.stdout.splitlines()[0].rstrip().endswith("brightness")
     too_many = run("--metrics", "brightness", "--brightness-images", 100)
     assert too_many.exit_code == 2 and "brightness needs 100 (lower --brightness-images)" in too_many.stderr
+
+
+def test_its_settings_by_key_and_in_the_record(brightness):
+    settings = MetricSettings.from_values(seed=3, brightness_scale=0.5)
+    assert settings.of("brightness") == BrightnessSettings(8, 0.5)
+    assert settings.values()["brightness_scale"] == 0.5 and settings.values()["kid_subsets"] == 100

@@ -14,7 +14,7 @@ from click.testing import CliRunner
 
 import ganeval.inception
 from gancore.errors import UserError
-from ganeval.metric_main import MetricSettings
+from ganeval.registry import MetricSettings
 from progan.cli import main as progan_main
 from progan.configs import resolve_config
 from progan.evaluation import curve_values, evaluate_run
@@ -110,7 +110,7 @@ def test_a_second_evaluation_into_the_same_folder_is_refused(run, reals, tmp_pat
 
 
 def test_inception_metrics_through_an_extractor_and_partial_reuse(run, reals, tmp_path):
-    settings = MetricSettings(seed=1, swd_images=64, fid_images=64, progress=False)
+    settings = MetricSettings.from_values(1, False, swd_images=64, fid_images=64)
     first = evaluate_run(run, reals, ["swd"], settings, tmp_path, device="cpu", extractor=PooledColours(),
                          plots=False)
     second = evaluate_run(run, reals, ["swd", "fid", "pr"], settings, tmp_path, device="cpu",
