@@ -22,9 +22,9 @@ from .frechet import frechet_distance
 from .isc import inception_score, inception_score_source
 from .kid import kernel_inception_distance
 from .metric_main import compute_metrics
-from .registry import MetricSettings, MetricSpec, list_metrics, register_metric, setting
 from .msssim import ms_ssim, msssim_diversity
 from .precision_recall import knn_precision_recall
+from .registry import MetricSettings, MetricSpec, list_metrics, register_metric, setting
 from .swd import SWDResult, compute_swd, laplacian_pyramid, sliced_wasserstein
 
 __version__ = "0.1.0"

@@ -23,7 +23,15 @@ from .features import LazyExtractor, feature_cache
 from .fid import FIDMetric, singular_problem
 from .isc import ISMetric
 from .kid import DEFAULT_SUBSET_SIZE, DEFAULT_SUBSETS, KIDMetric
-from .metric_utils import ImageSet, MetricResult, PassOptions, Problems, run_pass, share_feature_rows, stream_seed
+from .metric_utils import (
+    ImageSet,
+    MetricResult,
+    PassOptions,
+    Problems,
+    run_pass,
+    share_feature_rows,
+    stream_seed,
+)
 from .msssim import MIN_SIZE as MSSSIM_MIN_SIZE
 from .msssim import MSSSIMMetric
 from .precision_recall import DEFAULT_K, PRMetric

@@ -13,10 +13,10 @@ import pytest
 from click.testing import CliRunner
 
 from gancore.sources import select_indices
-from ganeval.cli import main
 from ganeval import registry
-from ganeval.registry import MetricSettings, MetricSpec, register_metric, setting
+from ganeval.cli import main
 from ganeval.metric_utils import Needs, stream_seed
+from ganeval.registry import MetricSettings, MetricSpec, register_metric, setting
 from toolkit_testing.images import EXAMPLES, load_folder
 
 
