@@ -17,7 +17,9 @@ bias and LReLU (a different function).
 
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 
 import torch
 import torch.nn.functional as F
@@ -28,12 +30,46 @@ from .configs import TrainingConfig
 LRELU_SLOPE = 0.2
 
 
+class EffectiveWeight:
+    """The weight a layer computes with (its parameter × the equalized-LR gain, and for the fused resampling
+    layers the (k+1)² kernel): made on each call, or once while `shared_weights` is on, for every pass."""
+
+    shared: torch.Tensor | None = None
+    sharing: bool = False
+
+    def make_weight(self) -> torch.Tensor:
+        raise NotImplementedError
+
+    def weight_for_pass(self) -> torch.Tensor:
+        if not self.sharing:
+            return self.make_weight()
+        if self.shared is None:
+            self.shared = self.make_weight()
+        return self.shared
+
+
+@contextlib.contextmanager
+def shared_weights(module: nn.Module) -> Iterator[None]:
+    """Within: each equalized layer of `module` makes its effective weight once, on first use, and every pass
+    reuses that tensor (D's three passes in a WGAN-GP step: reals, fakes, the penalty's mix). The same values;
+    autograd sums the passes' gradients into that one tensor and takes them back to the parameter once. Must
+    close before the optimizer changes the parameters (the backward may run after it closes)."""
+    layers = [layer for layer in module.modules() if isinstance(layer, EffectiveWeight)]
+    for layer in layers:
+        layer.sharing, layer.shared = True, None
+    try:
+        yield
+    finally:
+        for layer in layers:
+            layer.sharing, layer.shared = False, None
+
+
 def feature_maps(stage: int, fmap_base: int, fmap_max: int) -> int:
     """nf(stage) = min(fmap_base / 2^stage, fmap_max); the block at resolution 2^k uses nf(k-1)."""
     return min(int(fmap_base / 2.0 ** stage), fmap_max)
 
 
-class EqualizedLinear(nn.Module):
+class EqualizedLinear(EffectiveWeight, nn.Module):
     """Dense layer with equalized learning rate: N(0,1) weights multiplied at run time by gain/sqrt(fan_in).
 
     With use_wscale=False the weights are He-initialised instead (std gain/sqrt(fan_in)) and used as is.
@@ -47,11 +83,14 @@ class EqualizedLinear(nn.Module):
         self.weight = nn.Parameter(torch.randn(out_features, in_features) * (1.0 if use_wscale else he_std))
         self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
 
+    def make_weight(self) -> torch.Tensor:
+        return self.weight * self.weight_gain
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, self.weight * self.weight_gain, self.bias)
+        return F.linear(x, self.weight_for_pass(), self.bias)
 
 
-class EqualizedConv2d(nn.Module):
+class EqualizedConv2d(EffectiveWeight, nn.Module):
     """k×k convolution, 'same' padding, equalized learning rate as `EqualizedLinear` (fan_in = C_in·k²)."""
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int, gain: float = math.sqrt(2),
@@ -64,8 +103,11 @@ class EqualizedConv2d(nn.Module):
         self.bias = nn.Parameter(torch.zeros(out_channels))
         self.padding = kernel_size // 2
 
+    def make_weight(self) -> torch.Tensor:
+        return self.weight * self.weight_gain
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.conv2d(x, self.weight * self.weight_gain, self.bias, padding=self.padding)
+        return F.conv2d(x, self.weight_for_pass(), self.bias, padding=self.padding)
 
 
 def fused_kernel(weight: torch.Tensor) -> torch.Tensor:
@@ -79,9 +121,11 @@ class EqualizedConv2dDown(EqualizedConv2d):
     `fused_kernel(w) / 4` (the TF release's conv2d_downscale2d): [N, C_in, H, W] -> [N, C_out, H/2, W/2].
     The bias is added after the pooling; H and W must be even."""
 
+    def make_weight(self) -> torch.Tensor:
+        return fused_kernel(self.weight * self.weight_gain) * 0.25
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        weight = fused_kernel(self.weight * self.weight_gain) * 0.25
-        return F.conv2d(x, weight, self.bias, stride=2, padding=self.padding)
+        return F.conv2d(x, self.weight_for_pass(), self.bias, stride=2, padding=self.padding)
 
 
 class EqualizedConv2dUp(EqualizedConv2d):
@@ -97,9 +141,11 @@ class EqualizedConv2dUp(EqualizedConv2d):
         super().__init__(in_channels, out_channels, kernel_size, gain, use_wscale)
         self.weight = nn.Parameter(self.weight.detach().transpose(0, 1).contiguous())  # [C_in, C_out, k, k]
 
+    def make_weight(self) -> torch.Tensor:
+        return fused_kernel(self.weight * self.weight_gain)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        weight = fused_kernel(self.weight * self.weight_gain)
-        return F.conv_transpose2d(x, weight, self.bias, stride=2, padding=self.padding)
+        return F.conv_transpose2d(x, self.weight_for_pass(), self.bias, stride=2, padding=self.padding)
 
 
 def pixel_norm(x: torch.Tensor, epsilon: float = 1e-8) -> torch.Tensor:

@@ -48,7 +48,7 @@ from .dataset import RealsSource, TrainingData, to_float_reals
 from .evaluation import score_generator_source
 from .interpolation import tile
 from .loss import make_loss
-from .networks import build_networks
+from .networks import build_networks, shared_weights
 from .runs import (  # noqa: F401  (find_checkpoint, resume_setup: the API's old home)
     INTERRUPTED_NAME,
     ResumeSetup,
@@ -210,7 +210,8 @@ def discriminator_step(G, D, D_opt, loss, reals: torch.Tensor, z: torch.Tensor, 
     with autocast:
         with torch.no_grad():
             fakes = G(z, lod).float()
-        D_loss, stats = loss.D_loss(D, reals, fakes, lod, mixing)
+        with shared_weights(D):  # D's weights made once for its passes (reals, fakes, the penalty's mix)
+            D_loss, stats = loss.D_loss(D, reals, fakes, lod, mixing)
     return D_loss, stats, _update(D, D_opt, D_loss, reducer)
 
 

@@ -1,8 +1,10 @@
 """The trainer's speed and memory options compute the fp32 reference function: channels_last networks, in-place
-activations (fewer tensors kept for backward), the foreach EMA update, bf16 autocast with a finite penalty; and
-the device suite's projection of a whole run."""
+activations (fewer tensors kept for backward), D's weights made once for its three passes, the foreach EMA update,
+bf16 autocast with a finite penalty; and the device suite's projection of a whole run."""
 
 from __future__ import annotations
+
+import contextlib
 
 import pytest
 import torch
@@ -20,8 +22,10 @@ def _config(fused_scale: bool):
     return resolve_config("tiny", {"resolution": 32, "fused_scale": fused_scale, "fmap_max": 16})
 
 
-def _D_step_gradients(G, D, config, lod: float, seed: int = 0) -> tuple[torch.Tensor, list[torch.Tensor]]:
-    """(D loss, D's parameter gradients) of one WGAN-GP D step on seeded inputs at `lod`."""
+def _D_step_gradients(G, D, config, lod: float, seed: int = 0, shared: bool = False
+                      ) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """(D loss, D's parameter gradients) of one WGAN-GP D step on seeded inputs at `lod` (`shared`: D's weights
+    made once for its three passes, as the trainer does)."""
     generator = torch.Generator().manual_seed(seed)
     n, r = 8, G.working_resolution(lod)
     reals = torch.rand(n, 3, r, r, generator=generator) * 2 - 1
@@ -30,7 +34,8 @@ def _D_step_gradients(G, D, config, lod: float, seed: int = 0) -> tuple[torch.Te
     with torch.no_grad():
         fakes = G(z, lod)
     D.zero_grad(set_to_none=True)
-    loss, _ = WGANGP(config).D_loss(D, reals, fakes, lod, mixing)
+    with networks.shared_weights(D) if shared else contextlib.nullcontext():
+        loss, _ = WGANGP(config).D_loss(D, reals, fakes, lod, mixing)
     loss.backward()
     return loss.detach(), [p.grad.clone() if p.grad is not None else None for p in D.parameters()]
 
@@ -62,6 +67,28 @@ def test_channels_last_networks_compute_the_nchw_function(fused_scale, lod):
         assert (g0 is None) == (g1 is None)
         if g0 is not None:
             torch.testing.assert_close(g1, g0, rtol=1e-4, atol=1e-5)
+
+
+@pytest.mark.parametrize("fused_scale", [False, True])
+@pytest.mark.parametrize("lod", [0.0, 0.5, 2.0])
+def test_weights_made_once_for_D_three_passes_give_the_same_step(fused_scale, lod, monkeypatch):
+    config = _config(fused_scale)
+    torch.manual_seed(3)
+    G, D = build_networks(config)
+    loss0, grads0 = _D_step_gradients(G, D, config, lod)
+    made = []
+    for layer in D.modules():
+        if isinstance(layer, networks.EffectiveWeight):
+            monkeypatch.setattr(layer, "make_weight", lambda make=layer.make_weight: made.append(1) or make())
+    loss1, grads1 = _D_step_gradients(G, D, config, lod, shared=True)
+    used = {name for name, p in D.named_parameters() if p.grad is not None and name.endswith("weight")}
+    assert len(made) == len(used)  # once per layer that runs at this lod, not once per pass
+    assert not any(layer.shared is not None for layer in D.modules() if isinstance(layer, networks.EffectiveWeight))
+    torch.testing.assert_close(loss1, loss0, rtol=0, atol=0)  # the same values
+    for g0, g1 in zip(grads0, grads1):  # gradients summed at the weight, then scaled: rounding only
+        assert (g0 is None) == (g1 is None)
+        if g0 is not None:
+            torch.testing.assert_close(g1, g0, rtol=1e-5, atol=1e-7)
 
 
 def _saved_bytes(function) -> int:
