@@ -36,3 +36,21 @@ def test_device_suite_reports_a_missing_section_without_failing(tmp_path, monkey
     monkeypatch.setattr(device_suite, "section_file", lambda name: tmp_path / "absent.py")
     rows, status = device_suite.run_section("build", 1.0, {}, "cpu")
     assert rows == [] and status["status"] == "absent"
+
+
+def test_the_step_arithmetic_is_counted_through_a_double_backward():
+    """train_vs_original counts a step's GFLOP by torch's formulas, `autograd.grad(create_graph=True)` included."""
+    import torch
+    import torch.nn.functional as F
+    from train_vs_original import counted_gflop
+
+    x = torch.randn(2, 4, 8, 8, requires_grad=True)
+    w = torch.randn(5, 4, 3, 3, requires_grad=True)
+    forward = 2 * 2 * 5 * 4 * 9 * 8 * 8  # multiply-adds of the convolution, ×2
+
+    def penalty_step():
+        (gradient,) = torch.autograd.grad(F.conv2d(x, w, padding=1).sum(), x, create_graph=True)
+        gradient.square().sum().backward()
+
+    assert counted_gflop(lambda: F.conv2d(x, w, padding=1)) * 1e9 == forward
+    assert counted_gflop(penalty_step) * 1e9 >= 3 * forward  # forward, input gradient, and its own backward
