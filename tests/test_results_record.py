@@ -26,7 +26,7 @@ def test_run_main_records_the_printed_figures_and_a_rerun_replaces_them(results_
     results_record.record_section("other", "kept", command="python other.py", path=results)
     monkeypatch.setattr(sys, "argv", ["benchmarks/x.py", "--fast", "--record"])
     for figure in ("1.5 s", "2.5 s"):
-        results_record.run_main("x: speed", lambda: print(f"time {figure}"), path=results)
+        results_record.run_main("x: speed", lambda figure=figure: print(f"time {figure}"), path=results)
     text = results.read_text()
     assert text.count("## x: speed") == 1 and "time 2.5 s" in text and "time 1.5 s" not in text
     assert "- command: `python benchmarks/x.py --fast`" in text and "- machine: " in text and "before: load" in text
