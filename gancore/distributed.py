@@ -9,6 +9,7 @@ floating-point sums). Outside torchrun everything here is a no-op for a world of
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
 
 import torch
@@ -74,10 +75,8 @@ def _leave_process_group() -> None:
     gloo's worker threads are destroyed unjoined now and then and the rank dies of SIGABRT ('terminate called
     without an active exception') after its work is done. Local to this rank: waits for no other."""
     if dist.is_available() and dist.is_initialized():
-        try:
+        with contextlib.suppress(Exception):  # a group already broken by a dead peer: nothing left to tidy
             dist.destroy_process_group()
-        except Exception:  # a group already broken by a dead peer: nothing left to tidy  # noqa: BLE001
-            pass
 
 
 def _communication_device(tensor: torch.Tensor) -> torch.device:
