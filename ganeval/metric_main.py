@@ -217,7 +217,8 @@ def compute_metrics(gen, real=None, metrics: str | Iterable[str] | None = None,
     gen, real: image sources (paths, ImageSources, uint8 arrays); of two sizes, the larger is matched to the
     smaller (an HDF5 file's level, else the box filter chain; said in `notes`). `extractor` (anything with
     `.features(uint8 NCHW, logits=bool)`) replaces the Inception found from `inception` and loaded with
-    `resize` on `device`; it is loaded only when a feature metric is asked. Unset counts of `settings` are
+    `resize` on `device`; it is loaded only when a feature metric is asked (a `features.LazyExtractor` is used as
+    is: passes sharing one load the network once). Unset counts of `settings` are
     the paper's or all a set holds (a note). Every problem that shows without decoding (counts, sizes, a
     singular FID, weights without logits) is raised together, before any work, as one UserError naming the
     settings as `option_names` maps them (default: "--fid-images" for `fid_images`).
@@ -236,8 +237,10 @@ def compute_metrics(gen, real=None, metrics: str | Iterable[str] | None = None,
     sources, notes = open_sets(gen, real, skip_bad)
     problems = Problems(option_names)
     counts = resolve_counts(names, settings, sources, problems)
-    lazy = LazyExtractor(extractor, inception, resize, device) if any(
-        metric_spec(name).features for name in names) else None
+    lazy = None
+    if any(metric_spec(name).features for name in names):  # a LazyExtractor is shared as is (loaded once)
+        lazy = extractor if isinstance(extractor, LazyExtractor) else LazyExtractor(extractor, inception, resize,
+                                                                                     device)
     context = MetricContext(sources, device, skip_bad, lazy, settings.seed, settings.progress)
     check_before_work(names, counts, context, problems)
     built = [metric_spec(name).build(counts.settings.of(name), context) for name in names]

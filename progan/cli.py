@@ -19,6 +19,7 @@ import torch
 from gancore.cli import emit, start_distributed, take_over_lock_option, user_errors
 from gancore.errors import UserError
 from gancore.processes import stop_children
+from ganeval.cli import RegisteredOptionsCommand, cache_options
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -282,23 +283,14 @@ def _sheet(frames: np.ndarray, columns: int) -> np.ndarray:
     return tile(torch.from_numpy(frames).permute(0, 3, 1, 2), min(columns, len(frames)))
 
 
-@main.command("evaluate", short_help="Score every snapshot of a run: a table (Markdown, JSON) and curves.")
+@main.command("evaluate", cls=RegisteredOptionsCommand,
+              short_help="Score every snapshot of a run: a table (Markdown, JSON) and curves.")
 @click.argument("run_dir", metavar="RUN", type=click.Path(exists=True, file_okay=False))
 @click.option("--real", "real_path", required=True, type=click.Path(exists=True),
               help="The real images: an HDF5 from `celebahq export`, a folder, zip or array (ganeval pairs its size "
               "with each snapshot's resolution).")
 @click.option("--metrics", default="swd", show_default=True, metavar="NAMES",
               help="Comma-separated ganeval metrics: swd, msssim, fid, is, kid, pr.")
-@click.option("--swd-images", type=click.IntRange(2), default=None,
-              help="Images per set for SWD [the paper's 16384, or all the reals hold when fewer: said in a note].")
-@click.option("--msssim-pairs", type=click.IntRange(1), default=None,
-              help="Generated image pairs for MS-SSIM [the paper's 10000].")
-@click.option("--fid-images", type=click.IntRange(2), default=None,
-              help="Images per set for the Inception metrics (fid, is, kid, pr) [50000, or all the reals hold when "
-                   "fewer].")
-@click.option("--allow-singular", is_flag=True,
-              help="Compute FID even with fewer images than Inception features (2048), whose covariance is then "
-                   "singular; refused otherwise, before any work.")
 @click.option("--seed", type=int, default=1000, show_default=True,
               help="Generated images from latents (seed, i); the reals' sample from seed + 1.")
 @click.option("--inception", type=click.Path(exists=True, dir_okay=False), default=None,
@@ -310,10 +302,11 @@ def _sheet(frames: np.ndarray, columns: int) -> np.ndarray:
 @click.option("--no-plots", is_flag=True, help="Write the table only (the curves need matplotlib: the [plot] extra).")
 @click.option("--device", default="auto", show_default=True, help="cuda, cpu or auto.")
 @click.option("--json", "as_json", is_flag=True, help="Print the evaluation as one JSON object.")
+@cache_options
 @take_over_lock_option
 @user_errors
-def evaluate_command(run_dir, real_path, metrics, swd_images, msssim_pairs, fid_images, allow_singular, seed,
-                     inception, resize, out_dir, no_plots, device, as_json):
+def evaluate_command(run_dir, real_path, metrics, seed, inception, resize, out_dir, no_plots, device, as_json,
+                     no_cache, cache_dir, **metric_options):
     """Score every network snapshot of RUN against --real, each at its trained resolution, e.g.
 
     \b
@@ -321,7 +314,9 @@ def evaluate_command(run_dir, real_path, metrics, swd_images, msssim_pairs, fid_
 
     Writes OUT/evaluation.json, OUT/evaluation.md (one row per snapshot) and OUT/<metric>.png (the metric
     against kimg; SWD one line per level). A rerun scores only the snapshots and metrics not yet in
-    evaluation.json with the same settings; the table is rewritten (atomically) after every snapshot.
+    evaluation.json with the same settings; the table is rewritten (atomically) after every snapshot. The
+    metrics' options are those of `ganeval all` (each registered metric's); the Inception is loaded once and the
+    reals' features are computed once per resolution (ganeval's feature cache).
     """
     from gancore.locking import FolderLock
     from gancore.outputs import check_output_path
@@ -334,11 +329,11 @@ def evaluate_command(run_dir, real_path, metrics, swd_images, msssim_pairs, fid_
     if not no_plots:
         check_plotting()
     out = check_output_path(out_dir or Path(run_dir) / "evaluation", folder=True)
-    settings = MetricSettings.from_values(seed, swd_images=swd_images, msssim_pairs=msssim_pairs,
-                                          fid_images=fid_images, allow_singular=allow_singular)
+    settings = MetricSettings.from_values(seed, **metric_options)
     with FolderLock(out, "progan evaluate"):  # a second evaluation into the same folder is refused
         result = evaluate_run(run_dir, real_path, names, settings, out, device=device, inception=inception,
-                              resize=resize, plots=not no_plots, note=lambda line: emit(line, err=True))
+                              resize=resize, plots=not no_plots, note=lambda line: emit(line, err=True),
+                              cache=not no_cache, cache_dir=cache_dir)
     if as_json:
         emit(json.dumps(result.to_dict()))
         return

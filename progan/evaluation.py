@@ -32,16 +32,17 @@ CURVE_FIELDS = ("value", "avg", "mean", "precision", "recall")  # the numbers of
 
 
 def score_generator_source(G, lod: float, resolution: int, real, names: list[str], settings, device,
-                           inception=None, resize: str = "tf", extractor=None) -> dict[str, dict]:
+                           inception=None, resize: str = "tf", extractor=None, cache: bool = False,
+                           cache_dir=None) -> dict[str, dict]:
     """The metrics `names` of generator G at `lod`, its images at `resolution` (box-reduced or nearest-upsampled
-    as `images_to_uint8`), against `real` (any ganeval source). Returns {name: the metric's JSON object plus
-    "resolution"}."""
+    as `images_to_uint8`), against `real` (any ganeval source). `cache`: the reals' Inception features through
+    ganeval's feature cache (`cache_dir`). Returns {name: the metric's JSON object plus "resolution"}."""
     from ganeval.metric_main import compute_metrics
     from ganeval.registry import images_asked
 
     fakes = GeneratorSource(G, lod, resolution, images_asked(names, settings), seed=settings.seed, device=device)
     scores = compute_metrics(fakes, real, names, settings, inception=inception, resize=resize, device=device,
-                             extractor=extractor)
+                             extractor=extractor, cache=cache, cache_dir=cache_dir)
     notes = scores.all_notes()  # default counts, reductions: recorded with every metric of the pass
     return {name: dict(result.to_dict(), resolution=resolution, **({"notes": notes} if notes else {}))
             for name, result in scores.results.items()}
@@ -119,15 +120,38 @@ def _previous_rows(path: Path, note) -> dict[str, SnapshotRow]:
         return {}
 
 
+@dataclass
+class SnapshotScoring:
+    """What scores each snapshot of a run: the reals, the metrics and their settings, the device, one feature
+    network for the whole run (`features`, loaded once) and the feature cache (the reals' features, computed once
+    per resolution and kept for reruns)."""
+
+    real: object
+    metrics: list[str]
+    settings: object  # ganeval.registry.MetricSettings
+    device: object  # torch.device
+    features: object  # ganeval.features.LazyExtractor
+    cache: bool = True
+    cache_dir: object = None
+
+    def score(self, G, names: list[str]) -> dict[str, dict]:
+        return score_generator_source(G, float(G.lod), G.resolution, self.real, names, self.settings, self.device,
+                                      extractor=self.features, cache=self.cache, cache_dir=self.cache_dir)
+
+
 def evaluate_run(run_dir, real, metrics: list[str], settings, out_dir=None, device=None, inception=None,
                  resize: str = "tf", extractor=None, plots: bool = True,
-                 note: Callable[[str], None] = lambda line: None) -> RunEvaluation:
+                 note: Callable[[str], None] = lambda line: None, cache: bool = True,
+                 cache_dir=None) -> RunEvaluation:
     """Score every network snapshot of `run_dir` with `metrics` (ganeval names) against `real`, each at its trained
     resolution, through `score_generator_source`; write OUT/evaluation.json and evaluation.md after each
     snapshot and, with `plots`, one OUT/<metric>.png per metric at the end (all atomically; OUT defaults to
     RUN/evaluation). Metrics already in evaluation.json for an unchanged snapshot and equal settings are reused.
+    The Inception is loaded once for the run; with `cache` the reals' features go through ganeval's feature cache
+    (`cache_dir`, else $GANEVAL_CACHE/fid), so snapshots at one resolution compute them once.
     `note(line)` receives one line per snapshot and any notes."""
     from gancore.runtime import resolve_device
+    from ganeval.features import LazyExtractor
 
     run_dir = Path(run_dir)
     out_dir = Path(out_dir) if out_dir is not None else run_dir / "evaluation"
@@ -141,10 +165,11 @@ def evaluate_run(run_dir, real, metrics: list[str], settings, out_dir=None, devi
               **settings.values()}
     previous = _previous_rows(out_dir / "evaluation.json", note)
     result = RunEvaluation(str(run_dir), common["real"], list(metrics), [])
+    scoring = SnapshotScoring(real, list(metrics), settings, device,
+                              LazyExtractor(extractor, inception, resize, device), cache, cache_dir)
     said: set[str] = set()
     for file in snapshots:
-        row = _score_snapshot(file, previous.get(file.name), real, metrics, settings, common, device, inception,
-                              resize, extractor, result)
+        row = _score_snapshot(file, previous.get(file.name), scoring, common, result)
         result.rows.append(row)
         write_table(result, out_dir)
         for text in dict.fromkeys(text for entry in row.metrics.values() for text in entry.get("notes", [])):
@@ -160,9 +185,10 @@ def evaluate_run(run_dir, real, metrics: list[str], settings, out_dir=None, devi
     return result
 
 
-def _score_snapshot(file: Path, previous: SnapshotRow | None, real, metrics, settings, common: dict, device,
-                    inception, resize, extractor, result: RunEvaluation) -> SnapshotRow:
+def _score_snapshot(file: Path, previous: SnapshotRow | None, scoring: SnapshotScoring, common: dict,
+                    result: RunEvaluation) -> SnapshotRow:
     """One row: the previous row's metrics where the file and settings are unchanged, the others computed."""
+    metrics = scoring.metrics
     stat = file.stat()
     same = previous is not None and (previous.size, previous.mtime_ns, previous.settings) == (
         stat.st_size, stat.st_mtime_ns, common)
@@ -173,10 +199,9 @@ def _score_snapshot(file: Path, previous: SnapshotRow | None, real, metrics, set
         return previous
     started = time.perf_counter()
     state = load_checkpoint(file)
-    G = generator_from_checkpoint(state, device)
+    G = generator_from_checkpoint(state, scoring.device)
     progress = state.get("progress") or {}
-    scores = score_generator_source(G, float(G.lod), G.resolution, real, missing, settings, device,
-                                    inception=inception, resize=resize, extractor=extractor)
+    scores = scoring.score(G, missing)
     result.computed += len(missing)
     del state
     return SnapshotRow(file.name, stat.st_size, stat.st_mtime_ns, float(state_kimg(progress, file)),

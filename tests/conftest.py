@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 
+from gancore.runtime import CACHE_ENV_VAR
 from ganeval.inception import WEIGHTS_ENV_VAR
 from toolkit_testing.images import EXAMPLES, load_folder
 
@@ -18,6 +19,15 @@ from toolkit_testing.images import EXAMPLES, load_folder
 def real_photos() -> np.ndarray:
     """128 real 128×128 crops of public-domain photographs, uint8 NHWC."""
     return load_folder(EXAMPLES / "real")
+
+
+@pytest.fixture(autouse=True, scope="session")
+def session_cache(tmp_path_factory):
+    """ganeval's cache (feature cache, compiled kernels) in this session's own folder, never the user's: every
+    command the tests run, in this process or a child, writes there."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv(CACHE_ENV_VAR, str(tmp_path_factory.mktemp("ganeval-cache")))
+        yield
 
 
 @pytest.fixture(autouse=True)

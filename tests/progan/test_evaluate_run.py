@@ -122,6 +122,41 @@ def test_inception_metrics_through_an_extractor_and_partial_reuse(run, reals, tm
     assert second.rows[0].metrics["fid"]["value"] > 0
 
 
+class CountingColours(PooledColours):
+    """PooledColours counting the images it sees."""
+
+    def __init__(self):
+        super().__init__()
+        self.images = 0
+
+    def features(self, images, logits: bool = True):
+        self.images += images.shape[0]
+        return super().features(images, logits)
+
+
+def test_the_reals_features_are_computed_once_per_resolution(run, reals, tmp_path, monkeypatch):
+    """Three snapshots (all at 16²): the reals go through the feature network once per resolution, not once per
+    snapshot, and a second evaluation (another folder) reads them from the cache; the network is loaded once per
+    run."""
+    settings = MetricSettings.from_values(1, False, fid_images=64, allow_singular=True)
+    extractor = CountingColours()
+    first = evaluate_run(run, reals, ["fid"], settings, tmp_path / "a", device="cpu", extractor=extractor,
+                         plots=False, cache_dir=tmp_path / "cache")
+    resolutions = {row.resolution for row in first.rows}
+    assert len(first.rows) == 3 and len(resolutions) < 3
+    assert extractor.images == 64 * (3 + len(resolutions))  # generated images every time, reals once each
+    again = CountingColours()
+    second = evaluate_run(run, reals, ["fid"], settings, tmp_path / "b", device="cpu", extractor=again,
+                          plots=False, cache_dir=tmp_path / "cache")
+    assert again.images == 64 * 3 and [row.metrics for row in second.rows] == [row.metrics for row in first.rows]
+    loads = []
+    monkeypatch.setattr("ganeval.features.load_inception", lambda *args, **kwargs: loads.append(1) or
+                        CountingColours())
+    monkeypatch.setattr("ganeval.features.LazyExtractor.weights_file", lambda self: None)
+    evaluate_run(run, reals, ["fid"], settings, tmp_path / "c", device="cpu", plots=False, cache=False)
+    assert len(loads) == 1
+
+
 def test_the_trainer_scores_through_the_same_path(run, reals, tmp_path):
     """The final snapshot (lod 0, 16×16) evaluated with the trainer's settings gives the trainer's SWD."""
     last = json.loads((run / "stats.jsonl").read_text().splitlines()[-1])
