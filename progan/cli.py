@@ -208,10 +208,11 @@ def generate_command(checkpoint, num, out_dir, seed, resolution, device, allow_m
 @click.option("--columns", type=click.IntRange(1), default=16, show_default=True,
               help="Frames per row of the .png sheet of --out.")
 @click.option("--device", default="auto", show_default=True, help="cuda, cpu or auto.")
+@click.option("--allow-many", is_flag=True, help="Allow more than 100,000 frames.")
 @take_over_lock_option
 @user_errors
 def interpolate_command(checkpoint, video_path, out_path, duration, fps, frames, smoothing, grid_size, zoom, seed,
-                        columns, device):
+                        columns, device, allow_many):
     """The original's latent interpolation video: per-frame N(0, I) latents, Gaussian-smoothed over time
     (wrapping, so the video loops) and renormalised, through CHECKPOINT's EMA generator, e.g.
 
@@ -243,6 +244,8 @@ def interpolate_command(checkpoint, video_path, out_path, duration, fps, frames,
     out = check_output_path(out_path, folder=not sheet) if out_path is not None else None
     G = generator_from_checkpoint(load_checkpoint(checkpoint), resolve_device(device))
     count = frames or frame_count(duration, fps)
+    _check_frames(count, (grid_columns * G.resolution * zoom, grid_rows * G.resolution * zoom), out, sheet,
+                  allow_many)
     latents = smooth_latents(count, grid_columns * grid_rows, G.latent_size, smoothing * fps, seed)
     kept: list[np.ndarray] = []  # the frames of a sheet
 
@@ -266,6 +269,27 @@ def interpolate_command(checkpoint, video_path, out_path, duration, fps, frames,
         write_png(out, _sheet(np.stack(kept), columns))
     if out is not None:
         emit(f"wrote {count} frames -> {out}")
+
+
+SHEET_BYTES_LIMIT = 1 << 31  # a sheet is built in memory and written as one PNG
+
+
+def _check_frames(count: int, size: tuple[int, int], out: Path | None, sheet: bool, allow_many: bool) -> None:
+    """Before any work: at most FILE_COUNT_LIMIT frames unless `allow_many`; a folder of PNG frames must fit its
+    disk; a sheet (held in memory) at most 2 GiB of pixels. UserError naming what is needed."""
+    from gancore.imagefiles import png_size_bound
+    from gancore.outputs import FILE_COUNT_LIMIT, check_room_for_files
+
+    width, height = size
+    if count > FILE_COUNT_LIMIT and not allow_many:
+        raise UserError(f"{count:,} frames asked, more than {FILE_COUNT_LIMIT:,}; lower --frames or --duration, "
+                        "or pass --allow-many")
+    if sheet and count * width * height * 3 > SHEET_BYTES_LIMIT:
+        raise UserError(f"a sheet of {count:,} frames of {width}x{height} would hold more than 2 GiB of pixels; "
+                        "give --out a folder, or fewer frames")
+    if out is not None and not sheet:
+        check_room_for_files(out, count, png_size_bound(width, height), f"PNG frames of {width}x{height}",
+                             allow_many)
 
 
 def _parse_grid(text: str) -> tuple[int, int]:

@@ -4,6 +4,7 @@ generate_interpolation_video) and a playable mp4 read back with imageio (when th
 from __future__ import annotations
 
 import math
+import shutil
 import sys
 
 import numpy as np
@@ -82,3 +83,18 @@ def test_video_without_the_extra_is_one_error_line(checkpoint, tmp_path, monkeyp
     result = CliRunner().invoke(progan_main, ["interpolate", str(checkpoint), "--out", str(tmp_path / "f"),
                                               "--grid", "3"])
     assert result.exit_code == 2 and "--grid 3: give columns x rows" in result.output
+
+
+def test_frame_counts_are_checked_before_any_work(checkpoint, tmp_path, monkeypatch):
+    """Too many frames, a sheet too large for memory, a folder on a full disk: one line each, no frame written."""
+    def run(*args):
+        return CliRunner().invoke(progan_main, ["interpolate", str(checkpoint), *map(str, args)])
+
+    many = run("--out", tmp_path / "frames", "--frames", 10 ** 12)
+    assert many.exit_code == 2 and "1,000,000,000,000 frames asked, more than 100,000" in many.output
+    sheet = run("--out", tmp_path / "sheet.png", "--frames", 50_000, "--zoom", 64)
+    assert sheet.exit_code == 2 and "would hold more than 2 GiB of pixels" in sheet.output
+    monkeypatch.setattr("shutil.disk_usage", lambda path: shutil._ntuple_diskusage(10 ** 9, 10 ** 9, 1000))
+    full = run("--out", tmp_path / "frames", "--frames", 100)
+    assert full.exit_code == 2 and "PNG frames of" in full.output and "free there" in full.output
+    assert not [path for path in tmp_path.rglob("*") if path.is_file() and path.name != ".gancore-output"]
