@@ -65,15 +65,17 @@ def start_from_environment(device: torch.device, share_gpus: bool = False) -> to
     if device.type == "cuda":
         torch.cuda.set_device(device)
     if not (dist.is_available() and dist.is_initialized()):
-        dist.init_process_group(backend="nccl" if device.type == "cuda" and not share_gpus else "gloo")
-        atexit.register(_leave_process_group)
+        backend = "nccl" if device.type == "cuda" and not share_gpus else "gloo"
+        dist.init_process_group(backend=backend)
+        if backend == "gloo":  # NCCL's destroy waits for pending collectives: a failing rank could hang in it
+            atexit.register(_leave_process_group)
     return device
 
 
 def _leave_process_group() -> None:
     """Destroy the process group at exit, while the interpreter is still whole: left to interpreter finalization,
     gloo's worker threads are destroyed unjoined now and then and the rank dies of SIGABRT ('terminate called
-    without an active exception') after its work is done. Local to this rank: waits for no other."""
+    without an active exception') after its work is done. Gloo only (its destroy waits for no other rank)."""
     if dist.is_available() and dist.is_initialized():
         with contextlib.suppress(Exception):  # a group already broken by a dead peer: nothing left to tidy
             dist.destroy_process_group()

@@ -138,7 +138,20 @@ _registry: dict[str, MetricSpec] = {}
 
 
 def register_metric(spec: MetricSpec) -> MetricSpec:
-    """Add (or replace) a metric under `spec.name`."""
+    """Add (or replace) a metric under `spec.name`. ValueError for a spec whose count cannot be known: a `count`
+    that is not a field of its settings, a `count_default_from` that names no registered metric with a count, or a
+    count that may be unset (default None) with neither a paper count nor a metric to share."""
+    if spec.count is not None:
+        fields = {item.name: item for item in dataclasses.fields(spec.settings)}
+        if spec.count not in fields:
+            raise ValueError(f"metric {spec.name!r}: count {spec.count!r} is not a field of {spec.settings.__name__}")
+        shared = _registry.get(spec.count_default_from) if spec.count_default_from else None
+        if spec.count_default_from and (shared is None or shared.count is None):
+            raise ValueError(f"metric {spec.name!r}: count_default_from {spec.count_default_from!r} names no "
+                             "registered metric with a count")
+        if fields[spec.count].default is None and spec.paper_count is None and shared is None:
+            raise ValueError(f"metric {spec.name!r}: its count defaults to None; give a paper_count (the default "
+                             "count) or a count_default_from")
     _registry[spec.name] = spec
     return spec
 
@@ -253,6 +266,13 @@ class ResolvedCounts:
         return 0 if spec.count is None else getattr(self.settings.of(name), spec.count) * spec.images_per_count
 
 
+def _short_name(name: str) -> str:
+    """How a count's note names a metric: its title ("MS-SSIM"), or its name in capitals when the title is a
+    phrase with a slash ("PR", not "precision/recall", so that "FID/IS/KID/PR images per set" reads)."""
+    title = metric_spec(name).display_name
+    return name.upper() if "/" in title else title
+
+
 def resolve_counts(names: list[str], settings: MetricSettings, sources: Mapping[str, ImageSource],
                    problems: Problems) -> ResolvedCounts:
     """Every asked metric's count: as set; else the count of the metric it shares (`count_default_from`); else
@@ -268,7 +288,7 @@ def resolve_counts(names: list[str], settings: MetricSettings, sources: Mapping[
         if values[root] is None:
             held = min((len(sources[set_name]) for name in sharing for set_name in metric_spec(name).sets
                         if set_name in sources), default=0) // spec.images_per_count
-            what = f"{', '.join(metric_spec(name).display_name for name in sharing)} {spec.count_unit}"
+            what = f"{'/'.join(map(_short_name, sharing))} {spec.count_unit}"
             paper = spec.paper_count if spec.paper_count is not None else held
             values[root] = default_count(None, paper, held, what, keys[root], problems)
     filled = settings

@@ -114,10 +114,19 @@ def _previous_rows(path: Path, note) -> dict[str, SnapshotRow]:
         data = json.loads(path.read_text())
         if data.get("format") != FORMAT:
             raise ValueError(f"not a {FORMAT} file")
-        return {row["snapshot"]: SnapshotRow(**row) for row in data["rows"]}
+        return {row["snapshot"]: SnapshotRow(**_current_settings(row)) for row in data["rows"]}
     except (OSError, ValueError, TypeError, KeyError, AttributeError) as error:
         note(f"note: {path} is unreadable ({error}); every snapshot is scored again")
         return {}
+
+
+def _current_settings(row: dict) -> dict:
+    """A row as this version records it: files written before each metric's settings became its own record held
+    an empty `extra` among the settings, which says nothing."""
+    settings = row.get("settings")
+    if isinstance(settings, dict) and settings.get("extra") == {}:
+        row = dict(row, settings={key: value for key, value in settings.items() if key != "extra"})
+    return row
 
 
 @dataclass
@@ -131,7 +140,7 @@ class SnapshotScoring:
     settings: object  # ganeval.registry.MetricSettings
     device: object  # torch.device
     features: object  # ganeval.features.LazyExtractor
-    cache: bool = True
+    cache: bool = False
     cache_dir: object = None
 
     def score(self, G, names: list[str]) -> dict[str, dict]:
@@ -141,14 +150,15 @@ class SnapshotScoring:
 
 def evaluate_run(run_dir, real, metrics: list[str], settings, out_dir=None, device=None, inception=None,
                  resize: str = "tf", extractor=None, plots: bool = True,
-                 note: Callable[[str], None] = lambda line: None, cache: bool = True,
+                 note: Callable[[str], None] = lambda line: None, cache: bool = False,
                  cache_dir=None) -> RunEvaluation:
     """Score every network snapshot of `run_dir` with `metrics` (ganeval names) against `real`, each at its trained
     resolution, through `score_generator_source`; write OUT/evaluation.json and evaluation.md after each
     snapshot and, with `plots`, one OUT/<metric>.png per metric at the end (all atomically; OUT defaults to
     RUN/evaluation). Metrics already in evaluation.json for an unchanged snapshot and equal settings are reused.
-    The Inception is loaded once for the run; with `cache` the reals' features go through ganeval's feature cache
-    (`cache_dir`, else $GANEVAL_CACHE/fid), so snapshots at one resolution compute them once.
+    The Inception is loaded once for the run; with `cache` (off in the Python API, on in the CLI) the reals'
+    features go through ganeval's feature cache (`cache_dir`, else $GANEVAL_CACHE/fid), so snapshots at one
+    resolution compute them once.
     `note(line)` receives one line per snapshot and any notes."""
     from gancore.runtime import resolve_device
     from ganeval.features import LazyExtractor

@@ -41,8 +41,8 @@ class EffectiveWeight:
         raise NotImplementedError
 
     def weight_for_pass(self) -> torch.Tensor:
-        if not self.sharing:
-            return self.make_weight()
+        if not (self.sharing and torch.is_grad_enabled()):  # one made without a graph must not serve a pass with
+            return self.make_weight()                       # one
         if self.shared is None:
             self.shared = self.make_weight()
         return self.shared
@@ -52,8 +52,9 @@ class EffectiveWeight:
 def shared_weights(module: nn.Module) -> Iterator[None]:
     """Within: each equalized layer of `module` makes its effective weight once, on first use, and every pass
     reuses that tensor (D's three passes in a WGAN-GP step: reals, fakes, the penalty's mix). The same values;
-    autograd sums the passes' gradients into that one tensor and takes them back to the parameter once. Must
-    close before the optimizer changes the parameters (the backward may run after it closes)."""
+    autograd sums the passes' gradients into that one tensor and takes them back to the parameter once. Passes
+    under `torch.no_grad` make their own. Must close before the optimizer changes the parameters (the backward may
+    run after it closes)."""
     layers = [layer for layer in module.modules() if isinstance(layer, EffectiveWeight)]
     for layer in layers:
         layer.sharing, layer.shared = True, None

@@ -71,6 +71,11 @@ def test_default_counts_are_all_images_with_a_note(tiny_inception):
     assert payload["num_images"] == {"fid": {"a": 64, "b": 64}}
     assert any("64 (all there are; the paper used 50000" in note for note in payload["notes"])
     assert "note: FID images per set: 64" in result.stderr
+    shared = run("all", GEN, REAL, "--metrics", "fid,kid,pr,msssim", "--allow-singular", "--kid-subset-size", 10,
+                 "--no-cache", "--quiet")
+    assert shared.exit_code == 0, shared.output
+    assert "note: FID/KID/PR images per set: 64 (all there are; the paper used 50000" in shared.stderr
+    assert "note: MS-SSIM pairs: 32 (all there are; the paper used 10000" in shared.stderr
 
 
 def test_fid_equals_the_fid_of_all_for_the_same_options(tiny_inception):

@@ -4,6 +4,7 @@ table and in the JSON, and its count is checked before work like any other, with
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import dataclass
 
@@ -92,3 +93,16 @@ def test_its_settings_by_key_and_in_the_record(brightness):
     settings = MetricSettings.from_values(seed=3, brightness_scale=0.5)
     assert settings.of("brightness") == BrightnessSettings(8, 0.5)
     assert settings.values()["brightness_scale"] == 0.5 and settings.values()["kid_subsets"] == 100
+
+
+@pytest.mark.parametrize("change, reason", [
+    ({"count": "pictures"}, "count 'pictures' is not a field of BrightnessSettings"),
+    ({"count_default_from": "nothing"}, "count_default_from 'nothing' names no registered metric with a count"),
+    ({"settings": dataclass(frozen=True)(type("Unset", (), {"__annotations__": {"images": "int | None"},
+                                                          "images": None}))},
+     "its count defaults to None; give a paper_count"),
+])
+def test_a_spec_whose_count_cannot_be_known_is_refused_at_registration(brightness, change, reason):
+    with pytest.raises(ValueError, match=reason):
+        register_metric(dataclasses.replace(brightness, name="broken", **change))
+    assert "broken" not in registry.list_metrics()

@@ -84,6 +84,12 @@ def test_evaluate_writes_the_table_and_curves_and_resumes(run, reals, tmp_path):
     assert again.exit_code == 0 and "3 snapshots: 0 values computed, 3 reused" in again.output, again.output
     assert json.loads((out / "evaluation.json").read_text())["rows"][2]["metrics"]["swd"]["avg"] == swd
     assert (out / "msssim.png").stat().st_mtime_ns == before["msssim.png"]   # not this run's metric
+    earlier = json.loads((out / "evaluation.json").read_text())  # as written before each metric had its settings
+    for row in earlier["rows"]:
+        row["settings"]["extra"] = {}
+    (out / "evaluation.json").write_text(json.dumps(earlier))
+    reread = CliRunner().invoke(progan_main, args + ["--metrics", "swd"])
+    assert reread.exit_code == 0 and "3 snapshots: 0 values computed, 3 reused" in reread.output, reread.output
     other_seed = CliRunner().invoke(progan_main, args + ["--seed", "7"])
     assert other_seed.exit_code == 0 and "6 values computed, 0 reused" in other_seed.output
     assert not list(out.glob(".*partial"))
@@ -141,19 +147,19 @@ def test_the_reals_features_are_computed_once_per_resolution(run, reals, tmp_pat
     settings = MetricSettings.from_values(1, False, fid_images=64, allow_singular=True)
     extractor = CountingColours()
     first = evaluate_run(run, reals, ["fid"], settings, tmp_path / "a", device="cpu", extractor=extractor,
-                         plots=False, cache_dir=tmp_path / "cache")
+                         plots=False, cache=True, cache_dir=tmp_path / "cache")
     resolutions = {row.resolution for row in first.rows}
     assert len(first.rows) == 3 and len(resolutions) < 3
     assert extractor.images == 64 * (3 + len(resolutions))  # generated images every time, reals once each
     again = CountingColours()
     second = evaluate_run(run, reals, ["fid"], settings, tmp_path / "b", device="cpu", extractor=again,
-                          plots=False, cache_dir=tmp_path / "cache")
+                          plots=False, cache=True, cache_dir=tmp_path / "cache")
     assert again.images == 64 * 3 and [row.metrics for row in second.rows] == [row.metrics for row in first.rows]
     loads = []
     monkeypatch.setattr("ganeval.features.load_inception", lambda *args, **kwargs: loads.append(1) or
                         CountingColours())
     monkeypatch.setattr("ganeval.features.LazyExtractor.weights_file", lambda self: None)
-    evaluate_run(run, reals, ["fid"], settings, tmp_path / "c", device="cpu", plots=False, cache=False)
+    evaluate_run(run, reals, ["fid"], settings, tmp_path / "c", device="cpu", plots=False)
     assert len(loads) == 1
 
 

@@ -91,6 +91,18 @@ def test_weights_made_once_for_D_three_passes_give_the_same_step(fused_scale, lo
             torch.testing.assert_close(g1, g0, rtol=1e-5, atol=1e-7)
 
 
+def test_a_pass_without_gradients_does_not_serve_the_passes_with_them():
+    config = _config(True)
+    torch.manual_seed(3)
+    _, D = build_networks(config)
+    images = torch.randn(4, 3, 32, 32)
+    with networks.shared_weights(D):
+        with torch.no_grad():
+            D(images, 0.0)
+        D(images, 0.0).sum().backward()
+    assert all(p.grad is not None for name, p in D.named_parameters() if name.startswith(("from_rgb.32", "blocks")))
+
+
 def _saved_bytes(function) -> int:
     """Bytes of the distinct storages autograd saves while `function()` runs (its graph kept until counted)."""
     storages = {}
