@@ -476,8 +476,12 @@ def _default_workers(source: ImageSource) -> int:
 
 @dataclass
 class SkippedImage:
+    """A file a stream skipped: its name, why, and the stream position its replacement took (the good images
+    delivered before it), so that a prefix of N images met exactly the skips at positions below N."""
+
     name: str
     reason: str
+    position: int = 0
 
 
 class ImageStream:
@@ -583,7 +587,7 @@ class ImageStream:
                         break
                     problem = self._check(index, image, reason)
                     if problem is not None:
-                        bad.append(SkippedImage(self.source.item_name(index), problem))
+                        bad.append(SkippedImage(self.source.item_name(index), problem, delivered + len(pending)))
                         continue
                     pending.append(image)
                 if bad and not self.skip_bad:

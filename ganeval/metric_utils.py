@@ -252,8 +252,9 @@ def run_pass(metrics: list[Metric], sets: Mapping[str, ImageSet], options: PassO
         if cached is not None:
             report.cache_hits.add(set_name)
             report.cache_paths[set_name] = cached.path
-        elif recorder is not None:
-            path = recorder.write(options.cache, image_set, skipped)
+        elif recorder is not None:  # the entry holds the first `feature_count` images: the skips among them
+            prefix_skips = [f"{item.name}: {item.reason}" for item in stream.skipped if item.position < feature_count]
+            path = recorder.write(options.cache, image_set, prefix_skips)
             if path is not None:
                 report.cache_paths[set_name] = path
     for metric in metrics:

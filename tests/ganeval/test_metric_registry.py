@@ -20,6 +20,7 @@ from ganeval.fid_files import save_statistics, weights_identity, weights_sha256
 from ganeval.isc import inception_score_source
 from ganeval.metric_main import compute_metrics
 from ganeval.msssim import msssim_diversity
+from ganeval.metric_utils import stream_seed
 from ganeval.registry import MetricSettings, list_metrics
 from ganeval.swd import compute_swd
 from toolkit_testing.extractors import TinyExtractor, random_images
@@ -214,3 +215,22 @@ def test_stats_output_is_checked_before_any_work(image_sets, tmp_path):
                                            str(missing_weights), "--quiet", "--no-cache"])
         assert result.exit_code == 2 and "no-such-weights" not in result.stderr, result.stderr
         assert str(output) in result.stderr or str(blocker) in result.stderr
+
+
+def test_a_cache_entry_keeps_only_the_skips_of_its_own_images(tmp_path):
+    """SWD reads 16 generated images, FID the first 10 of the same stream; a broken file met at position 12 is
+    skipped for SWD only: the FID entry holds no skip, and a later FID pass served from it reports none."""
+    gen, real = tmp_path / "gen", tmp_path / "real"
+    write_images(gen, random_images(20, 5))
+    write_images(real, random_images(20, 6))
+    order = ImageStream(gen, num_images=20, seed=stream_seed(7, "gen")).order
+    broken = gancore.sources.open_source(gen).files[order[12]]
+    broken.write_bytes(b"not a png")
+    settings = MetricSettings.from_values(7, False, swd_images=16, fid_images=10, allow_singular=True)
+    options = {"device": "cpu", "num_workers": 0, "cache": True, "cache_dir": tmp_path / "cache"}
+    first = compute_metrics(gen, real, "swd,fid", settings, skip_bad=True, extractor=TinyExtractor(), **options)
+    assert len(first.skipped["gen"]) == 1 and first.skipped["gen"][0].startswith(f"{broken}: cannot decode")
+    extractor = TinyExtractor()
+    second = compute_metrics(gen, real, "fid", settings, skip_bad=True, extractor=extractor, **options)
+    assert extractor.calls == 0 and second.skipped == {"gen": [], "real": []}
+    assert second.results["fid"].value == pytest.approx(first.results["fid"].value, rel=1e-12)
