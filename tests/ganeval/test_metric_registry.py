@@ -19,8 +19,8 @@ from ganeval.fid import compute_fid, compute_statistics
 from ganeval.fid_files import save_statistics, weights_identity, weights_sha256
 from ganeval.isc import inception_score_source
 from ganeval.metric_main import compute_metrics
-from ganeval.msssim import msssim_diversity
 from ganeval.metric_utils import stream_seed
+from ganeval.msssim import msssim_diversity
 from ganeval.registry import MetricSettings, list_metrics
 from ganeval.swd import compute_swd
 from toolkit_testing.extractors import TinyExtractor, random_images
