@@ -328,10 +328,17 @@ class FeatureCache:
     def __init__(self, directory, resize: str, weights: list):
         self.directory, self.resize, self.weights = Path(directory), resize, weights
         self.notes: list[str] = []
+        self._keys: dict[tuple[int, int, int | None], tuple[ImageSource, str | None]] = {}
 
     def entry(self, source: ImageSource, count: int, seed: int | None) -> tuple[Path, str] | None:
-        """(entry path, key), or None for a source that cannot be cached (in memory, a generator)."""
-        key = cache_key(source, count, seed, self.resize, self.weights)
+        """(entry path, key), or None for a source that cannot be cached (in memory, a generator). The key is
+        computed once per source, count and seed for the life of this cache object (a folder's fingerprint stats
+        every file): the entry written after a pass is keyed by the content the pass started from."""
+        known = self._keys.get((id(source), count, seed))
+        if known is None or known[0] is not source:
+            known = (source, cache_key(source, count, seed, self.resize, self.weights))
+            self._keys[(id(source), count, seed)] = known
+        key = known[1]
         return None if key is None else (cache_file_for(self.directory, source, key), key)
 
     def read(self, source: ImageSource, count: int, seed: int | None, want_logits: bool,

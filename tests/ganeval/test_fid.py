@@ -547,3 +547,18 @@ def test_cached_statistics_serve_an_offline_machine_without_weights(tmp_path, mo
     weights.unlink()  # offline, no weights: the conftest guard makes any download attempt fail the test
     again = compute_statistics(folder, device="cpu", num_workers=0, progress=False, cache_dir=tmp_path / "cache")
     assert again.cached and np.array_equal(again.mu, first.mu)
+
+
+def test_a_pass_fingerprints_each_source_once(folders, tmp_path, monkeypatch):
+    """The cache key (a folder's fingerprint stats every file) is computed once per set and pass, not for the
+    lookup, the entry check and the write apart."""
+    import ganeval.fid_files
+
+    a, b = folders
+    fingerprints = []
+    original = ganeval.fid_files.source_fingerprint
+    monkeypatch.setattr(ganeval.fid_files, "source_fingerprint",
+                        lambda source: fingerprints.append(source.path) or original(source))
+    fid(a, b, num_images=6, extractor=TinyExtractor(), progress=False, num_workers=0, cache_dir=tmp_path / "cache",
+        allow_singular=True)
+    assert sorted(fingerprints) == sorted([str(a), str(b)])
