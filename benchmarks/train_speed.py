@@ -95,6 +95,8 @@ def main() -> None:
     parser.add_argument("--precision", default="fp32,bf16", help="fp32, bf16 or both.")
     parser.add_argument("--tf32", action="store_true", help="Allow TF32 in fp32 runs (the trainer's default).")
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--record", action="store_true",
+                        help="also write the printed figures into their section of benchmarks/RESULTS.md")
     args = parser.parse_args()
 
     device = resolve_device(args.device)
@@ -122,4 +124,6 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    main()
+    import results_record
+
+    results_record.run_main("progan: training step speed, CPU", main)
