@@ -168,7 +168,7 @@ class GradientReducer:
         """Call after backward: wait for the all-reduces, write the averages into .grad; whether all are finite."""
         used = [i for i, p in enumerate(self.params) if p.grad is not None]
         if not self.distributed:
-            return all(bool(torch.isfinite(self.params[i].grad).all()) for i in used)
+            return all_finite([self.params[i].grad for i in used])
         if self.buckets is None:
             self._learn(used)
             self._launched = []
@@ -178,15 +178,15 @@ class GradientReducer:
         for bucket in range(len(self.buckets)):    # not completed during backward: launched now, in a fixed order
             if bucket not in done:
                 self._launch(bucket)
-        finite = True
+        averages = []
         for bucket, flat, work in self._launched:
             work.wait()
             flat /= distributed.world_size()
-            finite &= bool(torch.isfinite(flat).all())
+            averages.append(flat)
             grads = [self.params[i].grad for i in self.buckets[bucket]]
             for grad, average in zip(grads, torch._utils._unflatten_dense_tensors(flat, grads)):
                 grad.copy_(average)
-        return finite
+        return all_finite(averages)
 
     def _learn(self, used: list[int]) -> None:
         self.buckets, size = [], self.bucket_bytes
@@ -234,10 +234,18 @@ def _update(module, optimizer, loss: torch.Tensor, reducer: GradientReducer | No
     if reducer is not None:
         finite = reducer.finish()
     else:
-        finite = all(bool(torch.isfinite(p.grad).all()) for p in module.parameters() if p.grad is not None)
+        finite = all_finite([p.grad for p in module.parameters() if p.grad is not None])
     if finite:
         optimizer.step()
     return finite
+
+
+def all_finite(tensors: list[torch.Tensor]) -> bool:
+    """Whether every element of every tensor is finite, with one wait for the device in all (on CUDA, a `bool()`
+    per tensor would stall the queue once per parameter)."""
+    if not tensors:
+        return True
+    return bool(torch.stack([torch.isfinite(tensor).all() for tensor in tensors]).all())
 
 
 def make_optimizers(G, D, config: TrainingConfig, fused: bool | None = None) -> tuple[torch.optim.Adam,

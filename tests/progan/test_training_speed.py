@@ -208,3 +208,14 @@ def test_fused_adam_is_the_per_parameter_update():
             optimizer.step()
     for got, want in zip(G.parameters(), G_ref.parameters()):
         torch.testing.assert_close(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_all_finite_is_every_element_of_every_tensor():
+    from progan.training_loop import all_finite
+
+    tensors = [torch.ones(3, 3), torch.zeros(5)]
+    assert all_finite(tensors) and all_finite([])
+    for bad in (float("nan"), float("inf"), -float("inf")):
+        broken = [t.clone() for t in tensors]
+        broken[1][4] = bad
+        assert not all_finite(broken)
