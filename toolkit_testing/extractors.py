@@ -15,15 +15,16 @@ from ganeval.inception import FIDInceptionV3
 
 class TinyExtractor:
     """Deterministic stand-in for the Inception: 2×2 average-pooled colours and their squares (24-d features),
-    10 'logits' from a fixed projection. Counts its calls."""
+    10 'logits' from a fixed projection. Counts its calls and the images it sees."""
 
     def __init__(self, resize: str = "tf"):
         self.device, self.resize, self.source = torch.device("cpu"), resize, None
-        self.calls = 0
+        self.calls = self.images = 0
         self.weight = torch.randn(10, 24, generator=torch.Generator().manual_seed(0))
 
     def features(self, images, logits: bool = True):
         self.calls += 1
+        self.images += images.shape[0]
         x = F.adaptive_avg_pool2d(images.float() / 255, 2).flatten(1)
         features = torch.cat([x, x * x], dim=1)
         return features, (features @ self.weight.T if logits else None)

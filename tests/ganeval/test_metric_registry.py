@@ -40,18 +40,6 @@ def image_sets(tmp_path_factory):
     return root / "gen", root / "real"
 
 
-class CountingExtractor(TinyExtractor):
-    """TinyExtractor that also counts the images it sees."""
-
-    def __init__(self):
-        super().__init__()
-        self.images = 0
-
-    def features(self, images, logits: bool = True):
-        self.images += images.shape[0]
-        return super().features(images, logits=True)
-
-
 def run_all(gen, real, batch_size=6, **overrides):
     settings = MetricSettings.from_values(**dict(SETTINGS, **overrides))
     return compute_metrics(gen, real, None, settings, device="cpu", batch_size=batch_size, num_workers=0,
@@ -80,7 +68,7 @@ def test_all_metrics_from_one_decode_and_one_feature_pass(image_sets, monkeypatc
     decoded = []
     original = gancore.sources.decode_image
     monkeypatch.setattr(gancore.sources, "decode_image", lambda data: decoded.append(data) or original(data))
-    extractor = CountingExtractor()
+    extractor = TinyExtractor()
     result = compute_metrics(gen, real, None, MetricSettings.from_values(**SETTINGS), device="cpu", batch_size=6,
                              num_workers=0, extractor=extractor)
     assert list(result.results) == ALL

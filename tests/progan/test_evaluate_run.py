@@ -8,8 +8,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
-import torch.nn.functional as F
 from click.testing import CliRunner
 
 import ganeval.inception
@@ -19,25 +17,12 @@ from progan.cli import main as progan_main
 from progan.configs import resolve_config
 from progan.evaluation import curve_values, evaluate_run
 from progan.training_loop import snapshot_metrics
+from toolkit_testing.extractors import TinyExtractor
 
 # 16×16 (4 → 8 → 16 by 1.25 kimg) in 3 kimg, a network snapshot every 1-kimg tick: 000001, 000002, 000003
 RUN = {"lod_training_kimg": 0.25, "lod_transition_kimg": 0.25, "tick_kimg_base": 1.0, "total_kimg": 3.0,
        "metric_swd_images": 64, "network_snapshot_ticks": 1, "image_snapshot_ticks": 3, "data_workers": 1,
        "tensorboard": False}
-
-
-class PooledColours:
-    """A stand-in for the Inception (no download): 2×2 average-pooled colours and their squares, 24-d features,
-    10 'logits' from a fixed projection."""
-
-    def __init__(self):
-        self.device, self.resize, self.source = torch.device("cpu"), "tf", None
-        self.weight = torch.randn(10, 24, generator=torch.Generator().manual_seed(0))
-
-    def features(self, images, logits: bool = True):
-        x = F.adaptive_avg_pool2d(images.float() / 255, 2).flatten(1)
-        features = torch.cat([x, x * x], dim=1)
-        return features, (features @ self.weight.T if logits else None)
 
 
 pytestmark = pytest.mark.usefixtures("single_thread")
@@ -117,10 +102,10 @@ def test_a_second_evaluation_into_the_same_folder_is_refused(run, reals, tmp_pat
 
 def test_inception_metrics_through_an_extractor_and_partial_reuse(run, reals, tmp_path):
     settings = MetricSettings.from_values(1, False, swd_images=64, fid_images=64)
-    first = evaluate_run(run, reals, ["swd"], settings, tmp_path, device="cpu", extractor=PooledColours(),
+    first = evaluate_run(run, reals, ["swd"], settings, tmp_path, device="cpu", extractor=TinyExtractor(),
                          plots=False)
     second = evaluate_run(run, reals, ["swd", "fid", "pr"], settings, tmp_path, device="cpu",
-                          extractor=PooledColours(), plots=False)
+                          extractor=TinyExtractor(), plots=False)
     assert (first.computed, second.computed, second.reused) == (3, 6, 3)
     assert [row.metrics["swd"] for row in first.rows] == [row.metrics["swd"] for row in second.rows]
     labels = curve_values("pr", second.rows[0].metrics["pr"])
@@ -128,36 +113,24 @@ def test_inception_metrics_through_an_extractor_and_partial_reuse(run, reals, tm
     assert second.rows[0].metrics["fid"]["value"] > 0
 
 
-class CountingColours(PooledColours):
-    """PooledColours counting the images it sees."""
-
-    def __init__(self):
-        super().__init__()
-        self.images = 0
-
-    def features(self, images, logits: bool = True):
-        self.images += images.shape[0]
-        return super().features(images, logits)
-
-
 def test_the_reals_features_are_computed_once_per_resolution(run, reals, tmp_path, monkeypatch):
     """Three snapshots (all at 16²): the reals go through the feature network once per resolution, not once per
     snapshot, and a second evaluation (another folder) reads them from the cache; the network is loaded once per
     run."""
     settings = MetricSettings.from_values(1, False, fid_images=64, allow_singular=True)
-    extractor = CountingColours()
+    extractor = TinyExtractor()
     first = evaluate_run(run, reals, ["fid"], settings, tmp_path / "a", device="cpu", extractor=extractor,
                          plots=False, cache=True, cache_dir=tmp_path / "cache")
     resolutions = {row.resolution for row in first.rows}
     assert len(first.rows) == 3 and len(resolutions) < 3
     assert extractor.images == 64 * (3 + len(resolutions))  # generated images every time, reals once each
-    again = CountingColours()
+    again = TinyExtractor()
     second = evaluate_run(run, reals, ["fid"], settings, tmp_path / "b", device="cpu", extractor=again,
                           plots=False, cache=True, cache_dir=tmp_path / "cache")
     assert again.images == 64 * 3 and [row.metrics for row in second.rows] == [row.metrics for row in first.rows]
     loads = []
     monkeypatch.setattr("ganeval.features.load_inception", lambda *args, **kwargs: loads.append(1) or
-                        CountingColours())
+                        TinyExtractor())
     monkeypatch.setattr("ganeval.features.LazyExtractor.weights_file", lambda self: None)
     evaluate_run(run, reals, ["fid"], settings, tmp_path / "c", device="cpu", plots=False)
     assert len(loads) == 1
