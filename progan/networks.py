@@ -38,7 +38,7 @@ class EffectiveWeight:
     sharing: bool = False
 
     def make_weight(self) -> torch.Tensor:
-        raise NotImplementedError
+        return self.weight * self.weight_gain
 
     def weight_for_pass(self) -> torch.Tensor:
         if not (self.sharing and torch.is_grad_enabled()):  # one made without a graph must not serve a pass with
@@ -84,9 +84,6 @@ class EqualizedLinear(EffectiveWeight, nn.Module):
         self.weight = nn.Parameter(torch.randn(out_features, in_features) * (1.0 if use_wscale else he_std))
         self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
 
-    def make_weight(self) -> torch.Tensor:
-        return self.weight * self.weight_gain
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.linear(x, self.weight_for_pass(), self.bias)
 
@@ -103,9 +100,6 @@ class EqualizedConv2d(EffectiveWeight, nn.Module):
                                    * (1.0 if use_wscale else he_std))
         self.bias = nn.Parameter(torch.zeros(out_channels))
         self.padding = kernel_size // 2
-
-    def make_weight(self) -> torch.Tensor:
-        return self.weight * self.weight_gain
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return F.conv2d(x, self.weight_for_pass(), self.bias, padding=self.padding)
