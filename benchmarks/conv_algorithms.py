@@ -1,0 +1,132 @@
+"""Could a different convolution algorithm make the CPU training step faster? The trainer's 3×3 convolutions
+(torch's direct oneDNN kernel) against Winograd F(2×2, 3×3) written with torch operations (2.25× fewer
+multiplications: the only way to fewer FLOP for the same function), on the shapes of train_vs_original.py's
+step (celebahq-1024 at `--fmap-base`, the 1-GPU preset's minibatch, the block's C -> C convolution at each
+resolution), forward alone and forward + backward (weights and inputs), fp32, in one process and one run.
+
+Columns: direct and Winograd milliseconds, their ratio (> 1: Winograd faster), Winograd's batched product
+alone (what Winograd would cost if its transforms were free: its lower bound here), the largest error of
+Winograd relative to the output's largest value, and the GFLOP/s of the direct forward beside a large square
+matrix product (the cores' GEMM rate) measured in the same run.
+
+    python benchmarks/conv_algorithms.py [--resolutions 4,8,16,32,64] [--fmap-base 2048] [--threads 2] [--record]
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+
+import results_record
+import torch
+import torch.nn.functional as F
+
+from progan.configs import resolve_config
+from progan.networks import feature_maps
+
+FILTER_TRANSFORM = torch.tensor([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]])
+
+
+def winograd_input_tiles(x: torch.Tensor) -> torch.Tensor:
+    """[N, C, H, W] (H, W even) -> [16, C, N·H/2·W/2]: B^T d B of every 4×4 tile (stride 2, zero padding 1)."""
+    N, C, H, W = x.shape
+    tiles = F.pad(x, (1, 1, 1, 1)).unfold(2, 4, 2).unfold(3, 4, 2).permute(4, 5, 1, 0, 2, 3)  # 4 4 C N T S
+    rows = (tiles[0] - tiles[2], tiles[1] + tiles[2], tiles[2] - tiles[1], tiles[1] - tiles[3])
+    columns = [part for row in rows for part in (row[0] - row[2], row[1] + row[2], row[2] - row[1], row[1] - row[3])]
+    return torch.stack(columns).reshape(16, C, N * (H // 2) * (W // 2))
+
+
+def winograd_output(products: torch.Tensor, N: int, H: int, W: int) -> torch.Tensor:
+    """[16, K, N·H/2·W/2] -> [N, K, H, W]: A^T m A of every tile, tiles put back in place."""
+    K = products.shape[1]
+    m = products.reshape(4, 4, K, N, H // 2, W // 2)
+    top, bottom = m[0] + m[1] + m[2], m[1] - m[2] - m[3]
+    corners = [torch.stack((row[0] + row[1] + row[2], row[1] - row[2] - row[3]), -1) for row in (top, bottom)]
+    return torch.stack(corners, -2).permute(1, 0, 2, 4, 3, 5).reshape(N, K, H, W)
+
+
+def winograd_conv3x3(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """F.conv2d(x, weight, padding=1) by Winograd F(2×2, 3×3). x: [N, C, H, W], weight: [K, C, 3, 3]."""
+    G = FILTER_TRANSFORM.to(weight)
+    U = (G @ weight @ G.T).permute(2, 3, 0, 1).reshape(16, weight.shape[0], weight.shape[1])
+    N, _, H, W = x.shape
+    return winograd_output(torch.bmm(U, winograd_input_tiles(x)), N, H, W)
+
+
+def direct_conv3x3(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    return F.conv2d(x, weight, padding=1)
+
+
+def milliseconds(function, repeats: int) -> float:
+    """Best of `repeats` calls after one warm-up, in ms."""
+    function()
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        function()
+        best = min(best, time.perf_counter() - started)
+    return best * 1e3
+
+
+def forward_backward(conv, x: torch.Tensor, weight: torch.Tensor):
+    def run():
+        x.grad = weight.grad = None
+        out = conv(x, weight)
+        out.backward(torch.ones_like(out))
+    return run
+
+
+def gemm_gflops(repeats: int) -> float:
+    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
+    return 2 * 2048 ** 3 / milliseconds(lambda: a @ b, repeats) / 1e6
+
+
+def row(resolution: int, minibatch: int, channels: int, repeats: int) -> list[str]:
+    torch.manual_seed(resolution)
+    x = torch.randn(minibatch, channels, resolution, resolution, requires_grad=True)
+    weight = torch.randn(channels, channels, 3, 3, requires_grad=True)
+    with torch.no_grad():
+        reference = direct_conv3x3(x, weight)
+        error = ((winograd_conv3x3(x, weight) - reference).abs().max() / reference.abs().max()).item()
+        forward = {conv.__name__: milliseconds(lambda conv=conv: conv(x, weight), repeats)
+                   for conv in (direct_conv3x3, winograd_conv3x3)}
+        U = torch.randn(16, channels, channels)
+        V = winograd_input_tiles(x)
+        product = milliseconds(lambda: torch.bmm(U, V), repeats)
+    both = {conv.__name__: milliseconds(forward_backward(conv, x, weight), repeats)
+            for conv in (direct_conv3x3, winograd_conv3x3)}
+    gflop = 2 * minibatch * channels * channels * 9 * resolution * resolution / 1e9
+    return [f"{resolution}²", f"{minibatch}", f"{channels}",
+            f"{forward['direct_conv3x3']:.1f}", f"{forward['winograd_conv3x3']:.1f}",
+            f"{forward['direct_conv3x3'] / forward['winograd_conv3x3']:.2f}×", f"{product:.1f}",
+            f"{both['direct_conv3x3']:.1f}", f"{both['winograd_conv3x3']:.1f}",
+            f"{both['direct_conv3x3'] / both['winograd_conv3x3']:.2f}×", f"{error:.1e}",
+            f"{gflop / forward['direct_conv3x3'] * 1e3:.0f}"]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--resolutions", default="4,8,16,32,64")
+    parser.add_argument("--fmap-base", type=int, default=2048)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=3, help="Timed calls per measurement (the best counts).")
+    parser.add_argument("--record", action="store_true", help=results_record.RECORD_HELP)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    resolutions = [int(text) for text in args.resolutions.split(",")]
+    config = resolve_config("celebahq-1024", {"resolution": max(resolutions), "fmap_base": args.fmap_base})
+    print(f"celebahq-1024 at fmap_base {args.fmap_base}: each resolution's C -> C 3×3 convolution, fp32, "
+          f"{args.threads} threads, best of {args.repeats}; ms")
+    print(f"GEMM 2048³: {gemm_gflops(args.repeats):.0f} GFLOP/s\n")
+    print(results_record.markdown_table(
+        ["resolution", "minibatch", "C", "forward direct", "forward Winograd", "direct / Winograd",
+         "Winograd product alone", "fwd+bwd direct", "fwd+bwd Winograd", "direct / Winograd (fwd+bwd)",
+         "Winograd error", "direct GFLOP/s"], []))
+    for resolution in resolutions:
+        minibatch = config.minibatch_dict.get(resolution, config.minibatch_base)
+        channels = feature_maps(resolution.bit_length() - 2, config.fmap_base, config.fmap_max)
+        print("| " + " | ".join(row(resolution, minibatch, channels, args.repeats)) + " |", flush=True)
+
+
+if __name__ == "__main__":
+    results_record.run_main("progan: convolution algorithms on the CPU", main)
