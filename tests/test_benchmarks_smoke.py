@@ -54,3 +54,20 @@ def test_the_step_arithmetic_is_counted_through_a_double_backward():
 
     assert counted_gflop(lambda: F.conv2d(x, w, padding=1)) * 1e9 == forward
     assert counted_gflop(penalty_step) * 1e9 >= 3 * forward  # forward, input gradient, and its own backward
+
+
+def test_the_winograd_benchmark_computes_the_same_convolution():
+    """conv_algorithms times Winograd F(2×2, 3×3) against F.conv2d: the same outputs and gradients, odd sizes of
+    channels and uneven spatial sides included."""
+    import torch
+    import torch.nn.functional as F
+    from conv_algorithms import winograd_conv3x3
+
+    torch.manual_seed(0)
+    x = torch.randn(3, 5, 6, 10, dtype=torch.float64, requires_grad=True)
+    w = torch.randn(7, 5, 3, 3, dtype=torch.float64, requires_grad=True)
+    ours, reference = winograd_conv3x3(x, w), F.conv2d(x, w, padding=1)
+    torch.testing.assert_close(ours, reference)
+    upstream = torch.randn_like(reference)
+    grads = torch.autograd.grad(ours, (x, w), upstream)
+    torch.testing.assert_close(grads, torch.autograd.grad(reference, (x, w), upstream))
