@@ -39,7 +39,7 @@ from pathlib import Path
 from gancore import distributed
 from gancore.errors import UserError
 from gancore.locking import FolderLock
-from gancore.outputs import atomic_output, check_apart, check_output_path
+from gancore.outputs import atomic_output, check_apart, output_folder
 from gancore.runtime import DeviceTimer, progress_bar
 from gancore.sources import max_pixels
 
@@ -136,11 +136,11 @@ def build(src: str | os.PathLike, out: str | os.PathLike, options: BuildOptions 
     plan = plan_build(options or BuildOptions())
     max_pixels()  # a bad $GANCORE_MAX_PIXELS: one UserError here, before any decode worker starts
     check_apart(out, photo_folder(Path(src)))
-    out = check_output_path(out, folder=True)
-    for target in (plan.options.h5, plan.options.zip):
-        if target:
-            prepare_target(target)
     with ExitStack() as locks:
+        out = locks.enter_context(output_folder(out))  # made now, gone again if the build ends before writing
+        for target in (plan.options.h5, plan.options.zip):
+            if target:
+                prepare_target(target)
         index, count = plan.shard
         if count == 1:
             locks.enter_context(FolderLock(out, "celebahq build"))

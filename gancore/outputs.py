@@ -78,6 +78,31 @@ def check_output_path(path: str | os.PathLike, folder: bool = False) -> Path:
     return path
 
 
+@contextlib.contextmanager
+def output_folder(path: str | os.PathLike) -> Iterator[Path]:
+    """`check_output_path(path, folder=True)` for the length of a block: when the block raises (a user error, an
+    interrupt) and left nothing but the marker in a folder this call made, the folder goes again, with the parent
+    folders made for it: a refused command leaves no empty output behind. A folder that existed is never removed."""
+    path = Path(path)
+    first_missing = next((folder for folder in reversed([path, *path.parents]) if not folder.exists()), None)
+    folder = check_output_path(path, folder=True)
+    try:
+        yield folder
+    except BaseException:
+        if first_missing is not None:
+            _remove_unused(folder, first_missing)
+        raise
+
+
+def _remove_unused(folder: Path, top: Path) -> None:
+    """Remove `folder` if it holds nothing but the output marker, then its empty parents up to `top` included."""
+    with contextlib.suppress(OSError):
+        if set(os.listdir(folder)) <= {OUTPUT_MARKER}:
+            (folder / OUTPUT_MARKER).unlink(missing_ok=True)
+        for empty in [folder, *folder.parents[:len(folder.parents) - len(top.parents)]]:
+            empty.rmdir()  # OSError (not empty) ends the walk
+
+
 def mark_output_folder(folder: str | os.PathLike) -> None:
     """Mark the existing `folder` as a command's output: `gancore.imagefiles.list_image_files` never lists it as a
     subfolder of a source folder. Raises OSError when the folder cannot be written."""
@@ -103,14 +128,23 @@ def holds_output_marker(names: Iterable[str]) -> bool:
 def check_room_for_files(folder: str | os.PathLike, count: int, bytes_each: int, what: str, allow_many: bool,
                          option: str = "--allow-many") -> None:
     """Check, before any work, that `count` files of at most `bytes_each` bytes (`what`, e.g. "PNGs of 1024x1024")
-    may be written into the existing `folder`: at most FILE_COUNT_LIMIT of them unless `allow_many` (the user's
-    `option`), and no more bytes than the file system has free. Raises UserError naming what is needed."""
+    may be written into `folder` (which need not exist yet: the free space is that of the nearest folder above it
+    that does, so a refused command has created nothing): at most FILE_COUNT_LIMIT of them unless `allow_many` (the
+    user's `option`), and no more bytes than the file system has free. Raises UserError naming what is needed."""
     if count > FILE_COUNT_LIMIT and not allow_many:
         raise UserError(f"{count:,} {what} asked, more than {FILE_COUNT_LIMIT:,}; pass {option} to write that many")
-    needed, free = count * bytes_each, shutil.disk_usage(folder).free
+    needed, free = count * bytes_each, shutil.disk_usage(_nearest_existing(Path(folder))).free
     if needed > free:
         raise UserError(f"{folder}: {count:,} {what} need up to {_byte_size(needed)}, only {_byte_size(free)} "
                         f"free there")
+
+
+def _nearest_existing(path: Path) -> Path:
+    """`path` if it exists, else the nearest folder above it that does (the current folder at worst)."""
+    path = path.absolute()
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
 
 
 def _byte_size(count: int) -> str:

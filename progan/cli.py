@@ -172,11 +172,10 @@ def generate_command(checkpoint, num, out_dir, seed, resolution, device, allow_m
         load_checkpoint,
     )
 
-    out = check_output_path(out_dir, folder=True)
-    device = resolve_device(device)
-    G = generator_from_checkpoint(load_checkpoint(checkpoint), device)
+    G = generator_from_checkpoint(load_checkpoint(checkpoint), resolve_device(device))
     side = check_output_resolution(resolution, G)
-    check_room_for_files(out, num, png_size_bound(side, side), f"PNGs of {side}x{side}", allow_many)
+    check_room_for_files(out_dir, num, png_size_bound(side, side), f"PNGs of {side}x{side}", allow_many)
+    out = check_output_path(out_dir, folder=True)  # made only once every check has passed
     source = GeneratorSource(G, resolution=side, num_images=num, seed=seed)
     with FolderLock(out, "progan generate"):
         for start in range(0, num, 64):
@@ -239,13 +238,15 @@ def interpolate_command(checkpoint, video_path, out_path, duration, fps, frames,
     grid_columns, grid_rows = _parse_grid(grid_size)
     if video_path is not None:
         check_video_support()
-        check_output_path(video_path)
     sheet = out_path is not None and Path(out_path).suffix.lower() == ".png"
-    out = check_output_path(out_path, folder=not sheet) if out_path is not None else None
     G = generator_from_checkpoint(load_checkpoint(checkpoint), resolve_device(device))
     count = frames or frame_count(duration, fps)
-    _check_frames(count, (grid_columns * G.resolution * zoom, grid_rows * G.resolution * zoom), out, sheet,
+    _check_frames(count, (grid_columns * G.resolution * zoom, grid_rows * G.resolution * zoom), out_path, sheet,
                   allow_many)
+    # Paths made (parent folders, the frames' marked folder) only once every check has passed.
+    if video_path is not None:
+        check_output_path(video_path)
+    out = check_output_path(out_path, folder=not sheet) if out_path is not None else None
     latents = smooth_latents(count, grid_columns * grid_rows, G.latent_size, smoothing * fps, seed)
     kept: list[np.ndarray] = []  # the frames of a sheet
 
@@ -274,7 +275,7 @@ def interpolate_command(checkpoint, video_path, out_path, duration, fps, frames,
 SHEET_BYTES_LIMIT = 1 << 31  # a sheet is built in memory and written as one PNG
 
 
-def _check_frames(count: int, size: tuple[int, int], out: Path | None, sheet: bool, allow_many: bool) -> None:
+def _check_frames(count: int, size: tuple[int, int], out: str | None, sheet: bool, allow_many: bool) -> None:
     """Before any work: at most FILE_COUNT_LIMIT frames unless `allow_many`; a folder of PNG frames must fit its
     disk; a sheet (held in memory) at most 2 GiB of pixels. UserError naming what is needed."""
     from gancore.imagefiles import png_size_bound
@@ -343,7 +344,7 @@ def evaluate_command(run_dir, real_path, metrics, seed, inception, resize, out_d
     reals' features are computed once per resolution (ganeval's feature cache).
     """
     from gancore.locking import FolderLock
-    from gancore.outputs import check_output_path
+    from gancore.outputs import output_folder
     from ganeval.registry import MetricSettings, parse_metric_names
 
     from .evaluation import check_plotting, evaluate_run, run_snapshots
@@ -352,9 +353,9 @@ def evaluate_command(run_dir, real_path, metrics, seed, inception, resize, out_d
     run_snapshots(Path(run_dir))
     if not no_plots:
         check_plotting()
-    out = check_output_path(out_dir or Path(run_dir) / "evaluation", folder=True)
     settings = MetricSettings.from_values(seed, **metric_options)
-    with FolderLock(out, "progan evaluate"):  # a second evaluation into the same folder is refused
+    with output_folder(out_dir or Path(run_dir) / "evaluation") as out, \
+            FolderLock(out, "progan evaluate"):  # a second evaluation into the same folder is refused
         result = evaluate_run(run_dir, real_path, names, settings, out, device=device, inception=inception,
                               resize=resize, plots=not no_plots, note=lambda line: emit(line, err=True),
                               cache=not no_cache, cache_dir=cache_dir)

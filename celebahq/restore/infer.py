@@ -36,7 +36,7 @@ from PIL import Image
 
 from gancore.errors import UserError
 from gancore.imagefiles import list_image_files, write_png
-from gancore.outputs import check_apart, check_output_path
+from gancore.outputs import check_apart, output_folder
 from gancore.runtime import progress_bar
 from gancore.sources import BadImage, decode_image, to_rgb_hwc
 
@@ -307,8 +307,14 @@ def restore_folder(restorer: Restorer, in_dir: str | os.PathLike, out_dir: str |
     if not in_dir.is_dir():
         raise UserError(f"{in_dir}: no such folder")
     check_apart(out_dir, in_dir)
-    check_output_path(out_dir, folder=True)
-    files = list_image_files(in_dir)
+    with output_folder(out_dir):  # marked before the listing (an output inside in_dir is no source)
+        files = list_image_files(in_dir)
+        return _restore_files(restorer, in_dir, out_dir, files, progress)
+
+
+def _restore_files(restorer: Restorer, in_dir: Path, out_dir: Path, files: list[Path],
+                   progress: bool) -> tuple[int, dict[str, str]]:
+    """restore_folder's work on the listed `files`: (images written, {unreadable file: reason})."""
     targets = restored_names([path.relative_to(in_dir) for path in files])
     written, skipped = 0, {}
     with progress_bar(len(files), f"restore {restorer.kind}", progress) as bar:

@@ -117,6 +117,7 @@ def test_cli_build_export_and_errors(tmp_path):
     (tmp_path / "empty").mkdir()
     empty = runner.invoke(main, ["build", "--src", str(tmp_path / "empty"), "--out", str(tmp_path / "o")])
     assert empty.exit_code == 2 and "no images found" in empty.stderr
+    assert not (tmp_path / "o").exists()  # the refused builds made no output folder
     odd = runner.invoke(main, ["build", "--src", str(MINI), "--out", str(tmp_path / "o"), "--resolution", "100"])
     assert odd.exit_code == 2 and "power of two" in odd.stderr
     assert runner.invoke(main, ["build", "--src", str(MINI), "--out", "o", "--shard", "3/2"]).exit_code == 2

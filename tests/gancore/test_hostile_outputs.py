@@ -19,7 +19,13 @@ from gancore.cli import user_errors
 from gancore.errors import UserError, printable
 from gancore.imagefiles import list_image_files, write_png
 from gancore.locking import FolderLock
-from gancore.outputs import FILE_COUNT_LIMIT, append_text, check_output_path, check_room_for_files
+from gancore.outputs import (
+    FILE_COUNT_LIMIT,
+    append_text,
+    check_output_path,
+    check_room_for_files,
+    output_folder,
+)
 from gancore.runtime import torch_save_atomic
 
 
@@ -117,6 +123,28 @@ def test_torch_serialization_errors_are_os_errors_naming_the_file(tmp_path, monk
         torch_save_atomic({}, tmp_path / "net.pt")
     assert caught.value.strerror == "cannot save ([enforce fail at inline_container.cc:672] . unexpected pos 576 vs 534)"
     assert caught.value.filename == str(tmp_path / "net.pt") and list(tmp_path.iterdir()) == []
+
+
+def test_an_output_folder_made_for_a_failed_block_goes_again(tmp_path):
+    with pytest.raises(UserError):
+        with output_folder(tmp_path / "a" / "b" / "c"):
+            raise UserError("refused")
+    assert list(tmp_path.iterdir()) == []  # the folder, its marker and the parents made for it
+    (tmp_path / "kept").mkdir()
+    with pytest.raises(KeyboardInterrupt):
+        with output_folder(tmp_path / "kept" / "new") as folder:
+            assert (folder / ".gancore-output").is_file()
+            raise KeyboardInterrupt
+    assert list((tmp_path / "kept").iterdir()) == []  # a folder that existed stays
+    with pytest.raises(UserError):
+        with output_folder(tmp_path / "written") as folder:
+            (folder / "manifest.jsonl").write_text("{}")
+            raise UserError("later")
+    assert (tmp_path / "written" / "manifest.jsonl").is_file()  # work written is never removed
+    with pytest.raises(UserError):
+        with output_folder(tmp_path / "kept"):
+            raise UserError("refused")
+    assert (tmp_path / "kept").is_dir()
 
 
 # --------------------------------------------------------------------------------------------------------------

@@ -141,6 +141,7 @@ def test_tag_only_file_through_the_cli(tmp_path):
                           "tag.pt", "'config'")
     assert_one_error_line(run("interpolate", tmp_path / "tag.pt", "--out", tmp_path / "o.png", "--device", "cpu"),
                           "'config'")
+    assert sorted(os.listdir(tmp_path)) == ["tag.pt"]  # no output folder made for a refused command
 
 
 def test_source_image_count_variable(checkpoint, monkeypatch):
@@ -157,7 +158,7 @@ def test_generate_resolution_must_be_a_power_of_two_in_range(checkpoint, tmp_pat
     result = run("generate", checkpoint, "--num", "2", "--out", tmp_path / "o", "--resolution", resolution,
                  "--device", "cpu")
     assert_one_error_line(result, f"--resolution {resolution}", "from 4 to the network's 16")
-    assert not any((tmp_path / "o").glob("*.png"))
+    assert not (tmp_path / "o").exists()
 
 
 def test_generate_writes_complete_pngs_only(checkpoint, tmp_path):
@@ -177,6 +178,17 @@ def test_unwritable_outputs_fail_before_any_work(checkpoint, tmp_path):
     (tmp_path / "grid.png").mkdir()
     assert_one_error_line(run("interpolate", checkpoint, "--out", tmp_path / "grid.png", "--frames", 2,
                               "--device", "cpu"), "grid.png")
+
+
+def test_refused_interpolations_make_no_folder(checkpoint, tmp_path):
+    """Too many frames for a folder, a sheet or the disk: refused before any path is made (the frames' folder, its
+    marker, the video's and the sheet's parent folders)."""
+    assert_one_error_line(run("interpolate", checkpoint, "--out", tmp_path / "a" / "frames", "--video",
+                              tmp_path / "b" / "v.mp4", "--frames", 200_000, "--device", "cpu"),
+                          "200,000 frames asked, more than 100,000")
+    assert_one_error_line(run("interpolate", checkpoint, "--out", tmp_path / "c" / "sheet.png", "--frames", 50_000,
+                              "--zoom", 8, "--device", "cpu"), "more than 2 GiB of pixels")
+    assert os.listdir(tmp_path) == []
 
 
 def test_interpolate_grid_and_frames(checkpoint, tmp_path):

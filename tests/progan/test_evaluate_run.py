@@ -162,6 +162,7 @@ def test_snapshot_metrics_say_what_they_leave_out(monkeypatch):
 
 
 def test_evaluate_refuses_before_work(run, reals, tmp_path, monkeypatch):
+    __import__("numpy").save(tmp_path / "empty.npy", __import__("numpy").zeros((0, 8, 8, 3), "uint8"))
     result = CliRunner().invoke(progan_main, ["evaluate", str(tmp_path), "--real", str(reals)])
     assert result.exit_code == 2 and "no network-snapshot-*.pt to evaluate" in result.output
     result = CliRunner().invoke(progan_main, ["evaluate", str(run), "--real", str(reals), "--metrics", "swd,nope"])
@@ -171,3 +172,7 @@ def test_evaluate_refuses_before_work(run, reals, tmp_path, monkeypatch):
                                               str(tmp_path / "e")])
     assert result.exit_code == 2 and "pip install 'progan-toolkit[plot]'" in result.output
     assert not (tmp_path / "e").exists()
+    result = CliRunner().invoke(progan_main, ["evaluate", str(run), "--real", str(tmp_path / "empty.npy"),
+                                              "--no-plots", "--out", str(tmp_path / "e" / "f")])
+    assert result.exit_code == 2 and "error: " in result.output
+    assert not (tmp_path / "e").exists()  # an evaluation refused once under way leaves no empty folder
