@@ -55,6 +55,13 @@ class LazyExtractor:
                 return None
         return self._weights_path
 
+    def fetch_weights(self) -> None:
+        """Make sure the weights are on this machine now (found, else downloaded), without loading them: a command
+        about to spend long on other work first calls this, so that an offline machine is told before that work,
+        not after it. UserError when they cannot be had; nothing to do for a given extractor."""
+        if self.given is None and self.weights_file() is None:
+            self._weights_path = find_inception_weights(self.inception, download=True)
+
     @property
     def resize_mode(self) -> str:
         return getattr(self.extractor, "resize", self.resize)

@@ -162,21 +162,24 @@ def evaluate_run(run_dir, real, metrics: list[str], settings, out_dir=None, devi
     `note(line)` receives one line per snapshot and any notes."""
     from gancore.runtime import resolve_device
     from ganeval.features import LazyExtractor
+    from ganeval.registry import metric_spec
 
     run_dir = Path(run_dir)
     out_dir = Path(out_dir) if out_dir is not None else run_dir / "evaluation"
     snapshots = run_snapshots(run_dir)
     if plots:
         check_plotting()
-    out_dir.mkdir(parents=True, exist_ok=True)
     device = resolve_device(device)
+    lazy = LazyExtractor(extractor, inception, resize, device)
+    if any(metric_spec(name).features for name in metrics):
+        lazy.fetch_weights()  # offline without the Inception weights: said now, not after the first snapshot's SWD
+    out_dir.mkdir(parents=True, exist_ok=True)
     common = {"real": str(Path(real).resolve()) if isinstance(real, (str, os.PathLike)) else repr(real),
               "resize": resize, "extractor": None if extractor is None else type(extractor).__name__,
               **settings.values()}
     previous = _previous_rows(out_dir / "evaluation.json", note)
     result = RunEvaluation(str(run_dir), common["real"], list(metrics), [])
-    scoring = SnapshotScoring(real, list(metrics), settings, device,
-                              LazyExtractor(extractor, inception, resize, device), cache, cache_dir)
+    scoring = SnapshotScoring(real, list(metrics), settings, device, lazy, cache, cache_dir)
     said: set[str] = set()
     for file in snapshots:
         row = _score_snapshot(file, previous.get(file.name), scoring, common, result)

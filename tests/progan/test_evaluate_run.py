@@ -132,6 +132,8 @@ def test_the_reals_features_are_computed_once_per_resolution(run, reals, tmp_pat
     monkeypatch.setattr("ganeval.features.load_inception", lambda *args, **kwargs: loads.append(1) or
                         TinyExtractor())
     monkeypatch.setattr("ganeval.features.LazyExtractor.weights_file", lambda self: None)
+    monkeypatch.setattr("ganeval.features.find_inception_weights",  # the download evaluate_run asks for first
+                        lambda *args, **kwargs: tmp_path / "pt_inception-2015-12-05-6726825d.pth")
     evaluate_run(run, reals, ["fid"], settings, tmp_path / "c", device="cpu", plots=False)
     assert len(loads) == 1
 
@@ -176,3 +178,23 @@ def test_evaluate_refuses_before_work(run, reals, tmp_path, monkeypatch):
                                               "--no-plots", "--out", str(tmp_path / "e" / "f")])
     assert result.exit_code == 2 and "error: " in result.output
     assert not (tmp_path / "e").exists()  # an evaluation refused once under way leaves no empty folder
+
+
+def test_missing_inception_weights_are_said_before_any_snapshot(run, reals, tmp_path, monkeypatch):
+    """Offline without the Inception weights, `--metrics swd,kid` stops before the first snapshot's SWD."""
+    import torch
+
+    import progan.evaluation
+
+    def offline(*args, **kwargs):
+        raise OSError("no network")
+
+    loads = []
+    monkeypatch.setattr(torch.hub, "get_dir", lambda: str(tmp_path / "hub"))
+    monkeypatch.setattr(torch.hub, "download_url_to_file", offline)
+    monkeypatch.setattr(progan.evaluation, "generator_from_checkpoint", lambda *args: loads.append(args))
+    result = CliRunner().invoke(progan_main, ["evaluate", str(run), "--real", str(reals), "--metrics", "swd,kid",
+                                              "--no-plots", "--out", str(tmp_path / "e"), "--device", "cpu"])
+    assert result.exit_code == 2 and "the FID Inception weights are not available (download failed: no network)" \
+        in result.output, result.output
+    assert loads == [] and not (tmp_path / "e").exists()
