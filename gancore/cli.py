@@ -74,9 +74,24 @@ def format_table(columns: list[str], rows: list[tuple[str, list[float]]], precis
     return "\n".join(lines)
 
 
+def _environment_for_the_command(context: click.Context, name: str, value: str) -> None:
+    """Set $name to `value` while this command runs (its worker processes and torchrun ranks inherit it), and put
+    the previous value back when it ends: a command run from Python leaves no setting behind for the next one."""
+    previous = os.environ.get(name)
+    os.environ[name] = value
+
+    def restore() -> None:
+        if previous is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = previous
+
+    context.call_on_close(restore)
+
+
 def _set_max_pixels(context, parameter, value):
-    if value is not None:
-        os.environ[MAX_PIXELS_ENV_VAR] = str(value)  # the environment reaches the decoding worker processes
+    if value is not None:  # the environment reaches the decoding worker processes
+        _environment_for_the_command(context, MAX_PIXELS_ENV_VAR, str(value))
     return value
 
 
@@ -86,8 +101,8 @@ max_pixels_option = click.option(
          f"[${MAX_PIXELS_ENV_VAR} or {DEFAULT_MAX_PIXELS:,}].")
 
 def _set_take_over(context, parameter, value):
-    if value:
-        os.environ[TAKE_OVER_ENV_VAR] = "1"  # read by every FolderLock the command takes (gancore.locking)
+    if value:  # read by every FolderLock the command takes (gancore.locking)
+        _environment_for_the_command(context, TAKE_OVER_ENV_VAR, "1")
     return value
 
 

@@ -5,6 +5,7 @@ the free space, locks that name another host."""
 from __future__ import annotations
 
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -189,6 +190,26 @@ def test_a_lock_of_another_host_is_refused_unless_taken_over(tmp_path, monkeypat
     monkeypatch.setenv("GANCORE_TAKE_OVER_LOCK", "1")
     with FolderLock(tmp_path / "again", "celebahq rank", notify=notes.append):
         pass
+
+
+def test_lock_and_pixel_options_last_one_command(monkeypatch):
+    """--take-over-lock and --max-pixels reach the command's processes through the environment, and end with it: a
+    later command run from the same Python process does not take over locks it was not told to."""
+    from gancore.cli import max_pixels_option, take_over_lock_option
+
+    seen = []
+
+    @click.command()
+    @take_over_lock_option
+    @max_pixels_option
+    def command():
+        seen.append((os.environ.get("GANCORE_TAKE_OVER_LOCK"), os.environ.get("GANCORE_MAX_PIXELS")))
+
+    monkeypatch.delenv("GANCORE_TAKE_OVER_LOCK", raising=False)
+    monkeypatch.setenv("GANCORE_MAX_PIXELS", "5000")
+    assert CliRunner().invoke(command, ["--take-over-lock", "--max-pixels", "77"]).exit_code == 0
+    assert seen == [("1", "77")]
+    assert "GANCORE_TAKE_OVER_LOCK" not in os.environ and os.environ["GANCORE_MAX_PIXELS"] == "5000"
 
 
 def test_a_hostile_lock_file_cannot_forge_a_line(tmp_path):
