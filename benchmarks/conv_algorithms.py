@@ -14,7 +14,6 @@ matrix product (the cores' GEMM rate) measured in the same run.
 
 from __future__ import annotations
 
-import argparse
 import time
 
 import results_record
@@ -23,6 +22,7 @@ import torch.nn.functional as F
 
 from progan.configs import resolve_config
 from progan.networks import feature_maps
+from train_step_variants import step_shape_parser
 
 FILTER_TRANSFORM = torch.tensor([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]])
 
@@ -105,12 +105,8 @@ def row(resolution: int, minibatch: int, channels: int, repeats: int) -> list[st
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--resolutions", default="4,8,16,32,64")
-    parser.add_argument("--fmap-base", type=int, default=2048)
-    parser.add_argument("--threads", type=int, default=2)
+    parser = step_shape_parser(__doc__)
     parser.add_argument("--repeats", type=int, default=3, help="Timed calls per measurement (the best counts).")
-    parser.add_argument("--record", action="store_true", help=results_record.RECORD_HELP)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     resolutions = [int(text) for text in args.resolutions.split(",")]

@@ -77,13 +77,19 @@ def compile_verdict(config: TrainingConfig) -> str:
     return "accepted"
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def step_shape_parser(description: str) -> argparse.ArgumentParser:
+    """The options of the CPU step benchmarks' shapes (resolutions, fmap_base, threads) and --record."""
+    parser = argparse.ArgumentParser(description=description, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--resolutions", default="4,8,16,32,64")
     parser.add_argument("--fmap-base", type=int, default=2048)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--steps", type=int, default=2, help="Timed steps per variant and resolution.")
     parser.add_argument("--record", action="store_true", help=results_record.RECORD_HELP)
+    return parser
+
+
+def main() -> None:
+    parser = step_shape_parser(__doc__)
+    parser.add_argument("--steps", type=int, default=2, help="Timed steps per variant and resolution.")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     resolutions = [int(text) for text in args.resolutions.split(",")]
