@@ -4,16 +4,19 @@ multiplications: the only way to fewer FLOP for the same function), on the shape
 step (celebahq-1024 at `--fmap-base`, the 1-GPU preset's minibatch, the block's C -> C convolution at each
 resolution), forward alone and forward + backward (weights and inputs), fp32, in one process and one run.
 
-Columns: direct and Winograd milliseconds, their ratio (> 1: Winograd faster), Winograd's batched product
-alone (what Winograd would cost if its transforms were free: its lower bound here), the largest error of
-Winograd relative to the output's largest value, and the GFLOP/s of the direct forward beside a large square
-matrix product (the cores' GEMM rate) measured in the same run.
+First the rates of matrix products (a square one, and the 4×4 block's dense layers as products and as 1×1
+convolutions). Then per resolution: direct and Winograd milliseconds, their ratio (> 1: Winograd faster),
+Winograd's batched product alone (what Winograd would cost if its transforms were free: its lower bound here), the
+largest error of Winograd relative to the output's largest value, and the GFLOP/s of the direct forward. Last, what
+one trainer step (train_step_variants' step, the same shapes) spends in convolutions, in matrix products and in
+everything else (torch.profiler), and so the most that speeding up everything else could give.
 
     python benchmarks/conv_algorithms.py [--resolutions 4,8,16,32,64] [--fmap-base 2048] [--threads 2] [--record]
 """
 
 from __future__ import annotations
 
+import math
 import time
 
 import results_record
@@ -22,7 +25,7 @@ import torch.nn.functional as F
 
 from progan.configs import resolve_config
 from progan.networks import feature_maps
-from train_step_variants import step_shape_parser
+from train_step_variants import make_step, step_shape_parser
 
 FILTER_TRANSFORM = torch.tensor([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]])
 
@@ -76,9 +79,39 @@ def forward_backward(conv, x: torch.Tensor, weight: torch.Tensor):
     return run
 
 
-def gemm_gflops(repeats: int) -> float:
-    a, b = torch.randn(2048, 2048), torch.randn(2048, 2048)
-    return 2 * 2048 ** 3 / milliseconds(lambda: a @ b, repeats) / 1e6
+def product_rates(repeats: int, minibatch: int, channels: int) -> list[str]:
+    """GFLOP/s of matrix products on these cores: a square 2048³ one, and the 4×4 block's dense layers (latent ->
+    16·C in G, 16·C -> C in D) at `minibatch`, as products (the trainer) and as 1×1 convolutions (oneDNN)."""
+    lines = []
+    for rows, inner, columns, what in ((2048, 2048, 2048, "2048³"),
+                                       (minibatch, channels, 16 * channels, "G's dense layer"),
+                                       (minibatch, 16 * channels, channels, "D's dense layer")):
+        a, b = torch.randn(rows, inner), torch.randn(columns, inner)
+        gflop = 2 * rows * inner * columns / 1e9
+        as_product = gflop / milliseconds(lambda: a @ b.T, repeats) * 1e3
+        as_conv = gflop / milliseconds(lambda: F.conv2d(a[:, :, None, None], b[:, :, None, None]), repeats) * 1e3
+        lines.append(f"{what} ({rows}×{inner} by {inner}×{columns}): {as_product:.0f} GFLOP/s as a matrix product, "
+                     f"{as_conv:.0f} as a 1×1 convolution")
+    return lines
+
+
+CONVOLUTION_OPS = ("aten::mkldnn_convolution", "aten::convolution_backward", "aten::_convolution",
+                   "aten::convolution", "aten::conv2d", "aten::conv_transpose2d")
+PRODUCT_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::linear", "aten::matmul")
+
+
+def step_shares(config, resolution: int, lod: float, minibatch: int) -> tuple[float, float]:
+    """Shares of one trainer step's CPU time (torch.profiler, self time of each operator) spent in convolutions and
+    in matrix products."""
+    step = make_step(config, resolution, lod, minibatch, "weights once per D step")
+    step()  # warm-up
+    with torch.profiler.profile() as profile:
+        step()
+    events = profile.key_averages()
+    total = sum(event.self_cpu_time_total for event in events)
+    convolutions = sum(event.self_cpu_time_total for event in events if event.key in CONVOLUTION_OPS)
+    products = sum(event.self_cpu_time_total for event in events if event.key in PRODUCT_OPS)
+    return convolutions / total, products / total
 
 
 def row(resolution: int, minibatch: int, channels: int, repeats: int) -> list[str]:
@@ -110,10 +143,13 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     resolutions = [int(text) for text in args.resolutions.split(",")]
-    config = resolve_config("celebahq-1024", {"resolution": max(resolutions), "fmap_base": args.fmap_base})
+    config = resolve_config("celebahq-1024", {"resolution": max(resolutions), "fmap_base": args.fmap_base,
+                                              "fused_scale": True})
     print(f"celebahq-1024 at fmap_base {args.fmap_base}: each resolution's C -> C 3×3 convolution, fp32, "
           f"{args.threads} threads, best of {args.repeats}; ms")
-    print(f"GEMM 2048³: {gemm_gflops(args.repeats):.0f} GFLOP/s\n")
+    top_minibatch = config.minibatch_dict.get(4, config.minibatch_base)
+    print("\n".join(product_rates(args.repeats, top_minibatch, feature_maps(1, config.fmap_base, config.fmap_max))))
+    print()
     print(results_record.markdown_table(
         ["resolution", "minibatch", "C", "forward direct", "forward Winograd", "direct / Winograd",
          "Winograd product alone", "fwd+bwd direct", "fwd+bwd Winograd", "direct / Winograd (fwd+bwd)",
@@ -122,6 +158,15 @@ def main() -> None:
         minibatch = config.minibatch_dict.get(resolution, config.minibatch_base)
         channels = feature_maps(resolution.bit_length() - 2, config.fmap_base, config.fmap_max)
         print("| " + " | ".join(row(resolution, minibatch, channels, args.repeats)) + " |", flush=True)
+    print("\nOne trainer step (D step, EMA, G step), torch.profiler self CPU time by operator:\n")
+    print(results_record.markdown_table(["resolution", "minibatch", "convolutions", "matrix products", "the rest",
+                                         "speed-up if the rest took no time"], []))
+    for resolution in resolutions:
+        minibatch = config.minibatch_dict.get(resolution, config.minibatch_base)
+        lod = math.log2(max(resolutions)) - math.log2(resolution)
+        convolutions, products = step_shares(config, resolution, lod, minibatch)
+        print(f"| {resolution}² | {minibatch} | {convolutions:.0%} | {products:.0%} | "
+              f"{1 - convolutions - products:.0%} | {1 / (convolutions + products):.2f}× |", flush=True)
 
 
 if __name__ == "__main__":
