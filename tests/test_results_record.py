@@ -57,5 +57,6 @@ def test_run_main_records_nothing_when_the_benchmark_fails(results_record, tmp_p
 def test_every_script_that_records_accepts_the_option():
     scripts = [path for path in RECORDER.parent.glob("*.py") if "results_record.run_main(" in path.read_text()]
     assert len(scripts) >= 10
-    for path in scripts:
-        assert 'add_argument("--record"' in path.read_text(), path.name
+    for path in scripts:  # its own option, or the shared parser of the CPU step benchmarks, which has it
+        text = path.read_text()
+        assert 'add_argument("--record"' in text or "step_shape_parser(__doc__)" in text, path.name
