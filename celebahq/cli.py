@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 
 import click
 
 from gancore.cli import emit, emit_skipped, start_distributed, take_over_lock_option, user_errors
-from gancore.outputs import check_output_path
+from gancore.outputs import output_file
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -113,13 +114,14 @@ def export_command(out, h5_path, zip_path, num_images, quiet):
 
     if not h5_path and not zip_path:
         raise click.UsageError("give --h5 FILE and/or --zip FILE")
-    for path in (h5_path, zip_path):
-        if path:
-            check_output_path(path)  # both targets checked before either is written
-    for path, export in ((h5_path, export_hdf5), (zip_path, export_zip)):
-        if path:
-            result = export(out, path, num_images, progress=not quiet)
-            emit(f"wrote {result.path} ({result.images} images; {result.manifest})")
+    with contextlib.ExitStack() as targets:
+        for path in (h5_path, zip_path):
+            if path:  # both targets checked before either is written
+                targets.enter_context(output_file(path))
+        for path, export in ((h5_path, export_hdf5), (zip_path, export_zip)):
+            if path:
+                result = export(out, path, num_images, progress=not quiet)
+                emit(f"wrote {result.path} ({result.images} images; {result.manifest})")
 
 
 # --------------------------------------------------------------------------------------------------------------
@@ -175,12 +177,11 @@ def rank_command(out, keep, preview, preview_count, rescore, batch_size, num_wor
     """Rank the finished images of a build OUT by quality, write the scores into its manifests, select the best."""
     from .rank import rank_build, write_preview
 
-    if preview:
-        check_output_path(preview)  # before the scoring, not after it
-    report = rank_build(out, keep=keep, rescore=rescore, batch_size=batch_size, device=device,
-                        num_workers=num_workers, progress=not quiet).to_dict()
-    if preview:
-        report["preview"] = str(write_preview(out, preview, count=preview_count))
+    with output_file(preview) if preview else contextlib.nullcontext():  # checked before the scoring
+        report = rank_build(out, keep=keep, rescore=rescore, batch_size=batch_size, device=device,
+                            num_workers=num_workers, progress=not quiet).to_dict()
+        if preview:
+            report["preview"] = str(write_preview(out, preview, count=preview_count))
     if as_json:
         emit(json.dumps(report))
         return
@@ -362,12 +363,13 @@ def official_command(src, deltas, out, legacy, decoder, workers, limit, h5_path,
     """The official CelebA-HQ: OUT/images/imgHQ%05d.png from CelebA and NVIDIA's released deltas."""
     from .official import OFFICIAL_ROWS, OfficialOptions, build_official, export_official
 
-    for path in (h5_path, zip_path):
-        if path:
-            check_output_path(path)  # before hours of work, not after
-    report = build_official(src, deltas, out, OfficialOptions(legacy=legacy, decoder=decoder, workers=workers,
-                                                              limit=limit, progress=not quiet))
-    written = export_official(out, report, h5_path, zip_path, progress=not quiet) if h5_path or zip_path else []
+    with contextlib.ExitStack() as targets:
+        for path in (h5_path, zip_path):
+            if path:  # checked before hours of work, not after
+                targets.enter_context(output_file(path))
+        report = build_official(src, deltas, out, OfficialOptions(legacy=legacy, decoder=decoder, workers=workers,
+                                                                  limit=limit, progress=not quiet))
+        written = export_official(out, report, h5_path, zip_path, progress=not quiet) if h5_path or zip_path else []
     if as_json:
         emit(json.dumps(dict(report.to_dict(), exports=[str(p) for p in written])))
         return

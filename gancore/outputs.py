@@ -84,7 +84,7 @@ def output_folder(path: str | os.PathLike) -> Iterator[Path]:
     interrupt) and left nothing but the marker in a folder this call made, the folder goes again, with the parent
     folders made for it: a refused command leaves no empty output behind. A folder that existed is never removed."""
     path = Path(path)
-    first_missing = next((folder for folder in reversed([path, *path.parents]) if not folder.exists()), None)
+    first_missing = _first_missing(path)
     folder = check_output_path(path, folder=True)
     try:
         yield folder
@@ -92,6 +92,26 @@ def output_folder(path: str | os.PathLike) -> Iterator[Path]:
         if first_missing is not None:
             _remove_unused(folder, first_missing)
         raise
+
+
+@contextlib.contextmanager
+def output_file(path: str | os.PathLike) -> Iterator[Path]:
+    """`check_output_path(path)` for the length of a block that ends by writing the file (atomically): when the
+    block raises, the parent folders made for the file go again if they are still empty."""
+    path = Path(path)
+    first_missing = _first_missing(path.parent)
+    checked = check_output_path(path)
+    try:
+        yield checked
+    except BaseException:
+        if first_missing is not None:
+            _remove_unused(path.parent, first_missing)
+        raise
+
+
+def _first_missing(path: Path) -> Path | None:
+    """The highest of `path` and its parents that does not exist (None: `path` exists)."""
+    return next((folder for folder in reversed([path, *path.parents]) if not folder.exists()), None)
 
 
 def _remove_unused(folder: Path, top: Path) -> None:

@@ -8,7 +8,7 @@ import click
 
 from gancore import distributed
 from gancore.cli import emit, format_table, report_skipped, source_options, start_distributed, user_errors
-from gancore.outputs import check_output_path
+from gancore.outputs import output_file
 
 from .report import command_report, metric_entry
 
@@ -202,16 +202,16 @@ def stats_command(source, output, num_images, seed, inception, resize, no_cache,
     from .fid import compute_statistics
     from .fid_files import statistics_path
 
-    check_output_path(statistics_path(output))  # before any work: a read-only folder fails now, not in an hour
-    result = compute_statistics(source, num_images=num_images, seed=seed, inception=inception, resize=resize,
-                                device=device, batch_size=batch_size or 64, skip_bad=skip_bad,
-                                num_workers=num_workers, progress=not quiet, cache=not no_cache,
-                                cache_dir=cache_dir)
-    report_skipped(result.skipped)
-    emit_notes(result.notes)
-    if not distributed.is_main_process():
-        return
-    written = result.save(output)
+    with output_file(statistics_path(output)):  # checked before any work: a read-only folder fails now, not later
+        result = compute_statistics(source, num_images=num_images, seed=seed, inception=inception, resize=resize,
+                                    device=device, batch_size=batch_size or 64, skip_bad=skip_bad,
+                                    num_workers=num_workers, progress=not quiet, cache=not no_cache,
+                                    cache_dir=cache_dir)
+        report_skipped(result.skipped)
+        emit_notes(result.notes)
+        if not distributed.is_main_process():
+            return
+        written = result.save(output)
     if as_json:
         emit_json("stats", result, {"real": source}, {"stats": result.num_images},
                   statistics=metric_entry(result), output=str(written))

@@ -25,6 +25,7 @@ from gancore.outputs import (
     append_text,
     check_output_path,
     check_room_for_files,
+    output_file,
     output_folder,
 )
 from gancore.runtime import torch_save_atomic
@@ -146,6 +147,22 @@ def test_an_output_folder_made_for_a_failed_block_goes_again(tmp_path):
         with output_folder(tmp_path / "kept"):
             raise UserError("refused")
     assert (tmp_path / "kept").is_dir()
+
+
+def test_the_folders_made_for_a_file_of_a_failed_command_go_again(tmp_path):
+    from ganeval.cli import main as ganeval_main
+
+    (tmp_path / "empty").mkdir()
+    result = CliRunner().invoke(ganeval_main, ["stats", str(tmp_path / "empty"), "-o",
+                                               str(tmp_path / "new" / "sub" / "stats.npz"), "--device", "cpu"])
+    assert result.exit_code == 2 and "error: " in result.output, result.output
+    assert sorted(os.listdir(tmp_path)) == ["empty"]
+    with output_file(tmp_path / "kept" / "a.txt") as path:
+        path.write_text("done")
+    with pytest.raises(KeyboardInterrupt):
+        with output_file(tmp_path / "kept" / "more" / "b.txt"):
+            raise KeyboardInterrupt
+    assert sorted(os.listdir(tmp_path / "kept")) == ["a.txt"]
 
 
 # --------------------------------------------------------------------------------------------------------------
