@@ -4,14 +4,16 @@ multiplications: the only way to fewer FLOP for the same function), on the shape
 step (celebahq-1024 at `--fmap-base`, the 1-GPU preset's minibatch, the block's C -> C convolution at each
 resolution), forward alone and forward + backward (weights and inputs), fp32, in one process and one run.
 
-First the rates of matrix products (a square one, and the 4×4 block's dense layers as products and as 1×1
-convolutions). Then per resolution: direct and Winograd milliseconds, their ratio (> 1: Winograd faster),
-Winograd's batched product alone (what Winograd would cost if its transforms were free: its lower bound here), the
-largest error of Winograd relative to the output's largest value, and the GFLOP/s of the direct forward. Last, what
-one trainer step (train_step_variants' step, the same shapes) spends in convolutions, in matrix products and in
-everything else (torch.profiler), and so the most that speeding up everything else could give.
+First the rates of matrix products (a square one, and the 4×4 block's dense layers as products, as 1×1
+convolutions and through oneDNN's inner product). Then per resolution: direct and Winograd milliseconds, their
+ratio (> 1: Winograd faster), Winograd's tile transforms alone (input and output, forward: what it costs whatever
+the product's speed) and its batched product alone (MKL's batched sgemm: what it would cost if the transforms were
+free), the largest error of Winograd relative to the output's largest value, and the GFLOP/s of the direct forward.
+Last, what one trainer step (train_step_variants' step, the same shapes) spends in convolutions, in matrix products
+and in everything else (torch.profiler), and so the most that speeding up everything else could give.
 
-    python benchmarks/conv_algorithms.py [--resolutions 4,8,16,32,64] [--fmap-base 2048] [--threads 2] [--record]
+    python benchmarks/conv_algorithms.py [--resolutions 4,8,16,32,64] [--fmap-base 2048] [--threads 2]
+        [--repeats 3] [--record]
 """
 
 from __future__ import annotations
@@ -81,17 +83,23 @@ def forward_backward(conv, x: torch.Tensor, weight: torch.Tensor):
 
 def product_rates(repeats: int, minibatch: int, channels: int) -> list[str]:
     """GFLOP/s of matrix products on these cores: a square 2048³ one, and the 4×4 block's dense layers (latent ->
-    16·C in G, 16·C -> C in D) at `minibatch`, as products (the trainer) and as 1×1 convolutions (oneDNN)."""
+    16·C in G, 16·C -> C in D) at `minibatch`, as products (the trainer: MKL's sgemm), as 1×1 convolutions
+    (oneDNN) and, where this torch has it, through oneDNN's inner product (`torch.ops.mkldnn._linear_pointwise`,
+    an internal operator of torch's compiler, forward only)."""
+    inner_product = getattr(torch.ops.mkldnn, "_linear_pointwise", None)
     lines = []
     for rows, inner, columns, what in ((2048, 2048, 2048, "2048³"),
                                        (minibatch, channels, 16 * channels, "G's dense layer"),
                                        (minibatch, 16 * channels, channels, "D's dense layer")):
         a, b = torch.randn(rows, inner), torch.randn(columns, inner)
         gflop = 2 * rows * inner * columns / 1e9
-        as_product = gflop / milliseconds(lambda: a @ b.T, repeats) * 1e3
-        as_conv = gflop / milliseconds(lambda: F.conv2d(a[:, :, None, None], b[:, :, None, None]), repeats) * 1e3
-        lines.append(f"{what} ({rows}×{inner} by {inner}×{columns}): {as_product:.0f} GFLOP/s as a matrix product, "
-                     f"{as_conv:.0f} as a 1×1 convolution")
+        as_conv = milliseconds(lambda: F.conv2d(a[:, :, None, None], b[:, :, None, None]), repeats)
+        rates = [f"{gflop / milliseconds(lambda: a @ b.T, repeats) * 1e3:.0f} GFLOP/s as a matrix product",
+                 f"{gflop / as_conv * 1e3:.0f} as a 1×1 convolution"]
+        if inner_product is not None:
+            seconds = milliseconds(lambda: inner_product(a, b, None, "none", [], ""), repeats)
+            rates.append(f"{gflop / seconds * 1e3:.0f} as oneDNN's inner product")
+        lines.append(f"{what} ({rows}×{inner} by {inner}×{columns}): " + ", ".join(rates))
     return lines
 
 
@@ -126,12 +134,15 @@ def row(resolution: int, minibatch: int, channels: int, repeats: int) -> list[st
         U = torch.randn(16, channels, channels)
         V = winograd_input_tiles(x)
         product = milliseconds(lambda: torch.bmm(U, V), repeats)
+        M = torch.bmm(U, V)
+        transforms = milliseconds(lambda: winograd_input_tiles(x), repeats) + milliseconds(
+            lambda: winograd_output(M, minibatch, resolution, resolution), repeats)
     both = {conv.__name__: milliseconds(forward_backward(conv, x, weight), repeats)
             for conv in (direct_conv3x3, winograd_conv3x3)}
     gflop = 2 * minibatch * channels * channels * 9 * resolution * resolution / 1e9
     return [f"{resolution}²", f"{minibatch}", f"{channels}",
             f"{forward['direct_conv3x3']:.1f}", f"{forward['winograd_conv3x3']:.1f}",
-            f"{forward['direct_conv3x3'] / forward['winograd_conv3x3']:.2f}×", f"{product:.1f}",
+            f"{forward['direct_conv3x3'] / forward['winograd_conv3x3']:.2f}×", f"{transforms:.1f}", f"{product:.1f}",
             f"{both['direct_conv3x3']:.1f}", f"{both['winograd_conv3x3']:.1f}",
             f"{both['direct_conv3x3'] / both['winograd_conv3x3']:.2f}×", f"{error:.1e}",
             f"{gflop / forward['direct_conv3x3'] * 1e3:.0f}"]
@@ -152,8 +163,8 @@ def main() -> None:
     print()
     print(results_record.markdown_table(
         ["resolution", "minibatch", "C", "forward direct", "forward Winograd", "direct / Winograd",
-         "Winograd product alone", "fwd+bwd direct", "fwd+bwd Winograd", "direct / Winograd (fwd+bwd)",
-         "Winograd error", "direct GFLOP/s"], []))
+         "Winograd transforms alone", "Winograd product alone", "fwd+bwd direct", "fwd+bwd Winograd",
+         "direct / Winograd (fwd+bwd)", "Winograd error", "direct GFLOP/s"], []))
     for resolution in resolutions:
         minibatch = config.minibatch_dict.get(resolution, config.minibatch_base)
         channels = feature_maps(resolution.bit_length() - 2, config.fmap_base, config.fmap_max)
