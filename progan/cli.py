@@ -69,7 +69,7 @@ def train_command(config_name, data_path, run_dir, kimg, gpus, resume, overrides
     from .configs import resolve_config
     from .runs import check_new_run_dir, resume_setup
     from .schedule import check_gpu_split
-    from .training_loop import training_loop
+    from .training_loop import run_training
 
     world = int(os.environ.get("WORLD_SIZE", "1"))
     processes = world if world > 1 else gpus
@@ -90,7 +90,7 @@ def train_command(config_name, data_path, run_dir, kimg, gpus, resume, overrides
     if gpus > 1 and world == 1:
         _relaunch_under_torchrun(gpus, Path(run_dir))
     start_distributed(device)
-    state = training_loop(config, data_path, run_dir, resume=resume, device=device,
+    state = run_training(config, data_path, run_dir, resume=resume, device=device,
                           log=lambda line: emit(line, err=True))
     if state.interrupted:
         emit(f"interrupted at {state.cur_nimg / 1000:.3f} kimg; resume with: progan train --resume {run_dir}")

@@ -1,6 +1,7 @@
 """The ProGAN training loop (spec 5.1-5.6), one process per GPU under torchrun.
 
-Sections in order: initialise → data → networks → optimizers → resume → run directory → train. Each round
+`run_training` builds a `TrainingRun` (data, networks, optimizers, random streams, counters), resumes it,
+prepares the run folder and trains: rounds, a tick's maintenance when a tick's images are done. Each round
 (minibatch_repeats × {D_repeats × [D step + EMA update]; G step}) uses one schedule point; Adam moments are
 reset when floor(lod) or ceil(lod) changes. Every tick appends to stats.jsonl; image snapshots write
 fakes<kimg>.png from fixed latents; network snapshots write network-snapshot-<kimg>.pt (everything needed to
@@ -339,8 +340,8 @@ def score_generator(G_ema, lod: float, data: TrainingData, plan: SnapshotMetrics
                                   device, inception=plan.inception)
 
 
-def training_loop(config: TrainingConfig, data_path, run_dir, resume=None, device="auto", log=print,
-                  progress_fn=None) -> Progress:
+def run_training(config: TrainingConfig, data_path, run_dir, resume=None, device="auto", log=print,
+                 progress_fn=None) -> Progress:
     """Train `config` on the images at `data_path`, writing into `run_dir` (locked against a second writer);
     continue from `resume` (a checkpoint or a run directory) when given. `log(line)` receives one line per tick
     (rank 0); `progress_fn(progress, phase)` is called after every tick. SIGTERM / SIGINT end the run at the next
@@ -350,226 +351,287 @@ def training_loop(config: TrainingConfig, data_path, run_dir, resume=None, devic
         check_new_run_dir(run_dir)
     lock = FolderLock(run_dir, "progan train") if distributed.is_main_process() else None
     with lock or contextlib.nullcontext(), StopRequest() as stop:
-        return _train(config, data_path, run_dir, resume, device, log, progress_fn, stop)
+        run = TrainingRun(config, data_path, run_dir, device, log, stop)
+        if resume is not None:
+            run.resume_from(resume)
+        run.share_networks()
+        run.prepare_run_dir()
+        return run.train(progress_fn)
 
 
-def _train(config: TrainingConfig, data_path, run_dir: Path, resume, device, log, progress_fn,
-           stop: StopRequest) -> Progress:
-    # Initialise.
-    device = resolve_device(device)
-    rank, world = distributed.rank(), distributed.world_size()
-    main = distributed.is_main_process()
-    torch.backends.cuda.matmul.allow_tf32 = config.allow_tf32
-    torch.backends.cudnn.allow_tf32 = config.allow_tf32
-    if device.type == "cuda":
-        torch.backends.cudnn.benchmark = True
-    torch.manual_seed(config.seed)
-    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=config.bf16)
+class TrainingRun:
+    """One training run: its data, networks, optimizers, random streams and counters, and the steps that advance
+    them. `run_training` builds one, resumes it, prepares the run folder and calls `train`."""
 
-    # Data.
-    data = TrainingData(data_path, config.resolution, seed=config.seed, cache_mb=config.data_cache_mb,
-                        workers=config.data_workers)
-    config.resolution = data.resolution
-    check_gpu_split(config, world)
-    metrics_plan = snapshot_metrics(config, data.num_images)
-    if main:
-        for line in metrics_plan.notes:
-            log(line)
+    def __init__(self, config: TrainingConfig, data_path, run_dir: Path, device, log, stop: StopRequest):
+        self.config, self.run_dir, self.log, self.stop = config, run_dir, log, stop
+        self.device = resolve_device(device)
+        self.rank, self.world = distributed.rank(), distributed.world_size()
+        self.main = distributed.is_main_process()
+        torch.backends.cuda.matmul.allow_tf32 = config.allow_tf32
+        torch.backends.cudnn.allow_tf32 = config.allow_tf32
+        if self.device.type == "cuda":
+            torch.backends.cudnn.benchmark = True
+        torch.manual_seed(config.seed)
+        self.autocast = torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=config.bf16)
+        self.data = TrainingData(data_path, config.resolution, seed=config.seed, cache_mb=config.data_cache_mb,
+                                 workers=config.data_workers)
+        self.data_path = str(Path(data_path).resolve())
+        config.resolution = self.data.resolution
+        check_gpu_split(config, self.world)
+        self.metrics_plan = snapshot_metrics(config, self.data.num_images)
+        if self.main:
+            for line in self.metrics_plan.notes:
+                log(line)
+        self._build_networks()
+        self.state = Progress()
+        self.tick_stats: dict[str, list[torch.Tensor]] = {}
+        self.grid_columns, rows = grid_shape(config)
+        self.grid_latents = torch.randn(self.grid_columns * rows, config.latent_size,
+                                        generator=torch.Generator().manual_seed(config.seed + 123))
+        self.stats_file = run_dir / "stats.jsonl"
+        self.board = None
+        self.tick_started, self.maintenance_seconds = time.perf_counter(), 0.0
 
-    # Networks, optimizers, loss.
-    G, D = build_networks(config, channels_last=device.type == "cuda")  # NHWC for cuDNN's tensor cores
-    G, D = G.to(device), D.to(device)
-    G_ema = copy.deepcopy(G).eval().requires_grad_(False)
-    G_opt, D_opt = make_optimizers(G, D, config)
-    loss = make_loss(config)
-    rng = torch.Generator().manual_seed(config.seed)  # latents, mixing factors, flips (same on every rank)
-    G_reducer, D_reducer = GradientReducer(G), GradientReducer(D)
-    state = Progress()
-    tick_stats: dict[str, list[torch.Tensor]] = {}
+    def _build_networks(self) -> None:
+        """G, D (NHWC on CUDA, for cuDNN's tensor cores), G's moving average, the optimizers, the loss, the shared
+        random stream of latents, mixing factors and flips (the same on every rank), the gradient reducers."""
+        G, D = build_networks(self.config, channels_last=self.device.type == "cuda")
+        self.G, self.D = G.to(self.device), D.to(self.device)
+        self.G_ema = copy.deepcopy(self.G).eval().requires_grad_(False)
+        self.G_opt, self.D_opt = make_optimizers(self.G, self.D, self.config)
+        self.loss = make_loss(self.config)
+        self.rng = torch.Generator().manual_seed(self.config.seed)
+        self.G_reducer, self.D_reducer = GradientReducer(self.G), GradientReducer(self.D)
 
-    # Resume.
-    if resume is not None:
+    # ------------------------------------------------------------------------------------------------------------
+    # Resume, share, prepare
+
+    def resume_from(self, resume) -> None:
+        """Load the newest valid checkpoint of `resume` (a file or a run folder): every state that a snapshot keeps,
+        so that training continues exactly."""
         resume_file = find_checkpoint(resume)
-        checkpoint = load_checkpoint(resume_file, map_location=device)
-        _check_resumable(checkpoint, config, resume_file)
-        for module, key in ((G, "G"), (D, "D"), (G_ema, "G_ema")):
+        checkpoint = load_checkpoint(resume_file, map_location=self.device)
+        _check_resumable(checkpoint, self.config, resume_file)
+        for module, key in ((self.G, "G"), (self.D, "D"), (self.G_ema, "G_ema")):
             module.load_state_dict(checkpoint[key])
-        G_opt.load_state_dict(checkpoint["G_opt"])
-        D_opt.load_state_dict(checkpoint["D_opt"])
-        loss.load_state_dict(checkpoint["loss_state"])
+        self.G_opt.load_state_dict(checkpoint["G_opt"])
+        self.D_opt.load_state_dict(checkpoint["D_opt"])
+        self.loss.load_state_dict(checkpoint["loss_state"])
         progress = checkpoint["progress"]
-        state = Progress(**{**progress, "interrupted": False,
-                            "lod_bounds": tuple(progress["lod_bounds"]) if progress["lod_bounds"] is not None
-                            else None})
-        tick_stats = {key: [torch.tensor(v, device=device) for v in values]
-                      for key, values in checkpoint.get("partial_tick", {}).items()}
-        data.indices.position = checkpoint["data_position"]
-        rng.set_state(checkpoint["rng"]["latents"])
+        self.state = Progress(**{**progress, "interrupted": False,
+                                 "lod_bounds": tuple(progress["lod_bounds"]) if progress["lod_bounds"] is not None
+                                 else None})
+        self.tick_stats = {key: [torch.tensor(v, device=self.device) for v in values]
+                           for key, values in checkpoint.get("partial_tick", {}).items()}
+        self.data.indices.position = checkpoint["data_position"]
+        self.rng.set_state(checkpoint["rng"]["latents"])
         torch.set_rng_state(checkpoint["rng"]["torch"])
-        if device.type == "cuda" and checkpoint["rng"].get("cuda") is not None:
-            torch.cuda.set_rng_state(checkpoint["rng"]["cuda"], device)
-    if distributed.is_distributed():
-        for tensor in [*G.parameters(), *D.parameters(), *G_ema.parameters(), *G_ema.buffers()]:
-            dist.broadcast(tensor.data, src=0)
+        if self.device.type == "cuda" and checkpoint["rng"].get("cuda") is not None:
+            torch.cuda.set_rng_state(checkpoint["rng"]["cuda"], self.device)
 
-    # Run directory: resolved config, reals grid, fixed latents for the fakes grids, stats up to the resumed tick.
-    columns, rows = grid_shape(config)
-    grid_latents = torch.randn(columns * rows, config.latent_size,
-                               generator=torch.Generator().manual_seed(config.seed + 123))
-    stats_file = run_dir / "stats.jsonl"
-    data_path = str(Path(data_path).resolve())
-    if main:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        with atomic_output(run_dir / "config.json") as temporary:  # --resume needs no --data
-            temporary.write_text(json.dumps({**config.to_dict(), "data_path": data_path}, indent=2) + "\n")
-        grid_indices = np.arange(min(columns * rows, data.num_images))
-        save_grid(data.reals_uint8(grid_indices, config.resolution), columns, run_dir / "reals.png")
-        truncate_stats(stats_file, state.tick)
-    board = _tensorboard_writer(run_dir) if main and config.tensorboard else None
+    def share_networks(self) -> None:
+        """Under torchrun, every rank starts from rank 0's weights."""
+        if distributed.is_distributed():
+            for tensor in [*self.G.parameters(), *self.D.parameters(), *self.G_ema.parameters(),
+                           *self.G_ema.buffers()]:
+                dist.broadcast(tensor.data, src=0)
 
-    def snapshot_images(phase: Phase) -> None:
-        with torch.no_grad():
-            images = G_ema(grid_latents.to(device), phase.lod)
-        save_grid(images_to_uint8(images, config.resolution).cpu(), columns,
-                  run_dir / f"fakes{state.cur_nimg // 1000:06d}.png")
+    def prepare_run_dir(self) -> None:
+        """Rank 0: the resolved config (--resume needs no --data), the reals grid, stats.jsonl cut back to the
+        resumed tick, the TensorBoard writer."""
+        if not self.main:
+            return
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        with atomic_output(self.run_dir / "config.json") as temporary:
+            temporary.write_text(json.dumps({**self.config.to_dict(), "data_path": self.data_path}, indent=2) + "\n")
+        grid_indices = np.arange(min(len(self.grid_latents), self.data.num_images))
+        save_grid(self.data.reals_uint8(grid_indices, self.config.resolution), self.grid_columns,
+                  self.run_dir / "reals.png")
+        truncate_stats(self.stats_file, self.state.tick)
+        self.board = _tensorboard_writer(self.run_dir) if self.config.tensorboard else None
 
-    def snapshot_network(phase: Phase, path: Path | None = None) -> Path:
-        cuda_rng = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
-        progress = {**state.__dict__, "lod_bounds": list(state.lod_bounds) if state.lod_bounds else None}
-        return save_checkpoint(path or run_dir / snapshot_name(state.cur_nimg), {
-            "config": config.to_dict(), "data_path": data_path, "kimg": state.cur_nimg / 1000, "lod": phase.lod,
-            "G": G.state_dict(), "D": D.state_dict(), "G_ema": G_ema.state_dict(),
-            "G_opt": G_opt.state_dict(), "D_opt": D_opt.state_dict(), "loss_state": loss.state_dict(),
-            "progress": progress, "data_position": data.indices.position,
-            "rng": {"latents": rng.get_state(), "torch": torch.get_rng_state(), "cuda": cuda_rng},
-            "partial_tick": {key: [float(v) for v in values] for key, values in tick_stats.items()},
-        })
+    # ------------------------------------------------------------------------------------------------------------
+    # Train
 
-    def interrupt(phase: Phase) -> None:
-        """Stop at this round: a full checkpoint (with the partial tick's statistics) that --resume continues."""
-        state.interrupted = True
-        if main:
-            G_ema.lod.fill_(phase.lod)
-            path = snapshot_network(phase, run_dir / f"interrupted-{state.cur_nimg:09d}.pt")
-            log(f"stopped by signal {stop.signal or 'on another rank'} at {state.cur_nimg / 1000:.3f} kimg: "
-                f"{path.name} written")
+    def train(self, progress_fn=None) -> Progress:
+        """Rounds until total_kimg, a tick's maintenance (statistics, snapshots, metrics) whenever a tick's images
+        are done, and a stop at the end of a round when a signal asked for one. Returns the counters."""
+        state, total_nimg = self.state, round(self.config.total_kimg * 1000)
+        self.tick_started = time.perf_counter()
+        done = state.cur_nimg >= total_nimg
+        while not done:
+            phase = training_phase(self.config, state.cur_nimg / 1000, self.world)
+            self._enter_phase(phase)
+            self._train_round(phase, total_nimg)
+            done = state.cur_nimg >= total_nimg
+            if state.cur_nimg >= state.tick_start_nimg + phase.tick_kimg * 1000 or done:
+                self._end_tick(phase, done, progress_fn)
+            if not done and self._stop_if_asked(phase):
+                break
+        self.data.close()
+        if self.board is not None:
+            self.board.close()
+        return state
 
-    # Train.
-    total_nimg = round(config.total_kimg * 1000)
-    tick_started = time.perf_counter()
-    maintenance = 0.0
+    def _stop_if_asked(self, phase: Phase) -> bool:
+        """After each round that does not end the run: whether a signal asked to stop (on any rank); if so, the
+        interrupted checkpoint is written."""
+        if self.stop.requested(self.device):
+            self._interrupt(phase)
+            return True
+        return False
 
-    def record(values: dict) -> None:
+    def _enter_phase(self, phase: Phase) -> None:
+        """The schedule point of this round: on new lod bounds the Adam moments are reset (config) and the gradient
+        buckets re-learnt; learning rates and G's lod set."""
+        state = self.state
+        if state.lod_bounds != phase.lod_bounds or self.G_reducer.buckets is None:
+            if self.config.reset_opt_for_new_lod and state.lod_bounds not in (None, phase.lod_bounds):
+                self.G_opt.state.clear()
+                self.D_opt.state.clear()
+            state.lod_bounds = phase.lod_bounds
+            self.G_reducer.relearn()
+            self.D_reducer.relearn()
+        for group in self.G_opt.param_groups:
+            group["lr"] = phase.G_lr
+        for group in self.D_opt.param_groups:
+            group["lr"] = phase.D_lr
+        self.G.lod.fill_(phase.lod)
+
+    def _train_round(self, phase: Phase, total_nimg: int) -> None:
+        """minibatch_repeats × {D_repeats × [D step + EMA update]; G step}, ending early at total_nimg."""
+        config, state, share = self.config, self.state, phase.minibatch // self.world
+        for _repeat in range(config.minibatch_repeats):
+            for _d_step in range(config.D_repeats):
+                reals = self._reals_for(phase)
+                z = self._draw(phase.minibatch, config.latent_size)
+                mixing = torch.rand(phase.minibatch, 1, 1, 1, generator=self.rng)[self.rank * share:
+                                                                                  (self.rank + 1) * share]
+                D_loss, D_stats, finite = discriminator_step(self.G, self.D, self.D_opt, self.loss, reals, z,
+                                                             mixing.to(self.device), phase.lod, self.autocast,
+                                                             self.D_reducer)
+                state.skipped_steps += not finite
+                update_ema(self.G_ema, self.G, config.G_ema_beta)
+                state.cur_nimg += phase.minibatch
+                self._record({"loss_D": D_loss, **D_stats})
+            z = self._draw(phase.minibatch, config.latent_size)
+            G_loss, G_stats, finite = generator_step(self.G, self.D, self.G_opt, self.loss, z, phase.lod,
+                                                     self.autocast, self.G_reducer)
+            state.skipped_steps += not finite
+            self._record({"loss_G": G_loss, **G_stats})
+            if state.cur_nimg >= total_nimg:
+                break
+
+    def _record(self, values: dict) -> None:
         for key, value in values.items():
-            tick_stats.setdefault(key, []).append(value.detach().float())
+            self.tick_stats.setdefault(key, []).append(value.detach().float())
 
-    def draw(count: int, *shape) -> torch.Tensor:
+    def _draw(self, count: int, *shape) -> torch.Tensor:
         """`count` global samples of N(0, 1) of `shape` from the shared generator; this rank's slice."""
-        share = count // world
-        return torch.randn(count, *shape, generator=rng)[rank * share:(rank + 1) * share].to(device)
+        share = count // self.world
+        return torch.randn(count, *shape, generator=self.rng)[self.rank * share:(self.rank + 1) * share].to(
+            self.device)
 
-    def reals_for(phase: Phase) -> torch.Tensor:
-        images = to_float_reals(data.next_batch(phase.minibatch, phase.resolution, (rank, world)),
-                                phase.resolution, device)
-        share = phase.minibatch // world
-        flips = torch.rand(phase.minibatch, generator=rng)[rank * share:(rank + 1) * share] < 0.5
-        if config.mirror:
-            images = torch.where(flips.to(device).reshape(-1, 1, 1, 1), images.flip(3), images)
-        if phase.fade_weight > 0:  # blend with the previous resolution: 2×2 box average, nearest upsample
+    def _reals_for(self, phase: Phase) -> torch.Tensor:
+        """This rank's slice of the next minibatch of reals at the phase's resolution, mirrored at random (the
+        shared stream's flips) and, while fading in, blended with its 2×2 box average upsampled."""
+        images = to_float_reals(self.data.next_batch(phase.minibatch, phase.resolution, (self.rank, self.world)),
+                                phase.resolution, self.device)
+        share = phase.minibatch // self.world
+        flips = torch.rand(phase.minibatch, generator=self.rng)[self.rank * share:(self.rank + 1) * share] < 0.5
+        if self.config.mirror:
+            images = torch.where(flips.to(self.device).reshape(-1, 1, 1, 1), images.flip(3), images)
+        if phase.fade_weight > 0:
             coarse = F.interpolate(F.avg_pool2d(images, 2), scale_factor=2, mode="nearest")
             images = torch.lerp(images, coarse, phase.fade_weight)
         return images
 
-    done = state.cur_nimg >= total_nimg
-    while not done:
-        phase = training_phase(config, state.cur_nimg / 1000, world)
-        if state.lod_bounds != phase.lod_bounds or G_reducer.buckets is None:
-            if config.reset_opt_for_new_lod and state.lod_bounds not in (None, phase.lod_bounds):
-                G_opt.state.clear()
-                D_opt.state.clear()
-            state.lod_bounds = phase.lod_bounds
-            G_reducer.relearn()
-            D_reducer.relearn()
-        for group in G_opt.param_groups:
-            group["lr"] = phase.G_lr
-        for group in D_opt.param_groups:
-            group["lr"] = phase.D_lr
-        G.lod.fill_(phase.lod)
-        share = phase.minibatch // world
+    # ------------------------------------------------------------------------------------------------------------
+    # Ticks, snapshots, interruption
 
-        for _repeat in range(config.minibatch_repeats):
-            for _d_step in range(config.D_repeats):
-                reals = reals_for(phase)
-                z = draw(phase.minibatch, config.latent_size)
-                mixing = torch.rand(phase.minibatch, 1, 1, 1, generator=rng)[rank * share:(rank + 1) * share]
-                D_loss, D_stats, finite = discriminator_step(G, D, D_opt, loss, reals, z, mixing.to(device),
-                                                             phase.lod, autocast, D_reducer)
-                state.skipped_steps += not finite
-                update_ema(G_ema, G, config.G_ema_beta)
-                state.cur_nimg += phase.minibatch
-                record({"loss_D": D_loss, **D_stats})
-
-            z = draw(phase.minibatch, config.latent_size)
-            G_loss, G_stats, finite = generator_step(G, D, G_opt, loss, z, phase.lod, autocast, G_reducer)
-            state.skipped_steps += not finite
-            record({"loss_G": G_loss, **G_stats})
-            if state.cur_nimg >= total_nimg:
-                break
-
-        done = state.cur_nimg >= total_nimg
-        if state.cur_nimg < state.tick_start_nimg + phase.tick_kimg * 1000 and not done:
-            if stop.requested(device):
-                interrupt(phase)
-                break
-            continue
-
-        # Tick maintenance.
-        tick_seconds = time.perf_counter() - tick_started
+    def _end_tick(self, phase: Phase, done: bool, progress_fn) -> None:
+        """A tick's maintenance: its stats.jsonl row (the row first, then its snapshot: a resume from any checkpoint
+        finds its tick's row), image and network snapshots with their metrics, TensorBoard, the log line,
+        `progress_fn(progress, phase)`; all of it timed as the next row's maintenance_sec."""
         maintenance_started = time.perf_counter()
+        entry = self._tick_entry(phase, maintenance_started - self.tick_started)
+        self.G_ema.lod.fill_(phase.lod)
+        if self.main and (self.state.tick % self.config.image_snapshot_ticks == 0 or done):
+            self._snapshot_images(phase)
+        network_snapshot = self.state.tick % self.config.network_snapshot_ticks == 0 or done
+        if network_snapshot:
+            entry["snapshot"] = snapshot_name(self.state.cur_nimg)
+            entry["metrics"] = score_generator(self.G_ema, phase.lod, self.data, self.metrics_plan, self.device)
+        if self.main:
+            append_text(self.stats_file, json.dumps(entry) + "\n")  # a full disk: one line naming the file
+            if network_snapshot:
+                self._snapshot_network(phase)
+                _remove_superseded(self.run_dir, self.state.cur_nimg)
+            if self.board is not None:
+                _write_scalars(self.board, entry)
+            self.log(tick_line(entry))
+        if progress_fn is not None:
+            progress_fn(self.state, phase)
+        self.maintenance_seconds = time.perf_counter() - maintenance_started
+        self.tick_started = time.perf_counter()
+
+    def _tick_entry(self, phase: Phase, tick_seconds: float) -> dict:
+        """The tick's row: schedule point, the steps' statistics averaged over the tick and the ranks, speed,
+        the previous tick's maintenance time, memory. Starts the next tick's counters."""
+        state = self.state
         tick_images = state.cur_nimg - state.tick_start_nimg
         state.tick += 1
         entry = {"tick": state.tick, "kimg": state.cur_nimg / 1000, "lod": phase.lod,
                  "resolution": phase.resolution, "minibatch": phase.minibatch, "G_lr": phase.G_lr,
                  "D_lr": phase.D_lr}
-        for key, values in tick_stats.items():
-            entry[key] = float(distributed.all_reduce_sum(torch.stack(values).mean().to(device)) / world)
+        for key, values in self.tick_stats.items():
+            entry[key] = float(distributed.all_reduce_sum(torch.stack(values).mean().to(self.device)) / self.world)
         entry.update({"sec_per_tick": tick_seconds, "sec_per_kimg": tick_seconds / max(tick_images / 1000, 1e-9),
                       "images_per_second": tick_images / max(tick_seconds, 1e-9),
-                      "maintenance_sec": maintenance, "skipped_steps": state.skipped_steps,
-                      **_memory_stats(device)})
-        tick_stats.clear()
+                      "maintenance_sec": self.maintenance_seconds, "skipped_steps": state.skipped_steps,
+                      **_memory_stats(self.device)})
+        self.tick_stats.clear()
         state.tick_start_nimg = state.cur_nimg
-        G_ema.lod.fill_(phase.lod)
-        if main and (state.tick % config.image_snapshot_ticks == 0 or done):
-            snapshot_images(phase)
-        network_snapshot = state.tick % config.network_snapshot_ticks == 0 or done
-        if network_snapshot:
-            entry["snapshot"] = snapshot_name(state.cur_nimg)
-            entry["metrics"] = score_generator(G_ema, phase.lod, data, metrics_plan, device)
-        if main:  # the row first, then its snapshot: a resume from any checkpoint finds its tick's row
-            append_text(stats_file, json.dumps(entry) + "\n")  # a full disk: one line naming the file
-            if network_snapshot:
-                snapshot_network(phase)
-                _remove_superseded(run_dir, state.cur_nimg)
-            if board is not None:
-                _write_scalars(board, entry)
-            log(f"tick {state.tick:<4d} kimg {entry['kimg']:<8.1f} lod {phase.lod:<5.2f} "
-                f"res {phase.resolution:<4d} minibatch {phase.minibatch:<3d} "
-                f"loss_D {entry.get('loss_D', float('nan')):<8.3f} loss_G {entry.get('loss_G', float('nan')):<8.3f} "
-                f"{entry['images_per_second']:.0f} img/s"
-                + (f" SWD {entry['metrics']['swd']['avg']:.2f}" if "swd" in entry.get("metrics", {}) else ""))
-        if progress_fn is not None:
-            progress_fn(state, phase)
-        maintenance = time.perf_counter() - maintenance_started
-        tick_started = time.perf_counter()
-        if not done and stop.requested(device):
-            interrupt(phase)
-            break
+        return entry
 
-    data.close()
-    if board is not None:
-        board.close()
-    return state
+    def _snapshot_images(self, phase: Phase) -> None:
+        with torch.no_grad():
+            images = self.G_ema(self.grid_latents.to(self.device), phase.lod)
+        save_grid(images_to_uint8(images, self.config.resolution).cpu(), self.grid_columns,
+                  self.run_dir / f"fakes{self.state.cur_nimg // 1000:06d}.png")
+
+    def _snapshot_network(self, phase: Phase, path: Path | None = None) -> Path:
+        """A full checkpoint (everything `resume_from` loads) at `path`, default network-snapshot-<kimg>.pt."""
+        state, device = self.state, self.device
+        cuda_rng = torch.cuda.get_rng_state(device) if device.type == "cuda" else None
+        progress = {**state.__dict__, "lod_bounds": list(state.lod_bounds) if state.lod_bounds else None}
+        return save_checkpoint(path or self.run_dir / snapshot_name(state.cur_nimg), {
+            "config": self.config.to_dict(), "data_path": self.data_path, "kimg": state.cur_nimg / 1000,
+            "lod": phase.lod, "G": self.G.state_dict(), "D": self.D.state_dict(), "G_ema": self.G_ema.state_dict(),
+            "G_opt": self.G_opt.state_dict(), "D_opt": self.D_opt.state_dict(), "loss_state": self.loss.state_dict(),
+            "progress": progress, "data_position": self.data.indices.position,
+            "rng": {"latents": self.rng.get_state(), "torch": torch.get_rng_state(), "cuda": cuda_rng},
+            "partial_tick": {key: [float(v) for v in values] for key, values in self.tick_stats.items()},
+        })
+
+    def _interrupt(self, phase: Phase) -> None:
+        """Stop at this round: a full checkpoint (with the partial tick's statistics) that --resume continues."""
+        self.state.interrupted = True
+        if self.main:
+            self.G_ema.lod.fill_(phase.lod)
+            path = self._snapshot_network(phase, self.run_dir / f"interrupted-{self.state.cur_nimg:09d}.pt")
+            self.log(f"stopped by signal {self.stop.signal or 'on another rank'} at "
+                     f"{self.state.cur_nimg / 1000:.3f} kimg: {path.name} written")
+
+
+def tick_line(entry: dict) -> str:
+    """The log line of a tick's stats.jsonl row."""
+    return (f"tick {entry['tick']:<4d} kimg {entry['kimg']:<8.1f} lod {entry['lod']:<5.2f} "
+            f"res {entry['resolution']:<4d} minibatch {entry['minibatch']:<3d} "
+            f"loss_D {entry.get('loss_D', float('nan')):<8.3f} loss_G {entry.get('loss_G', float('nan')):<8.3f} "
+            f"{entry['images_per_second']:.0f} img/s"
+            + (f" SWD {entry['metrics']['swd']['avg']:.2f}" if "swd" in entry.get("metrics", {}) else ""))
 
 
 def snapshot_name(nimg: int) -> str:

@@ -32,11 +32,11 @@ def train_quietly():
     """train(config_values, data, run_dir) -> run_dir: the tiny preset with `config_values`, on the CPU, one
     thread, no log lines."""
     from progan.configs import resolve_config
-    from progan.training_loop import training_loop
+    from progan.training_loop import run_training
 
     def train(values: dict, data: Path, run: Path) -> Path:
         with one_intra_op_thread():
-            training_loop(resolve_config("tiny", values), data, run, device="cpu", log=lambda line: None)
+            run_training(resolve_config("tiny", values), data, run, device="cpu", log=lambda line: None)
         return run
 
     return train

@@ -26,7 +26,7 @@ from progan.networks import (
     parameters_at,
 )
 from progan.schedule import compute_lod, training_phase
-from progan.training_loop import training_loop
+from progan.training_loop import run_training
 from toolkit_testing.fixtures import one_thread  # noqa: F401  (autouse: one intra-op thread on the shared machine)
 from toolkit_testing.images import EXAMPLES, write_images
 
@@ -172,14 +172,14 @@ def tiny_runs(tmp_path_factory):
     root = tmp_path_factory.mktemp("tiny")
     data = root / "structured.npy"
     np.save(data, structured_images(1024))
-    training_loop(resolve_config("tiny", {**TINY, "total_kimg": 6.0}), data, root / "full", device="cpu",
+    run_training(resolve_config("tiny", {**TINY, "total_kimg": 6.0}), data, root / "full", device="cpu",
                   log=lambda line: None)
     config = resolve_config("tiny", {**TINY, "total_kimg": 6.0})
     with pytest.raises(KeyboardInterrupt):  # killed right after the snapshot of tick 2 (1.024 kimg)
-        training_loop(config, data, root / "split", device="cpu", log=lambda line: None,
+        run_training(config, data, root / "split", device="cpu", log=lambda line: None,
                       progress_fn=lambda state, phase: _stop_at_tick(state, 2))
     with pytest.raises(KeyboardInterrupt):
-        training_loop(config, data, root / "split", resume=root / "split", device="cpu", log=lambda line: None,
+        run_training(config, data, root / "split", resume=root / "split", device="cpu", log=lambda line: None,
                       progress_fn=lambda state, phase: _stop_at_tick(state, 4))
     return root
 

@@ -23,7 +23,7 @@ from gancore.errors import UserError
 from progan.cli import main as progan_main
 from progan.configs import resolve_config
 from progan.runs import find_checkpoint, resume_setup, truncate_stats
-from progan.training_loop import training_loop
+from progan.training_loop import run_training
 
 REPO = Path(__file__).resolve().parents[2]
 # 8×8 in 2 kimg: 4 ticks of 512 images, network snapshots at ticks 2 and 4 (network-snapshot-000001.pt at 1.024
@@ -78,13 +78,13 @@ def test_a_second_train_into_a_run_is_refused_and_changes_nothing(data, finished
     assert result.output.count("\n") == 1 and result.output.startswith(f"error: {run} already holds a run")
     assert f"--resume {run}" in result.output
     with pytest.raises(UserError, match="already holds a run"):  # the Python API refuses too
-        training_loop(resolve_config("tiny", RUN), data, run, device="cpu")
+        run_training(resolve_config("tiny", RUN), data, run, device="cpu")
     assert _hashes(run) == before
 
 
 def test_a_new_run_into_an_empty_or_unrelated_folder_is_allowed(data, tmp_path):
     (tmp_path / "notes.txt").write_text("my notes")
-    training_loop(resolve_config("tiny", {**RUN, "total_kimg": 0.25}), data, tmp_path, device="cpu",
+    run_training(resolve_config("tiny", {**RUN, "total_kimg": 0.25}), data, tmp_path, device="cpu",
                   log=lambda line: None)
     assert _ticks(tmp_path) == [1] and (tmp_path / "notes.txt").read_text() == "my notes"
 
@@ -142,11 +142,11 @@ def test_a_death_on_either_side_of_a_snapshot_write_keeps_one_row_per_tick(data,
 
     monkeypatch.setattr(progan.training_loop, "save_checkpoint", dies_at_the_second)
     with pytest.raises(Died):                                           # at tick 4
-        training_loop(config, data, run, device="cpu", log=lambda line: None)
+        run_training(config, data, run, device="cpu", log=lambda line: None)
     monkeypatch.setattr(progan.training_loop, "save_checkpoint", save)
     setup = resume_setup(run, [])
     assert setup.tick == (2 if when == "before" else 4)
-    training_loop(setup.config, setup.data_path, run, resume=run, device="cpu", log=lambda line: None)
+    run_training(setup.config, setup.data_path, run, resume=run, device="cpu", log=lambda line: None)
     rows = [json.loads(line) for line in (run / "stats.jsonl").read_text().splitlines()]
     expected = [(tick, 0.512 * tick) for tick in range(1, 6)] + [(6, 3.008)]  # the last tick stops at 3 kimg
     assert [(row["tick"], row["kimg"]) for row in rows] == expected

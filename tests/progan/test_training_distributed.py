@@ -21,7 +21,7 @@ import torch
 
 from progan.checkpoint import load_checkpoint
 from progan.configs import resolve_config
-from progan.training_loop import find_checkpoint, training_loop
+from progan.training_loop import find_checkpoint, run_training
 from toolkit_testing.process_tree import descendants, process_state
 
 REPO = Path(__file__).resolve().parents[2]
@@ -56,7 +56,7 @@ def test_two_processes_equal_one_through_a_fade_in_and_a_resume(tmp_path):
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        training_loop(resolve_config("tiny", CONFIG), data, tmp_path / "one", device="cpu", log=lambda line: None)
+        run_training(resolve_config("tiny", CONFIG), data, tmp_path / "one", device="cpu", log=lambda line: None)
     finally:
         torch.set_num_threads(threads)
     settings = [part for key, value in CONFIG.items() for part in ("--set", f"{key}={json.dumps(value)}")]

@@ -22,7 +22,7 @@ from progan.checkpoint import load_checkpoint
 from progan.cli import main as progan_main
 from progan.configs import resolve_config
 from progan.schedule import check_gpu_split, gpu_splits, training_phase
-from progan.training_loop import find_checkpoint, resume_setup, training_loop
+from progan.training_loop import find_checkpoint, resume_setup, run_training
 from toolkit_testing.fixtures import one_thread  # noqa: F401  (autouse: one intra-op thread on the shared machine)
 
 REPO = Path(__file__).resolve().parents[2]
@@ -138,7 +138,7 @@ def uninterrupted(small_data, tmp_path_factory) -> Path:
     run = tmp_path_factory.mktemp("full") / "run"
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # as the other runs: the thread count changes float sums
-    training_loop(resolve_config("tiny", SMALL), small_data, run, device="cpu", log=lambda line: None)
+    run_training(resolve_config("tiny", SMALL), small_data, run, device="cpu", log=lambda line: None)
     torch.set_num_threads(threads)
     return run
 
@@ -176,7 +176,7 @@ def test_sigterm_writes_a_checkpoint_and_the_run_continues_exactly(small_data, u
     # resume from the folder with the configured length: the same trajectory as the uninterrupted run
     setup = resume_setup(run, ["total_kimg=1.5"])
     assert setup.checkpoint == checkpoint and setup.data_path == str(small_data.resolve())
-    state = training_loop(setup.config, setup.data_path, run, resume=run, device="cpu", log=lambda line: None)
+    state = run_training(setup.config, setup.data_path, run, resume=run, device="cpu", log=lambda line: None)
     assert not state.interrupted and state.cur_nimg == 1504
     full, resumed = _stats(uninterrupted), _stats(run)
     assert [row["tick"] for row in resumed] == list(range(1, len(full) + 1)) and len(resumed) > ticks_before
@@ -198,7 +198,7 @@ def test_resume_truncates_stats_to_the_checkpoint_tick(small_data, uninterrupted
     assert load_checkpoint(snapshot)["progress"]["tick"] == 3
     (run / "stats.jsonl").write_text((uninterrupted / "stats.jsonl").read_text() + '{"tick": 9, "kimg"')  # torn
     setup = resume_setup(snapshot, ["total_kimg=1.024"], run_dir=run)  # a snapshot file, another run folder
-    training_loop(setup.config, setup.data_path, run, resume=snapshot, device="cpu", log=lambda line: None)
+    run_training(setup.config, setup.data_path, run, resume=snapshot, device="cpu", log=lambda line: None)
     rows = _stats(run)
     assert [row["tick"] for row in rows] == [1, 2, 3, 4]
     assert rows[3]["loss_D"] == pytest.approx(_stats(uninterrupted)[3]["loss_D"], rel=1e-4, abs=1e-5)
@@ -227,5 +227,5 @@ def test_resume_with_a_torn_or_missing_config_json(small_data, uninterrupted, tm
 def test_tensorboard_scalars_when_installed(small_data, tmp_path):
     pytest.importorskip("tensorboard")
     config = resolve_config("tiny", {**SMALL, "total_kimg": 0.5, "tensorboard": True})
-    training_loop(config, small_data, tmp_path / "run", device="cpu", log=lambda line: None)
+    run_training(config, small_data, tmp_path / "run", device="cpu", log=lambda line: None)
     assert list((tmp_path / "run").glob("events.out.tfevents.*"))
