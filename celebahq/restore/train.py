@@ -191,108 +191,143 @@ def train_restorer(kind: str, images, out: str | os.PathLike, val_images=(),
                    options: TrainOptions | None = None) -> dict:
     """Train (or resume) a `kind` ("cleanup" or "sr") network; returns the best validation figures."""
     options = options or TrainOptions()
+    _check_options(kind, options)
+    if options.threads:
+        torch.set_num_threads(options.threads)
+    run = RestorerTraining(kind, images, val_images, Path(out), options)
+    run.load_start()
+    return run.train()
+
+
+def _check_options(kind: str, options: TrainOptions) -> None:
     if kind not in ("cleanup", "sr"):
         raise UserError(f"unknown restorer {kind!r}: cleanup or sr")
     if options.patch % 8 or options.patch < 32:
         raise UserError(f"--patch {options.patch}: must be a multiple of 8, ≥ 32")
     if options.adversarial_weight and kind != "sr":
         raise UserError("--adversarial-weight is for the sr network only")
-    if options.threads:
-        torch.set_num_threads(options.threads)
-    device = resolve_device(options.device)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    checkpoint_path = out.with_name(out.name + ".ckpt")
 
-    photos = load_photos(images, options.patch)
-    val_photos = load_photos(val_images, 32) if val_images else {}
-    names = sorted(photos)
-    arrays = [photos[name] for name in names]
-    areas = np.array([a.shape[0] * a.shape[1] for a in arrays], dtype=np.float64)
-    weights = areas / areas.sum()  # patches are drawn uniformly over all pixels
-    crops = validation_set(kind, val_photos)
 
-    torch.manual_seed(options.seed)
-    try:
-        model = build_model(kind, options.config).to(device)
-    except TypeError as error:
-        raise UserError(f"bad network config {options.config}: {error}") from None
-    optimizer = torch.optim.Adam(model.parameters(), lr=options.lr)
-    critic = critic_optimizer = None
-    if options.adversarial_weight:
-        critic = PatchDiscriminator().to(device)
-        critic_optimizer = torch.optim.Adam(critic.parameters(), lr=options.lr, betas=(0.5, 0.999))
-    schedule = torch.optim.lr_scheduler.LambdaLR(
-        optimizer, lambda step: 0.5 * (1.0 + math.cos(math.pi * min(step, options.steps) / options.steps)))
-    use_amp = device.type == "cuda"
-    scaler = torch.amp.GradScaler("cuda", enabled=use_amp)
+class RestorerTraining:
+    """One training run of a restoration network: the photographs and validation crops, the model (and the SR
+    critic), their optimizers, the learning-rate schedule and the counters that a checkpoint keeps."""
 
-    start, best, history, seconds = 0, None, [], 0.0
-    if options.resume and checkpoint_path.is_file():
-        state = torch.load(checkpoint_path, map_location=device, weights_only=True)
-        if state["kind"] != kind or state["config"] != model_config(model):
-            raise UserError(f"{checkpoint_path} is for another network; delete it or choose another --out")
-        model.load_state_dict(state["state_dict"])
-        optimizer.load_state_dict(state["optimizer"])
-        schedule.load_state_dict(state["schedule"])
-        if critic is not None and "critic" in state:
-            critic.load_state_dict(state["critic"])
-            critic_optimizer.load_state_dict(state["critic_optimizer"])
-        start, best, history = state["step"], state["best"], state["history"]
-        seconds = state.get("seconds", 0.0)
-    elif options.init:
-        init = torch.load(options.init, map_location=device, weights_only=True)
-        if init.get("kind") != kind:
-            raise UserError(f"--init {options.init}: weights of a {init.get('kind')!r} network, not {kind!r}")
-        warm_start(model, init["state_dict"])
+    def __init__(self, kind: str, images, val_images, out: Path, options: TrainOptions):
+        self.kind, self.out, self.options = kind, out, options
+        self.device = resolve_device(options.device)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        self.checkpoint_path = out.with_name(out.name + ".ckpt")
+        photos = load_photos(images, options.patch)
+        self.val_photos = load_photos(val_images, 32) if val_images else {}
+        self.names = sorted(photos)
+        self.arrays = [photos[name] for name in self.names]
+        areas = np.array([a.shape[0] * a.shape[1] for a in self.arrays], dtype=np.float64)
+        self.weights = areas / areas.sum()  # patches are drawn uniformly over all pixels
+        self.crops = validation_set(kind, self.val_photos)
+        self._build_model()
+        self.start, self.best, self.history, self.seconds = 0, None, [], 0.0
 
-    def training_record(step: int) -> dict:
-        return {"steps": step, "images": names, "val_images": sorted(val_photos), "seconds": round(seconds, 1),
-                "device": str(device), "torch": str(torch.__version__),
-                "options": {k: v for k, v in asdict(options).items() if k not in ("progress", "device")}}
+    def _build_model(self) -> None:
+        options, device = self.options, self.device
+        torch.manual_seed(options.seed)
+        try:
+            self.model = build_model(self.kind, options.config).to(device)
+        except TypeError as error:
+            raise UserError(f"bad network config {options.config}: {error}") from None
+        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=options.lr)
+        self.critic = self.critic_optimizer = None
+        if options.adversarial_weight:
+            self.critic = PatchDiscriminator().to(device)
+            self.critic_optimizer = torch.optim.Adam(self.critic.parameters(), lr=options.lr, betas=(0.5, 0.999))
+        self.schedule = torch.optim.lr_scheduler.LambdaLR(
+            self.optimizer, lambda step: 0.5 * (1.0 + math.cos(math.pi * min(step, options.steps) / options.steps)))
+        self.use_amp = device.type == "cuda"
+        self.scaler = torch.amp.GradScaler("cuda", enabled=self.use_amp)
 
-    def checkpoint(step: int) -> None:
-        state = weights_payload(kind, model, training_record(step), best or {})
-        state.update(optimizer=optimizer.state_dict(), schedule=schedule.state_dict(), step=step, best=best,
-                     history=history, seconds=seconds)
-        if critic is not None:
-            state.update(critic=critic.state_dict(), critic_optimizer=critic_optimizer.state_dict())
-        torch_save_atomic(state, checkpoint_path)
+    def load_start(self) -> None:
+        """Continue from OUT.ckpt (`resume`, when it exists), else start from `init`'s weights when given."""
+        options = self.options
+        if options.resume and self.checkpoint_path.is_file():
+            state = torch.load(self.checkpoint_path, map_location=self.device, weights_only=True)
+            if state["kind"] != self.kind or state["config"] != model_config(self.model):
+                raise UserError(f"{self.checkpoint_path} is for another network; delete it or choose another --out")
+            self.model.load_state_dict(state["state_dict"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.schedule.load_state_dict(state["schedule"])
+            if self.critic is not None and "critic" in state:
+                self.critic.load_state_dict(state["critic"])
+                self.critic_optimizer.load_state_dict(state["critic_optimizer"])
+            self.start, self.best, self.history = state["step"], state["best"], state["history"]
+            self.seconds = state.get("seconds", 0.0)
+        elif options.init:
+            init = torch.load(options.init, map_location=self.device, weights_only=True)
+            if init.get("kind") != self.kind:
+                raise UserError(f"--init {options.init}: weights of a {init.get('kind')!r} network, not "
+                                f"{self.kind!r}")
+            warm_start(self.model, init["state_dict"])
 
-    model.train()
-    with progress_bar(options.steps, f"train {kind}", options.progress, unit="step") as bar:
-        bar.update(start)
-        for step in range(start, options.steps):
-            began = time.perf_counter()
-            degraded, clean = (t.to(device) for t in sample_batch(kind, arrays, weights, options.seed, step, options))
-            with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
-                restored = model(degraded)
-                loss = F.l1_loss(restored.float(), clean)
-                if critic is not None:
-                    loss = loss + options.adversarial_weight * F.softplus(-critic(restored)).mean()
-            optimizer.zero_grad(set_to_none=True)
-            scaler.scale(loss).backward()
-            scaler.step(optimizer)
+    def train(self) -> dict:
+        """Steps up to `options.steps`, validating (and keeping the best weights in OUT, the full state in
+        OUT.ckpt) every `val_every` steps and at the end. Returns the best validation figures."""
+        options = self.options
+        self.model.train()
+        with progress_bar(options.steps, f"train {self.kind}", options.progress, unit="step") as bar:
+            bar.update(self.start)
+            for step in range(self.start, options.steps):
+                loss = self._step(step)
+                bar.update(1)
+                bar.set_postfix(loss=f"{loss:.4f}", best=f"{(self.best or {}).get('gain_db', float('nan')):+.2f}dB")
+                done = step + 1
+                if done % options.val_every == 0 or done == options.steps:
+                    self._validate(done)
+        if self.best is None:  # resumed a finished run
+            self.best = torch.load(self.out, weights_only=True)["validation"]
+        return self.best
+
+    def _step(self, step: int) -> float:
+        """One optimizer step on the batch of (seed, step) (and one of the critic); returns the model's loss."""
+        options, device, critic = self.options, self.device, self.critic
+        began = time.perf_counter()
+        degraded, clean = (t.to(device) for t in sample_batch(self.kind, self.arrays, self.weights, options.seed,
+                                                                step, options))
+        with torch.autocast(device.type, dtype=torch.float16, enabled=self.use_amp):
+            restored = self.model(degraded)
+            loss = F.l1_loss(restored.float(), clean)
             if critic is not None:
-                with torch.autocast(device.type, dtype=torch.float16, enabled=use_amp):
-                    critic_loss = (F.softplus(-critic(clean)).mean()
-                                   + F.softplus(critic(restored.detach())).mean())
-                critic_optimizer.zero_grad(set_to_none=True)
-                scaler.scale(critic_loss).backward()
-                scaler.step(critic_optimizer)
-            scaler.update()
-            schedule.step()
-            seconds += time.perf_counter() - began
-            bar.update(1)
-            bar.set_postfix(loss=f"{loss.item():.4f}", best=f"{(best or {}).get('gain_db', float('nan')):+.2f}dB")
-            done = step + 1
-            if done % options.val_every == 0 or done == options.steps:
-                figures = dict(validate(model, crops, device), step=done) if crops else {"step": done}
-                history.append(figures)
-                if best is None or figures.get("gain_db", 0.0) >= best.get("gain_db", 0.0):
-                    best = figures
-                    torch_save_atomic(weights_payload(kind, model, training_record(done), best), out)
-                checkpoint(done)
-    if best is None:  # resumed a finished run
-        best = torch.load(out, weights_only=True)["validation"]
-    return best
+                loss = loss + options.adversarial_weight * F.softplus(-critic(restored)).mean()
+        self.optimizer.zero_grad(set_to_none=True)
+        self.scaler.scale(loss).backward()
+        self.scaler.step(self.optimizer)
+        if critic is not None:
+            with torch.autocast(device.type, dtype=torch.float16, enabled=self.use_amp):
+                critic_loss = F.softplus(-critic(clean)).mean() + F.softplus(critic(restored.detach())).mean()
+            self.critic_optimizer.zero_grad(set_to_none=True)
+            self.scaler.scale(critic_loss).backward()
+            self.scaler.step(self.critic_optimizer)
+        self.scaler.update()
+        self.schedule.step()
+        self.seconds += time.perf_counter() - began
+        return loss.item()
+
+    def _validate(self, done: int) -> None:
+        """Validation figures after `done` steps; the best weights so far to OUT, the full state to OUT.ckpt."""
+        figures = dict(validate(self.model, self.crops, self.device), step=done) if self.crops else {"step": done}
+        self.history.append(figures)
+        if self.best is None or figures.get("gain_db", 0.0) >= self.best.get("gain_db", 0.0):
+            self.best = figures
+            torch_save_atomic(weights_payload(self.kind, self.model, self._training_record(done), self.best),
+                              self.out)
+        self._save_checkpoint(done)
+
+    def _training_record(self, step: int) -> dict:
+        return {"steps": step, "images": self.names, "val_images": sorted(self.val_photos),
+                "seconds": round(self.seconds, 1), "device": str(self.device), "torch": str(torch.__version__),
+                "options": {k: v for k, v in asdict(self.options).items() if k not in ("progress", "device")}}
+
+    def _save_checkpoint(self, step: int) -> None:
+        state = weights_payload(self.kind, self.model, self._training_record(step), self.best or {})
+        state.update(optimizer=self.optimizer.state_dict(), schedule=self.schedule.state_dict(), step=step,
+                     best=self.best, history=self.history, seconds=self.seconds)
+        if self.critic is not None:
+            state.update(critic=self.critic.state_dict(), critic_optimizer=self.critic_optimizer.state_dict())
+        torch_save_atomic(state, self.checkpoint_path)
