@@ -397,7 +397,7 @@ def main() -> None:
                     f"{args.fused_scale}, {args.threads} threads (OMP_WAIT_POLICY {args.omp_wait_policy}), "
                     f"{args.steps} timed steps after {args.warmup}, fp32")
         title = "progan: one training step vs the original (CPU)" + (
-            f", output {top}²" if args.output_resolution else "")
+            f", output resolution {top}" if args.output_resolution else "")
         results_record.record_section(title, textwrap.dedent(f"{settings}\n\n{body}\n"), load_before=load_before)
 
 
