@@ -9,8 +9,10 @@ convolutions and through oneDNN's inner product). Then per resolution: direct an
 ratio (> 1: Winograd faster), Winograd's tile transforms alone (input and output, forward: what it costs whatever
 the product's speed) and its batched product alone (MKL's batched sgemm: what it would cost if the transforms were
 free), the largest error of Winograd relative to the output's largest value, and the GFLOP/s of the direct forward.
-Last, what one trainer step (train_step_variants' step, the same shapes) spends in convolutions, in matrix products
-and in everything else (torch.profiler), and so the most that speeding up everything else could give.
+Then D's fused conv + downscale (a 4×4 stride-2 convolution) as the trainer runs it, in channels_last, and as a
+2×2 convolution of space-to-depth blocks. Last, what one trainer step (train_step_variants' step, the same
+shapes) spends in convolutions, in matrix products and in everything else (torch.profiler), and so the most that
+speeding up everything else could give.
 
     python benchmarks/conv_algorithms.py [--resolutions 4,8,16,32,64] [--fmap-base 2048] [--threads 2]
         [--repeats 3] [--record]
@@ -60,6 +62,24 @@ def winograd_conv3x3(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
 
 def direct_conv3x3(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
     return F.conv2d(x, weight, padding=1)
+
+
+def strided_conv4x4(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """D's fused conv + downscale as the trainer runs it: a 4×4 stride-2 convolution, padding 1."""
+    return F.conv2d(x, weight, stride=2, padding=1)
+
+
+def strided_conv4x4_channels_last(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    return F.conv2d(x.contiguous(memory_format=torch.channels_last), weight, stride=2, padding=1).contiguous()
+
+
+def strided_conv4x4_space_to_depth(x: torch.Tensor, weight: torch.Tensor) -> torch.Tensor:
+    """The same convolution as a stride-1 2×2 convolution of the padded input's 2×2 pixel blocks stacked as
+    channels (the same products and sums in another order)."""
+    K, C = weight.shape[:2]
+    blocks = F.pixel_unshuffle(F.pad(x, (1, 1, 1, 1)), 2)  # channel c·4 + dy·2 + dx
+    kernel = weight.reshape(K, C, 2, 2, 2, 2).permute(0, 1, 3, 5, 2, 4).reshape(K, 4 * C, 2, 2)
+    return F.conv2d(blocks, kernel)
 
 
 def milliseconds(function, repeats: int) -> float:
@@ -148,6 +168,25 @@ def row(resolution: int, minibatch: int, channels: int, repeats: int) -> list[st
             f"{gflop / forward['direct_conv3x3'] * 1e3:.0f}"]
 
 
+STRIDED = (strided_conv4x4, strided_conv4x4_channels_last, strided_conv4x4_space_to_depth)
+
+
+def strided_row(resolution: int, minibatch: int, channels: int, out_channels: int, repeats: int) -> list[str]:
+    """D's conv + downscale at `resolution` (C -> C_out, 4×4, stride 2) three ways: ms forward, forward + backward,
+    and the two alternatives' largest error relative to the output's largest value."""
+    torch.manual_seed(resolution)
+    x = torch.randn(minibatch, channels, resolution, resolution, requires_grad=True)
+    weight = torch.randn(out_channels, channels, 4, 4, requires_grad=True)
+    with torch.no_grad():
+        reference = strided_conv4x4(x, weight)
+        errors = [((conv(x, weight) - reference).abs().max() / reference.abs().max()).item() for conv in STRIDED[1:]]
+        forward = [milliseconds(lambda conv=conv: conv(x, weight), repeats) for conv in STRIDED]
+    both = [milliseconds(forward_backward(conv, x, weight), repeats) for conv in STRIDED]
+    return [f"{resolution}²", f"{minibatch}", f"{channels} -> {out_channels}",
+            *(f"{value:.1f}" for value in forward), *(f"{value:.1f}" for value in both),
+            *(f"{value:.0e}" for value in errors)]
+
+
 def main() -> None:
     parser = step_shape_parser(__doc__)
     parser.add_argument("--repeats", type=int, default=3, help="Timed calls per measurement (the best counts).")
@@ -169,6 +208,19 @@ def main() -> None:
         minibatch = config.minibatch_dict.get(resolution, config.minibatch_base)
         channels = feature_maps(resolution.bit_length() - 2, config.fmap_base, config.fmap_max)
         print("| " + " | ".join(row(resolution, minibatch, channels, args.repeats)) + " |", flush=True)
+    print("\nD's fused conv + downscale (4×4, stride 2): NCHW (the trainer), channels_last, space-to-depth; ms\n")
+    print(results_record.markdown_table(
+        ["resolution", "minibatch", "C", "forward NCHW", "forward channels_last", "forward space-to-depth",
+         "fwd+bwd NCHW", "fwd+bwd channels_last", "fwd+bwd space-to-depth", "error channels_last",
+         "error space-to-depth"], []))
+    for resolution in resolutions:
+        if resolution < 8:
+            continue  # the 4×4 block has no downscale
+        minibatch = config.minibatch_dict.get(resolution, config.minibatch_base)
+        stage = resolution.bit_length() - 2
+        channels, out_channels = (feature_maps(s, config.fmap_base, config.fmap_max) for s in (stage, stage - 1))
+        print("| " + " | ".join(strided_row(resolution, minibatch, channels, out_channels, args.repeats)) + " |",
+              flush=True)
     print("\nOne trainer step (D step, EMA, G step), torch.profiler self CPU time by operator:\n")
     print(results_record.markdown_table(["resolution", "minibatch", "convolutions", "matrix products", "the rest",
                                          "speed-up if the rest took no time"], []))

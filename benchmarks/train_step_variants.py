@@ -1,6 +1,7 @@
-"""Our training step (D step + EMA + G step) on the CPU in three forms, timed in one process and one run: D's
-weights made for every pass (as before `networks.shared_weights`), made once per D step (the trainer), and the
-trainer's step with channels_last networks (the CUDA default). Same config and minibatches as
+"""Our training step (D step + EMA + G step) on the CPU in four forms, timed in one process and one run: D's
+weights made for every pass (as before `networks.shared_weights`), made once per D step (the trainer), the
+trainer's step with channels_last networks (the CUDA default), and the trainer's step with only the stride-2 fused
+convolutions in channels_last (their forward alone is faster so on the CPU). Same config and minibatches as
 train_vs_original.py (celebahq-1024 at fmap_base 2048, the 1-GPU preset's minibatch, stable phase, fp32).
 The variants run one after another at each resolution.
 Also says whether `torch.compile` accepts the D step (its gradient penalty needs a double backward).
@@ -17,6 +18,7 @@ import time
 
 import results_record
 import torch
+import torch.nn.functional as F
 
 from progan.configs import TrainingConfig, resolve_config
 from progan.dataset import to_float_reals
@@ -24,7 +26,33 @@ from progan.loss import make_loss
 from progan.networks import build_networks
 from progan.training_loop import discriminator_step, generator_step, make_optimizers, update_ema
 
-VARIANTS = ("weights per pass", "weights once per D step", "once per D step + channels_last")
+VARIANTS = ("weights per pass", "weights once per D step", "once per D step + channels_last",
+            "once per D step + fused convs channels_last")
+
+
+@contextlib.contextmanager
+def fused_convolutions_channels_last():
+    """For the block: the stride-2 fused convolutions (D's conv + downscale, G's upscale + conv) take their input
+    in channels_last and give NCHW back (the rest of the step stays NCHW): these convolutions alone run faster
+    forward in channels_last on the CPU."""
+    from progan.networks import EqualizedConv2dDown, EqualizedConv2dUp
+
+    layout = torch.channels_last
+    originals = EqualizedConv2dDown.forward, EqualizedConv2dUp.forward
+
+    def down(self, x):
+        return F.conv2d(x.contiguous(memory_format=layout), self.weight_for_pass(), self.bias, stride=2,
+                        padding=self.padding).contiguous()
+
+    def up(self, x):
+        return F.conv_transpose2d(x.contiguous(memory_format=layout), self.weight_for_pass(), self.bias, stride=2,
+                                  padding=self.padding).contiguous()
+
+    EqualizedConv2dDown.forward, EqualizedConv2dUp.forward = down, up
+    try:
+        yield
+    finally:
+        EqualizedConv2dDown.forward, EqualizedConv2dUp.forward = originals
 
 
 def make_step(config: TrainingConfig, resolution: int, lod: float, minibatch: int, variant: str):
@@ -32,24 +60,27 @@ def make_step(config: TrainingConfig, resolution: int, lod: float, minibatch: in
     from progan import training_loop
 
     torch.manual_seed(1000)
-    G, D = build_networks(config, channels_last=variant.endswith("channels_last"))
+    G, D = build_networks(config, channels_last=variant.endswith("+ channels_last"))
     G_ema = build_networks(config)[0].requires_grad_(False)
     G_ema.load_state_dict(G.state_dict())
     G_opt, D_opt = make_optimizers(G, D, config)
     loss, autocast = make_loss(config), torch.autocast("cpu", enabled=False)
     reals_uint8 = torch.randint(0, 256, (minibatch, 3, resolution, resolution), dtype=torch.uint8)
     per_pass = variant == "weights per pass"
+    layout = fused_convolutions_channels_last if variant.endswith("fused convs channels_last") else (
+        contextlib.nullcontext)
 
     def step():
         sharing = training_loop.shared_weights
         if per_pass:  # the D step as it was: no sharing context
             training_loop.shared_weights = lambda module: contextlib.nullcontext()
         try:
-            reals = to_float_reals(reals_uint8, resolution, torch.device("cpu"))
-            z = torch.randn(minibatch, config.latent_size)
-            discriminator_step(G, D, D_opt, loss, reals, z, torch.rand(minibatch, 1, 1, 1), lod, autocast)
-            update_ema(G_ema, G, config.G_ema_beta)
-            generator_step(G, D, G_opt, loss, torch.randn(minibatch, config.latent_size), lod, autocast)
+            with layout():
+                reals = to_float_reals(reals_uint8, resolution, torch.device("cpu"))
+                z = torch.randn(minibatch, config.latent_size)
+                discriminator_step(G, D, D_opt, loss, reals, z, torch.rand(minibatch, 1, 1, 1), lod, autocast)
+                update_ema(G_ema, G, config.G_ema_beta)
+                generator_step(G, D, G_opt, loss, torch.randn(minibatch, config.latent_size), lod, autocast)
         finally:
             training_loop.shared_weights = sharing
 
@@ -98,15 +129,16 @@ def main() -> None:
     print(f"celebahq-1024 at fmap_base {args.fmap_base}, fused_scale, fp32, {args.threads} threads, "
           f"{args.steps} timed steps after 1; img/s")
     print(results_record.markdown_table(
-        ["resolution", "minibatch", *VARIANTS, "once / per pass", "channels_last / NCHW"], []))
+        ["resolution", "minibatch", *VARIANTS, "once / per pass", "channels_last / NCHW",
+         "fused channels_last / NCHW"], []))
     for resolution in resolutions:
         minibatch = config.minibatch_dict.get(resolution, config.minibatch_base)
         lod = math.log2(max(resolutions)) - math.log2(resolution)
         speed = {variant: images_per_second(make_step(config, resolution, lod, minibatch, variant), minibatch,
                                             args.steps) for variant in VARIANTS}
         print(f"| {resolution}² | {minibatch} | " + " | ".join(f"{speed[v]:.1f}" for v in VARIANTS)
-              + f" | {speed[VARIANTS[1]] / speed[VARIANTS[0]]:.2f}× | {speed[VARIANTS[2]] / speed[VARIANTS[1]]:.2f}× |",
-              flush=True)
+              + f" | {speed[VARIANTS[1]] / speed[VARIANTS[0]]:.2f}× | {speed[VARIANTS[2]] / speed[VARIANTS[1]]:.2f}×"
+              f" | {speed[VARIANTS[3]] / speed[VARIANTS[1]]:.2f}× |", flush=True)
     print(f"\ntorch.compile of the D step: {compile_verdict(config)}")
 
 

@@ -71,3 +71,15 @@ def test_the_winograd_benchmark_computes_the_same_convolution():
     upstream = torch.randn_like(reference)
     grads = torch.autograd.grad(ours, (x, w), upstream)
     torch.testing.assert_close(grads, torch.autograd.grad(reference, (x, w), upstream))
+
+
+def test_the_strided_convolution_variants_compute_the_same_convolution():
+    """conv_algorithms' channels_last and space-to-depth forms of D's 4×4 stride-2 convolution equal it."""
+    import torch
+    from conv_algorithms import strided_conv4x4, strided_conv4x4_channels_last, strided_conv4x4_space_to_depth
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 3, 8, 6, dtype=torch.float64)
+    w = torch.randn(5, 3, 4, 4, dtype=torch.float64)
+    for variant in (strided_conv4x4_channels_last, strided_conv4x4_space_to_depth):
+        torch.testing.assert_close(variant(x, w), strided_conv4x4(x, w))
