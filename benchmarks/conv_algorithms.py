@@ -26,10 +26,10 @@ import time
 import results_record
 import torch
 import torch.nn.functional as F
+from train_step_variants import make_step, step_shape_parser
 
 from progan.configs import resolve_config
 from progan.networks import feature_maps
-from train_step_variants import make_step, step_shape_parser
 
 FILTER_TRANSFORM = torch.tensor([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]])
 
@@ -107,19 +107,19 @@ def product_rates(repeats: int, minibatch: int, channels: int) -> list[str]:
     (oneDNN) and, where this torch has it, through oneDNN's inner product (`torch.ops.mkldnn._linear_pointwise`,
     an internal operator of torch's compiler, forward only)."""
     inner_product = getattr(torch.ops.mkldnn, "_linear_pointwise", None)
+    forms = {"as a matrix product": lambda a, b: a @ b.T,
+             "as a 1×1 convolution": lambda a, b: F.conv2d(a[:, :, None, None], b[:, :, None, None])}
+    if inner_product is not None:
+        forms["as oneDNN's inner product"] = lambda a, b: inner_product(a, b, None, "none", [], "")
     lines = []
     for rows, inner, columns, what in ((2048, 2048, 2048, "2048³"),
                                        (minibatch, channels, 16 * channels, "G's dense layer"),
                                        (minibatch, 16 * channels, channels, "D's dense layer")):
         a, b = torch.randn(rows, inner), torch.randn(columns, inner)
         gflop = 2 * rows * inner * columns / 1e9
-        as_conv = milliseconds(lambda: F.conv2d(a[:, :, None, None], b[:, :, None, None]), repeats)
-        rates = [f"{gflop / milliseconds(lambda: a @ b.T, repeats) * 1e3:.0f} GFLOP/s as a matrix product",
-                 f"{gflop / as_conv * 1e3:.0f} as a 1×1 convolution"]
-        if inner_product is not None:
-            seconds = milliseconds(lambda: inner_product(a, b, None, "none", [], ""), repeats)
-            rates.append(f"{gflop / seconds * 1e3:.0f} as oneDNN's inner product")
-        lines.append(f"{what} ({rows}×{inner} by {inner}×{columns}): " + ", ".join(rates))
+        rates = [f"{gflop / milliseconds(lambda form=form, a=a, b=b: form(a, b), repeats) * 1e3:.0f} {name}"
+                 for name, form in forms.items()]
+        lines.append(f"{what} ({rows}×{inner} by {inner}×{columns}), GFLOP/s: " + ", ".join(rates))
     return lines
 
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 import logging
 import os
@@ -14,7 +13,6 @@ from pathlib import Path
 
 import click
 import numpy as np
-import torch
 
 from gancore.cli import emit, start_distributed, take_over_lock_option, user_errors
 from gancore.errors import UserError
@@ -219,78 +217,24 @@ def interpolate_command(checkpoint, video_path, out_path, duration, fps, frames,
       progan interpolate runs/tiny/network-snapshot-000008.pt --video lerp.mp4 --grid 4x2 --zoom 4
       progan interpolate celebahq-1024.pt --video lerp.mp4 --duration 10 --out frames/
     """
-    from gancore.imagefiles import write_png
-    from gancore.locking import FolderLock
-    from gancore.outputs import check_output_path
     from gancore.runtime import resolve_device
 
     from .checkpoint import generator_from_checkpoint, load_checkpoint
-    from .interpolation import (
-        check_video_support,
-        frame_count,
-        interpolation_frames,
-        smooth_latents,
-        write_video,
-    )
+    from .interpolation import InterpolationOptions, check_video_support, write_interpolation
 
     if video_path is None and out_path is None:
         raise UserError("give --video FILE.mp4 and/or --out FOLDER|SHEET.png")
-    grid_columns, grid_rows = _parse_grid(grid_size)
+    options = InterpolationOptions(duration=duration, fps=fps, frames=frames, smoothing=smoothing,
+                                   grid=_parse_grid(grid_size), zoom=zoom, seed=seed, columns=columns,
+                                   allow_many=allow_many)
     if video_path is not None:
         check_video_support()
-    sheet = out_path is not None and Path(out_path).suffix.lower() == ".png"
     G = generator_from_checkpoint(load_checkpoint(checkpoint), resolve_device(device))
-    count = frames or frame_count(duration, fps)
-    _check_frames(count, (grid_columns * G.resolution * zoom, grid_rows * G.resolution * zoom), out_path, sheet,
-                  allow_many)
-    # Paths made (parent folders, the frames' marked folder) only once every check has passed.
+    count = write_interpolation(G, video_path, out_path, options)
     if video_path is not None:
-        check_output_path(video_path)
-    out = check_output_path(out_path, folder=not sheet) if out_path is not None else None
-    latents = smooth_latents(count, grid_columns * grid_rows, G.latent_size, smoothing * fps, seed)
-    kept: list[np.ndarray] = []  # the frames of a sheet
-
-    def frames_once():
-        """Each frame generated once, handed to the video and to the PNG folder or sheet alike."""
-        for index, frame in enumerate(interpolation_frames(G, latents, grid_columns, zoom)):
-            if sheet:
-                kept.append(frame)
-            elif out is not None:
-                write_png(out / f"frame{index:05d}.png", frame)
-            yield frame
-
-    with FolderLock(out, "progan interpolate") if out is not None and not sheet else contextlib.nullcontext():
-        if video_path is not None:
-            write_video(frames_once(), video_path, fps)
-            emit(f"wrote {count} frames at {fps:g} fps -> {video_path}")
-        else:
-            for _ in frames_once():
-                pass
-    if sheet:
-        write_png(out, _sheet(np.stack(kept), columns))
-    if out is not None:
-        emit(f"wrote {count} frames -> {out}")
-
-
-SHEET_BYTES_LIMIT = 1 << 31  # a sheet is built in memory and written as one PNG
-
-
-def _check_frames(count: int, size: tuple[int, int], out: str | None, sheet: bool, allow_many: bool) -> None:
-    """Before any work: at most FILE_COUNT_LIMIT frames unless `allow_many`; a folder of PNG frames must fit its
-    disk; a sheet (held in memory) at most 2 GiB of pixels. UserError naming what is needed."""
-    from gancore.imagefiles import png_size_bound
-    from gancore.outputs import FILE_COUNT_LIMIT, check_room_for_files
-
-    width, height = size
-    if count > FILE_COUNT_LIMIT and not allow_many:
-        raise UserError(f"{count:,} frames asked, more than {FILE_COUNT_LIMIT:,}; lower --frames or --duration, "
-                        "or pass --allow-many")
-    if sheet and count * width * height * 3 > SHEET_BYTES_LIMIT:
-        raise UserError(f"a sheet of {count:,} frames of {width}x{height} would hold more than 2 GiB of pixels; "
-                        "give --out a folder, or fewer frames")
-    if out is not None and not sheet:
-        check_room_for_files(out, count, png_size_bound(width, height), f"PNG frames of {width}x{height}",
-                             allow_many)
+        emit(f"wrote {count} frames at {fps:g} fps -> {video_path}")
+    if out_path is not None:
+        emit(f"wrote {count} frames -> {Path(out_path)}")
 
 
 def _parse_grid(text: str) -> tuple[int, int]:
@@ -299,13 +243,6 @@ def _parse_grid(text: str) -> tuple[int, int]:
     if not (columns.isdigit() and rows.isdigit() and int(columns) >= 1 and int(rows) >= 1):
         raise UserError(f"--grid {text}: give columns x rows, e.g. 4x2")
     return int(columns), int(rows)
-
-
-def _sheet(frames: np.ndarray, columns: int) -> np.ndarray:
-    """uint8 [N, H, W, C] frames -> one HWC sheet, `columns` frames per row."""
-    from .interpolation import tile
-
-    return tile(torch.from_numpy(frames).permute(0, 3, 1, 2), min(columns, len(frames)))
 
 
 @main.command("evaluate", cls=RegisteredOptionsCommand,

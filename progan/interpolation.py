@@ -9,7 +9,9 @@ The mp4 is written by imageio with imageio-ffmpeg (which ships its own ffmpeg): 
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +24,26 @@ from .checkpoint import images_to_uint8
 
 VIDEO_EXTRA = "pip install 'progan-toolkit[video]'"
 VIDEO_CODEC, VIDEO_BITRATE = "libx264", "16M"  # the original's write_videofile(codec='libx264', bitrate='16M')
+SHEET_BYTES_LIMIT = 1 << 31  # a sheet is built in memory and written as one PNG
+
+
+@dataclass(frozen=True)
+class InterpolationOptions:
+    """What `write_interpolation` makes (the options of `progan interpolate`)."""
+
+    duration: float = 60.0  # seconds; frames = rint(duration × fps) unless `frames`
+    fps: float = 30.0
+    frames: int | None = None
+    smoothing: float = 1.0  # standard deviation of the latents' Gaussian blur over time, seconds
+    grid: tuple[int, int] = (1, 1)  # columns × rows of images per frame, each with its own latent path
+    zoom: int = 1  # each pixel repeated zoom × zoom times
+    seed: int = 1000  # numpy RandomState seed of the latents, as the original
+    columns: int = 16  # frames per row of a .png sheet
+    allow_many: bool = False  # more than FILE_COUNT_LIMIT frames
+
+    @property
+    def frame_total(self) -> int:
+        return self.frames or frame_count(self.duration, self.fps)
 
 
 def frame_count(duration_sec: float, fps: float) -> int:
@@ -99,3 +121,60 @@ def write_video(frames: Iterator[np.ndarray], path, fps: float) -> int:
         finally:
             encoded.unlink(missing_ok=True)
     return count
+
+
+def write_interpolation(G, video=None, out=None, options: InterpolationOptions | None = None) -> int:
+    """Make the interpolation of `options` through G (its device, lod and resolution) and write it as an mp4
+    (`video`) and/or frames (`out`: a folder of frameNNNNN.png, or a .png file for one sheet of them); each frame is
+    generated once. Checked before any work or any folder is made: the frame count (at most FILE_COUNT_LIMIT
+    unless `allow_many`), a sheet's size in memory, a folder's room on its disk. Returns the frame count."""
+    from gancore.imagefiles import write_png
+    from gancore.locking import FolderLock
+    from gancore.outputs import check_output_path
+
+    options = options or InterpolationOptions()
+    columns, rows = options.grid
+    count, sheet = options.frame_total, out is not None and Path(out).suffix.lower() == ".png"
+    _check_frames(count, (columns * G.resolution * options.zoom, rows * G.resolution * options.zoom), out, sheet,
+                  options.allow_many)
+    if video is not None:
+        check_output_path(video)
+    out = check_output_path(out, folder=not sheet) if out is not None else None
+    latents = smooth_latents(count, columns * rows, G.latent_size, options.smoothing * options.fps, options.seed)
+    kept: list[np.ndarray] = []  # the frames of a sheet
+
+    def frames_once() -> Iterator[np.ndarray]:
+        for index, frame in enumerate(interpolation_frames(G, latents, columns, options.zoom)):
+            if sheet:
+                kept.append(frame)
+            elif out is not None:
+                write_png(out / f"frame{index:05d}.png", frame)
+            yield frame
+
+    with FolderLock(out, "progan interpolate") if out is not None and not sheet else contextlib.nullcontext():
+        if video is not None:
+            write_video(frames_once(), video, options.fps)
+        else:
+            for _ in frames_once():
+                pass
+    if sheet:
+        write_png(out, tile(torch.from_numpy(np.stack(kept)).permute(0, 3, 1, 2), min(options.columns, count)))
+    return count
+
+
+def _check_frames(count: int, size: tuple[int, int], out, sheet: bool, allow_many: bool) -> None:
+    """Before any work: at most FILE_COUNT_LIMIT frames unless `allow_many`; a folder of PNG frames must fit its
+    disk; a sheet (held in memory) at most 2 GiB of pixels. UserError naming what is needed."""
+    from gancore.imagefiles import png_size_bound
+    from gancore.outputs import FILE_COUNT_LIMIT, check_room_for_files
+
+    width, height = size
+    if count > FILE_COUNT_LIMIT and not allow_many:
+        raise UserError(f"{count:,} frames asked, more than {FILE_COUNT_LIMIT:,}; lower --frames or --duration, "
+                        "or pass --allow-many")
+    if sheet and count * width * height * 3 > SHEET_BYTES_LIMIT:
+        raise UserError(f"a sheet of {count:,} frames of {width}x{height} would hold more than 2 GiB of pixels; "
+                        "give --out a folder, or fewer frames")
+    if out is not None and not sheet:
+        check_room_for_files(out, count, png_size_bound(width, height), f"PNG frames of {width}x{height}",
+                             allow_many)

@@ -128,24 +128,20 @@ def test_torch_serialization_errors_are_os_errors_naming_the_file(tmp_path, monk
 
 
 def test_an_output_folder_made_for_a_failed_block_goes_again(tmp_path):
-    with pytest.raises(UserError):
-        with output_folder(tmp_path / "a" / "b" / "c"):
-            raise UserError("refused")
+    with pytest.raises(UserError), output_folder(tmp_path / "a" / "b" / "c"):
+        raise UserError("refused")
     assert list(tmp_path.iterdir()) == []  # the folder, its marker and the parents made for it
     (tmp_path / "kept").mkdir()
-    with pytest.raises(KeyboardInterrupt):
-        with output_folder(tmp_path / "kept" / "new") as folder:
-            assert (folder / ".gancore-output").is_file()
-            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt), output_folder(tmp_path / "kept" / "new") as folder:
+        assert (folder / ".gancore-output").is_file()
+        raise KeyboardInterrupt
     assert list((tmp_path / "kept").iterdir()) == []  # a folder that existed stays
-    with pytest.raises(UserError):
-        with output_folder(tmp_path / "written") as folder:
-            (folder / "manifest.jsonl").write_text("{}")
-            raise UserError("later")
+    with pytest.raises(UserError), output_folder(tmp_path / "written") as folder:
+        (folder / "manifest.jsonl").write_text("{}")
+        raise UserError("later")
     assert (tmp_path / "written" / "manifest.jsonl").is_file()  # work written is never removed
-    with pytest.raises(UserError):
-        with output_folder(tmp_path / "kept"):
-            raise UserError("refused")
+    with pytest.raises(UserError), output_folder(tmp_path / "kept"):
+        raise UserError("refused")
     assert (tmp_path / "kept").is_dir()
 
 
@@ -159,9 +155,8 @@ def test_the_folders_made_for_a_file_of_a_failed_command_go_again(tmp_path):
     assert sorted(os.listdir(tmp_path)) == ["empty"]
     with output_file(tmp_path / "kept" / "a.txt") as path:
         path.write_text("done")
-    with pytest.raises(KeyboardInterrupt):
-        with output_file(tmp_path / "kept" / "more" / "b.txt"):
-            raise KeyboardInterrupt
+    with pytest.raises(KeyboardInterrupt), output_file(tmp_path / "kept" / "more" / "b.txt"):
+        raise KeyboardInterrupt
     assert sorted(os.listdir(tmp_path / "kept")) == ["a.txt"]
 
 

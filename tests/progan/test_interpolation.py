@@ -98,3 +98,26 @@ def test_frame_counts_are_checked_before_any_work(checkpoint, tmp_path, monkeypa
     full = run("--out", tmp_path / "frames", "--frames", 100)
     assert full.exit_code == 2 and "PNG frames of" in full.output and "free there" in full.output
     assert not [path for path in tmp_path.rglob("*") if path.is_file() and path.name != ".gancore-output"]
+
+
+def test_the_python_api_writes_what_the_command_writes(checkpoint, tmp_path):
+    """`write_interpolation` (the API under `progan interpolate`): the same frames as the command, a sheet of them."""
+    from PIL import Image
+
+    from progan.checkpoint import generator_from_checkpoint, load_checkpoint
+    from progan.interpolation import InterpolationOptions, write_interpolation
+
+    G = generator_from_checkpoint(load_checkpoint(checkpoint), torch.device("cpu"))
+    options = InterpolationOptions(frames=3, grid=(2, 1), columns=2, smoothing=0.05)
+    assert write_interpolation(G, out=tmp_path / "api", options=options) == 3
+    assert write_interpolation(G, out=tmp_path / "sheet.png", options=options) == 3
+    result = CliRunner().invoke(progan_main, ["interpolate", str(checkpoint), "--out", str(tmp_path / "cli"),
+                                              "--frames", "3", "--grid", "2x1", "--smoothing", "0.05",
+                                              "--device", "cpu"])
+    assert result.exit_code == 0, result.output
+    for index in range(3):
+        name = f"frame{index:05d}.png"
+        assert np.array_equal(np.asarray(Image.open(tmp_path / "api" / name)),
+                              np.asarray(Image.open(tmp_path / "cli" / name)))
+    width, height = Image.open(tmp_path / "api" / "frame00000.png").size
+    assert Image.open(tmp_path / "sheet.png").size == (2 * width, 2 * height)  # 2 frames a row, 2 rows
