@@ -201,6 +201,28 @@ class GeneratorSource(ImageSource):
         return self.load_batch([index])[0].permute(1, 2, 0).numpy()
 
 
+def write_generated_images(G: Generator, out_dir, num: int, seed: int = 0, resolution: int | None = None,
+                           allow_many: bool = False) -> Path:
+    """Write `num` images of G (image i from latent (seed, i), at `resolution`, default G's own) as
+    OUT/000000.png …, each PNG atomically, under the folder's writer lock. Refused before any work or folder is
+    made (UserError) when `resolution` is not a power of two from 4 to G's, when `num` is above FILE_COUNT_LIMIT
+    without `allow_many`, or when the PNGs could need more space than OUT's disk has free. Returns OUT."""
+    from gancore.imagefiles import png_size_bound, write_png
+    from gancore.locking import FolderLock
+    from gancore.outputs import check_output_path, check_room_for_files
+
+    side = check_output_resolution(resolution, G)
+    check_room_for_files(out_dir, num, png_size_bound(side, side), f"PNGs of {side}x{side}", allow_many)
+    out = check_output_path(out_dir, folder=True)
+    source = GeneratorSource(G, resolution=side, num_images=num, seed=seed)
+    with FolderLock(out, "progan generate"):
+        for start in range(0, num, 64):
+            batch = source.load_batch(np.arange(start, min(start + 64, num)))
+            for offset, image in enumerate(batch):
+                write_png(out / f"{start + offset:06d}.png", image.permute(1, 2, 0).numpy())
+    return out
+
+
 def open_checkpoint_source(path, resolution: int | None = None) -> GeneratorSource:
     """ganeval opener for ".pt" checkpoints: the EMA generator, $PROGAN_SOURCE_IMAGES images (default 50000)."""
     count = source_image_count()

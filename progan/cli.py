@@ -158,28 +158,12 @@ def generate_command(checkpoint, num, out_dir, seed, resolution, device, allow_m
     """Write NUM images of CHECKPOINT's EMA generator as OUT/000000.png … (each PNG written atomically). Refused
     before any work when NUM is above 100,000 without --allow-many, or when the PNGs could need more space than
     OUT's disk has free (each at most its raw pixels' size)."""
-    from gancore.imagefiles import png_size_bound, write_png
-    from gancore.locking import FolderLock
-    from gancore.outputs import check_output_path, check_room_for_files
     from gancore.runtime import resolve_device
 
-    from .checkpoint import (
-        GeneratorSource,
-        check_output_resolution,
-        generator_from_checkpoint,
-        load_checkpoint,
-    )
+    from .checkpoint import generator_from_checkpoint, load_checkpoint, write_generated_images
 
     G = generator_from_checkpoint(load_checkpoint(checkpoint), resolve_device(device))
-    side = check_output_resolution(resolution, G)
-    check_room_for_files(out_dir, num, png_size_bound(side, side), f"PNGs of {side}x{side}", allow_many)
-    out = check_output_path(out_dir, folder=True)  # made only once every check has passed
-    source = GeneratorSource(G, resolution=side, num_images=num, seed=seed)
-    with FolderLock(out, "progan generate"):
-        for start in range(0, num, 64):
-            batch = source.load_batch(np.arange(start, min(start + 64, num)))
-            for offset, image in enumerate(batch):
-                write_png(out / f"{start + offset:06d}.png", image.permute(1, 2, 0).numpy())
+    out = write_generated_images(G, out_dir, num, seed=seed, resolution=resolution, allow_many=allow_many)
     emit(f"wrote {num} images -> {out}")
 
 

@@ -169,6 +169,22 @@ def test_generate_writes_complete_pngs_only(checkpoint, tmp_path):
     assert Image.open(tmp_path / "o" / "000002.png").size == (8, 8)
 
 
+def test_the_python_api_writes_the_images_the_command_writes(checkpoint, tmp_path):
+    from progan.checkpoint import generator_from_checkpoint, write_generated_images
+
+    G = generator_from_checkpoint(load_checkpoint(checkpoint), torch.device("cpu"))
+    assert write_generated_images(G, tmp_path / "api", 3, seed=5, resolution=8) == tmp_path / "api"
+    result = run("generate", checkpoint, "--num", "3", "--seed", "5", "--out", tmp_path / "cli", "--resolution", 8,
+                 "--device", "cpu")
+    assert result.exit_code == 0, result.output
+    for name in ("000000.png", "000001.png", "000002.png"):
+        assert np.array_equal(np.asarray(Image.open(tmp_path / "api" / name)),
+                              np.asarray(Image.open(tmp_path / "cli" / name)))
+    with pytest.raises(UserError, match="from 4 to the network's 16"):
+        write_generated_images(G, tmp_path / "never", 3, resolution=32)
+    assert not (tmp_path / "never").exists()
+
+
 def test_unwritable_outputs_fail_before_any_work(checkpoint, tmp_path):
     (tmp_path / "file").write_text("x")
     assert_one_error_line(run("generate", checkpoint, "--out", tmp_path / "file" / "o", "--device", "cpu"),
