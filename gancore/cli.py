@@ -124,18 +124,20 @@ common_source_options = [
 
 
 def report_skipped(skipped: dict[str, list[str]] | list[str]) -> int:
-    """Print each skipped file on stderr; return how many there were."""
+    """Print each skipped file of a metric's sets on stderr as `emit_skipped` does, the set named after the label
+    ('skipped (gen) NAME: REASON'; the items are 'NAME: REASON' strings); return how many there were."""
     groups = skipped.items() if isinstance(skipped, dict) else [("", skipped)]
     count = 0
     for name, items in groups:
         for item in items:
-            emit(f"skipped{f' ({name})' if name else ''}: {printable(item)}", err=True)
+            emit(f"skipped{f' ({name})' if name else ''} {printable(item)}", err=True)
             count += 1
     return count
 
 
 def emit_skipped(skipped: dict[str, str], label: str = "skipped") -> None:
-    """Print 'LABEL NAME: REASON' on stderr for each skipped name (names and reasons `printable`)."""
+    """Print 'LABEL NAME: REASON' on stderr for each skipped name (names and reasons `printable`): the one shape
+    of every command's skip lines."""
     for name, reason in skipped.items():
         emit(f"{label} {printable(name)}: {printable(reason)}", err=True)
 

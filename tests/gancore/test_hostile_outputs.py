@@ -234,3 +234,13 @@ def test_a_hostile_lock_file_cannot_forge_a_line(tmp_path):
     with FolderLock(tmp_path / "out", "celebahq rank", notify=notes.append):
         pass
     assert len(notes) == 1 and "\n" not in notes[0] and "evil\\nerror: forged" in notes[0]
+
+
+def test_every_command_prints_skips_in_one_shape(capsys):
+    """celebahq's `skipped NAME: REASON` and ganeval's, with the set: `skipped (gen) NAME: REASON`."""
+    from gancore.cli import emit_skipped, report_skipped
+
+    emit_skipped({"a.jpg": "unreadable image"})
+    assert report_skipped({"gen": ["b.png: truncated"], "real": []}) == 1
+    assert capsys.readouterr().err.splitlines() == ["skipped a.jpg: unreadable image",
+                                                    "skipped (gen) b.png: truncated"]
