@@ -244,3 +244,23 @@ def test_every_command_prints_skips_in_one_shape(capsys):
     assert report_skipped({"gen": ["b.png: truncated"], "real": []}) == 1
     assert capsys.readouterr().err.splitlines() == ["skipped a.jpg: unreadable image",
                                                     "skipped (gen) b.png: truncated"]
+
+
+def test_an_error_mid_pass_is_a_line_of_its_own_in_a_log(tmp_path):
+    """stderr to a file: no progress bar (its carriage returns would put the `error:` line after the bar's text on
+    one line), so a broken image found mid-pass gives exactly one line; GANCORE_PROGRESS=1 brings the bar back."""
+    folder = tmp_path / "images"
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for index in range(40):
+        write_png(folder / f"{index:03d}.png", rng.integers(0, 256, (16, 16, 3), dtype=np.uint8))
+    broken = (folder / "020.png").read_bytes()
+    (folder / "020.png").write_bytes(broken[:60])  # the header still says 16x16, the pixels are gone
+    command = [sys.executable, "-m", "ganeval.cli", "swd", str(folder), str(folder), "--num-images", "40",
+               "--device", "cpu"]
+    quiet = subprocess.run(command, capture_output=True, check=False)  # bytes: a "\r" stays one
+    assert quiet.returncode == 2 and b"\r" not in quiet.stderr, quiet.stderr
+    lines = quiet.stderr.decode().split("\n")
+    assert len(lines) == 2 and lines[0].startswith("error: ") and "020.png" in lines[0] and lines[1] == "", lines
+    shown = subprocess.run(command, capture_output=True, check=False, env={**os.environ, "GANCORE_PROGRESS": "1"})
+    assert shown.returncode == 2 and b"\r" in shown.stderr
