@@ -26,9 +26,8 @@ import time
 import results_record
 import torch
 import torch.nn.functional as F
-from train_step_variants import make_step, step_shape_parser
+from train_step_variants import make_step, parse_step_shapes, step_shape_parser
 
-from progan.configs import resolve_config
 from progan.networks import feature_maps
 
 FILTER_TRANSFORM = torch.tensor([[1.0, 0.0, 0.0], [0.5, 0.5, 0.5], [0.5, -0.5, 0.5], [0.0, 0.0, 1.0]])
@@ -190,11 +189,7 @@ def strided_row(resolution: int, minibatch: int, channels: int, out_channels: in
 def main() -> None:
     parser = step_shape_parser(__doc__)
     parser.add_argument("--repeats", type=int, default=3, help="Timed calls per measurement (the best counts).")
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
-    resolutions = [int(text) for text in args.resolutions.split(",")]
-    config = resolve_config("celebahq-1024", {"resolution": max(resolutions), "fmap_base": args.fmap_base,
-                                              "fused_scale": True})
+    args, resolutions, config = parse_step_shapes(parser)
     print(f"celebahq-1024 at fmap_base {args.fmap_base}: each resolution's C -> C 3×3 convolution, fp32, "
           f"{args.threads} threads, best of {args.repeats}; ms")
     top_minibatch = config.minibatch_dict.get(4, config.minibatch_base)

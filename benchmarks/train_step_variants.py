@@ -96,10 +96,11 @@ def images_per_second(step, minibatch: int, steps: int) -> float:
 
 
 def compile_verdict(config: TrainingConfig) -> str:
-    """What `torch.compile` says to a D step with the gradient penalty, at 8² (one small step)."""
+    """What `torch.compile` says to a D step with the gradient penalty, at 8² (4² for a 4² config; one small step)."""
     D = build_networks(config)[1]
-    lod = math.log2(config.resolution) - 3
-    reals = torch.rand(4, 3, 8, 8) * 2 - 1
+    side = min(8, config.resolution)
+    lod = math.log2(config.resolution) - math.log2(side)
+    reals = torch.rand(4, 3, side, side) * 2 - 1
     try:
         D_loss, _ = make_loss(config).D_loss(torch.compile(D), reals, reals.flip(3), lod, torch.rand(4, 1, 1, 1))
         D_loss.backward()
@@ -118,14 +119,21 @@ def step_shape_parser(description: str) -> argparse.ArgumentParser:
     return parser
 
 
-def main() -> None:
-    parser = step_shape_parser(__doc__)
-    parser.add_argument("--steps", type=int, default=2, help="Timed steps per variant and resolution.")
+def parse_step_shapes(parser: argparse.ArgumentParser) -> tuple[argparse.Namespace, list[int], TrainingConfig]:
+    """The arguments, with this process's threads set; the measured resolutions; celebahq-1024 at `--fmap-base`
+    with the largest of them as its resolution, fused_scale on."""
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     resolutions = [int(text) for text in args.resolutions.split(",")]
     config = resolve_config("celebahq-1024", {"resolution": max(resolutions), "fmap_base": args.fmap_base,
                                               "fused_scale": True})
+    return args, resolutions, config
+
+
+def main() -> None:
+    parser = step_shape_parser(__doc__)
+    parser.add_argument("--steps", type=int, default=2, help="Timed steps per variant and resolution.")
+    args, resolutions, config = parse_step_shapes(parser)
     print(f"celebahq-1024 at fmap_base {args.fmap_base}, fused_scale, fp32, {args.threads} threads, "
           f"{args.steps} timed steps after 1; img/s")
     print(results_record.markdown_table(
