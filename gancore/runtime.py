@@ -58,11 +58,12 @@ PROGRESS_ENV_VAR = "GANCORE_PROGRESS"  # "1": bars also when stderr is not a ter
 
 
 def progress_bar(total: int | None, description: str, enabled: bool = True, unit: str = "img"):
-    """A tqdm bar on stderr (rank 0 only under torchrun) when stderr is a terminal (or $GANCORE_PROGRESS=1); a
-    silent no-op bar when disabled, when there is nothing to count (`total` 0: no empty bar is drawn) or when
-    stderr is a file or a pipe, whose readers want lines: a bar's carriage returns would run into the next line
-    (an `error:` line would not start a line of its own)."""
-    shown = getattr(sys.stderr, "isatty", lambda: False)() or os.environ.get(PROGRESS_ENV_VAR, "") not in ("", "0")
+    """A tqdm bar on stderr (rank 0 only under torchrun) when stderr is a terminal, in a Jupyter kernel (a widget)
+    or with $GANCORE_PROGRESS=1; a silent no-op bar when disabled, when there is nothing to count (`total` 0: no
+    empty bar is drawn) or when stderr is a file or a pipe, whose readers want lines: a bar's carriage returns would
+    run into the next line (an `error:` line would not start a line of its own)."""
+    shown = (getattr(sys.stderr, "isatty", lambda: False)() or "ipykernel" in sys.modules
+             or os.environ.get(PROGRESS_ENV_VAR, "") not in ("", "0"))
     enabled = enabled and shown and total != 0 and distributed.is_main_process()
     return tqdm(total=total, desc=description, unit=unit, disable=not enabled, file=sys.stderr,
                 dynamic_ncols=True, leave=False)

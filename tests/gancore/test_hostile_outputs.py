@@ -264,3 +264,21 @@ def test_an_error_mid_pass_is_a_line_of_its_own_in_a_log(tmp_path):
     assert len(lines) == 2 and lines[0].startswith("error: ") and "020.png" in lines[0] and lines[1] == "", lines
     shown = subprocess.run(command, capture_output=True, check=False, env={**os.environ, "GANCORE_PROGRESS": "1"})
     assert shown.returncode == 2 and b"\r" in shown.stderr
+
+
+def test_progress_bars_are_drawn_on_terminals_in_notebooks_or_when_asked(monkeypatch):
+    import types
+
+    from gancore.runtime import progress_bar
+
+    monkeypatch.delenv("GANCORE_PROGRESS", raising=False)
+    monkeypatch.delitem(sys.modules, "ipykernel", raising=False)
+    assert progress_bar(10, "log").disable  # the tests' stderr is no terminal
+    monkeypatch.setitem(sys.modules, "ipykernel", types.ModuleType("ipykernel"))
+    with progress_bar(10, "notebook") as bar:
+        assert not bar.disable
+    monkeypatch.delitem(sys.modules, "ipykernel")
+    monkeypatch.setenv("GANCORE_PROGRESS", "1")
+    with progress_bar(10, "asked") as bar:
+        assert not bar.disable
+    assert progress_bar(10, "quiet", enabled=False).disable and progress_bar(0, "empty").disable
