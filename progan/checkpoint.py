@@ -20,10 +20,10 @@ import torch.nn.functional as F
 
 from gancore.errors import SourceError, UserError
 from gancore.runtime import resolve_device, torch_save_atomic
-from gancore.sources import ImageSource, register_source_opener
+from gancore.sources import ImageSource, register_source_opener, to_uint8
 
 from .configs import TrainingConfig
-from .dataset import box_downsample, to_uint8
+from .dataset import box_downsample
 from .networks import Discriminator, Generator
 
 FORMAT = "progan-checkpoint"

@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from gancore.errors import SourceError, UserError
-from gancore.sources import BadImage, HDF5Source, ImageSource, open_source, peek_shape
+from gancore.sources import BadImage, HDF5Source, ImageSource, open_source, peek_shape, to_uint8
 
 from .configs import is_power_of_two
 
@@ -42,11 +42,6 @@ def box_downsample(images: torch.Tensor, resolution: int) -> torch.Tensor:
     """float NCHW [N, C, S, S] -> [N, C, resolution, resolution] by averaging (S/resolution)² blocks."""
     factor = images.shape[-1] // resolution
     return F.avg_pool2d(images, factor) if factor > 1 else images
-
-
-def to_uint8(images: torch.Tensor) -> torch.Tensor:
-    """float in [0, 255] -> uint8, rounded and clipped."""
-    return images.round().clamp(0, 255).to(torch.uint8)
 
 
 class IndexStream:
